@@ -1,0 +1,5 @@
+import sys
+
+from audioconv.cli import main
+
+sys.exit(main())

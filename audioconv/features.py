@@ -1,0 +1,177 @@
+"""Log-mel front end (torchaudio), its axes for rendering, and the way back to audio.
+
+Shapes: waveforms ``(batch, channels, time)`` or ``(batch, time)`` at ``sample_rate`` Hz;
+log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB (power, ref 1.0).
+The mel scale is HTK's (as ``librosa`` with ``htk=True``), without area normalisation, so that
+``librosa.display.specshow(..., y_axis="mel", htk=True)`` labels the rows with the right Hz.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import librosa
+import numpy as np
+import torch
+import torchaudio
+import torchaudio.functional as AF
+
+__all__ = ["LogMelConfig", "LogMel"]
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Front-end settings. Times in samples at ``sample_rate`` Hz; frequencies in Hz.
+
+    ``top_db``: each example's log-mel is floored at its own maximum minus ``top_db`` dB, so
+    silence and zero padding do not produce -100 dB outliers.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min_hz: float = 20.0
+    f_max_hz: float | None = None
+    top_db: float = 80.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LogMelConfig":
+        return cls(**d)
+
+    @property
+    def f_max(self) -> float:
+        return float(self.f_max_hz if self.f_max_hz is not None else self.sample_rate / 2)
+
+
+class LogMel(torch.nn.Module):
+    """Waveform → log-mel power spectrogram in dB, ``(B, 1, n_mels, frames)``.
+
+    Args:
+        config: :class:`LogMelConfig` (or keyword overrides of its fields).
+
+    Frame ``j`` is centred at ``j * hop_length / sample_rate`` seconds (``center=True``), so a clip
+    of ``T`` samples has ``T // hop_length + 1`` frames. Multi-channel input is averaged to mono.
+    A magnitude front end cannot see the waveform's polarity: ``LogMel(x) == LogMel(-x)``.
+    """
+
+    def __init__(self, config: LogMelConfig | None = None, **overrides):
+        super().__init__()
+        cfg = config or LogMelConfig()
+        if overrides:
+            cfg = LogMelConfig(**{**cfg.to_dict(), **overrides})
+        self._validate(cfg)
+        self.config = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.f_min_hz,
+            f_max=cfg.f_max,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            mel_scale="htk",
+            norm=None,
+            center=True,
+        )
+
+    @staticmethod
+    def _validate(cfg: LogMelConfig) -> None:
+        if cfg.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be > 0 Hz, got {cfg.sample_rate}")
+        if not 0 < cfg.win_length <= cfg.n_fft:
+            raise ValueError(f"win_length must be in 1..n_fft={cfg.n_fft}, got {cfg.win_length}")
+        if cfg.hop_length <= 0:
+            raise ValueError(f"hop_length must be > 0, got {cfg.hop_length}")
+        if not 0 <= cfg.f_min_hz < cfg.f_max <= cfg.sample_rate / 2:
+            raise ValueError(
+                f"need 0 <= f_min_hz < f_max_hz <= Nyquist ({cfg.sample_rate / 2} Hz), "
+                f"got f_min_hz={cfg.f_min_hz}, f_max_hz={cfg.f_max_hz}"
+            )
+        if cfg.n_mels <= 0:
+            raise ValueError(f"n_mels must be > 0, got {cfg.n_mels}")
+
+    # ---- forward ------------------------------------------------------------------------
+    def power(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Mel power spectrogram ``(B, 1, n_mels, frames)`` (linear, not dB)."""
+        if waveform.dim() == 3:
+            waveform = waveform.mean(dim=1)
+        elif waveform.dim() != 2:
+            raise ValueError(f"waveform must be (batch, channels, time) or (batch, time), got {tuple(waveform.shape)}")
+        if waveform.is_floating_point() is False:
+            raise ValueError(f"waveform must be a float tensor, got dtype {waveform.dtype}")
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            return self.mel(waveform.float()).unsqueeze(1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.to_db(self.power(waveform))
+
+    def to_db(self, power: torch.Tensor) -> torch.Tensor:
+        """Power → dB with the per-example ``top_db`` floor; ``(B, ...)`` → same shape."""
+        db = 10.0 * torch.log10(power.clamp_min(1e-10))
+        peak = db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
+        return torch.maximum(db, peak - self.config.top_db)
+
+    # ---- axes ---------------------------------------------------------------------------
+    def mel_hz(self) -> np.ndarray:
+        """Centre frequency (Hz) of each mel bin, shape ``(n_mels,)`` (HTK mel scale)."""
+        c = self.config
+        return librosa.mel_frequencies(n_mels=c.n_mels + 2, fmin=c.f_min_hz, fmax=c.f_max, htk=True)[1:-1]
+
+    def frame_s(self, n_frames: int) -> np.ndarray:
+        """Centre time (s) of each frame, shape ``(n_frames,)``."""
+        return np.arange(n_frames) * self.config.hop_length / self.config.sample_rate
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` input samples."""
+        return n_samples // self.config.hop_length + 1
+
+    def specshow_kwargs(self) -> dict:
+        """Keyword arguments that make ``librosa.display.specshow`` label our axes in s and Hz."""
+        c = self.config
+        return dict(sr=c.sample_rate, hop_length=c.hop_length, x_axis="time", y_axis="mel",
+                    fmin=c.f_min_hz, fmax=c.f_max, htk=True)
+
+    # ---- back to the linear-frequency STFT domain -----------------------------------------
+    def stft(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Complex STFT with the front end's window/hop, ``(..., time)`` → ``(..., n_fft//2+1, frames)``."""
+        c = self.config
+        window = torch.hann_window(c.win_length, device=waveform.device, dtype=waveform.dtype)
+        return torch.stft(waveform, c.n_fft, c.hop_length, c.win_length, window, center=True, return_complex=True)
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse of :meth:`stft`, ``(..., n_fft//2+1, frames)`` → ``(..., length)`` samples."""
+        c = self.config
+        window = torch.hann_window(c.win_length, device=spec.device, dtype=spec.real.dtype)
+        return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, window, center=True, length=length)
+
+    def mel_to_linear(self, mel_values: torch.Tensor) -> torch.Tensor:
+        """Spread per-mel-bin values onto linear STFT bins, ``(..., n_mels, frames)`` → ``(..., n_fft//2+1, frames)``.
+
+        Each linear bin gets the filter-weighted mean of the mel bins that cover it (bins no mel
+        filter covers get 0). Use it to turn a mel-space mask into an STFT mask.
+        """
+        fb = self.mel.mel_scale.fb.to(mel_values.device, mel_values.dtype)  # (n_freqs, n_mels)
+        weight = fb / fb.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.matmul(weight, mel_values)
+
+    def db_to_waveform(self, logmel_db: torch.Tensor, n_samples: int, n_iter: int = 32) -> torch.Tensor:
+        """Invert a log-mel (dB) ``(..., n_mels, frames)`` to audio ``(..., n_samples)``.
+
+        dB → power → linear-frequency magnitude by non-negative least squares
+        (``torchaudio.transforms.InverseMelScale``) → phase by Griffin-Lim (``n_iter`` iterations).
+        """
+        c = self.config
+        power = torch.pow(10.0, logmel_db / 10.0)
+        inv = torchaudio.transforms.InverseMelScale(
+            n_stft=c.n_fft // 2 + 1, n_mels=c.n_mels, sample_rate=c.sample_rate,
+            f_min=c.f_min_hz, f_max=c.f_max, mel_scale="htk", norm=None,
+        ).to(power.device)
+        linear_power = inv(power.float()).clamp_min(0)
+        window = torch.hann_window(c.win_length, device=power.device)
+        return AF.griffinlim(linear_power.sqrt(), window, c.n_fft, c.hop_length, c.win_length,
+                             power=1.0, n_iter=n_iter, momentum=0.99, length=n_samples, rand_init=False)
