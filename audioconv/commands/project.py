@@ -1,0 +1,131 @@
+"""`audioconv project`: project hidden units of a trained model onto one audio file.
+
+Writes, for each unit: a PNG (input | projection | overlay, seconds × Hz), ``masked.wav`` (the input
+filtered by the projection, input phase) and ``griffinlim.wav`` (the projection alone), plus one
+``projection.json`` (activation, feature-map position, receptive field in cells, Hz and seconds).
+One unit → files directly in OUT; several → ``OUT/unit_<c>/``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("project", help="project hidden units onto an audio file (PNG, WAVs, JSON)",
+                              description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, last.pt or a snapshot")
+    p.add_argument("--audio", required=True, help="audio file (any rate; resampled to the model's)")
+    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
+    p.add_argument("--unit", required=True, help="channel index or comma list, e.g. 5 or 5,7,9")
+    p.add_argument("--position", default="max",
+                   help="'max' (strongest position), 'F,T' (feature-map cell) or 'map' (whole map)")
+    p.add_argument("--mode", default="deconv", choices=["deconv", "guided", "gradient"])
+    p.add_argument("--offset-s", type=float, default=0.0, help="start of the excerpt (s)")
+    p.add_argument("--duration-s", type=float, default=None, help="length of the excerpt (s); default to the end")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
+    p.add_argument("--griffin-lim-iters", type=int, default=32)
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def parse_units(text: str) -> list[int]:
+    """``"5"`` → ``[5]``, ``"5,7,9"`` → ``[5, 7, 9]``; ValueError naming ``--unit`` otherwise."""
+    try:
+        units = [int(s) for s in str(text).split(",") if s.strip() != ""]
+    except ValueError:
+        raise ValueError(f"--unit must be an integer or a comma list of integers, got {text!r}") from None
+    if not units:
+        raise ValueError(f"--unit is empty: {text!r}")
+    return units
+
+
+def parse_position(text: str):
+    """``"max"`` / ``"map"`` / ``"F,T"`` → the projector's ``position`` argument."""
+    t = str(text).strip().lower()
+    if t in ("max", "map"):
+        return t
+    parts = t.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(f"--position must be 'max', 'map' or 'F,T' (two integers), got {text!r}") from None
+
+
+def _describe(proj, b: int, k: int, hz: np.ndarray, seconds: np.ndarray) -> dict:
+    def arr(x):
+        return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+    f0, f1, t0, t1 = (int(v) for v in arr(proj.receptive_fields)[b, k])
+    f, t = (int(v) for v in arr(proj.positions)[b, k])
+    return {
+        "channel": int(arr(proj.channels)[k]),
+        "activation": float(arr(proj.activations)[b, k]),
+        "position": [f, t],
+        "receptive_field": {"cells": [f0, f1, t0, t1], "hz": [float(hz[f0]), float(hz[f1 - 1])],
+                            "seconds": [float(seconds[t0]), float(seconds[t1 - 1])]},
+        "centre_hz": float(hz[(f0 + f1 - 1) // 2]),
+        "centre_s": float(seconds[(t0 + t1 - 1) // 2]),
+    }
+
+
+def run(args) -> int:
+    from audioconv import audio
+    from audioconv.checkpoint import load_model
+    from audioconv.features import LogMel
+    from audioconv.viz.projector import Projector
+    from audioconv.viz.render import plot_projection
+    from audioconv.viz.sonify import griffin_lim_audio, masked_audio, save_wav
+
+    units = parse_units(args.unit)
+    position = parse_position(args.position)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    model, labels = load_model(args.checkpoint, device)
+    if args.layer not in model.layer_names:
+        raise ValueError(f"unknown --layer {args.layer!r}; valid layers: {', '.join(model.layer_names)}")
+    n = model.n_channels(args.layer)
+    bad = [u for u in units if not 0 <= u < n]
+    if bad:
+        raise ValueError(f"--unit {bad} out of range for {args.layer}: valid units are 0..{n - 1}")
+    sr = model.config.sample_rate
+    wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
+    mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
+
+    proj = Projector(model, mode=args.mode, device=device).project(
+        mono[None].to(device), args.layer, units, position=position, progress=False)
+    hz = np.asarray(proj.hz.detach().cpu() if isinstance(proj.hz, torch.Tensor) else proj.hz)
+    seconds = np.asarray(proj.seconds.detach().cpu() if isinstance(proj.seconds, torch.Tensor) else proj.seconds)
+    maps = proj.maps.detach().cpu() if isinstance(proj.maps, torch.Tensor) else torch.as_tensor(proj.maps)
+    logmel_cpu = LogMel(model.frontend.config)  # a CPU copy of the front end for rendering and sound
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k, unit in enumerate(units):
+        folder = out if len(units) == 1 else out / f"unit_{unit}"
+        info = _describe(proj, 0, k, hz, seconds)
+        png = folder / "projection.png"
+        fig = plot_projection(proj, (0, k), png, logmel=logmel_cpu)
+        del fig
+        masked = masked_audio(mono, maps[0, k], logmel_cpu)
+        gl = griffin_lim_audio(maps[0, k], logmel_cpu, mono.shape[-1], n_iter=args.griffin_lim_iters)
+        save_wav(folder / "masked.wav", masked, sr)
+        save_wav(folder / "griffinlim.wav", gl, sr)
+        info["files"] = {name: str((folder / name).relative_to(out))
+                         for name in ("projection.png", "masked.wav", "griffinlim.wav")}
+        entries.append(info)
+        print(f"{args.layer} unit {unit}: activation {info['activation']:.4g} at {tuple(info['position'])} "
+              f"≈ {info['centre_s']:.2f} s, {info['centre_hz']:.0f} Hz → {folder}")
+    summary = {"checkpoint": str(args.checkpoint), "audio": str(args.audio), "layer": args.layer,
+               "mode": args.mode, "position": args.position, "sample_rate": sr, "units": entries}
+    if len(entries) == 1:
+        summary.update({key: entries[0][key] for key in ("channel", "activation", "position", "receptive_field",
+                                                         "centre_hz", "centre_s")})
+    (out / "projection.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out / 'projection.json'}")
+    return 0

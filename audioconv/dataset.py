@@ -1,0 +1,489 @@
+"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples.
+
+Runs in DataLoader workers (CPU only): decode with soundfile (only the frames needed), resample,
+downmix, crop or pad. Features and augmentation belong on the batch's device in the main process.
+
+Randomness (random crops, and a ``transform`` that takes ``generator=``) comes from a fresh
+``torch.Generator`` per example, seeded in one of two ways:
+
+* ``seed=None`` (default): the seed is drawn from torch's RNG of the process running
+  ``__getitem__``. The DataLoader seeds each worker's RNG with ``base_seed + worker_id``, where
+  ``base_seed`` is drawn at each epoch from the loader's ``generator`` (else the global RNG), so
+  workers differ and epochs differ; ``torch.manual_seed(s)`` (or a seeded loader ``generator``,
+  with workers) before iterating reproduces the epoch for the same ``num_workers`` and batch size.
+  With ``persistent_workers`` the workers keep their streams: the run reproduces as a whole.
+* ``seed=int``: each example's seed is a pure function of ``(seed, epoch, index)``: the result does
+  not depend on ``num_workers``, order or any RNG state. Call :meth:`ManifestDataset.set_epoch`
+  each epoch (persistent workers do not see it).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import numbers
+import os
+import stat
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.transforms as T
+from tqdm.auto import tqdm
+
+from . import audio
+from .manifest import iter_manifest, validate_record
+
+__all__ = ["ManifestDataset", "collate", "ClassBalancedSampler", "save_labels", "load_labels"]
+
+_LOWPASS_WIDTH = 6  # torchaudio.functional.resample's default lowpass_filter_width (zero crossings)
+_ROLLOFF = 0.99  # torchaudio's default rolloff
+_MAX_ALIGN_STEP = 4096  # above this many source samples per aligned unit, resample the whole clip
+
+
+# ----------------------------------------------------------------------------- labels.json
+def save_labels(path: str | os.PathLike, labels: Sequence[str]) -> Path:
+    """Write the label map as ``{"labels": [...]}`` (index = position) to ``path`` (labels.json)."""
+    labels = _check_labels(list(labels), str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"labels": labels}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_labels(path: str | os.PathLike) -> list[str]:
+    """Read a label map written by :func:`save_labels` (a plain JSON list is accepted too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: bad JSON in labels file ({e.msg})") from None
+    labels = obj.get("labels") if isinstance(obj, dict) else obj
+    if not isinstance(labels, list):
+        raise ValueError(f"{path}: expected {{\"labels\": [...]}} or a JSON list of label strings")
+    return _check_labels(labels, str(path))
+
+
+def _check_labels(labels: list, where: str) -> list[str]:
+    if not labels:
+        raise ValueError(f"{where}: the label list is empty")
+    for i, lab in enumerate(labels):
+        if not isinstance(lab, str) or not lab:
+            raise ValueError(f"{where}: label {i} must be a non-empty string, got {lab!r}")
+    dup = [lab for lab, c in Counter(labels).items() if c > 1]
+    if dup:
+        raise ValueError(f"{where}: duplicate labels {dup}")
+    return list(labels)
+
+
+# ----------------------------------------------------------------------------- seeding
+def _mix_seed(*parts: int) -> int:
+    """SplitMix64 of the parts: well-spread 63-bit seeds from small integers."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 29
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_resampler(orig_sr: int, new_sr: int) -> T.Resample:
+    """torchaudio's resampler with its sinc kernel built once per (orig, new) pair and process
+    (same numbers as ``audio.resample``; building a 44.1 -> 16 kHz kernel costs more than using it)."""
+    return T.Resample(orig_sr, new_sr)
+
+
+def _open_audio(path: str) -> sf.SoundFile:
+    """Open an audio file for reading, with ``audio.info``'s errors (missing, folder, empty,
+    undecodable) — one open gives the header and the frames."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio file not found: {path}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"audio path is a folder, not a file: {path}")
+    if st.st_size == 0:
+        raise ValueError(f"audio file is empty (0 bytes): {path}")
+    try:
+        return sf.SoundFile(path)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
+        raise ValueError(f"cannot decode audio file {path}: {e}") from None
+
+
+def _accepts_generator(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+# ----------------------------------------------------------------------------- dataset
+class ManifestDataset(torch.utils.data.Dataset):
+    """Clips of a manifest as fixed-length float32 waveforms with integer labels.
+
+    Args:
+        manifest: path of a JSONL manifest (relative paths from its folder), or a list of record
+            dicts (relative paths from the current directory).
+        sample_rate: output rate in Hz; clips are resampled (torchaudio's band-limited sinc).
+        clip_s: output length in seconds (``round(clip_s * sample_rate)`` samples); longer clips
+            are cropped, shorter ones zero-padded *at the end*. ``None`` keeps each clip's length
+            (``collate`` pads the batch).
+        labels: label list, or path of a labels.json; index = position. Default: the sorted labels
+            of the whole manifest (before ``split`` filtering, so splits of one manifest agree).
+            For evaluation pass the training run's labels.json.
+        channels: ``"mono"`` (mean of the channels, ``C = 1``) or ``"keep"``.
+        crop: where a long clip is cut: ``"random"`` (uniform start), ``"center"``, ``"start"``.
+        transform: CPU callable on ``(C, T)`` returning ``(C, T)``; receives ``generator=`` (a
+            ``torch.Generator``) when its signature accepts it.
+        skip_bad: leave out unusable clips instead of raising. Missing/empty/undecodable headers,
+            offsets past the end and zero-length clips are found when the dataset is built (they
+            are not indexed); clips failing later (e.g. NaN samples) make ``__getitem__`` return
+            ``None``, which :func:`collate` drops. Both are listed in ``self.bad`` (in the process
+            that saw them; worker processes also emit a ``UserWarning``).
+        split: keep only records whose ``split`` equals this string (or is in this collection).
+        allow_unknown: skip records whose label is not in ``labels`` (counted in ``self.unknown``,
+            per label in ``self.unknown_labels``) instead of raising.
+        seed: make random draws a pure function of ``(seed, epoch, index)`` (see module doc).
+        return_length: return ``(waveform, label, length)`` with ``length`` the number of real
+            (unpadded) samples; :func:`collate` uses it.
+        progress: tqdm bar for the header scan done with ``skip_bad``.
+
+    ``dataset[i]`` → ``(waveform (C, T) float32, label_index int)``.
+
+    Raises:
+        ValueError / FileNotFoundError: empty manifest or split, unknown label (naming label and
+            ``file:line``), bad arguments; on access, an unreadable clip names ``file:line`` and the
+            audio file (unless ``skip_bad``).
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike | Sequence[dict],
+        sample_rate: int,
+        clip_s: float | None,
+        labels: Sequence[str] | str | os.PathLike | None = None,
+        channels: str = "mono",
+        crop: str = "random",
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+        split: str | Iterable[str] | None = None,
+        allow_unknown: bool = False,
+        seed: int | None = None,
+        return_length: bool = False,
+        progress: bool = False,
+    ):
+        if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+        sample_rate = int(sample_rate)
+        if clip_s is not None and not (isinstance(clip_s, numbers.Real) and math.isfinite(clip_s) and clip_s > 0):
+            raise ValueError(f"clip_s must be > 0 seconds or None, got {clip_s!r}")
+        if clip_s is not None and round(clip_s * sample_rate) < 1:
+            raise ValueError(f"clip_s={clip_s} s is less than one sample at {sample_rate} Hz")
+        if channels not in ("mono", "keep"):
+            raise ValueError(f"channels must be 'mono' or 'keep', got {channels!r}")
+        if crop not in ("random", "center", "start"):
+            raise ValueError(f"crop must be 'random', 'center' or 'start', got {crop!r}")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        self.sample_rate = sample_rate
+        self.clip_s = clip_s
+        self.clip_samples = None if clip_s is None else int(round(clip_s * sample_rate))
+        self.channels = channels
+        self.crop = crop
+        self.transform = transform
+        self._transform_takes_generator = transform is not None and _accepts_generator(transform)
+        self.skip_bad = skip_bad
+        self.allow_unknown = allow_unknown
+        self.seed = seed
+        self.epoch = 0
+        self.return_length = return_length
+        self.bad: list[dict] = []
+
+        records, sources, name = self._load_records(manifest)
+        if not records:
+            raise ValueError(f"manifest {name} has no clips")
+        if labels is None:
+            self.labels = sorted({r["label"] for r in records})
+        elif isinstance(labels, (str, os.PathLike)):
+            self.labels = load_labels(labels)
+        else:
+            self.labels = _check_labels(list(labels), "labels")
+        self.label_to_index = {lab: i for i, lab in enumerate(self.labels)}
+
+        if split is not None:
+            wanted = {split} if isinstance(split, str) else set(split)
+            keep = [i for i, r in enumerate(records) if r.get("split") in wanted]
+            if not keep:
+                present = sorted({str(r.get("split")) for r in records})
+                raise ValueError(f"manifest {name} has no clips with split in {sorted(wanted)} (splits present: {present})")
+            records, sources = [records[i] for i in keep], [sources[i] for i in keep]
+
+        self.unknown = 0
+        self.unknown_labels: Counter = Counter()
+        kept_records, kept_sources = [], []
+        for rec, src in zip(records, sources):
+            if rec["label"] not in self.label_to_index:
+                if not allow_unknown:
+                    raise ValueError(
+                        f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
+                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
+                    )
+                self.unknown += 1
+                self.unknown_labels[rec["label"]] += 1
+                continue
+            kept_records.append(rec)
+            kept_sources.append(src)
+        if skip_bad:
+            kept_records, kept_sources = self._scan_headers(kept_records, kept_sources, progress)
+        if not kept_records:
+            raise ValueError(f"manifest {name}: no usable clips left (unknown labels: {self.unknown}, bad: {len(self.bad)})")
+        self.records = kept_records
+        self.sources = kept_sources
+        self.targets = [self.label_to_index[r["label"]] for r in kept_records]
+
+    # -- construction helpers
+    @staticmethod
+    def _load_records(manifest) -> tuple[list[dict], list[str], str]:
+        if isinstance(manifest, (str, os.PathLike)):
+            pairs = list(iter_manifest(manifest, line_numbers=True))
+            return [r for _, r in pairs], [f"{manifest}:{n}" for n, _ in pairs], str(manifest)
+        if isinstance(manifest, dict) or not isinstance(manifest, Sequence):
+            raise ValueError(f"manifest must be a path or a list of record dicts, got {type(manifest).__name__}")
+        records = [validate_record(r, f"record {i}") for i, r in enumerate(manifest)]
+        return records, [f"record {i}" for i in range(len(records))], "(list of records)"
+
+    def _scan_headers(self, records, sources, progress):
+        keep_r, keep_s = [], []
+        for rec, src in zip(tqdm(records, disable=not progress, desc="scan", unit="clip"), sources):
+            try:
+                meta = audio.info(rec["audio_filepath"])
+                self._clip_frames(rec, meta.sample_rate, meta.frames)
+            except (ValueError, FileNotFoundError) as e:
+                self.bad.append({"source": src, "audio_filepath": rec["audio_filepath"], "error": str(e)})
+                continue
+            keep_r.append(rec)
+            keep_s.append(src)
+        return keep_r, keep_s
+
+    # -- public helpers
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the epoch mixed into per-example seeds when ``seed`` was given."""
+        self.epoch = int(epoch)
+
+    def class_counts(self) -> list[int]:
+        """Number of clips per label index."""
+        counts = Counter(self.targets)
+        return [counts.get(i, 0) for i in range(len(self.labels))]
+
+    # -- reading
+    @staticmethod
+    def _clip_frames(rec: dict, sr: int, frames: int) -> tuple[int, int]:
+        """(first frame, frame count) of the record's clip in a file of ``frames`` frames at ``sr`` Hz;
+        raise if the clip is empty or starts past the end."""
+        path = rec["audio_filepath"]
+        if frames == 0:
+            raise ValueError(f"zero-length clip: {path} has no samples")
+        offset_s = float(rec.get("offset") or 0.0)
+        start = int(round(offset_s * sr))
+        if start >= frames:
+            raise ValueError(f"offset {offset_s} s is past the end of {path} ({frames / sr:.3f} s long)")
+        duration_s = rec.get("duration")
+        n = frames - start if duration_s is None else min(frames - start, int(round(duration_s * sr)))
+        if n <= 0:
+            raise ValueError(f"zero-length clip: duration {duration_s} s at {sr} Hz in {path}")
+        return start, n
+
+    def _resampler(self, orig_sr: int) -> T.Resample:
+        return _cached_resampler(orig_sr, self.sample_rate)
+
+    def _read_frames(self, f: sf.SoundFile, path: str, first: int, count: int) -> torch.Tensor:
+        """Frames ``first .. first + count`` of the open file as ``(C, count)``, downmixed if mono."""
+        try:
+            f.seek(first)
+            data = f.read(count, dtype="float32", always_2d=True)
+        except Exception as e:  # libsndfile errors on corrupt data
+            raise ValueError(f"cannot decode audio file {path}: {e}") from None
+        if data.shape[0] != count:
+            raise ValueError(f"read {data.shape[0]} frames instead of {count} from {path}")
+        if not np.isfinite(data).all():
+            raise ValueError(f"audio file {path} contains non-finite samples (NaN or inf)")
+        wav = torch.from_numpy(np.ascontiguousarray(data.T))
+        if self.channels == "mono" and wav.shape[0] > 1:
+            wav = audio.to_mono(wav)
+        return wav
+
+    def _crop_start(self, n_available: int, length: int, generator: torch.Generator | None) -> int:
+        room = n_available - length
+        if self.crop == "start" or room <= 0:
+            return 0
+        if self.crop == "center":
+            return room // 2
+        return int(torch.randint(0, room + 1, (1,), generator=generator).item())
+
+    def load_clip(self, index: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Decode, resample, downmix and crop/pad clip ``index`` (one open of the file).
+
+        Equals resampling the whole clip (``audio.resample``) and then cutting ``clip_samples``
+        samples at the crop position (up to float rounding): only the needed frames plus a
+        filter margin are decoded. With resampling, crop starts are on the grid where input and
+        output samples coincide (``sr / gcd(sr, sample_rate)`` input samples, 10 ms for 44.1 kHz
+        → 16 kHz).
+
+        Returns:
+            ``(waveform (C, clip_samples) float32, real_length)`` where ``real_length`` counts the
+            samples before the zero padding.
+        """
+        rec = self.records[index]
+        path = rec["audio_filepath"]
+        with _open_audio(path) as f:
+            sr, target, length = f.samplerate, self.sample_rate, self.clip_samples
+            first, n_clip = self._clip_frames(rec, sr, f.frames)
+            if sr == target:
+                if length is None:
+                    return self._read_frames(f, path, first, n_clip), n_clip
+                start = self._crop_start(n_clip, length, generator)
+                wav = self._read_frames(f, path, first + start, min(length, n_clip - start))
+                real = wav.shape[-1]
+                return audio.fix_length(wav, length, offset=0), real
+
+            g = math.gcd(sr, target)
+            step_in, step_out = sr // g, target // g  # input / output samples that span the same time
+            n_out = -(-n_clip * target // sr)  # torchaudio's output length for the whole clip
+            if length is None or n_out <= length or step_in > _MAX_ALIGN_STEP:
+                wav = self._resampler(sr)(self._read_frames(f, path, first, n_clip))
+                if length is None:
+                    return wav, wav.shape[-1]
+                start = self._crop_start(wav.shape[-1], length, generator)
+                wav = wav[..., start : start + length]
+                real = wav.shape[-1]
+                return audio.fix_length(wav, length, offset=0), real
+            q = self._crop_start(n_out, length, generator) // step_out * step_out  # output start, on the grid
+            s0 = q // step_out * step_in  # the same instant in input samples
+            half_width = math.ceil(_LOWPASS_WIDTH * sr / (min(sr, target) * _ROLLOFF)) + 2
+            margin = -(-half_width // step_in) * step_in  # grid-aligned filter margin (input samples)
+            a = max(0, s0 - margin)
+            b = min(n_clip, s0 + -(-length * sr // target) + margin + step_in)  # + a block: kernels work per block
+            wav = self._resampler(sr)(self._read_frames(f, path, first + a, b - a))
+        j0 = (s0 - a) // step_in * step_out
+        wav = wav[..., j0 : j0 + length]
+        real = min(wav.shape[-1], n_out - q)
+        wav = wav[..., :real]
+        return audio.fix_length(wav, length, offset=0), real
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if self.crop != "random" and not self._transform_takes_generator:
+            return None
+        if self.seed is not None:
+            seed = _mix_seed(self.seed, self.epoch, index)
+        else:
+            seed = int(torch.randint(0, 2**62, (1,)).item())  # torch's RNG: seeded per worker by the DataLoader
+        return torch.Generator().manual_seed(seed)
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} clips")
+        index %= len(self)
+        generator = self._generator(index)
+        try:
+            wav, real = self.load_clip(index, generator)
+        except (ValueError, FileNotFoundError) as e:
+            message = f"{self.sources[index]}: {e}"
+            if not self.skip_bad:
+                raise type(e)(message) from None
+            self.bad.append({"source": self.sources[index], "audio_filepath": self.records[index]["audio_filepath"], "error": str(e)})
+            warnings.warn(f"skipping bad clip {message}", stacklevel=2)
+            return None
+        if self.transform is not None:
+            wav = self.transform(wav, generator=generator) if self._transform_takes_generator else self.transform(wav)
+            if not isinstance(wav, torch.Tensor) or wav.dim() != 2:
+                raise ValueError(f"transform must return a (C, T) tensor, got {type(wav).__name__} {getattr(wav, 'shape', '')}")
+            real = min(real, wav.shape[-1])
+        label = self.targets[index]
+        return (wav, label, real) if self.return_length else (wav, label)
+
+
+# ----------------------------------------------------------------------------- batching
+def collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack examples into ``(waveforms (B, C, T) float32, labels (B,) int64, lengths (B,) int64)``.
+
+    Items are ``(waveform (C, T), label)`` or ``(waveform, label, length)``; ``None`` items (bad
+    clips skipped by ``skip_bad``) are dropped. Shorter waveforms are zero-padded at the end to the
+    longest; ``lengths`` is each item's real (unpadded) sample count — its ``length`` when given,
+    else its own ``T``.
+
+    Raises:
+        ValueError: items with different channel counts (use ``channels="mono"``).
+    """
+    items = [b for b in batch if b is not None]
+    if not items:
+        return torch.zeros(0, 1, 0), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    waves = [it[0] for it in items]
+    n_channels = {w.shape[0] for w in waves}
+    if len(n_channels) > 1:
+        raise ValueError(f"cannot batch clips with different channel counts {sorted(n_channels)}; use channels='mono'")
+    t_max = max(w.shape[-1] for w in waves)
+    out = torch.zeros(len(waves), waves[0].shape[0], t_max, dtype=torch.float32)
+    for i, w in enumerate(waves):
+        out[i, :, : w.shape[-1]] = w
+    labels = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
+    lengths = torch.tensor([int(it[2]) if len(it) > 2 else it[0].shape[-1] for it in items], dtype=torch.int64)
+    return out, labels, lengths
+
+
+class ClassBalancedSampler(torch.utils.data.Sampler[int]):
+    """Draw indices with probability proportional to 1 / (size of the example's class), so each
+    class is drawn equally often on average.
+
+    Args:
+        targets: a dataset with ``.targets`` (e.g. :class:`ManifestDataset`) or a sequence of label
+            indices.
+        num_samples: draws per epoch (default: the dataset size).
+        replacement: draw with replacement (needed to oversample small classes).
+        generator: ``torch.Generator``; default: a seed drawn from torch's RNG at each ``iter``.
+    """
+
+    def __init__(self, targets, num_samples: int | None = None, replacement: bool = True,
+                 generator: torch.Generator | None = None):
+        targets = getattr(targets, "targets", targets)
+        t = torch.as_tensor(list(targets), dtype=torch.int64)
+        if t.numel() == 0:
+            raise ValueError("ClassBalancedSampler needs at least one target")
+        if (t < 0).any():
+            raise ValueError("targets must be label indices >= 0")
+        counts = torch.bincount(t)
+        self.weights = 1.0 / counts[t].to(torch.float64)  # (N,)
+        self.num_samples = len(t) if num_samples is None else int(num_samples)
+        if self.num_samples <= 0:
+            raise ValueError(f"num_samples must be > 0, got {num_samples}")
+        if not replacement and self.num_samples > len(t):
+            raise ValueError(f"num_samples={self.num_samples} > {len(t)} examples needs replacement=True")
+        self.replacement = replacement
+        self.generator = generator
+
+    def __iter__(self):
+        g = self.generator
+        if g is None:
+            g = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        idx = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
+        return iter(idx.tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

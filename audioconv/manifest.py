@@ -1,0 +1,408 @@
+"""JSON Lines manifests: read (lazily, line by line), validate, write, and check against the disk.
+
+One clip per line, NeMo-compatible::
+
+    {"audio_filepath": "yes/0a7c2a8d_nohash_0.wav", "label": "yes", "duration": 1.0,
+     "offset": 0.0, "split": "train", "group": "0a7c2a8d", "sample_rate": 16000}
+
+==================  ===========  ======================================================================
+key                 type         meaning
+==================  ===========  ======================================================================
+``audio_filepath``  str          required; relative to the manifest's own folder, or absolute
+``label``           str          required; class name
+``duration``        float (s)    optional; clip length in seconds from ``offset`` (> 0); absent = to
+                                 the end of the file
+``offset``          float (s)    optional; clip start in seconds inside the file (>= 0, default 0)
+``split``           str          optional; e.g. ``"train"``, ``"validation"``, ``"test"``, ``"fold3"``
+``group``           str | int    optional; leakage key (speaker hash, source recording, fold id):
+                                 clips sharing it must stay in one split
+``sample_rate``     int (Hz)     optional; the file's rate as its header says (informational)
+anything else       any JSON     kept and passed through unchanged
+==================  ===========  ======================================================================
+
+Reading resolves ``audio_filepath`` to an absolute path string (relative paths are taken from the
+manifest's folder), so records can be passed around without the manifest. Writing does the
+reverse: paths under the new manifest's folder are written relative to it (POSIX separators),
+everything else stays absolute. Blank lines are ignored. Two lines naming the same file at the same
+``offset`` are an error naming both lines (pass ``allow_duplicates=True`` to keep them).
+Every problem raises :class:`ManifestError` (a ``ValueError``) whose message starts with
+``file:line:``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+from . import audio
+
+__all__ = [
+    "ManifestError",
+    "KEY_ORDER",
+    "validate_record",
+    "iter_manifest",
+    "read_manifest",
+    "write_manifest",
+    "write_split_manifests",
+    "check_manifest",
+    "CheckReport",
+]
+
+#: Keys written first, in this order; other keys follow in the record's own order.
+KEY_ORDER = ("audio_filepath", "label", "duration", "offset", "split", "group", "sample_rate")
+
+
+class ManifestError(ValueError):
+    """A bad manifest line or record. ``where`` is ``"file:line"`` (or ``"record N"``)."""
+
+    def __init__(self, where: str, message: str):
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_record(record: Any, where: str = "record") -> dict:
+    """Check one manifest record's keys and types; return a shallow copy.
+
+    Args:
+        record: the parsed JSON object of one line.
+        where: how to name the record in errors, e.g. ``"train.jsonl:17"``.
+
+    Raises:
+        ManifestError: not an object, missing ``audio_filepath``/``label``, wrong types, non-finite
+            or out-of-range ``duration`` (must be > 0 s), ``offset`` (>= 0 s) or ``sample_rate``
+            (positive integer Hz).
+    """
+    if not isinstance(record, dict):
+        raise ManifestError(where, f"expected a JSON object, got {type(record).__name__}")
+    for key in ("audio_filepath", "label"):
+        if key not in record:
+            raise ManifestError(where, f"missing required key {key!r} (keys: {sorted(record)})")
+    path = record["audio_filepath"]
+    if not isinstance(path, str) or not path.strip():
+        raise ManifestError(where, f"'audio_filepath' must be a non-empty string, got {path!r}")
+    label = record["label"]
+    if not isinstance(label, str) or not label:
+        raise ManifestError(where, f"'label' must be a non-empty string, got {label!r}")
+    for key, lower, inclusive in (("duration", 0.0, False), ("offset", 0.0, True)):
+        v = record.get(key)
+        if v is None:
+            continue
+        if not _is_number(v) or not math.isfinite(v):
+            raise ManifestError(where, f"{key!r} must be a finite number of seconds, got {v!r}")
+        if v < lower or (v == lower and not inclusive):
+            rel = ">=" if inclusive else ">"
+            what = " (zero-length clip)" if key == "duration" and v == 0 else ""
+            raise ManifestError(where, f"{key!r} must be {rel} {lower} s, got {v}{what}")
+    sr = record.get("sample_rate")
+    if sr is not None and (not isinstance(sr, int) or isinstance(sr, bool) or sr <= 0):
+        raise ManifestError(where, f"'sample_rate' must be a positive integer (Hz), got {sr!r}")
+    split = record.get("split")
+    if split is not None and (not isinstance(split, str) or not split):
+        raise ManifestError(where, f"'split' must be a non-empty string, got {split!r}")
+    group = record.get("group")
+    if group is not None and not (isinstance(group, str) or (isinstance(group, int) and not isinstance(group, bool))):
+        raise ManifestError(where, f"'group' must be a string or integer, got {group!r}")
+    return dict(record)
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir, path))
+
+
+def _duplicate_key(record: dict) -> tuple[str, float]:
+    return (record["audio_filepath"], float(record.get("offset") or 0.0))
+
+
+def _parse_line(text: str, where: str, base_dir: Path | None) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(where, f"bad JSON ({e.msg} at column {e.colno})") from None
+    rec = validate_record(obj, where)
+    if base_dir is not None:
+        rec["audio_filepath"] = _resolve(rec["audio_filepath"], base_dir)
+    return rec
+
+
+def _open_manifest(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"manifest path is a folder, not a file: {path}")
+    return open(path, encoding="utf-8-sig")  # tolerate a byte-order mark
+
+
+def iter_manifest(
+    path: str | os.PathLike,
+    *,
+    resolve: bool = True,
+    allow_duplicates: bool = False,
+    line_numbers: bool = False,
+) -> Iterator[dict] | Iterator[tuple[int, dict]]:
+    """Yield the records of a JSONL manifest one line at a time (nothing is read ahead).
+
+    Args:
+        path: the ``.jsonl`` file.
+        resolve: make ``audio_filepath`` absolute (relative paths are from the manifest's folder).
+        allow_duplicates: keep two lines with the same file and ``offset`` (default: error).
+        line_numbers: yield ``(line_number, record)`` (1-based) instead of records.
+
+    Raises:
+        FileNotFoundError: the manifest does not exist.
+        ManifestError: bad JSON, missing key, wrong type or duplicate, naming ``file:line``.
+    """
+    path = Path(path)
+    f = _open_manifest(path)  # opened now, so a missing manifest fails at the call, not at next()
+    return _iter_lines(f, path, resolve, allow_duplicates, line_numbers)
+
+
+def _iter_lines(f, path: Path, resolve: bool, allow_duplicates: bool, line_numbers: bool):
+    folder = Path(os.path.abspath(path)).parent
+    seen: dict[tuple[str, float], int] = {}
+    with f:
+        for n, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            where = f"{path}:{n}"
+            rec = _parse_line(text, where, folder if resolve else None)
+            if not allow_duplicates:
+                key = (_resolve(rec["audio_filepath"], folder), float(rec.get("offset") or 0.0))
+                if key in seen:
+                    raise ManifestError(
+                        where, f"duplicate of line {seen[key]}: same audio_filepath {rec['audio_filepath']!r} and offset {key[1]} s"
+                    )
+                seen[key] = n
+            yield (n, rec) if line_numbers else rec
+
+
+def read_manifest(path: str | os.PathLike, *, resolve: bool = True, allow_duplicates: bool = False) -> list[dict]:
+    """Read a whole JSONL manifest into a list of record dicts (see :func:`iter_manifest`).
+
+    An empty manifest gives ``[]``; consumers that need data (``ManifestDataset``) reject it.
+    """
+    return list(iter_manifest(path, resolve=resolve, allow_duplicates=allow_duplicates))
+
+
+def _ordered(record: dict) -> dict:
+    out = {k: record[k] for k in KEY_ORDER if k in record and record[k] is not None}
+    out.update((k, v) for k, v in record.items() if k not in out and k not in KEY_ORDER)
+    return out
+
+
+def _relative_path(path: str, folders: tuple[Path, ...]) -> str:
+    if not os.path.isabs(path):
+        return Path(path).as_posix()
+    for folder in folders:  # as written, and with symlinks resolved
+        try:
+            return Path(os.path.normpath(path)).relative_to(folder).as_posix()
+        except ValueError:
+            continue
+    return path
+
+
+def write_manifest(
+    path: str | os.PathLike,
+    records: Iterable[dict],
+    *,
+    relative: bool = True,
+    allow_duplicates: bool = False,
+) -> Path:
+    """Write records as JSON Lines (atomically: temp file + rename; parent folders created).
+
+    Args:
+        path: output ``.jsonl``.
+        records: dicts with at least ``audio_filepath`` and ``label`` (validated, duplicates refused
+            unless ``allow_duplicates``).
+        relative: write absolute paths that lie under the manifest's folder relative to it.
+            Relative paths in ``records`` are written unchanged (they are taken to be relative to
+            the manifest's folder already).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    folder = Path(os.path.abspath(path)).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    folders = (folder, folder.resolve())
+    seen: dict[tuple[str, float], int] = {}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for i, record in enumerate(records):
+                rec = validate_record(record, f"record {i} (for {path})")
+                if relative:
+                    rec["audio_filepath"] = _relative_path(rec["audio_filepath"], folders)
+                if not allow_duplicates:
+                    key = _duplicate_key({**rec, "audio_filepath": _resolve(rec["audio_filepath"], folder)})
+                    if key in seen:
+                        raise ManifestError(f"record {i} (for {path})", f"duplicate of record {seen[key]}: {key}")
+                    seen[key] = i
+                f.write(json.dumps(_ordered(rec), ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def write_split_manifests(path: str | os.PathLike, records: list[dict], *, relative: bool = True) -> dict[str, Path]:
+    """Write one manifest per ``split`` value next to ``path``: ``OUT.jsonl`` -> ``OUT_train.jsonl``, ...
+
+    Records without a ``split`` are not written. Returns ``{split: path}`` in order of appearance.
+    """
+    path = Path(path)
+    by_split: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("split") is not None:
+            by_split.setdefault(r["split"], []).append(r)
+    out = {}
+    for split, recs in by_split.items():
+        out[split] = write_manifest(path.with_name(f"{path.stem}_{split}{path.suffix or '.jsonl'}"), recs, relative=relative)
+    return out
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_manifest` found. Durations in seconds, rates in Hz.
+
+    ``bad`` and ``warnings`` hold ``{"line", "audio_filepath", "error"}`` dicts. ``records`` are the
+    good records (absolute paths) with ``duration`` (clip length actually available) and
+    ``sample_rate`` filled in from the file headers.
+    """
+
+    manifest: str
+    n_lines: int = 0
+    n_ok: int = 0
+    bad: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    sample_rates: Counter = field(default_factory=Counter)
+    channels: Counter = field(default_factory=Counter)
+    subtypes: Counter = field(default_factory=Counter)
+    total_duration_s: float = 0.0
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    records: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is at least one clip and nothing is bad."""
+        return self.n_ok > 0 and not self.bad
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (without ``records``)."""
+        return {
+            "manifest": self.manifest,
+            "ok": self.ok,
+            "n_lines": self.n_lines,
+            "n_ok": self.n_ok,
+            "n_bad": len(self.bad),
+            "bad": self.bad,
+            "warnings": self.warnings,
+            "labels": dict(sorted(self.labels.items())),
+            "splits": dict(sorted(self.splits.items())),
+            "sample_rates_hz": {str(k): v for k, v in sorted(self.sample_rates.items())},
+            "channels": {str(k): v for k, v in sorted(self.channels.items())},
+            "subtypes": dict(sorted(self.subtypes.items())),
+            "total_duration_s": round(self.total_duration_s, 6),
+            "min_duration_s": self.min_duration_s,
+            "max_duration_s": self.max_duration_s,
+        }
+
+
+def _check_clip(rec: dict, decode: bool) -> tuple[dict, str | None, audio.AudioInfo]:
+    """Return (record with measured duration/sample_rate, warning or None, header); raise if bad."""
+    path = rec["audio_filepath"]
+    meta = audio.info(path)
+    offset_s = float(rec.get("offset") or 0.0)
+    available_s = meta.frames / meta.sample_rate - offset_s
+    if available_s <= 0 or int(round(offset_s * meta.sample_rate)) >= meta.frames:
+        if meta.frames == 0:
+            raise ValueError(f"audio file has no samples (zero-length clip): {path}")
+        raise ValueError(f"offset {offset_s} s is past the end of {path} ({meta.duration_s:.3f} s long)")
+    warning = None
+    want_s = rec.get("duration")
+    if want_s is not None and want_s > available_s + 1.0 / meta.sample_rate:
+        warning = f"duration {want_s} s runs past the end of the file (only {available_s:.6f} s from offset {offset_s} s)"
+    if rec.get("sample_rate") is not None and rec["sample_rate"] != meta.sample_rate:
+        warning = f"manifest says sample_rate {rec['sample_rate']} Hz but the file is {meta.sample_rate} Hz"
+    clip_s = available_s if want_s is None else min(float(want_s), available_s)
+    if decode:
+        wav, _ = audio.load(path, offset_s=offset_s, duration_s=want_s)
+        if wav.shape[-1] == 0:
+            raise ValueError(f"zero-length clip: nothing decoded from {path} at offset {offset_s} s")
+    out = dict(rec)
+    out["duration"] = round(clip_s, 6)
+    out["sample_rate"] = meta.sample_rate
+    return out, warning, meta
+
+
+def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bool = True) -> CheckReport:
+    """Check every line of a manifest: valid JSON and keys, file exists, header readable, clip inside
+    the file, samples decode and are finite (when ``decode``).
+
+    Unlike :func:`read_manifest`, problems do not stop the scan: each bad line is recorded in
+    ``report.bad`` with its line number and reason. Duplicate lines are bad (the second names the
+    first). ``report.ok`` is False for an empty manifest.
+
+    Args:
+        path: the ``.jsonl`` manifest.
+        decode: also decode each clip's samples (slower); otherwise read headers only.
+        progress: show a tqdm bar.
+
+    Raises:
+        FileNotFoundError: the manifest itself does not exist.
+    """
+    path = Path(path)
+    base_dir = Path(os.path.abspath(path)).parent
+    report = CheckReport(manifest=str(path))
+    with _open_manifest(path) as f:
+        n_total = sum(1 for _ in f)
+    seen: dict[tuple[str, float], int] = {}
+    durations: list[float] = []
+    with _open_manifest(path) as f:
+        for n, text in enumerate(tqdm(f, total=n_total, disable=not progress, desc="check", unit="line"), start=1):
+            if not text.strip():
+                continue
+            report.n_lines += 1
+            where = f"{path}:{n}"
+            audio_path = None
+            try:
+                rec = _parse_line(text, where, base_dir)
+                audio_path = rec["audio_filepath"]
+                key = _duplicate_key(rec)
+                if key in seen:
+                    raise ManifestError(where, f"duplicate of line {seen[key]} (same file and offset)")
+                seen[key] = n
+                checked, warning, meta = _check_clip(rec, decode)
+            except (ValueError, FileNotFoundError) as e:
+                report.bad.append({"line": n, "audio_filepath": audio_path, "error": str(e)})
+                continue
+            if warning:
+                report.warnings.append({"line": n, "audio_filepath": audio_path, "error": warning})
+            report.n_ok += 1
+            report.records.append(checked)
+            report.labels[checked["label"]] += 1
+            report.splits[checked.get("split") or "(none)"] += 1
+            report.sample_rates[meta.sample_rate] += 1
+            report.channels[meta.channels] += 1
+            report.subtypes[meta.subtype] += 1
+            durations.append(checked["duration"])
+    if durations:
+        report.total_duration_s = float(sum(durations))
+        report.min_duration_s = min(durations)
+        report.max_duration_s = max(durations)
+    return report
