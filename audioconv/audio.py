@@ -83,16 +83,19 @@ def load(
         raise ValueError(f"offset_s must be >= 0, got {offset_s} for {path}")
     if duration_s is not None and duration_s < 0:
         raise ValueError(f"duration_s must be >= 0, got {duration_s} for {path}")
-    meta = info(path)
-    start = int(round(offset_s * meta.sample_rate))
-    if start > meta.frames or (start == meta.frames and meta.frames > 0 and (duration_s or 0) > 0):
-        raise ValueError(
-            f"offset_s={offset_s} is past the end of {path} (duration {meta.duration_s:.3f} s)"
-        )
-    stop = meta.frames if duration_s is None else min(meta.frames, start + int(round(duration_s * meta.sample_rate)))
+    _check_exists(path)
     try:
-        data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
-    except Exception as e:
+        with sf.SoundFile(str(path)) as f:  # one open: header and samples
+            sr, frames = int(f.samplerate), int(f.frames)
+            start = int(round(offset_s * sr))
+            if start > frames or (start == frames and frames > 0 and (duration_s or 0) > 0):
+                raise ValueError(f"offset_s={offset_s} is past the end of {path} (duration {frames / sr:.3f} s)")
+            stop = frames if duration_s is None else min(frames, start + int(round(duration_s * sr)))
+            f.seek(start)
+            data = f.read(stop - start, dtype="float32", always_2d=True)
+    except ValueError:
+        raise
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
         raise ValueError(f"cannot decode audio file {path}: {e}") from None
     if not np.isfinite(data).all():
         raise ValueError(f"audio file {path} contains non-finite samples (NaN or inf)")

@@ -11,7 +11,11 @@ COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evol
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audioconv", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="audioconv",
+        description="Augment waveforms, train log-mel CNNs and project their hidden units back onto the "
+                    "time-frequency plane (Zeiler & Fergus deconvnet).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -1,0 +1,389 @@
+"""Zeiler & Fergus projection of hidden units onto the time–frequency plane.
+
+``Projector(model, mode).project(inputs, layer, channels, position)`` →
+:class:`Projection` with maps ``(B, K, F, T)`` in the inputs' log-mel space.
+
+How it works (and why it is fast):
+
+1. The path from the input to the layer is traced once (:func:`~audioconv.viz.rules.trace_path`)
+   and run forward **once per input** for all its units, recording max-pool switches and, for
+   ``guided``/``gradient``, the forward signs (no hooks on the model; nothing is left on it).
+2. Each unit is seeded: its activation (the value at the chosen position, every other activation
+   of the layer zero), or for ``position="map"`` its whole feature map (each position seeded with
+   its own activation). So ``map = activation × attribution`` where attribution is what Captum's
+   ``NeuronDeconvolution`` / ``NeuronGuidedBackprop`` / ``NeuronGradient`` return for that neuron.
+3. The backward rules of :mod:`audioconv.viz.rules` (unpool with switches, rectify, transposed
+   filters) run for all ``B × K`` units at once, batched. A single-position projection depends only
+   on that position's receptive field, so it is computed on that crop — a window that follows the
+   receptive field down through every layer, zeroed where it hangs over the border, so the numbers
+   equal the full computation exactly. Until the first convolution is undone, a unit's signal lives
+   in its own channel only, so that convolution is undone for that channel only (a grouped
+   transposed convolution over the units).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from audioconv.viz.receptive_field import model_entry, receptive_field_boxes
+from audioconv.viz.rules import MODES, Path, Signal, trace_path
+
+__all__ = ["Projector", "Projection"]
+
+_POSITIONS = '"max", "map", a pair (f, t) of feature-map cells, or a (B, K, 2) long tensor'
+_MAX_ELEMENTS = 1 << 24  # bound on the largest backward tensor of one unit chunk
+
+
+@dataclass
+class Projection:
+    """Projections of K units for B inputs, in the inputs' log-mel space (CPU tensors).
+
+    Attributes:
+        spectrograms: ``(B, F, T)`` the inputs in log-mel space (dB for a SpectrogramCNN).
+        maps: ``(B, K, F, T)`` signed projections (same units as ``spectrograms`` × activation).
+        activations: ``(B, K)`` the activation that seeded each map (for ``"map"``: the map's max).
+        positions: ``(B, K, 2)`` long, ``(f, t)`` feature-map cell of that activation (for
+            ``"map"``: the argmax).
+        receptive_fields: ``(B, K, 4)`` long, ``(f0, f1, t0, t1)`` half-open box of input cells seen
+            by ``positions``, clipped to the input; a single-position map is zero outside it.
+        layer: the layer name as given (``"conv2"``).
+        channels: ``(K,)`` long (or ``(B, K)`` when channels were chosen per input).
+        mode: ``"deconv"``, ``"guided"`` or ``"gradient"``.
+        seeding: ``"position"`` (one activation per map) or ``"map"`` (the whole feature map).
+        hz: ``(F,)`` centre frequency of each mel bin in Hz, or ``None`` without a LogMel front end.
+        seconds: ``(T,)`` centre time of each frame in s, or ``None``.
+        feature_size: ``(H, W)`` of the layer's feature map.
+    """
+
+    spectrograms: torch.Tensor
+    maps: torch.Tensor
+    activations: torch.Tensor
+    positions: torch.Tensor
+    receptive_fields: torch.Tensor
+    layer: str
+    channels: torch.Tensor
+    mode: str
+    seeding: str = "position"
+    hz: np.ndarray | None = None
+    seconds: np.ndarray | None = None
+    feature_size: tuple[int, int] = field(default=(0, 0))
+
+    def channel_of(self, b: int, k: int) -> int:
+        """Channel of unit ``k`` of input ``b``."""
+        return int(self.channels[b, k] if self.channels.dim() == 2 else self.channels[k])
+
+    def summary(self, b: int, k: int) -> dict:
+        """JSON-ready facts about one map: layer, channel, mode, activation, position, receptive field (cells, Hz, s)."""
+        f0, f1, t0, t1 = (int(v) for v in self.receptive_fields[b, k])
+        out = {"layer": self.layer, "channel": self.channel_of(b, k), "mode": self.mode,
+               "seeding": self.seeding, "activation": float(self.activations[b, k]),
+               "position": [int(v) for v in self.positions[b, k]],
+               "receptive_field": [f0, f1, t0, t1]}
+        if self.hz is not None and f1 > f0:
+            out["receptive_field_hz"] = [float(self.hz[f0]), float(self.hz[f1 - 1])]
+        if self.seconds is not None and t1 > t0:
+            out["receptive_field_s"] = [float(self.seconds[t0]), float(self.seconds[t1 - 1])]
+        return out
+
+    def select(self, index) -> "Projection":
+        """The projection restricted to inputs ``index`` (int, slice or index tensor) of the batch."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        ch = self.channels[index] if self.channels.dim() == 2 else self.channels
+        return replace(self, spectrograms=self.spectrograms[index], maps=self.maps[index],
+                       activations=self.activations[index], positions=self.positions[index],
+                       receptive_fields=self.receptive_fields[index], channels=ch)
+
+
+class Projector:
+    """Project hidden units of a spectrogram CNN back onto the input's time–frequency plane.
+
+    Args:
+        model: a :class:`~audioconv.model.SpectrogramCNN` (inputs may be waveforms ``(B, C, T)`` /
+            ``(B, T)``, sent through its front end, or log-mel ``(B, 1, F, T)`` / ``(B, F, T)``), or
+            any ``nn.Module`` CNN taking ``(B, 1, F, T)`` whose path to the layer is a chain of
+            supported modules (see :mod:`audioconv.viz.rules`).
+        mode: ``"deconv"`` (Zeiler & Fergus: the backward signal is rectified), ``"guided"``
+            (guided backprop: rectified and gated by the forward sign) or ``"gradient"`` (plain
+            saliency). Backward rules per module type: :mod:`audioconv.viz.rules`.
+        device: where to compute (default: CUDA if available, else CPU). If the model lives
+            elsewhere, each call works on a copy moved there; the model itself is never moved.
+
+    The model runs in eval mode during a call and its train/eval flags are restored afterwards; no
+    hooks are left on it.
+    """
+
+    def __init__(self, model: nn.Module, mode: str = "deconv", device: str | torch.device | None = None):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        self.model, self.mode = model, mode
+        self._paths: dict = {}  # traced paths, by layer and module identities
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # ---- helpers shared with top-k scans -------------------------------------------------------
+    @property
+    def layer_names(self) -> list[str]:
+        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        names = list(getattr(self.model, "layer_names", []) or [])
+        return names or [n for n, _ in self.model.named_modules() if n]
+
+    def _working_model(self) -> nn.Module:
+        p = next(iter(self.model.parameters()), None)
+        if p is None or p.device == self.device:
+            return self.model
+        return copy.deepcopy(self.model).to(self.device)
+
+    def _dtype(self, model: nn.Module) -> torch.dtype:
+        p = next((q for q in model.parameters() if q.is_floating_point()), None)
+        return p.dtype if p is not None else torch.float32
+
+    def to_logmel(self, inputs, input_kind: str = "auto", model: nn.Module | None = None) -> torch.Tensor:
+        """Inputs → log-mel ``(B, 1, F, T)`` on the projector's device in the model's dtype.
+
+        ``input_kind``: ``"auto"`` (4-D, or 3-D with ``n_mels`` rows, is log-mel; other 2-D/3-D
+        input is a waveform for a SpectrogramCNN), ``"logmel"`` or ``"waveform"``.
+        """
+        model = model if model is not None else self.model
+        x = torch.as_tensor(inputs)
+        if not x.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor, got dtype {x.dtype}")
+        if input_kind not in ("auto", "logmel", "waveform"):
+            raise ValueError(f"input_kind must be 'auto', 'logmel' or 'waveform', got {input_kind!r}")
+        frontend = getattr(model, "frontend", None)
+        n_mels = getattr(getattr(frontend, "config", None), "n_mels", None)
+        kind = input_kind
+        if kind == "auto":
+            if x.dim() == 4 or frontend is None or (x.dim() == 3 and x.shape[1] == n_mels):
+                kind = "logmel"
+            else:
+                kind = "waveform"
+        x = x.to(self.device)
+        if kind == "waveform":
+            if frontend is None:
+                raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
+            with torch.no_grad():
+                x = frontend(x)
+        elif x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"log-mel inputs must be (batch, 1, F, T) or (batch, F, T), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("inputs hold no examples (batch size 0)")
+        return x.to(self._dtype(model))
+
+    def _axes(self, model, F_: int, T_: int):
+        fe = getattr(model, "frontend", None)
+        if fe is None or not hasattr(fe, "mel_hz"):
+            return None, None
+        hz = np.asarray(fe.mel_hz(), dtype=np.float64)
+        return (hz if len(hz) == F_ else None), np.asarray(fe.frame_s(T_), dtype=np.float64)
+
+    def path(self, layer: str, logmel: torch.Tensor, model: nn.Module | None = None) -> Path:
+        """The traced path from the input to ``layer`` (see :func:`~audioconv.viz.rules.trace_path`)."""
+        model = model if model is not None else self.model
+        key = (layer, tuple(id(m) for m in model.modules()))  # same modules → same path
+        if model is self.model and key in self._paths:
+            return self._paths[key]
+        run, _ = model_entry(model)
+        path = trace_path(model, layer, run, logmel[:1])
+        if model is self.model:  # (a per-call device copy is not cached)
+            self._paths[key] = path
+        return path
+
+    @torch.no_grad()
+    def feature_maps(self, inputs, layer: str, *, input_kind: str = "auto") -> torch.Tensor:
+        """The layer's feature maps ``(B, C, H, W)`` for the inputs (one forward, no grad), on the device."""
+        model = self._working_model()
+        with _eval(model):
+            x = self.to_logmel(inputs, input_kind, model)
+            fm, _ = self.path(layer, x, model).forward(x)
+        return fm
+
+    # ---- projection ---------------------------------------------------------------------------
+    def project(self, inputs, layer: str, channels=None, position="max", *, batch_size: int = 64,
+                progress: bool = True, crop: bool | None = None, input_kind: str = "auto") -> Projection:
+        """Project K units of ``layer`` for each input.
+
+        Args:
+            inputs: waveforms ``(B, C, T)``/``(B, T)`` (SpectrogramCNN) or log-mel ``(B, 1, F, T)``/``(B, F, T)``.
+            layer: ``"conv2"`` or a module name from ``model.named_modules()`` whose output is the
+                feature map ``(B, C_l, H, W)``.
+            channels: ``None`` (all C_l), an int, a sequence / ``(K,)`` tensor, or a ``(B, K)`` long
+                tensor choosing the channels per input (e.g. one row per top-k hit).
+            position: ``"max"`` (each unit's strongest position in each input, first in row-major
+                order on ties), ``(f, t)`` (the same feature-map cell for all), a ``(B, K, 2)`` long
+                tensor of cells, or ``"map"`` (seed the whole feature map with its own activations).
+            batch_size: inputs per forward pass.
+            progress: show a tqdm bar.
+            crop: compute single-position maps on the receptive-field crop (``True``), on the full
+                plane (``False``), or whichever is less work (``None``). The numbers are the same.
+            input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"`` (see :meth:`to_logmel`).
+
+        Returns:
+            :class:`Projection` (CPU tensors).
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        model = self._working_model()
+        with _eval(model), torch.no_grad():
+            x = self.to_logmel(inputs, input_kind, model)
+            B, _, F_, T_ = x.shape
+            path = self.path(layer, x, model)
+            first = path.forward(x[:batch_size], self.mode)  # (feature maps, records) of chunk 1
+            fm0, rec0 = first
+            C, H, W = fm0.shape[1:]
+            chan = _channels(channels, B, C, layer).to(x.device)  # (B, K)
+            seeding, pos = _positions(position, B, chan.shape[1], H, W, layer, x.device)
+            if crop is None:  # the crop is exact either way; use it when it is less work
+                crop = _unit_elements(path, rec0, fm0, True) < _unit_elements(path, rec0, fm0, False)
+            crop_now = seeding == "position" and bool(crop)
+            maps, acts, where = [], [], []
+            starts = range(0, B, batch_size)
+            for s in tqdm(starts, desc=f"project {layer}", disable=not progress or len(starts) < 2):
+                e = min(s + batch_size, B)
+                fwd = first if s == 0 else path.forward(x[s:e], self.mode)
+                first = None
+                m, a, p = self._project_chunk(path, fwd, x.shape[-2:], chan[s:e], seeding,
+                                              None if pos is None else pos[s:e], crop_now)
+                maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
+            positions = torch.cat(where)
+            hz, seconds = self._axes(model, F_, T_)
+            chans = chan[0].cpu() if bool((chan == chan[:1]).all()) and not _per_input(channels) else chan.cpu()
+            return Projection(
+                spectrograms=x[:, 0].detach().cpu(), maps=torch.cat(maps), activations=torch.cat(acts),
+                positions=positions, receptive_fields=receptive_field_boxes(path, positions, (F_, T_)),
+                layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
+                feature_size=(int(H), int(W)))
+
+    def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop):
+        """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions)."""
+        fm, records = forward
+        B, K = chan.shape
+        dev = fm.device
+        bi = torch.arange(B, device=dev)[:, None]
+        sel = fm[bi, chan]  # (B, K, H, W)
+        H, W = sel.shape[-2:]
+        if pos is None:  # "max" or "map": argmax of each unit's map
+            flat = sel.flatten(2).argmax(-1)
+            pos = torch.stack([flat // W, flat % W], dim=-1)
+        acts = sel[bi, torch.arange(K, device=dev)[None], pos[..., 0], pos[..., 1]]  # (B, K)
+        per_unit = _unit_elements(path, records, fm, crop)
+        kc = max(1, _MAX_ELEMENTS // max(1, B * per_unit))
+        out = sel.new_empty(B, K, *input_hw)
+        for k0 in range(0, K, kc):
+            k1 = min(k0 + kc, K)
+            c, p, a = chan[:, k0:k1], pos[:, k0:k1], acts[:, k0:k1]
+            if seeding == "map":
+                sig = Signal(sel[:, k0:k1].unsqueeze(2).clone(), c, (0, 0), shared=True)
+            elif crop:
+                sig = Signal(a[:, :, None, None, None].clone(), c, (p[..., 0], p[..., 1]), shared=False)
+            else:
+                g = sel.new_zeros(B, k1 - k0, 1, H, W)
+                g[bi, torch.arange(k1 - k0, device=dev)[None], 0, p[..., 0], p[..., 1]] = a
+                sig = Signal(g, c, (0, 0), shared=True)
+            for step, (saved, hw) in zip(reversed(path.steps), reversed(records)):
+                step.backward(sig, saved, self.mode)
+                if not step.pointwise:
+                    sig.fit(*hw)
+            out[:, k0:k1] = sig.place(*input_hw)
+        return out, acts, pos
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+class _eval:
+    """Context: model in eval mode, every module's training flag restored on exit."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, flag in self.flags.items():
+            m.training = flag
+        return False
+
+
+def _per_input(channels) -> bool:
+    return isinstance(channels, torch.Tensor) and channels.dim() == 2
+
+
+def _channels(channels, B: int, C: int, layer: str) -> torch.Tensor:
+    """Channel choice → ``(B, K)`` long, validated against ``C`` channels."""
+    if channels is None:
+        ch = torch.arange(C)
+    elif isinstance(channels, bool):
+        raise ValueError(f"channels must be ints in 0..{C - 1}, got {channels!r}")
+    elif isinstance(channels, (int, np.integer)):
+        ch = torch.tensor([int(channels)])
+    else:
+        try:
+            ch = torch.as_tensor(channels)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"channels must be ints in 0..{C - 1} of layer {layer!r}, got {channels!r}") from None
+        if ch.is_floating_point() or ch.dtype == torch.bool or ch.dim() > 2 or ch.numel() == 0:
+            raise ValueError(f"channels must be a non-empty (K,) or (B, K) set of ints in 0..{C - 1}, got {channels!r}")
+    ch = ch.long().cpu()
+    if ch.dim() == 2 and ch.shape[0] != B:
+        raise ValueError(f"per-input channels must be (B={B}, K), got {tuple(ch.shape)}")
+    bad = ch[(ch < 0) | (ch >= C)]
+    if bad.numel():
+        raise ValueError(f"channel {int(bad[0])} does not exist in layer {layer!r}; valid channels: 0..{C - 1}")
+    return (ch if ch.dim() == 2 else ch.view(1, -1).expand(B, -1)).contiguous()
+
+
+def _positions(position, B: int, K: int, H: int, W: int, layer: str, device):
+    """Position choice → (seeding, ``(B, K, 2)`` long or ``None`` for argmax)."""
+    valid = f"valid positions in layer {layer!r}'s {H} x {W} feature map: f 0..{H - 1}, t 0..{W - 1}"
+    if isinstance(position, str):
+        if position == "max":
+            return "position", None
+        if position == "map":
+            return "map", None
+        raise ValueError(f"position must be {_POSITIONS}; got {position!r}")
+    if isinstance(position, torch.Tensor) and position.dim() == 3:
+        if position.shape != (B, K, 2) or position.is_floating_point():
+            raise ValueError(f"a position tensor must be (B={B}, K={K}, 2) long, got {tuple(position.shape)} {position.dtype}")
+        pos = position.long()
+    else:
+        try:
+            f, t = (int(v) for v in position)
+            if any(isinstance(v, (bool, float)) for v in position):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ValueError(f"position must be {_POSITIONS}; got {position!r}") from None
+        pos = torch.tensor([f, t]).view(1, 1, 2).expand(B, K, 2)
+    bad = (pos[..., 0] < 0) | (pos[..., 0] >= H) | (pos[..., 1] < 0) | (pos[..., 1] >= W)
+    if bool(bad.any()):
+        f, t = (int(v) for v in pos[bad][0])
+        raise ValueError(f"position (f={f}, t={t}) is outside the feature map; {valid}")
+    return "position", pos.to(device).contiguous()
+
+
+def _unit_elements(path: Path, records, fm: torch.Tensor, crop: bool) -> int:
+    """Cells of the largest backward tensor of one unit (crop window or full plane)."""
+    sf, st = 1, 1
+    if not crop:
+        sf, st = fm.shape[-2:]
+    biggest, chans = sf * st, 1
+    for step, (_, hw) in zip(reversed(path.steps), reversed(records)):
+        gf, gt = step.geometry
+        _, sf = gf.back(0, sf)
+        _, st = gt.back(0, st)
+        if not crop:
+            sf, st = min(sf, hw[0]), min(st, hw[1])
+        weight = getattr(step.module, "weight", None)
+        if type(step).__name__ == "ConvStep" and weight is not None:
+            chans = weight.shape[1] * step.module.groups
+        biggest = max(biggest, chans * sf * st)
+    return biggest

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Time the deconv projector against Captum, side by side in the same run.
+
+Task: 64 units (all channels) of ``conv2`` of the package's default SpectrogramCNN
+(channels 32-64-128-128, random init, eval), position "max", a batch of 8 one-second 16 kHz clips
+(log-mel 64 × 101, computed once and shared by every contestant)::
+
+    python benchmarks/project_bench.py [--batch 8] [--units 64] [--layer conv2] [--repeats 3] [--device cpu]
+
+Contestants (all produce the same 8 × 64 maps; the script checks that they agree):
+
+* ``audioconv`` — :class:`audioconv.viz.Projector` (one forward per input, all units batched,
+  receptive-field crops), and the same with ``crop=False`` (full-plane backward) for reference;
+* ``captum per unit`` — ``NeuronDeconvolution.attribute`` once per unit on the batch of 8, with a
+  callable ``neuron_selector`` that picks each example's own max position of that unit (the
+  fairest use of Captum: one call per unit, not per unit × example). The max positions come from
+  one forward pass, included in its time;
+* ``replicate`` — the "replicate the batch K times" trick: one Captum call on the 8 × 64 replicas,
+  each replica's selector picking its own unit and position (one forward + one backward of the
+  whole network on 512 inputs).
+
+Prints wall and CPU times (best of ``--repeats`` rounds, contestants interleaved so a busy machine
+slows them alike) and the speed-ups.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+
+class _Classify(nn.Module):
+    """Wrap ``SpectrogramCNN.classify`` as a module so Captum can hook its ReLUs (log-mel in, logits out)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.classify(x)
+
+
+def _timed(fn):
+    """(wall s, CPU s of this process, result) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def _interleaved(contestants: dict, repeats: int):
+    """Run the contestants in turn, ``repeats`` rounds, so a busy machine slows them alike.
+
+    Returns {name: (best wall s, best CPU s, result)}.
+    """
+    best = {}
+    for _ in range(repeats):
+        for name, fn in contestants.items():
+            wall, cpu, out = _timed(fn)
+            old = best.get(name)
+            best[name] = (min(wall, old[0]) if old else wall, min(cpu, old[1]) if old else cpu, out)
+    return best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--units", type=int, default=64)
+    ap.add_argument("--layer", default="conv2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-replicate", action="store_true", help="skip the replicate baseline (memory)")
+    args = ap.parse_args(argv)
+
+    from captum.attr import NeuronDeconvolution
+
+    from audioconv.model import SpectrogramCNN
+    from audioconv.viz import Projector
+
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    model = SpectrogramCNN(n_classes=10).to(dev).eval()
+    wav = torch.randn(args.batch, 1, 16000, device=dev) * 0.1
+    with torch.no_grad():
+        x = model.frontend(wav)  # (B, 1, 64, 101)
+    units = list(range(args.units))
+    act_module = model.feature_module(args.layer)
+    B, K = x.shape[0], len(units)
+
+    projector = Projector(model, "deconv", device=dev)
+    project = lambda crop: projector.project(x, args.layer, units, "max", progress=False, crop=crop)  # noqa: E731
+    project(True)  # warm-up
+
+    wrapped = _Classify(model)
+    deconv = NeuronDeconvolution(wrapped, act_module)
+    bi = torch.arange(B, device=dev)
+
+    def captum_per_unit():
+        with torch.no_grad():
+            fm = projector.feature_maps(x, args.layer)
+        maps = torch.empty(B, K, *x.shape[-2:], device=dev)
+        for k, c in enumerate(units):
+            flat = fm[:, c].flatten(1).argmax(1)
+            f, t = flat // fm.shape[-1], flat % fm.shape[-1]
+            attr = deconv.attribute(x, neuron_selector=lambda out, c=c, f=f, t=t: out[bi, c, f, t])
+            maps[:, k] = attr[:, 0] * fm[bi, c, f, t][:, None, None]
+        return maps
+
+    def replicate():
+        with torch.no_grad():
+            fm = projector.feature_maps(x, args.layer)
+        sel = fm[:, units].flatten(2)
+        flat = sel.argmax(-1)  # (B, K)
+        f, t = (flat // fm.shape[-1]).reshape(-1), (flat % fm.shape[-1]).reshape(-1)
+        ch = torch.tensor(units, device=dev).repeat(B)
+        xr = x.repeat_interleave(K, dim=0)  # (B*K, 1, F, T): example b's replicas are rows b*K ... b*K+K-1
+        ri = torch.arange(B * K, device=dev)
+        attr = deconv.attribute(xr, neuron_selector=lambda out: out[ri, ch, f, t])
+        acts = sel.gather(-1, flat.unsqueeze(-1)).reshape(-1)
+        return (attr[:, 0] * acts[:, None, None]).view(B, K, *x.shape[-2:])
+
+    import warnings
+    warnings.filterwarnings("ignore", category=UserWarning)
+    contestants = {"ours": lambda: project(True), "ours_full": lambda: project(False), "captum": captum_per_unit}
+    if not args.no_replicate:
+        contestants["replicate"] = replicate
+    res = _interleaved(contestants, args.repeats)
+    ours = res["ours"][2]
+
+    def rel(a, b):
+        return float((a.cpu() - b.cpu()).abs().max() / b.abs().max().clamp_min(1e-30))
+
+    def line(label, name, ref=None):
+        wall, cpu, out = res[name]
+        diff = "" if ref is None else f"   max rel diff vs ours {rel(ref(out), ours.maps):.1e}"
+        print(f"{label:34s}{wall * 1e3:10.1f} ms wall {cpu * 1e3:10.1f} ms CPU{diff}")
+
+    print(f"device={dev} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats} (best of, interleaved)")
+    print(f"task: {K} units of {args.layer}, position=max, batch {B} x log-mel {tuple(x.shape[-2:])}, mode deconv")
+    line("audioconv Projector (crop)", "ours")
+    line("audioconv Projector (crop=False)", "ours_full", lambda p: p.maps)
+    line("captum, one call per unit", "captum", lambda m: m)
+    if not args.no_replicate:
+        line("replicate batch K times (captum)", "replicate", lambda m: m)
+    for name, label in (("captum", "captum per unit"), ("replicate", "replicate")):
+        if name in res:
+            print(f"speed-up vs {label:16s} {res[name][0] / res['ours'][0]:7.1f}x wall "
+                  f"{res[name][1] / res['ours'][1]:7.1f}x CPU   (crop=False: {res[name][0] / res['ours_full'][0]:.1f}x wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
