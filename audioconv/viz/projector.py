@@ -262,6 +262,15 @@ class Projector:
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
 
+    def top_k(self, dataset, layer: str, channels=None, k: int = 9, *, batch_size: int = 32,
+              progress: bool = True, num_workers: int = 0):
+        """The ``k`` strongest activations of each channel of ``layer`` over ``dataset``, projected
+        with this projector's mode and device. See :func:`audioconv.viz.topk.top_k`."""
+        from audioconv.viz.topk import top_k
+
+        return top_k(self.model, dataset, layer, channels=channels, k=k, batch_size=batch_size,
+                     device=self.device, mode=self.mode, progress=progress, num_workers=num_workers)
+
     def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop):
         """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions)."""
         fm, records = forward

@@ -1,0 +1,139 @@
+"""Augmentation chains to and from JSON, and the default training chain.
+
+A chain config is a list of transform configs (read as a ``Compose``) or one transform config;
+each is ``{"type": "<class name>", <constructor arguments>}`` with ranges as two-element lists
+and ``sample_rate`` left out (it comes from the data). ``Compose`` and ``OneOf`` hold theirs
+under ``"transforms"``. Example::
+
+    [{"type": "PolarityInversion", "p": 0.5},
+     {"type": "Reverb", "rt60_s": [0.2, 1.0], "p": 0.5},
+     {"type": "AddNoise", "snr_db": [5, 40], "color": "pink", "p": 0.8}]
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .core import Augmentation, Compose, OneOf
+from .eq import RandomEQ
+from .gain import Gain
+from .noise import AddNoise
+from .polarity import PolarityInversion
+from .reverb import Reverb
+from .shift import TimeShift
+from .speed import SpeedPerturb
+
+__all__ = ["TRANSFORMS", "chain_from_config", "chain_to_config", "default_chain", "load_chain", "save_chain"]
+
+TRANSFORMS: dict[str, type[Augmentation]] = {
+    cls.__name__: cls
+    for cls in (Compose, OneOf, PolarityInversion, RandomEQ, Reverb, AddNoise, Gain, TimeShift, SpeedPerturb)
+}
+PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's folder
+
+
+def default_chain(sample_rate: int) -> Compose:
+    """A robust training chain for speech/audio classifiers at ``sample_rate`` Hz.
+
+    Time shift (p .5, ±0.1 s) → polarity inversion (p .5) → random EQ (p .8, 3 peaks ±12 dB and
+    two shelves) → synthetic reverb (p .5, RT60 0.2–1.0 s) → white noise (p .8, SNR 5–40 dB) →
+    gain (p .5, ±6 dB).
+    """
+    return Compose([
+        TimeShift(sample_rate, shift_s=(-0.1, 0.1), p=0.5),
+        PolarityInversion(p=0.5),
+        RandomEQ(sample_rate, n_bands=3, gain_db=(-12.0, 12.0), q=(0.5, 4.0), p=0.8),
+        Reverb(sample_rate, rt60_s=(0.2, 1.0), p=0.5),
+        AddNoise(snr_db=(5.0, 40.0), color="white", p=0.8),
+        Gain(gain_db=(-6.0, 6.0), p=0.5),
+    ])
+
+
+def _resolve_paths(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else base_dir / path)
+    if isinstance(value, list):
+        return [_resolve_paths(v, base_dir) for v in value]
+    return value
+
+
+def _build(cfg: Any, sample_rate: int, base_dir: Path | None, where: str) -> Augmentation:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: expected an object with a 'type', got {type(cfg).__name__}")
+    cfg = dict(cfg)
+    name = cfg.pop("type", None)
+    if name not in TRANSFORMS:
+        raise ValueError(f"{where}: unknown type {name!r}; known: {', '.join(sorted(TRANSFORMS))}")
+    cls = TRANSFORMS[name]
+    accepted = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
+    unknown = sorted(set(cfg) - set(accepted))
+    if unknown:
+        raise ValueError(f"{where} ({name}): unknown argument(s) {unknown}; accepted: {accepted}")
+    if "sample_rate" in cfg and cfg["sample_rate"] not in (None, sample_rate):
+        raise ValueError(f"{where} ({name}): sample_rate {cfg['sample_rate']} differs from the data's "
+                         f"{sample_rate}; leave it out of the config")
+    if "transforms" in cfg:
+        if not isinstance(cfg["transforms"], list):
+            raise ValueError(f"{where} ({name}): 'transforms' must be a list")
+        cfg["transforms"] = [_build(c, sample_rate, base_dir, f"{where}.transforms[{i}]")
+                             for i, c in enumerate(cfg["transforms"])]
+    for key in PATH_ARGUMENTS:
+        if base_dir is not None and cfg.get(key) is not None:
+            cfg[key] = _resolve_paths(cfg[key], base_dir)
+    if "sample_rate" in accepted:
+        cfg["sample_rate"] = sample_rate
+    try:
+        return cls(**cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"{where} ({name}): {e}") from None
+
+
+def chain_from_config(cfg: dict | list, sample_rate: int, base_dir: str | os.PathLike | None = None) -> Compose:
+    """Build a chain from a config (see the module doc). A single non-``Compose`` transform is
+    wrapped in a ``Compose``.
+
+    Args:
+        cfg: list of transform configs, or one config.
+        sample_rate (int): Hz, given to every transform that takes it.
+        base_dir: folder that relative ``rirs`` / ``background`` paths are relative to.
+
+    Raises:
+        ValueError: unknown type or argument, or a bad argument value (the message names where).
+    """
+    base = None if base_dir is None else Path(base_dir)
+    if isinstance(cfg, list):
+        cfg = {"type": "Compose", "transforms": cfg}
+    aug = _build(cfg, sample_rate, base, "chain")
+    return aug if isinstance(aug, Compose) else Compose([aug])
+
+
+def chain_to_config(aug: Augmentation) -> dict:
+    """The config of ``aug`` (``chain_from_config`` rebuilds an equal chain from it)."""
+    return aug.to_config()
+
+
+def load_chain(path: str | os.PathLike, sample_rate: int) -> Compose:
+    """Read a chain from a JSON file (relative noise/RIR paths are relative to the file's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"chain file not found: {path}")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    try:
+        return chain_from_config(cfg, sample_rate, base_dir=path.parent)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def save_chain(aug: Augmentation, path: str | os.PathLike) -> Path:
+    """Write ``chain_to_config(aug)`` as JSON to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chain_to_config(aug), indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,63 @@
+"""`audioconv augment`: preview an augmentation chain on one file — N augmented WAVs, the drawn
+parameters as JSON, and a PNG of their log-mel spectrograms."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "augment", help="preview an augmentation chain on a file: WAVs, params, spectrograms",
+        description="Preview an augmentation chain on one file: N augmented WAVs (aug_NN.wav, 32-bit float), "
+                    "the drawn parameters (params.json, replayable) and a PNG of their log-mel spectrograms "
+                    "(logmels.png). The same --seed gives the same result on any device.")
+    p.add_argument("input", metavar="IN.wav", help="audio file to augment")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="folder for the results (created)")
+    p.add_argument("--n", type=int, default=8, help="number of augmented versions (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the torch.Generator (default 0)")
+    p.add_argument("--chain", metavar="CHAIN.json", help="augmentation chain (default: the default training chain)")
+    p.add_argument("--sample-rate", type=int, help="resample the input to this rate (Hz) first")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from audioconv.audio import load, save
+    from audioconv.augment import chain_to_config, default_chain, load_chain, params_to_json
+    from audioconv.augment_preview import describe_example, plot_logmels
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    wav, sr = load(args.input, sample_rate=args.sample_rate)
+    chain = load_chain(args.chain, sr) if args.chain else default_chain(sr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    batch = wav.to(device).expand(args.n, *wav.shape).contiguous()  # (N, C, T)
+    generator = torch.Generator().manual_seed(args.seed)  # CPU: the same draws on every device
+    params = chain.sample(args.n, generator, device)
+    augmented = chain.apply(batch, params).cpu()
+
+    files, titles = [], ["input"]
+    for i, y in enumerate(augmented):
+        path = save(out / f"aug_{i:02d}.wav", y, sr, subtype="FLOAT")
+        files.append(path.name)
+        titles.append(f"{i:02d}: {describe_example(chain, params, i)}")
+    record = {"input": str(Path(args.input).resolve()), "sample_rate": sr, "seed": args.seed, "n": args.n,
+              "device": str(device), "files": files, "chain": chain_to_config(chain),
+              "params": params_to_json(params)}
+    (out / "params.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    png = out / "logmels.png"
+    plot_logmels([wav, *augmented], sr, titles, png)
+
+    print(f"augmented {args.input} ({wav.shape[0]} ch, {wav.shape[1] / sr:.2f} s at {sr} Hz) "
+          f"{args.n} times on {device}")
+    for name, title in zip(files, titles[1:]):
+        print(f"  {out / name}  {title.split(': ', 1)[1]}")
+    print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(params)))")
+    print(f"  {png}  log-mel spectrograms")
+    return 0

@@ -1,0 +1,178 @@
+"""Clips per second of the augmentation chain against its peers, in one run.
+
+Chain: polarity inversion (p .5) + EQ (p .8) + reverb (p .5) + white noise at 5–40 dB SNR (p .8)
+on a batch of 256 one-second clips at 16 kHz (change with flags), on the CPU and, when there is
+one, on CUDA.
+
+* audioconv — one batched call; RandomEQ with 5 peaks + 2 shelves (7 biquads, like the peer's
+  seven-band EQ), synthetic RIRs with RT60 0.2–1.0 s.
+* audiomentations — the same chain one example at a time (its only mode): PolarityInversion,
+  SevenBandParametricEQ (±12 dB), ApplyImpulseResponse over 32 RIR files (synthetic, RT60
+  0.2–1.0 s, written to a temp folder; RoomSimulator would need pyroomacoustics and simulates a
+  room per call), AddGaussianSNR.
+* torch-audiomentations — batched, per-example mode: PolarityInversion, ApplyImpulseResponse
+  (same files; its loader calls torchaudio.load/info, gone since torchaudio 2.9, so this script
+  stands in soundfile for them; it reads the files again for every batch), AddColoredNoise with
+  f_decay 0 (white). It has no EQ, so its chain is one step shorter than the others.
+
+Peers that are not installed are skipped (``pip install audiomentations torch-audiomentations``).
+Run: ``python benchmarks/augment_bench.py [--batch 256] [--repeats 5] [--threads 1]``. The
+runners take turns within each repeat, so a change of machine load hits them alike. Besides
+wall-clock clips/s it prints clips per CPU-second of this process (all its threads), which a
+busy machine disturbs less; on a shared machine compare with ``--threads 1`` (with more torch
+threads than free cores, OpenMP's spin-waiting dominates; ``OMP_WAIT_POLICY=PASSIVE`` helps).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import soundfile as sf
+import torch
+
+from audioconv.augment import AddNoise, Compose, PolarityInversion, RandomEQ, Reverb, synthetic_rir
+
+SNR_DB = (5.0, 40.0)
+RT60_S = (0.2, 1.0)
+N_RIRS = 32
+
+
+def make_batch(batch: int, samples: int, sample_rate: int) -> torch.Tensor:
+    """Deterministic speech-like test signal: noise bursts under a syllable-rate envelope."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(samples) / sample_rate
+    envelope = 0.5 * (1 + torch.sin(2 * torch.pi * 4 * t + torch.rand(batch, 1, generator=g) * 6.28))
+    return (0.1 * torch.randn(batch, 1, samples, generator=g) * envelope[:, None, :]).float()
+
+
+def write_rirs(folder: Path, sample_rate: int) -> list[Path]:
+    g = torch.Generator().manual_seed(1)
+    rt60 = torch.rand(N_RIRS, generator=g, dtype=torch.float64) * (RT60_S[1] - RT60_S[0]) + RT60_S[0]
+    paths = []
+    for i, r in enumerate(rt60.tolist()):
+        rir = synthetic_rir(r, sample_rate, drr_db=6.0, generator=g)
+        paths.append(folder / f"rir_{i:02d}.wav")
+        sf.write(paths[-1], (0.9 * rir).numpy(), sample_rate, subtype="FLOAT")
+    return paths
+
+
+def ours(x: torch.Tensor, sample_rate: int, rir_dir: Path):
+    chain = Compose([
+        PolarityInversion(p=0.5),
+        RandomEQ(sample_rate, n_bands=5, shelves=True, gain_db=(-12, 12), p=0.8),
+        Reverb(sample_rate, rt60_s=RT60_S, p=0.5),
+        AddNoise(snr_db=SNR_DB, color="white", p=0.8),
+    ])
+    g = torch.Generator().manual_seed(0)
+    return lambda: chain(x, generator=g)
+
+
+def audiomentations_chain(x: torch.Tensor, sample_rate: int, rir_dir: Path):
+    import audiomentations as am
+
+    chain = am.Compose([
+        am.PolarityInversion(p=0.5),
+        am.SevenBandParametricEQ(min_gain_db=-12.0, max_gain_db=12.0, p=0.8),
+        am.ApplyImpulseResponse(ir_path=str(rir_dir), p=0.5, leave_length_unchanged=True),
+        am.AddGaussianSNR(min_snr_db=SNR_DB[0], max_snr_db=SNR_DB[1], p=0.8),
+    ])
+    clips = x[:, 0].numpy()
+    for path in sorted(rir_dir.iterdir()):  # fill its IR cache first, as a long run would
+        chain.transforms[2]._ApplyImpulseResponse__load_ir(str(path), sample_rate, mono=True)
+    return lambda: [chain(samples=c, sample_rate=sample_rate) for c in clips]
+
+
+def _soundfile_torchaudio_shims():
+    """torch-audiomentations reads files with torchaudio.load/info (need torchcodec since 2.9)."""
+    import torchaudio
+
+    def info(path):
+        i = sf.info(path)
+        return SimpleNamespace(num_frames=i.frames, sample_rate=i.samplerate)
+
+    def load(path, frame_offset=0, num_frames=-1, **_):
+        data, sr = sf.read(path, start=frame_offset, frames=num_frames, dtype="float32", always_2d=True)
+        return torch.from_numpy(data.T.copy()), sr
+
+    torchaudio.info, torchaudio.load = info, load
+
+
+def torch_audiomentations_chain(x: torch.Tensor, sample_rate: int, rir_dir: Path):
+    import torch_audiomentations as ta
+
+    _soundfile_torchaudio_shims()
+    chain = ta.Compose([
+        ta.PolarityInversion(p=0.5, mode="per_example", output_type="tensor"),
+        ta.ApplyImpulseResponse(ir_paths=str(rir_dir), p=0.5, mode="per_example", sample_rate=sample_rate,
+                                compensate_for_propagation_delay=True, output_type="tensor"),
+        ta.AddColoredNoise(min_snr_in_db=SNR_DB[0], max_snr_in_db=SNR_DB[1], min_f_decay=0.0, max_f_decay=0.0,
+                           p=0.8, mode="per_example", sample_rate=sample_rate, output_type="tensor"),
+    ], output_type="tensor")
+    return lambda: chain(x, sample_rate=sample_rate)
+
+
+def time_interleaved(runs: dict, repeats: int, device: str) -> dict:
+    """Median wall-clock and CPU seconds (all threads of this process) per call of each runner;
+    the runners take turns, so a change of machine load hits them alike."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times = {name: ([], []) for name in runs}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, run in runs.items():
+            sync()
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            sync()
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (statistics.median(w[1:]), statistics.median(c[1:])) for name, (w, c) in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 = one core, like audiomentations)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch-audiomentations' output_type notice
+    sr = args.sample_rate
+    x_cpu = make_batch(args.batch, int(args.seconds * sr), sr)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"batch {args.batch} x {args.seconds} s at {sr} Hz; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads; median of {args.repeats} interleaved runs")
+    with tempfile.TemporaryDirectory() as tmp:
+        rir_dir = Path(tmp)
+        write_rirs(rir_dir, sr)
+        for device in devices:
+            x = x_cpu.to(device)
+            runs = {"audioconv": ours(x, sr, rir_dir)}
+            peers = [("torch-audiomentations", torch_audiomentations_chain)]
+            if device == "cpu":
+                peers.insert(0, ("audiomentations", audiomentations_chain))
+            for name, make in peers:
+                try:
+                    runs[name] = make(x, sr, rir_dir)
+                except ImportError:
+                    print(f"[{device}] {name}: not installed, skipped")
+            timings = time_interleaved(runs, args.repeats, device)
+            wall = {name: args.batch / w for name, (w, _) in timings.items()}
+            cpu = {name: args.batch / c for name, (_, c) in timings.items()}
+            print(f"[{device}]{'':20} clips/s (wall)   clips per CPU-second")
+            for name in runs:
+                ratio = "" if name == "audioconv" else f"  audioconv is {wall['audioconv'] / wall[name]:.1f}x"
+                ratio_cpu = "" if name == "audioconv" else f" ({cpu['audioconv'] / cpu[name]:.1f}x)"
+                print(f"  {name:<22} {wall[name]:9.0f}{ratio:<22} {cpu[name]:9.0f}{ratio_cpu}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Contract of every augmentation (shapes, dtypes, devices, p, seeding, replay) and of the
+composites, chains and parameter dicts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audioconv.augment import (AddNoise, Augmentation, Compose, Gain, OneOf, PolarityInversion, RandomEQ, Reverb,
+                               SpeedPerturb, TimeShift, chain_from_config, chain_to_config, default_chain,
+                               load_chain, params_from_json, params_select, params_to_json, save_chain)
+
+SR = 8000
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def builders(p: float) -> dict:
+    """One of each augmentation, set up so that an applied one always changes a non-zero input."""
+    return {
+        "polarity": lambda: PolarityInversion(p=p),
+        "eq": lambda: RandomEQ(SR, n_bands=2, gain_db=(3, 9), freq_hz=(100, 3000), p=p),
+        "reverb": lambda: Reverb(SR, rt60_s=(0.05, 0.2), p=p),
+        "noise": lambda: AddNoise(snr_db=(0, 20), color="pink", p=p),
+        "gain": lambda: Gain(gain_db=(1, 6), p=p),
+        "shift": lambda: TimeShift(SR, shift_s=(0.002, 0.01), p=p),
+        "speed": lambda: SpeedPerturb(SR, factors=(0.9, 1.1), p=p),
+        "compose": lambda: Compose([Gain((1, 6), p=1.0), PolarityInversion(p=1.0)], p=p),
+        "oneof": lambda: OneOf([Gain((1, 6), p=1.0), TimeShift(SR, (0.002, 0.01), p=1.0)], p=p),
+    }
+
+
+NAMES = sorted(builders(1.0))
+shapes = st.one_of(
+    st.tuples(st.integers(64, 1200)),
+    st.tuples(st.integers(1, 2), st.integers(64, 1200)),
+    st.tuples(st.integers(1, 4), st.integers(1, 2), st.integers(64, 1200)),
+)
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def signal(shape, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 0.1 + 0.01).to(device, dtype)
+
+
+def per_example_values(params) -> list[torch.Tensor]:
+    """Every float parameter tensor in the tree (the draws that must differ across examples)."""
+    out = []
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out += per_example_values(v)
+        elif v.is_floating_point():
+            out.append(v)
+    return out
+
+
+@PROPERTY
+@given(name=st.sampled_from(NAMES), shape=shapes, dtype=st.sampled_from([torch.float32, torch.float64]),
+       device=st.sampled_from(DEVICES), seed=st.integers(0, 2**31 - 1))
+def test_p1_always_applies_and_keeps_shape_dtype_device(name, shape, dtype, device, seed):
+    aug = builders(1.0)[name]()
+    x = signal(shape, dtype, device, seed)
+    y = aug(x, generator=torch.Generator().manual_seed(seed))
+    assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+    assert torch.isfinite(y).all()
+    batch = x.shape[0] if x.dim() == 3 else 1
+    xb, yb = x.reshape(batch, -1), y.reshape(batch, -1)
+    assert ((xb - yb).abs().amax(1) > 0).all(), "an example with p=1 came out unchanged"
+
+
+@PROPERTY
+@given(name=st.sampled_from(NAMES), shape=shapes, dtype=st.sampled_from([torch.float32, torch.float64]),
+       device=st.sampled_from(DEVICES), seed=st.integers(0, 2**31 - 1))
+def test_p0_is_identity(name, shape, dtype, device, seed):
+    aug = builders(0.0)[name]()
+    x = signal(shape, dtype, device, seed)
+    assert torch.equal(aug(x, generator=torch.Generator().manual_seed(seed)), x)
+
+
+@PROPERTY
+@given(name=st.sampled_from(NAMES), batch=st.integers(2, 6), seed=st.integers(0, 2**31 - 1),
+       device=st.sampled_from(DEVICES))
+def test_seeded_reproducible_and_sample_apply_equals_call(name, batch, seed, device):
+    aug = builders(0.7)[name]()
+    x = signal((batch, 2, 400), torch.float32, device, seed)
+    y1 = aug(x, generator=torch.Generator().manual_seed(seed))
+    y2 = aug(x, generator=torch.Generator().manual_seed(seed))
+    params = aug.sample(batch, generator=torch.Generator().manual_seed(seed), device=x.device)
+    assert torch.equal(y1, y2)
+    assert torch.equal(aug.apply(x, params), y1)
+    other = aug(x, generator=torch.Generator().manual_seed(seed + 1))
+    if params["apply"].any() and name != "polarity":
+        assert not torch.equal(other, y1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_different_examples_get_different_draws(name):
+    aug = builders(1.0)[name]()
+    params = aug.sample(64, generator=torch.Generator().manual_seed(3))
+    for values in per_example_values(params):
+        rows = values.reshape(64, -1)
+        distinct = torch.unique(rows, dim=0).shape[0]
+        assert distinct > 1 and (distinct == 64 or name in ("speed",)), (name, values)
+    x = signal((64, 1, 256), torch.float32, "cpu")
+    y = aug(x, generator=torch.Generator().manual_seed(3))
+    if name not in ("polarity", "speed"):
+        assert torch.unique((y - x).reshape(64, -1), dim=0).shape[0] == 64
+
+
+def test_p_is_a_per_example_probability():
+    aug = Gain(gain_db=1.0, p=0.3)
+    flags = aug.sample(20000, generator=torch.Generator().manual_seed(0))["apply"]
+    assert abs(flags.float().mean().item() - 0.3) < 0.015  # 5 sigma of a binomial(20000, 0.3)
+    x = torch.ones(20000, 1, 4)
+    y = aug.apply(x, aug.sample(20000, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(y[:, 0, 0] != 1, flags)
+
+
+def test_compose_and_oneof_choose_per_example():
+    a, b = Gain(gain_db=6.0, p=1.0), Gain(gain_db=-6.0, p=1.0)
+    one = OneOf([a, b], weights=[1, 3])
+    params = one.sample(4000, generator=torch.Generator().manual_seed(0))
+    choice = params["choice"]
+    assert abs((choice == 1).float().mean().item() - 0.75) < 0.035
+    assert torch.equal(params["0.Gain"]["apply"], choice == 0)
+    assert torch.equal(params["1.Gain"]["apply"], choice == 1)
+    y = one.apply(torch.ones(4000, 1, 1), params).flatten()
+    expected = torch.where(choice == 0, 10 ** (6 / 20), 10 ** (-6 / 20))
+    torch.testing.assert_close(y, expected.float())
+    chain = Compose([a, one], p=0.5)
+    params = chain.sample(4000, generator=torch.Generator().manual_seed(1))
+    outer = params["apply"]
+    assert 0.45 < outer.float().mean().item() < 0.55
+    assert torch.equal(params["0.Gain"]["apply"], outer)
+    assert torch.equal(params["1.OneOf"]["0.Gain"]["apply"], outer & (params["1.OneOf"]["choice"] == 0))
+
+
+def test_params_json_round_trip_replays_exactly(tmp_path):
+    chain = default_chain(SR)
+    x = signal((6, 2, 4000), torch.float32, "cpu")
+    params = chain.sample(6, generator=torch.Generator().manual_seed(5))
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(params_to_json(params)))
+    replayed = params_from_json(json.loads(path.read_text()))
+    assert torch.equal(chain.apply(x, replayed), chain.apply(x, params))
+    one = params_select(params, 2)  # one example's draw replays on its own (FFTs of other batch
+    torch.testing.assert_close(chain.apply(x[2:3], one), chain.apply(x, params)[2:3],  # sizes may round
+                               atol=1e-6, rtol=1e-5)  # differently in the last bit)
+
+
+def test_chain_config_round_trip(tmp_path):
+    chain = Compose([default_chain(SR), OneOf([Gain((-3, 3)), SpeedPerturb(SR)], weights=[2, 1], p=0.3)])
+    cfg = chain_to_config(chain)
+    again = chain_from_config(json.loads(json.dumps(cfg)), SR)
+    assert chain_to_config(again) == cfg
+    path = save_chain(chain, tmp_path / "chain.json")
+    loaded = load_chain(path, SR)
+    x = signal((3, 1, 3000), torch.float32, "cpu")
+    params = chain.sample(3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.apply(x, params), chain.apply(x, params))
+    listed = chain_from_config([{"type": "Gain", "gain_db": [-1, 1], "p": 1.0}], SR)
+    assert isinstance(listed, Compose) and listed[0].gain_db == (-1.0, 1.0)
+    at_44k = chain_from_config(cfg, 44100)  # sample-rate-dependent defaults are saved as null
+    assert at_44k[0][2].freq_hz == (60.0, 7000.0) and chain[0][2].freq_hz == (60.0, 0.45 * SR)
+
+
+def test_chains_pickle_and_replay_the_same():
+    import pickle
+
+    chain = Compose([default_chain(SR), AddNoise(background=torch.randn(700), p=1.0)])
+    x = signal((3, 1, 2000), torch.float32, "cpu")
+    params = chain.sample(3, generator=torch.Generator().manual_seed(0))
+    y = chain.apply(x, params)  # the background bank is now decoded and cached
+    assert torch.equal(pickle.loads(pickle.dumps(chain)).apply(x, params), y)
+
+
+@pytest.mark.parametrize("cfg, words", [
+    ([{"type": "Flanger"}], ["chain.transforms[0]", "Flanger"]),
+    ([{"type": "Gain", "gain": 3}], ["transforms[0]", "gain"]),
+    ([{"type": "Reverb", "rt60_s": [-0.2, 0.5]}], ["transforms[0]", "rt60_s"]),
+    ([{"type": "Gain", "p": 0.5}, {"type": "AddNoise", "snr_db": [30, 10]}], ["transforms[1]", "snr_db"]),
+])
+def test_bad_chain_config_names_the_place(cfg, words):
+    with pytest.raises(ValueError) as e:
+        chain_from_config(cfg, SR)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_tensor_banks_cannot_be_saved():
+    with pytest.raises(ValueError, match="rirs"):
+        chain_to_config(Compose([Reverb(SR, rirs=torch.randn(2, 100))]))
+
+
+@pytest.mark.parametrize("x, word", [
+    (torch.zeros(2, 2, 2, 10), "4-D"),
+    (torch.zeros(10, dtype=torch.int16), "floating-point"),
+    (torch.zeros(10, dtype=torch.complex64), "floating-point"),
+    (torch.zeros(3, 0), "no samples"),
+    ([0.0, 1.0], "torch.Tensor"),
+])
+def test_bad_waveforms_raise(x, word):
+    with pytest.raises(ValueError, match=word) as e:
+        Gain(p=1.0)(x)
+    assert "x " in str(e.value) or str(e.value).startswith("x")
+
+
+def test_bad_params_and_lengths_raise():
+    aug = Gain(p=1.0)
+    x = torch.zeros(3, 1, 10)
+    with pytest.raises(ValueError, match="3 rows"):
+        aug.apply(x, aug.sample(2))
+    with pytest.raises(ValueError, match="gain_db"):
+        aug.apply(x, {"apply": torch.ones(3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="lengths"):
+        aug(x, lengths=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="lengths"):
+        aug(x, lengths=torch.tensor([1, 2, 11]))
+    with pytest.raises(ValueError, match="lengths"):
+        aug(x, lengths=torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="generator"):
+        aug(x, generator=0)
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda: Gain(p=1.5), "p"),
+    (lambda: Gain(gain_db=(6, -6)), "gain_db"),
+    (lambda: TimeShift(SR, mode="wrap"), "mode"),
+    (lambda: TimeShift(0), "sample_rate"),
+    (lambda: SpeedPerturb(SR, factors=(0.0, 1.0)), "factors"),
+    (lambda: OneOf([]), "transforms"),
+    (lambda: Compose([Gain(), "reverb"]), r"transforms\[1\]"),
+    (lambda: OneOf([Gain(), Gain()], weights=[1, -1]), "weights"),
+])
+def test_bad_constructor_arguments_name_the_parameter(make, word):
+    with pytest.raises(ValueError, match=word):
+        make()
+
+
+def test_cpu_generator_drives_any_device_identically():
+    chain = default_chain(SR)
+    x = signal((4, 1, 3000), torch.float32, "cpu")
+    ref = chain(x, generator=torch.Generator().manual_seed(9))
+    for device in DEVICES:
+        y = chain(x.to(device), generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(y.cpu(), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_half_precision_keeps_dtype():
+    x = signal((2, 1, 2000), torch.float16, "cpu")
+    y = default_chain(SR)(x, generator=torch.Generator().manual_seed(0))
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+
+
+def test_custom_subclass_gets_the_machinery():
+    class AddOne(Augmentation):
+        def _transform(self, x, params, lengths):
+            return x + 1
+
+    aug = AddOne(p=0.5)
+    x = torch.zeros(1000, 1, 3)
+    params = aug.sample(1000, generator=torch.Generator().manual_seed(0))
+    y = aug.apply(x, params, lengths=torch.full((1000,), 2))
+    assert torch.equal(y[:, 0, 0], params["apply"].float()) and (y[:, 0, 2] == 0).all()

@@ -1,0 +1,88 @@
+"""`audioconv augment` end to end: WAVs, replayable params.json, a log-mel PNG with real axes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from audioconv.augment import load_chain, params_from_json
+from audioconv.augment_preview import plot_logmels
+from audioconv.cli import main
+
+SR = 16000
+
+
+@pytest.fixture()
+def tone(tmp_path):
+    t = np.arange(int(0.6 * SR)) / SR
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-2 * t)
+    stereo = np.stack([left, 0.5 * left], 1).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    sf.write(path, stereo, SR, subtype="FLOAT")
+    return path, stereo
+
+
+def test_augment_command_writes_wavs_params_and_png(tmp_path, tone, capsys):
+    path, stereo = tone
+    out = tmp_path / "out"
+    assert main(["augment", str(path), "-o", str(out), "--n", "4", "--seed", "3", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    wavs = sorted(out.glob("aug_*.wav"))
+    assert [w.name for w in wavs] == [f"aug_{i:02d}.wav" for i in range(4)]
+    record = json.loads((out / "params.json").read_text())
+    assert record["files"] == [w.name for w in wavs] and record["seed"] == 3 and record["sample_rate"] == SR
+    chain_file = tmp_path / "chain.json"
+    chain_file.write_text(json.dumps(record["chain"]))
+    chain = load_chain(chain_file, SR)
+    x = torch.from_numpy(stereo.T.copy()).expand(4, 2, -1)
+    replayed = chain.apply(x, params_from_json(record["params"]))
+    for i, w in enumerate(wavs):
+        data, sr = sf.read(w, dtype="float32", always_2d=True)
+        assert sr == SR and data.shape == stereo.shape
+        np.testing.assert_allclose(data.T, replayed[i].numpy(), atol=1e-6)
+        assert w.name in printed
+    png = out / "logmels.png"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 300
+        assert "time (s)" in im.text["Description"] and "frequency (Hz)" in im.text["Description"]
+        assert np.asarray(im.convert("L")).std() > 20  # a picture, not a blank canvas
+
+
+def test_png_axes_are_seconds_and_hz(tmp_path, tone):
+    _, stereo = tone
+    wavs = [torch.from_numpy(stereo.T.copy()), torch.from_numpy(stereo[:, 0].copy())]
+    fig = plot_logmels(wavs, SR, ["a", "b"], tmp_path / "x.png")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "frequency (Hz)"
+    def visible_labels(ticks, labels, lim):
+        return [float(t.get_text().replace("\u2212", "-")) for v, t in zip(ticks, labels)
+                if lim[0] - 1e-9 <= v <= lim[1] + 1e-9 and t.get_text()]
+
+    seconds = visible_labels(ax.get_xticks(), ax.get_xticklabels(), ax.get_xlim())
+    hertz = visible_labels(ax.get_yticks(), ax.get_yticklabels(), ax.get_ylim())
+    assert len(seconds) >= 3 and 0.3 <= max(seconds) <= 0.6 + 1e-9  # the clip is 0.6 s long
+    assert len(hertz) >= 3 and 1000 <= max(hertz) <= 1.03 * SR / 2 and min(hertz) >= 0  # mel axis, in Hz
+    assert ax.get_ylim()[1] == pytest.approx(SR / 2, rel=0.03)  # librosa's top mel-bin edge
+    assert ax.get_xlim()[1] == pytest.approx(0.6, abs=0.011)
+
+
+def test_augment_command_with_a_chain_file_and_relative_background(tmp_path, tone):
+    path, _ = tone
+    (tmp_path / "noises").mkdir()
+    sf.write(tmp_path / "noises" / "hum.wav", (0.1 * np.sin(np.arange(4000) / 3)).astype(np.float32), 8000)
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps([{"type": "AddNoise", "snr_db": [10, 10], "background": "noises", "p": 1.0}]))
+    out = tmp_path / "out"
+    assert main(["augment", str(path), "-o", str(out), "--n", "2", "--chain", str(chain), "--device", "cpu"]) == 0
+    record = json.loads((out / "params.json").read_text())
+    assert set(record["params"]["0.AddNoise"]) == {"apply", "snr_db", "noise_pos", "noise_index"}
+
+
+def test_augment_command_reports_a_missing_file(tmp_path, capsys):
+    assert main(["augment", str(tmp_path / "nope.wav"), "-o", str(tmp_path / "o")]) == 2
+    assert "nope.wav" in capsys.readouterr().err
