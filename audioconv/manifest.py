@@ -72,12 +72,13 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def validate_record(record: Any, where: str = "record") -> dict:
+def validate_record(record: Any, where: str = "record", require_label: bool = True) -> dict:
     """Check one manifest record's keys and types; return a shallow copy.
 
     Args:
         record: the parsed JSON object of one line.
         where: how to name the record in errors, e.g. ``"train.jsonl:17"``.
+        require_label: ``False`` for manifests of unlabelled audio (background noises, RIRs).
 
     Raises:
         ManifestError: not an object, missing ``audio_filepath``/``label``, wrong types, non-finite
@@ -86,14 +87,14 @@ def validate_record(record: Any, where: str = "record") -> dict:
     """
     if not isinstance(record, dict):
         raise ManifestError(where, f"expected a JSON object, got {type(record).__name__}")
-    for key in ("audio_filepath", "label"):
+    for key in ("audio_filepath", "label") if require_label else ("audio_filepath",):
         if key not in record:
             raise ManifestError(where, f"missing required key {key!r} (keys: {sorted(record)})")
     path = record["audio_filepath"]
     if not isinstance(path, str) or not path.strip():
         raise ManifestError(where, f"'audio_filepath' must be a non-empty string, got {path!r}")
-    label = record["label"]
-    if not isinstance(label, str) or not label:
+    label = record.get("label")
+    if (require_label or label is not None) and (not isinstance(label, str) or not label):
         raise ManifestError(where, f"'label' must be a non-empty string, got {label!r}")
     for key, lower, inclusive in (("duration", 0.0, False), ("offset", 0.0, True)):
         v = record.get(key)
@@ -125,12 +126,12 @@ def _duplicate_key(record: dict) -> tuple[str, float]:
     return (record["audio_filepath"], float(record.get("offset") or 0.0))
 
 
-def _parse_line(text: str, where: str, base_dir: Path | None) -> dict:
+def _parse_line(text: str, where: str, base_dir: Path | None, require_label: bool = True) -> dict:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(where, f"bad JSON ({e.msg} at column {e.colno})") from None
-    rec = validate_record(obj, where)
+    rec = validate_record(obj, where, require_label)
     if base_dir is not None:
         rec["audio_filepath"] = _resolve(rec["audio_filepath"], base_dir)
     return rec
@@ -150,6 +151,7 @@ def iter_manifest(
     resolve: bool = True,
     allow_duplicates: bool = False,
     line_numbers: bool = False,
+    require_label: bool = True,
 ) -> Iterator[dict] | Iterator[tuple[int, dict]]:
     """Yield the records of a JSONL manifest one line at a time (nothing is read ahead).
 
@@ -158,6 +160,7 @@ def iter_manifest(
         resolve: make ``audio_filepath`` absolute (relative paths are from the manifest's folder).
         allow_duplicates: keep two lines with the same file and ``offset`` (default: error).
         line_numbers: yield ``(line_number, record)`` (1-based) instead of records.
+        require_label: ``False`` accepts lines without ``label`` (noise or impulse-response banks).
 
     Raises:
         FileNotFoundError: the manifest does not exist.
@@ -165,10 +168,10 @@ def iter_manifest(
     """
     path = Path(path)
     f = _open_manifest(path)  # opened now, so a missing manifest fails at the call, not at next()
-    return _iter_lines(f, path, resolve, allow_duplicates, line_numbers)
+    return _iter_lines(f, path, resolve, allow_duplicates, line_numbers, require_label)
 
 
-def _iter_lines(f, path: Path, resolve: bool, allow_duplicates: bool, line_numbers: bool):
+def _iter_lines(f, path: Path, resolve: bool, allow_duplicates: bool, line_numbers: bool, require_label: bool = True):
     folder = Path(os.path.abspath(path)).parent
     seen: dict[tuple[str, float], int] = {}
     with f:
@@ -176,7 +179,7 @@ def _iter_lines(f, path: Path, resolve: bool, allow_duplicates: bool, line_numbe
             if not text.strip():
                 continue
             where = f"{path}:{n}"
-            rec = _parse_line(text, where, folder if resolve else None)
+            rec = _parse_line(text, where, folder if resolve else None, require_label)
             if not allow_duplicates:
                 key = (_resolve(rec["audio_filepath"], folder), float(rec.get("offset") or 0.0))
                 if key in seen:

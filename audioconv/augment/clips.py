@@ -2,7 +2,6 @@
 a folder or a JSONL manifest; decoded once, laid end to end and cached per device."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NamedTuple, Sequence, Union
@@ -27,20 +26,12 @@ class FileClip(NamedTuple):
 
 def _manifest_clips(path: Path) -> list[FileClip]:
     """The clips of a JSONL manifest: ``audio_filepath`` (relative to the manifest's folder) and
-    the optional ``offset`` / ``duration`` in seconds. Other keys (labels...) are not needed."""
-    clips = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-                clip = FileClip(path.parent / entry["audio_filepath"], float(entry.get("offset") or 0.0),
-                                None if entry.get("duration") is None else float(entry["duration"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{n}: expected a JSON object with 'audio_filepath' "
-                                 f"(and numeric 'offset'/'duration' if given): {e!r}") from None
-            clips.append(clip)
+    the optional ``offset`` / ``duration`` in seconds; ``label`` is not needed."""
+    from audioconv.manifest import iter_manifest
+
+    clips = [FileClip(Path(r["audio_filepath"]), float(r.get("offset") or 0.0),
+                      None if r.get("duration") is None else float(r["duration"]))
+             for r in iter_manifest(path, require_label=False, allow_duplicates=True)]
     if not clips:
         raise ValueError(f"{path}: manifest lists no audio files")
     return clips
