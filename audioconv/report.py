@@ -1,0 +1,366 @@
+"""A static HTML report of a run: one ``index.html`` plus an ``assets/`` folder, offline and portable.
+
+Everything the page shows is copied into ``REPORT_DIR/assets/`` and linked with relative URLs, so
+the report folder can be zipped, moved or opened from ``file://`` with no server and no network.
+All text that comes from data (labels, paths, layer names, config values) is HTML-escaped.
+
+Sections: run summary · metrics over epochs (PNG drawn here from ``metrics.jsonl``) · test
+evaluation (confusion matrix PNG and table, per-class recall) · per layer the top-k grid and the
+feature-evolution grid, with the layer-convergence curve · per unit the projection figure and the
+sounds (input clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["LayerFigures", "UnitSounds", "ReportContent", "read_metrics", "plot_metrics", "write_report"]
+
+
+@dataclass
+class LayerFigures:
+    """Figures of one conv layer. Paths may be anywhere; :func:`write_report` copies them."""
+
+    layer: str
+    topk_png: str | os.PathLike | None = None
+    evolution_png: str | os.PathLike | None = None
+    convergence: list[tuple[int, float]] = field(default_factory=list)  # (epoch, CKA vs final)
+    note: str = ""
+
+
+@dataclass
+class UnitSounds:
+    """One projected unit on one clip: its figure and its sounds (WAV paths)."""
+
+    layer: str
+    unit: int
+    clip_label: str
+    input_wav: str | os.PathLike
+    masked_wav: str | os.PathLike | None = None
+    griffinlim_wav: str | os.PathLike | None = None
+    figure_png: str | os.PathLike | None = None
+    predicted_label: str | None = None
+    activation: float | None = None
+    clip_name: str = ""
+
+
+@dataclass
+class ReportContent:
+    """What goes into the report.
+
+    ``summary`` is an ordered mapping of row name → value for the run-summary table;
+    ``metrics`` the per-epoch rows of ``metrics.jsonl``; ``evaluation`` the dict of
+    :func:`audioconv.evaluate.evaluate` (``accuracy``, ``macro_f1``, ``n``, ``labels``,
+    ``per_class_recall``, ``confusion``).
+    """
+
+    title: str = "audioconv report"
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    evaluation: dict | None = None
+    confusion_png: str | os.PathLike | None = None
+    layers: list[LayerFigures] = field(default_factory=list)
+    convergence_png: str | os.PathLike | None = None
+    units: list[UnitSounds] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``metrics.jsonl`` (one JSON object per line; blank lines skipped).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a line that is not a JSON object, naming ``file:line``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: bad JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _numeric_series(rows: list[dict], x_key: str) -> dict[str, list[tuple[float, float]]]:
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, row in enumerate(rows):
+        x = row.get(x_key, i + 1)
+        for key, value in row.items():
+            if key == x_key or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value):
+                series.setdefault(key, []).append((float(x), float(value)))
+    return series
+
+
+def plot_metrics(rows: list[dict], path: str | os.PathLike | None = None, x_key: str = "epoch") -> Figure:
+    """Metrics over epochs, one panel each: losses, accuracy / F1, learning rate, the rest (e.g. clips/s).
+
+    Args:
+        rows: per-epoch dicts (e.g. from :func:`read_metrics`); every numeric key except ``x_key``
+            becomes a line, put in a panel by its name (``*loss*``; ``*acc*``/``*f1*``; ``lr``; the
+            rest). Panels without lines are left out, except loss and accuracy.
+        path: PNG to write (folders created); ``None`` writes nothing.
+        x_key: the key holding the epoch (rows without it are numbered 1, 2, ...).
+
+    Returns:
+        The matplotlib Figure.
+    """
+    if not rows:
+        raise ValueError("no metric rows to plot")
+    series = _numeric_series(rows, x_key)
+    groups: dict[str, list[str]] = {"loss": [], "score": [], "lr": [], "other": []}
+    for key in series:
+        k = key.lower()
+        if "loss" in k:
+            groups["loss"].append(key)
+        elif "acc" in k or "f1" in k:
+            groups["score"].append(key)
+        elif k == "lr" or k.startswith("lr_") or "learning_rate" in k:
+            groups["lr"].append(key)
+        elif k not in ("step", "time_s", "elapsed_s", "wall_s"):
+            groups["other"].append(key)
+    titles = {"loss": "loss", "score": "accuracy / macro-F1", "lr": "learning rate", "other": "throughput / other"}
+    shown = ["loss", "score"] + [name for name in ("lr", "other") if groups[name]]
+    fig = Figure(figsize=(3.4 * len(shown), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(shown))
+    for ax, name in zip(axes, shown):
+        keys = groups[name]
+        for key in keys:
+            xs, ys = zip(*series[key])
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_xlabel(x_key)
+        ax.set_title(titles[name])
+        ax.grid(alpha=0.3)
+        if keys:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "nothing recorded", ha="center", va="center", transform=ax.transAxes)
+        if name == "score":
+            ax.set_ylim(0.0, 1.02)
+        if name == "lr" and all(min(y for _, y in series[k]) > 0 for k in keys):
+            ax.set_yscale("log")
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1200px;padding:1em 2em;color:#222}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}img{max-width:100%;height:auto;border:1px solid #eee}
+.cm td{min-width:2.2em}.unit{border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}
+.sounds{display:flex;flex-wrap:wrap;gap:1.2em}.sounds figure{margin:0}figcaption{font-size:.85em;color:#555}
+nav a{margin-right:1em}.muted{color:#777}.narrow img{max-width:520px}.layer{margin-bottom:1.5em}
+"""
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _Assets:
+    """Copies files into ``report_dir/assets`` under unique safe names; returns relative URLs."""
+
+    def __init__(self, report_dir: Path):
+        self.report_dir = report_dir
+        self.folder = report_dir / "assets"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.copied: dict[Path, str] = {}
+        self.used: set[str] = set()
+
+    def url(self, path: str | os.PathLike | None, prefix: str) -> str | None:
+        if path is None:
+            return None
+        src = Path(path).resolve()
+        if not src.is_file():
+            raise FileNotFoundError(f"report asset not found: {src}")
+        if src in self.copied:
+            return self.copied[src]
+        name = _SAFE.sub("_", f"{prefix}_{src.name}").strip("_") or "asset"
+        stem, suffix = os.path.splitext(name)
+        n = 1
+        while name in self.used:
+            n += 1
+            name = f"{stem}_{n}{suffix}"
+        self.used.add(name)
+        dst = self.folder / name
+        if src != dst.resolve():
+            shutil.copyfile(src, dst)
+        url = f"assets/{name}"
+        self.copied[src] = url
+        return url
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _img(url: str | None, alt: str) -> str:
+    if url is None:
+        return f'<p class="muted">({_e(alt)}: not produced)</p>'
+    return f'<a href="{_e(url)}"><img src="{_e(url)}" alt="{_e(alt)}" loading="eager"></a>'
+
+
+def _audio(url: str | None, caption: str) -> str:
+    if url is None:
+        return ""
+    return (f'<figure><figcaption>{_e(caption)}</figcaption>'
+            f'<audio controls preload="auto"><source src="{_e(url)}" type="audio/wav"></audio></figure>')
+
+
+def _summary_html(summary: dict) -> str:
+    rows = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(_fmt(v))}</td></tr>' for k, v in summary.items())
+    return f"<table>{rows}</table>"
+
+
+def _evaluation_html(ev: dict, confusion_url: str | None) -> str:
+    labels = [str(x) for x in ev.get("labels", [])]
+    def score(v):
+        return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else _fmt(v)
+
+    parts = [f"<p>test accuracy <b>{_e(score(ev.get('accuracy')))}</b>, macro-F1 <b>{_e(score(ev.get('macro_f1')))}</b>, "
+             f"n = {_e(ev.get('n'))} clips</p>"]
+    if confusion_url:
+        parts.append(f'<div class="narrow">{_img(confusion_url, "confusion matrix")}</div>')
+    confusion = ev.get("confusion")
+    if confusion and labels:
+        head = "".join(f'<th title="predicted {_e(l)}">{_e(l)}</th>' for l in labels)
+        body = []
+        recall = ev.get("per_class_recall") or {}
+        for i, row in enumerate(confusion):
+            rec = recall.get(labels[i]) if isinstance(recall, dict) else (recall[i] if i < len(recall) else None)
+            cells = "".join(f"<td>{_e(v)}</td>" for v in row)
+            body.append(f'<tr><th class="l">{_e(labels[i])}</th>{cells}<td>{_e(_fmt(rec) if rec is not None else "")}</td></tr>')
+        parts.append(f'<details><summary>confusion matrix as a table (rows: true class)</summary>'
+                     f'<table class="cm"><tr><th class="l">true \\ predicted</th>{head}<th>recall</th></tr>'
+                     f'{"".join(body)}</table></details>')
+    return "\n".join(parts)
+
+
+def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
+    """Write ``report_dir/index.html`` (and ``report_dir/assets/``) from ``content``.
+
+    Args:
+        report_dir: output folder (created).
+        content: a :class:`ReportContent`; every file it names is copied into ``assets/``.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        FileNotFoundError: a file named in ``content`` does not exist.
+    """
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    assets = _Assets(report_dir)
+    sections: list[tuple[str, str, str]] = []  # (anchor, heading, html)
+
+    sections.append(("summary", "Run summary", _summary_html(content.summary)
+                     + "".join(f"<p>{_e(n)}</p>" for n in content.notes)))
+    if content.metrics:
+        metrics_png = report_dir / "assets" / "metrics.png"
+        plot_metrics(content.metrics, metrics_png)
+        assets.used.add(metrics_png.name)
+        sections.append(("training", "Metrics over epochs", _img("assets/metrics.png", "metrics over epochs")))
+    if content.evaluation is not None:
+        sections.append(("evaluation", "Test evaluation",
+                         _evaluation_html(content.evaluation, assets.url(content.confusion_png, "confusion"))))
+    if content.layers:
+        parts = ["<p>Per conv layer: the top-k strongest activations of each unit over the test set, "
+                 "projected back to the time–frequency plane (Zeiler &amp; Fergus deconvnet; left: "
+                 "projection, right: the input patch under its receptive field), and how each unit's "
+                 "strongest projection evolved across the saved training epochs.</p>"]
+        for lf in content.layers:
+            anchor = "layer-" + _SAFE.sub("-", lf.layer)
+            block = [f"<h3>{_e(lf.layer)}</h3>"]
+            if lf.note:
+                block.append(f"<p>{_e(lf.note)}</p>")
+            block.append("<h4>Top activations</h4>" + _img(assets.url(lf.topk_png, f"topk_{lf.layer}"), f"{lf.layer} top-k grid"))
+            block.append("<h4>Feature evolution over epochs</h4>"
+                         + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
+            if lf.convergence:
+                cells = "".join(f"<td>{_e(int(ep))}: {_e(_fmt(float(v)))}</td>" for ep, v in lf.convergence)
+                block.append(f'<table><tr><th class="l">linear CKA vs final epoch</th>{cells}</tr></table>')
+            parts.append(f'<div class="layer" id="{_e(anchor)}">' + "\n".join(block) + "</div>")
+        sections.append(("layers", "Layers", "\n".join(parts)))
+    if content.convergence_png is not None:
+        sections.append(("convergence", "Layer convergence",
+                         "<p>Linear CKA between each layer's activations on the probe clips at each saved "
+                         "epoch and at the final epoch: a layer whose curve reaches 1 early has stopped "
+                         "changing.</p>" + _img(assets.url(content.convergence_png, "convergence"), "layer convergence")))
+    if content.units:
+        parts = ["<p>Each unit's projection on one test clip, and what it sounds like: the clip itself, "
+                 "the clip filtered by the projection (a mask on its STFT, inverted with its own phase) "
+                 "and the projection alone (Griffin-Lim).</p>"]
+        for u in content.units:
+            head = f"{u.layer} unit {int(u.unit)} on a “{u.clip_label}” clip"
+            if u.clip_name:
+                head += f" ({u.clip_name})"
+            meta = []
+            if u.predicted_label is not None:
+                meta.append(f"predicted: {u.predicted_label}")
+            if u.activation is not None:
+                meta.append(f"activation {float(u.activation):.3g}")
+            key = f"{u.layer}_u{int(u.unit)}_{u.clip_name or u.clip_label}"
+            sounds = (_audio(assets.url(u.input_wav, f"{key}_input"), "input clip")
+                      + _audio(assets.url(u.masked_wav, f"{key}_masked"), "masked by the projection")
+                      + _audio(assets.url(u.griffinlim_wav, f"{key}_griffinlim"), "projection alone (Griffin-Lim)"))
+            figure = _img(assets.url(u.figure_png, f"{key}_projection"), head) if u.figure_png is not None else ""
+            parts.append(f'<div class="unit"><h3>{_e(head)}</h3><p class="muted">{_e(", ".join(meta))}</p>'
+                         f'{figure}<div class="sounds">{sounds}</div></div>')
+        sections.append(("sounds", "Projections you can listen to", "\n".join(parts)))
+
+    nav = "".join(f'<a href="#{_e(a)}">{_e(h)}</a>' for a, h, _ in sections)
+    body = "\n".join(f'<section id="{_e(a)}"><h2>{_e(h)}</h2>\n{b}\n</section>' for a, h, b in sections)
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_e(content.title)}</title><link rel=\"icon\" href=\"data:,\"><style>{_CSS}</style></head>\n"
+        f"<body><h1>{_e(content.title)}</h1><nav>{nav}</nav>\n{body}\n"
+        "<p class=\"muted\">Generated by audioconv. Static page: all links are relative; works offline.</p>"
+        "</body></html>\n"
+    )
+    index = report_dir / "index.html"
+    tmp = report_dir / ".index.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, index)
+    return index
