@@ -31,7 +31,7 @@ test-slow: $(STAMP_TEST)
 	$(PY) -m pytest -q -m slow
 
 test-browser: $(STAMP_TEST)
-	@command -v chromium >/dev/null || (echo "installing Debian chromium"; apt-get install -y -q chromium >/dev/null)
+	@command -v chromium >/dev/null || (echo "installing Debian chromium"; apt-get update -q >/dev/null; apt-get install -y -q chromium >/dev/null)
 	$(PY) -m pytest -q -m browser
 
 bench: $(STAMP_TEST)

@@ -38,17 +38,23 @@ PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's
 def default_chain(sample_rate: int) -> Compose:
     """A robust training chain for speech/audio classifiers at ``sample_rate`` Hz.
 
-    Time shift (p .5, ±0.1 s) → polarity inversion (p .5) → random EQ (p .8, 3 peaks ±12 dB and
-    two shelves) → synthetic reverb (p .5, RT60 0.2–1.0 s) → white noise (p .8, SNR 5–40 dB) →
-    gain (p .5, ±6 dB).
+    Time shift (p .5, ±0.1 s) → polarity inversion (p .5; a no-op for log-mel models, kept for
+    waveform models) → random EQ (p .5, 3 peaks ±12 dB and two shelves) → synthetic reverb
+    (p .3, RT60 0.2–0.8 s) → noise (p .5; white, pink or brown, one per example; SNR 5–30 dB) →
+    gain (p .5, -20 to +6 dB). About one example in 30 passes through untouched.
+
+    Chosen by ``benchmarks/robustness_study.py`` (chain ``light_nospeed`` there; see
+    ``docs/augmentation_study.md``): at the trainer's default 30 epochs it kept clean accuracy on
+    held-out voice families (98.0 % vs 97.9 % without augmentation, 3 seeds) and raised the mean
+    accuracy over 14 unseen rooms, noises, channels and levels from 51 % to 68 %.
     """
     return Compose([
         TimeShift(sample_rate, shift_s=(-0.1, 0.1), p=0.5),
         PolarityInversion(p=0.5),
-        RandomEQ(sample_rate, n_bands=3, gain_db=(-12.0, 12.0), q=(0.5, 4.0), p=0.8),
-        Reverb(sample_rate, rt60_s=(0.2, 1.0), p=0.5),
-        AddNoise(snr_db=(5.0, 40.0), color="white", p=0.8),
-        Gain(gain_db=(-6.0, 6.0), p=0.5),
+        RandomEQ(sample_rate, n_bands=3, gain_db=(-12.0, 12.0), q=(0.5, 4.0), p=0.5),
+        Reverb(sample_rate, rt60_s=(0.2, 0.8), p=0.3),
+        OneOf([AddNoise(snr_db=(5.0, 30.0), color=color, p=1.0) for color in ("white", "pink", "brown")], p=0.5),
+        Gain(gain_db=(-20.0, 6.0), p=0.5),
     ])
 
 
