@@ -1,7 +1,8 @@
 """Log-mel front end (torchaudio), its axes for rendering, and the way back to audio.
 
 Shapes: waveforms ``(batch, channels, time)`` or ``(batch, time)`` at ``sample_rate`` Hz;
-log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB (power, ref 1.0).
+log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB (power re 1.0, or re each example's
+peak with ``LogMelConfig.relative_to_peak``).
 The mel scale is HTK's (as ``librosa`` with ``htk=True``), without area normalisation, so that
 ``librosa.display.specshow(..., y_axis="mel", htk=True)`` labels the rows with the right Hz.
 """
@@ -24,6 +25,10 @@ class LogMelConfig:
 
     ``top_db``: each example's log-mel is floored at its own maximum minus ``top_db`` dB, so
     silence and zero padding do not produce -100 dB outliers.
+    ``relative_to_peak``: give dB relative to each example's loudest cell (values in
+    ``[-top_db, 0]``), so the model cannot depend on the recording level (a gain is an offset in
+    dB). Default ``False``: dB re a power of 1.0 (full scale); the default training chain's
+    ``Gain`` teaches level robustness instead.
     """
 
     sample_rate: int = 16000
@@ -34,6 +39,7 @@ class LogMelConfig:
     f_min_hz: float = 20.0
     f_max_hz: float | None = None
     top_db: float = 80.0
+    relative_to_peak: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,10 +117,12 @@ class LogMel(torch.nn.Module):
         return self.to_db(self.power(waveform))
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
-        """Power → dB with the per-example ``top_db`` floor; ``(B, ...)`` → same shape."""
+        """Power → dB with the per-example ``top_db`` floor (and, with ``relative_to_peak``, minus
+        the example's peak); ``(B, ...)`` → same shape."""
         db = 10.0 * torch.log10(power.clamp_min(1e-10))
         peak = db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
-        return torch.maximum(db, peak - self.config.top_db)
+        db = torch.maximum(db, peak - self.config.top_db)
+        return db - peak if self.config.relative_to_peak else db
 
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:
@@ -162,7 +170,8 @@ class LogMel(torch.nn.Module):
     def db_to_waveform(self, logmel_db: torch.Tensor, n_samples: int, n_iter: int = 32) -> torch.Tensor:
         """Invert a log-mel (dB) ``(..., n_mels, frames)`` to audio ``(..., n_samples)``.
 
-        dB → power → linear-frequency magnitude by non-negative least squares
+        dB → power (a peak-relative log-mel comes back with its loudest cell at power 1) →
+        linear-frequency magnitude by non-negative least squares
         (``torchaudio.transforms.InverseMelScale``) → phase by Griffin-Lim (``n_iter`` iterations).
         """
         c = self.config
