@@ -1,0 +1,146 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors and Python primitives (no pickled classes), so it can be
+opened without running arbitrary code:
+
+=====================  =====================================================================
+``format``             ``"audioconv-checkpoint"``; ``version`` (int)
+``kind``               ``"train"`` (``RUN/last.pt``: everything needed to resume) or
+                       ``"model"`` (``RUN/best.pt``, snapshots: weights only)
+``model``              ``model.state_dict()``
+``model_config``       :meth:`audioconv.model.ModelConfig.to_dict`
+``labels``             class names, index order
+``train_config``       :meth:`audioconv.train.TrainConfig.to_dict`
+``epoch``, ``step``    epochs completed, optimizer steps taken
+``metrics``            the last epoch's metrics line (dict) or ``None``
+``optimizer``          (train) ``optimizer.state_dict()``
+``scheduler``          (train) the schedule's name and step (the schedule is a pure function of step)
+``scaler``             (train) ``GradScaler.state_dict()`` or ``None``
+``rng``                (train) torch CPU / CUDA RNG states, augmentation generator state, and the
+                       sampler position (``epoch``, ``batch`` = batches done in that epoch)
+``progress``           (train) running sums of the unfinished epoch, best metric so far
+=====================  =====================================================================
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state"]
+
+FORMAT = "audioconv-checkpoint"
+VERSION = 1
+_REQUIRED = ("model", "model_config", "labels")
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, flushed and
+    fsynced, then ``os.replace`` — a reader (or a crash) never sees a half-written file.
+
+    ``format``/``version`` keys are added. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **checkpoint}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated or not a torch file ("corrupt"), holds objects
+            that are not tensors/primitives, or is not an audioconv checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"checkpoint path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes); it is corrupt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only load failed" in msg.lower():
+            raise ValueError(f"checkpoint {path} holds pickled Python objects, not only tensors and primitives; "
+                             f"refusing to load it (torch.load(weights_only=True) failed)") from None
+        raise ValueError(f"checkpoint {path} is corrupt or not a torch checkpoint "
+                         f"(torch.load(weights_only=True) failed: {msg})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an audioconv checkpoint (no format={FORMAT!r} key)")
+    if int(ckpt.get("version", -1)) > VERSION:
+        raise ValueError(f"checkpoint {path} has format version {ckpt.get('version')}; "
+                         f"this audioconv reads up to version {VERSION}")
+    missing = [k for k in _REQUIRED if k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}; it is corrupt")
+    return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state)`` with a clear error when the shapes do not fit.
+
+    Raises:
+        ValueError: names the first missing/unexpected key or the first parameter whose shape
+            differs, e.g. ``features.conv2.weight: checkpoint (16, 8, 3, 3) vs model (32, 8, 3, 3)``.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{source} is from another model architecture: "
+                         f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ValueError(f"{source} is from another model shape: {k} has shape {tuple(state[k].shape)} "
+                             f"in the checkpoint but {tuple(v.shape)} in the model")
+    model.load_state_dict(state)
+
+
+def load_model(path: str | os.PathLike, device="cpu"):
+    """Rebuild the model stored in a checkpoint.
+
+    Args:
+        path: ``RUN/best.pt``, ``RUN/last.pt`` or a snapshot.
+        device: where to put the model (``"cpu"``, ``"cuda"``, ``"auto"`` = CUDA if available).
+
+    Returns:
+        ``(model, labels)``: a :class:`~audioconv.model.SpectrogramCNN` in eval mode on ``device``
+        and the class names in output order.
+    """
+    from audioconv.model import SpectrogramCNN
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    ckpt = load_checkpoint(path, map_location="cpu")
+    try:
+        model = SpectrogramCNN.from_config(ckpt["model_config"])
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} has an unreadable model_config: {e}") from None
+    load_model_state(model, ckpt["model"], source=f"checkpoint {path}")
+    labels = list(ckpt["labels"])
+    if len(labels) != model.config.n_classes:
+        raise ValueError(f"checkpoint {path} lists {len(labels)} labels for a model with "
+                         f"{model.config.n_classes} outputs")
+    return model.to(device).eval(), labels

@@ -1,0 +1,66 @@
+"""`audioconv evaluate`: score a checkpoint on a manifest (accuracy, macro-F1, per-class recall, confusion)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="accuracy, macro-F1 and confusion matrix of a checkpoint on a manifest",
+                              description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, RUN/last.pt or a snapshot")
+    p.add_argument("--manifest", required=True, help="JSONL manifest to score")
+    p.add_argument("--split", help="only clips whose 'split' key equals this (e.g. test)")
+    p.add_argument("--allow-unknown", action="store_true",
+                   help="count clips whose label the model does not know instead of stopping")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def default_png_path(checkpoint: str, manifest: str, split: str | None) -> Path:
+    """``RUN/<checkpoint stem>_confusion_<manifest stem>[_<split>].png``."""
+    ck, man = Path(checkpoint), Path(manifest)
+    return ck.with_name(f"{ck.stem}_confusion_{man.stem}{'_' + split if split else ''}.png")
+
+
+def format_table(result: dict) -> str:
+    """Readable report: scores, per-class recall, confusion matrix with labels."""
+    labels = result["labels"]
+    lines = [f"checkpoint {result['checkpoint']}", f"manifest   {result['manifest']}",
+             f"accuracy   {result['accuracy']:.4f}", f"macro-F1   {result['macro_f1']:.4f}",
+             f"n          {result['n']}"]
+    if result["unknown"]:
+        lines.append(f"unknown    {result['unknown']} clips skipped: {result['unknown_labels']}")
+    width = max(8, *(len(lab) for lab in labels))
+    lines += ["", f"{'class':<{width}}  recall   support"]
+    for lab, row in zip(labels, result["confusion"]):
+        r = result["per_class_recall"][lab]
+        lines.append(f"{lab:<{width}}  {'   -  ' if r is None else f'{r:6.4f}'}   {sum(row):7d}")
+    cell = max(5, *(len(str(v)) for row in result["confusion"] for v in row)) + 1
+    short = [lab[: cell - 1] for lab in labels]
+    lines += ["", "confusion (rows = true, columns = predicted)",
+              " " * (width + 2) + "".join(f"{s:>{cell}}" for s in short)]
+    for lab, row in zip(labels, result["confusion"]):
+        lines.append(f"{lab:<{width}}  " + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from audioconv.evaluate import evaluate, plot_confusion
+
+    result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
+                      allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,
+                      workers=args.workers)
+    png = Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest, args.split)
+    result["png"] = str(plot_confusion(result, png))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_table(result))
+        print(f"\nconfusion matrix picture: {result['png']}")
+    return 0

@@ -1,0 +1,127 @@
+"""`audioconv train`: train a log-mel CNN from manifests (one process, or several under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  audioconv train --train kws_train.jsonl --val kws_validation.jsonl --out runs/kws
+  audioconv train --manifest kws.jsonl --out runs/kws            # splits "train" / "validation"
+  audioconv train --out runs/kws --resume                          # continue runs/kws/last.pt
+  torchrun --standalone --nproc_per_node=2 -m audioconv train --train T.jsonl --val V.jsonl --out RUN
+multi-node: run on every node
+  torchrun --nnodes=N --nproc_per_node=G --node_rank=I --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+           -m audioconv train ... --out /shared/RUN
+"""
+
+# argparse dest -> TrainConfig field, for options given on the command line (None = not given)
+_FIELDS = ("train", "val", "manifest", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
+           "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
+           "activation", "specaugment", "label_smoothing", "checkpoint_every_steps", "best_metric", "skip_bad",
+           "deterministic", "overwrite")
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--channels must be a comma list of integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"--channels must be positive integers, got {text!r}")
+    return values
+
+
+def register(subparsers) -> None:
+    from audioconv.train import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser("train", help="train a log-mel CNN classifier from manifests",
+                              description=__doc__.split("\n")[0], epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--train", help="training manifest (JSONL)")
+    data.add_argument("--val", help="validation manifest (JSONL); optional")
+    data.add_argument("--manifest", help="one manifest whose 'split' key says train / validation (instead of --train/--val)")
+    data.add_argument("--out", help=f"run folder (default {d.out})")
+    data.add_argument("--clip-s", type=float, help=f"clip length in seconds, crop or zero-pad (default {d.clip_s})")
+    data.add_argument("--sample-rate", type=int, help=f"Hz; clips are resampled (default {d.sample_rate})")
+    data.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable clips (counted) instead of stopping")
+    model = p.add_argument_group("model")
+    model.add_argument("--channels", type=_channels, help=f"conv channels per block (default {','.join(map(str, d.channels))})")
+    model.add_argument("--n-mels", type=int, help=f"log-mel bins (default {d.n_mels})")
+    model.add_argument("--dropout", type=float, help=f"dropout before the head (default {d.dropout})")
+    model.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], help=f"(default {d.activation})")
+    aug = p.add_argument_group("augmentation")
+    aug.add_argument("--augment", help="'default', 'none' or a chain JSON file (default 'default')")
+    aug.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=None,
+                     help="time/frequency masks on the log-mel (default on)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    opt.add_argument("--batch-size", type=int, help=f"clips per step and process (default {d.batch_size})")
+    opt.add_argument("--lr", type=float, help=f"peak learning rate, AdamW (default {d.lr})")
+    opt.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    opt.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], help=f"(default {d.schedule})")
+    opt.add_argument("--label-smoothing", type=float, help=f"(default {d.label_smoothing})")
+    system = p.add_argument_group("system")
+    system.add_argument("--device", help="auto (CUDA if available), cpu, cuda (default auto)")
+    system.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"],
+                        help="mixed precision: auto = bf16 on CUDA, none on CPU; fp16 uses a grad scaler")
+    system.add_argument("--workers", type=int, help="DataLoader decode processes (default auto)")
+    system.add_argument("--threads", type=int, help="torch CPU threads (default cores / local processes)")
+    system.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    system.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels only")
+    system.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json's settings")
+    system.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace the checkpoints and metrics of an earlier run in OUT")
+    system.add_argument("--checkpoint-every-steps", type=int, help="also write last.pt every N steps (default 0 = epoch ends)")
+    system.add_argument("--best-metric", choices=["val_macro_f1", "val_accuracy"], help="what picks best.pt")
+    system.add_argument("--no-progress", action="store_true", help="no progress bars")
+    system.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args):
+    """TrainConfig from parsed args: defaults, then OUT/config.json when resuming, then the options given."""
+    from audioconv.train import TrainConfig
+
+    base = TrainConfig().to_dict()
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out RUN (the folder holding last.pt and config.json)")
+        saved = Path(args.out) / "config.json"
+        if saved.exists():
+            base.update(json.loads(saved.read_text(encoding="utf-8"))["train_config"])
+    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+    if "manifest" in given:
+        base.update(train=None, val=None)
+    if "train" in given or "val" in given:
+        base.update(manifest=None)
+    base.update(given)
+    base["resume"] = bool(args.resume)
+    return TrainConfig.from_dict(base)
+
+
+def run(args) -> int:
+    from audioconv import distributed
+    from audioconv.train import fit
+
+    config = config_from_args(args)
+    summary = fit(config, progress=not args.no_progress)
+    if not distributed.detect().is_main:  # under torchrun only rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    final = summary["final"] or {}
+    print(f"trained {summary['epochs']} epochs ({summary['steps']} steps) in {summary['time_s']:.0f} s "
+          f"on {summary['device']} x{summary['world_size']}")
+    if final.get("val_accuracy") is not None:
+        print(f"last epoch: val accuracy {final['val_accuracy']:.4f}, val macro-F1 {final['val_macro_f1']:.4f}, "
+              f"train loss {final['train_loss']:.4f}, {final['clips_per_s']:.0f} clips/s")
+        print(f"best: epoch {summary['best_epoch']} ({summary['best_metric']} {summary['best_value']:.4f})")
+    print(f"checkpoints: {summary['best_checkpoint']} (best), {summary['last_checkpoint']} (last); "
+          f"metrics: {Path(summary['out']) / 'metrics.jsonl'}")
+    sys.stdout.flush()
+    return 0

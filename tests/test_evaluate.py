@@ -1,0 +1,129 @@
+"""`evaluate`: its numbers equal a clip-by-clip reference (soundfile + the model + textbook formulas);
+unknown labels raise or are counted; the confusion PNG and the command line work."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from _tones import CLIP_S, SAMPLE_RATE, make_corpus, tone, write_manifest
+from audioconv.checkpoint import load_model
+from audioconv.evaluate import evaluate, plot_confusion
+from audioconv.train import TrainConfig, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    corpus = make_corpus(root / "tones")
+    # 2 short epochs: a model that is right on most but (usually) not all clips
+    cfg = TrainConfig(train=str(corpus["train"]), val=str(corpus["val"]), out=str(root / "run"), sample_rate=SAMPLE_RATE,
+                      clip_s=CLIP_S, channels=(8, 16), n_mels=32, epochs=2, batch_size=8, augment="none",
+                      specaugment=False, workers=0, threads=1)
+    fit(cfg, progress=False)
+    return corpus, root / "run" / "best.pt"
+
+
+def reference(checkpoint, manifest):
+    """Clip by clip: read with soundfile, pad/crop to the centre, run the model, score by hand."""
+    model, labels = load_model(checkpoint, "cpu")
+    n_samples = int(round(CLIP_S * SAMPLE_RATE))
+    truth, pred, losses = [], [], []
+    for line in Path(manifest).read_text().splitlines():
+        rec = json.loads(line)
+        x, sr = sf.read(Path(manifest).parent / rec["audio_filepath"], dtype="float32")
+        assert sr == SAMPLE_RATE
+        if len(x) >= n_samples:
+            start = (len(x) - n_samples) // 2
+            x = x[start:start + n_samples]
+        else:
+            x = np.pad(x, (0, n_samples - len(x)))
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x)[None, None])
+        y = labels.index(rec["label"])
+        truth.append(y)
+        pred.append(int(logits.argmax()))
+        losses.append(float(F.cross_entropy(logits, torch.tensor([y]))))
+    k = len(labels)
+    confusion = [[sum(1 for t, p in zip(truth, pred) if t == i and p == j) for j in range(k)] for i in range(k)]
+    f1 = []
+    for c in range(k):
+        tp = confusion[c][c]
+        fn = sum(confusion[c]) - tp
+        fp = sum(confusion[i][c] for i in range(k)) - tp
+        if tp + fp + fn:
+            f1.append(2 * tp / (2 * tp + fp + fn))
+    recall = {lab: confusion[i][i] / sum(confusion[i]) for i, lab in enumerate(labels) if sum(confusion[i])}
+    return {"accuracy": sum(t == p for t, p in zip(truth, pred)) / len(truth), "macro_f1": sum(f1) / len(f1),
+            "n": len(truth), "confusion": confusion, "per_class_recall": recall, "loss": float(np.mean(losses))}
+
+
+def test_numbers_match_a_clip_by_clip_reference(trained):
+    corpus, ckpt = trained
+    result = evaluate(ckpt, corpus["test"], device="cpu", batch_size=5, progress=False)
+    ref = reference(ckpt, corpus["test"])
+    assert result["confusion"] == ref["confusion"]
+    assert result["n"] == ref["n"] == 24 and result["unknown"] == 0
+    assert result["accuracy"] == pytest.approx(ref["accuracy"])
+    assert result["macro_f1"] == pytest.approx(ref["macro_f1"])
+    assert result["per_class_recall"] == pytest.approx(ref["per_class_recall"])
+    assert result["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    assert result["labels"] == ["beeps", "chirp", "steady"]
+    json.dumps(result)  # JSON-ready
+    # the same clips picked from a manifest with splits
+    by_split = evaluate(ckpt, corpus["all"], device="cpu", progress=False, split="test")
+    assert by_split["confusion"] == result["confusion"]
+
+
+def test_unknown_labels(trained, tmp_path):
+    corpus, ckpt = trained
+    records = [json.loads(s) for s in corpus["test"].read_text().splitlines()]
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        path = tmp_path / f"whistle_{i}.wav"
+        sf.write(path, tone("steady", rng), SAMPLE_RATE)
+        records.append({"audio_filepath": str(path), "label": "whistle"})
+    manifest = write_manifest(corpus["test"].parent / "with_unknown.jsonl", records)
+    with pytest.raises(ValueError, match=r"with_unknown.jsonl:25: label 'whistle' is not in the label map"):
+        evaluate(ckpt, manifest, device="cpu", progress=False)
+    result = evaluate(ckpt, manifest, device="cpu", progress=False, allow_unknown=True)
+    assert result["unknown"] == 3 and result["unknown_labels"] == {"whistle": 3}
+    assert result["n"] == 24 and result["confusion"] == reference(ckpt, corpus["test"])["confusion"]
+
+
+def test_confusion_png(tmp_path):
+    result = {"confusion": [[5, 1, 0], [0, 6, 0], [2, 0, 4]], "labels": ["a", "b", "c"], "accuracy": 15 / 18,
+              "macro_f1": 0.83, "n": 18}
+    path = plot_confusion(result, tmp_path / "sub" / "c.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+    with pytest.raises(ValueError, match="3 labels"):
+        plot_confusion({**result, "confusion": [[1, 0], [0, 1]]}, tmp_path / "bad.png")
+
+
+def test_command_line(trained, tmp_path, capsys):
+    corpus, ckpt = trained
+    cmd = [sys.executable, "-m", "audioconv", "evaluate", "--checkpoint", str(ckpt), "--manifest", str(corpus["test"]),
+           "--no-progress"]
+    r = subprocess.run(cmd + ["--json"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["n"] == 24 and result["confusion"] == reference(ckpt, corpus["test"])["confusion"]
+    assert Path(result["png"]) == ckpt.parent / "best_confusion_test.png" and Path(result["png"]).is_file()
+    # in-process: a readable table and a chosen PNG path; a missing checkpoint is a one-line error
+    from audioconv.cli import main
+    png = tmp_path / "mine.png"
+    assert main(cmd[3:] + ["--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "macro-F1" in out and "chirp" in out and png.is_file()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--manifest", str(corpus["test"])]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

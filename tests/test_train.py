@@ -1,0 +1,234 @@
+"""Trainer: learns a tiny tone corpus, writes the run folder, resumes bit-exactly after SIGKILL,
+and fails clearly on bad input. Tiny model (channels 8,16), 8 kHz, 0.5 s clips."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
+from audioconv.checkpoint import load_checkpoint, load_model, save_checkpoint
+from audioconv.dataset import ManifestDataset
+from audioconv.train import NonFiniteLossError, TrainConfig, fit, lr_at, snapshot_epochs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("tones"))
+
+
+def tiny(corpus, out, **kw) -> TrainConfig:
+    base = dict(train=str(corpus["train"]), val=str(corpus["val"]), out=str(out), sample_rate=SAMPLE_RATE,
+                clip_s=CLIP_S, channels=(8, 16), n_mels=32, epochs=6, batch_size=4, lr=3e-3, augment="none",
+                specaugment=False, workers=0, threads=1, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ learning + files
+def test_learns_and_writes_the_run_folder(corpus, tmp_path):
+    run = tmp_path / "run"
+    summary = fit(tiny(corpus, run, specaugment=True, freq_mask_bins=3, time_mask_frames=3), progress=False)
+    lines = read_metrics(run)
+    assert [m["epoch"] for m in lines] == list(range(1, 7))
+    keys = {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr",
+            "clips_per_s", "time_s"}
+    assert all(keys <= set(m) for m in lines)
+    assert lines[-1]["step"] == summary["steps"] == 6 * (3 * 24 // 4)
+    assert lines[-1]["val_accuracy"] > 0.9 and summary["final"] == lines[-1]
+
+    assert json.loads((run / "labels.json").read_text())["labels"] == sorted(CLASSES)
+    saved = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_dict(saved["train_config"]) == tiny(corpus, run, specaugment=True, freq_mask_bins=3,
+                                                                time_mask_frames=3)
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        "epoch_001.pt", "epoch_002.pt", "epoch_005.pt", "epoch_006.pt"]
+    for name in ("last.pt", "best.pt", "snapshots/epoch_002.pt"):  # plain tensors/primitives only
+        assert isinstance(torch.load(run / name, weights_only=True), dict)
+
+    # best.pt is the epoch with the highest val macro-F1 (ties: the lowest val loss) ...
+    best = load_checkpoint(run / "best.pt")
+    ranked = max(lines, key=lambda m: (m["val_macro_f1"], -m["val_loss"]))
+    assert best["epoch"] == ranked["epoch"] == summary["best_epoch"]
+    # ... and its recorded val accuracy is what the model really scores, clip by clip
+    model, labels = load_model(run / "best.pt", "cpu")
+    assert not model.training and labels == sorted(CLASSES)
+    ds = ManifestDataset(corpus["val"], SAMPLE_RATE, CLIP_S, labels=labels, crop="center")
+    with torch.no_grad():
+        hits = sum(int(model(x[None]).argmax()) == y for x, y in ds)
+    assert hits / len(ds) == pytest.approx(best["metrics"]["val_accuracy"])
+    # last.pt holds the final weights
+    last = load_checkpoint(run / "last.pt")
+    assert last["epoch"] == 6 and last["step"] == summary["steps"]
+    assert {"optimizer", "scheduler", "scaler", "rng", "progress"} <= set(last)
+
+
+def test_manifest_with_splits_and_default_augmentation(corpus, tmp_path):
+    summary = fit(tiny(corpus, tmp_path / "run", train=None, val=None, manifest=str(corpus["all"]),
+                       augment="default", specaugment=True, epochs=1), progress=False)
+    assert summary["epochs"] == 1 and summary["final"]["val_accuracy"] is not None
+    assert summary["final"]["train_loss"] > 0 and math.isfinite(summary["final"]["train_loss"])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["augment"] is not None  # the chain's own config is recorded
+
+
+def test_schedule_and_snapshot_epochs():
+    # "onecycle" is torch's OneCycleLR; check it against torch itself
+    cfg = TrainConfig(train="x", lr=2e-3, warmup_frac=0.2, min_lr_frac=0.01)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=50, pct_start=0.2, anneal_strategy="cos",
+                                                div_factor=25, final_div_factor=1 / (25 * 0.01), cycle_momentum=False)
+    for step in range(50):
+        assert lr_at(step, 50, cfg) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        if step < 49:
+            sched.step()
+    cos = TrainConfig(train="x", lr=1.0, schedule="cosine", warmup_frac=0.1, min_lr_frac=0.0)
+    assert lr_at(0, 100, cos) == pytest.approx(0.1) and lr_at(9, 100, cos) == pytest.approx(1.0)
+    assert lr_at(10 + 89 // 2, 100, cos) == pytest.approx(0.5 * (1 + math.cos(math.pi * 44 / 89)))
+    assert lr_at(99, 100, cos) == pytest.approx(0.0, abs=1e-12)
+    assert snapshot_epochs(300) == [1, 2, 5, 10, 20, 30, 40, 64, 128, 256, 300]
+    assert snapshot_epochs(3) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------ resume after SIGKILL
+def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path):
+    settings = dict(epochs=3, deterministic=True, checkpoint_every_steps=1, dropout=0.3)
+    # the reference: one uninterrupted run
+    ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
+
+    # the same run in a subprocess, killed with SIGKILL as soon as its first checkpoint exists
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "audioconv", "train", "--train", str(corpus["train"]), "--val", str(corpus["val"]),
+            "--out", str(run), "--sample-rate", str(SAMPLE_RATE), "--clip-s", str(CLIP_S), "--channels", "8,16",
+            "--n-mels", "32", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--augment", "none",
+            "--no-specaugment", "--workers", "0", "--threads", "1", "--seed", "0", "--deterministic",
+            "--checkpoint-every-steps", "1", "--dropout", "0.3", "--no-progress"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (run / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    killed_at = load_checkpoint(run / "last.pt")
+    assert killed_at["step"] < ref["steps"]
+    assert killed_at["progress"]["batches_done"] > 0  # killed in the middle of an epoch
+
+    # resume through the command line (settings come from RUN/config.json)
+    from audioconv.cli import main
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(run / "last.pt")
+    assert a["step"] == b["step"] == ref["steps"]
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    # every epoch's numbers agree too (the interrupted epoch's running sums were restored)
+    for x, y in zip(read_metrics(tmp_path / "ref"), read_metrics(run), strict=True):
+        for key in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr"):
+            assert x[key] == y[key], (key, x, y)
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_empty_train_set(corpus, tmp_path):
+    empty = write_manifest(tmp_path / "empty.jsonl", [])
+    with pytest.raises(ValueError, match="training set is empty.*has no clips"):
+        fit(tiny(corpus, tmp_path / "run", train=str(empty)), progress=False)
+
+
+def test_one_class_only(corpus, tmp_path):
+    recs = [json.loads(line) for line in corpus["train"].read_text().splitlines()]
+    one = write_manifest(corpus["train"].parent / "one_class.jsonl", [r for r in recs if r["label"] == "chirp"])
+    with pytest.raises(ValueError, match="only one class .'chirp'."):
+        fit(tiny(corpus, tmp_path / "run", train=str(one)), progress=False)
+
+
+def test_val_label_not_in_train(corpus, tmp_path):
+    recs = [json.loads(line) for line in corpus["train"].read_text().splitlines()]
+    two = write_manifest(corpus["train"].parent / "two_classes.jsonl", [r for r in recs if r["label"] != "beeps"])
+    with pytest.raises(ValueError, match=r"validation set .* not in the training set: \['beeps'\]"):
+        fit(tiny(corpus, tmp_path / "run", train=str(two)), progress=False)
+
+
+def test_nan_loss_names_the_step(corpus, tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf) at step \d+ \(epoch 1, batch \d+ of 18"):
+        fit(tiny(corpus, tmp_path / "run", lr=1e30), progress=False)
+
+    def poison(x, generator=None):  # NaN in the data at the very first step
+        return x * float("nan")
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 1 \(epoch 1, batch 1 of 18"):
+        fit(tiny(corpus, tmp_path / "run2"), progress=False, augment=poison)
+    # the command line turns it into a one-line error and exit code 2
+    r = subprocess.run([sys.executable, "-m", "audioconv", "train", "--train", str(corpus["train"]), "--val",
+                        str(corpus["val"]), "--out", str(tmp_path / "cli"), "--sample-rate", str(SAMPLE_RATE),
+                        "--clip-s", str(CLIP_S), "--channels", "8,16", "--n-mels", "32", "--augment", "none",
+                        "--lr", "1e30", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "error: training loss is nan at step" in r.stderr, r.stderr
+
+
+def test_resume_with_another_model_shape(corpus, tmp_path):
+    fit(tiny(corpus, tmp_path / "run", epochs=1), progress=False)
+    with pytest.raises(ValueError, match=r"another model shape \(channels: checkpoint \[8, 16\] vs this run \[8, 32\]"):
+        fit(tiny(corpus, tmp_path / "run", channels=(8, 32), epochs=2, resume=True), progress=False)
+    # a checkpoint whose weights do not fit its own config names the parameter and both shapes
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    ckpt["model_config"]["channels"] = [8, 32]
+    save_checkpoint(tmp_path / "mismatch.pt", ckpt)
+    with pytest.raises(ValueError, match=r"another model shape: features.conv2.weight has shape \(16, 8, 3, 3\) "
+                                         r"in the checkpoint but \(32, 8, 3, 3\) in the model"):
+        load_model(tmp_path / "mismatch.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):
+        fit(tiny(corpus, tmp_path / "fresh", resume=True), progress=False)
+    # a fresh run does not silently mix with an earlier one in the same folder
+    with pytest.raises(ValueError, match="already holds a training run"):
+        fit(tiny(corpus, tmp_path / "run", epochs=1), progress=False)
+    fit(tiny(corpus, tmp_path / "run", epochs=1, overwrite=True), progress=False)
+    assert len(read_metrics(tmp_path / "run")) == 1
+
+
+def test_corrupt_checkpoints(corpus, tmp_path):
+    fit(tiny(corpus, tmp_path / "run", epochs=1), progress=False)
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": os.urandom(4096), "empty.pt": b""}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match="corrupt"):
+            load_model(tmp_path / name)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an audioconv checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "audioconv-checkpoint", "obj": Path("x")}, tmp_path / "pickled.pt")  # not weights-only
+    with pytest.raises(ValueError, match="holds pickled Python objects"):
+        load_checkpoint(tmp_path / "pickled.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+    # a corrupt last.pt stops a resume with the same clear error
+    (tmp_path / "run" / "last.pt").write_bytes(good[:100])
+    with pytest.raises(ValueError, match="last.pt is corrupt"):
+        fit(tiny(corpus, tmp_path / "run", epochs=2, resume=True), progress=False)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="unknown TrainConfig keys \\['epoch'\\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="batch_size must be > 0"):
+        TrainConfig(train="x", batch_size=0).validate()
+    with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
+        from audioconv.train import resolve_amp
+        resolve_amp("fp16", torch.device("cpu"))
