@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: demo test test-slow test-browser bench setup clean
+.PHONY: demo test test-cuda test-slow test-browser bench setup clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: $(STAMP)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q
+
+test-cuda: $(STAMP_TEST)
+	$(PY) -m pytest -q -m cuda
 
 test-slow: $(STAMP_TEST)
 	$(PY) -m pytest -q -m slow
