@@ -86,6 +86,15 @@ def _pole_radius(a: torch.Tensor) -> torch.Tensor:
     return torch.where(disc < 0, a2.abs().sqrt(), real_poles)
 
 
+def _ring_length(a: torch.Tensor) -> int:
+    """Samples until the slowest-decaying section of ``a`` ``(..., 3)`` has rung down to
+    ``RING_TOLERANCE`` (at most ``MAX_RING_SAMPLES``). One device sync on CUDA."""
+    radius = float(_pole_radius(a).max())
+    if radius >= 1:
+        return MAX_RING_SAMPLES
+    return int(min(math.ceil(math.log(RING_TOLERANCE) / math.log(max(radius, 1e-3))), MAX_RING_SAMPLES))
+
+
 def _poly_mul(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Product of polynomials given by coefficients in ascending powers, ``(B, m) x (B, n)``."""
     out = p.new_zeros(p.shape[0], p.shape[1] + q.shape[1] - 1)
@@ -166,9 +175,10 @@ class RandomEQ(Augmentation):
     them, e.g. for ``scipy.signal.freqz``).
 
     The cascade is applied as an FIR: its exact frequency response (``eq_response``, evaluated
-    in float64 in a form that stays accurate at low-frequency resonances) on a grid of
-    ``fir_taps`` points — long enough for the sharpest single section the ranges allow to ring
-    down to -80 dB — brought back to an impulse response by inverse FFT and convolved by FFT.
+    in float64 in a form that stays accurate at low-frequency resonances) on a grid of as many
+    points as the batch's sharpest section needs to ring down to -80 dB (at most ``fir_taps``,
+    what the sharpest section the ranges allow needs) — brought back to an impulse response by
+    inverse FFT and convolved by FFT.
     With the default ranges a worst-case section (60 Hz, Q 4, +12 dB, on a +12 dB shelf) stays
     within 0.002 dB of the IIR's ``|H|``; sections stacked on one frequency ring longer: two
     such within 0.02 dB, three within 0.25 dB (a draw far rarer than one in a million). The result is the causal IIR output (what
@@ -244,10 +254,7 @@ class RandomEQ(Augmentation):
             for kind in ("low", "high"):
                 params[f"{kind}_shelf_hz"] = corners(getattr(self, f"{kind}_shelf_hz"))
                 params[f"{kind}_shelf_gain_db"] = gains(self.shelf_gain_db)
-        radius = float(_pole_radius(eq_biquads(params, self.sample_rate)[1]).max())
-        if radius >= 1:
-            return MAX_RING_SAMPLES
-        return int(min(math.ceil(math.log(RING_TOLERANCE) / math.log(max(radius, 1e-3))), MAX_RING_SAMPLES))
+        return _ring_length(eq_biquads(params, self.sample_rate)[1])
 
     def _draw(self, batch, generator, device):
         k = (batch, self.n_bands)
@@ -262,5 +269,9 @@ class RandomEQ(Augmentation):
         return params
 
     def _transform(self, x, params, lengths):
-        fir = eq_fir(*eq_biquads(params, self.sample_rate), self.fir_taps, x.dtype)
+        b, a = eq_biquads(params, self.sample_rate)
+        # FIR as long as these sections need (the sharpest rings down to RING_TOLERANCE), at most
+        # the range's worst case: a typical batch needs ~2/3 of it, and the FFTs shrink with it.
+        taps = min(self.fir_taps, scipy.fft.next_fast_len(_ring_length(a), real=True))
+        fir = eq_fir(b, a, taps, x.dtype)
         return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
