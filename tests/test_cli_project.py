@@ -10,24 +10,15 @@ from audioconv import audio
 from audioconv.checkpoint import save_checkpoint
 from audioconv.cli import main
 from audioconv.features import LogMel
-from audioconv.model import SpectrogramCNN
 from audioconv.viz.projector import Projector
 from audioconv.viz.sonify import masked_audio
 
-SR = 8000
-FRONTEND = dict(n_mels=16, n_fft=256, win_length=200, hop_length=80)
+from _tiny_cnn import SR, tiny_cnn
 
 
 @pytest.fixture()
 def setup(tmp_path):
-    torch.manual_seed(0)
-    m = SpectrogramCNN(2, sample_rate=SR, channels=(4, 8), dropout=0.0, frontend=FRONTEND).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.bias.uniform_(0.0, 0.5)
-        m.features.input_norm.running_mean.fill_(-40.0)
-        m.features.input_norm.running_var.fill_(400.0)
+    m = tiny_cnn(0)
     ckpt = {"kind": "model", "model": m.state_dict(), "model_config": m.config.to_dict(), "labels": ["a", "b"],
             "epoch": 1, "train_config": {"clip_s": 0.5}}
     save_checkpoint(tmp_path / "run" / "best.pt", ckpt)

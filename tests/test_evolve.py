@@ -7,23 +7,13 @@ import soundfile as sf
 import torch
 
 from audioconv.checkpoint import load_model, save_checkpoint
-from audioconv.model import SpectrogramCNN
 from audioconv.viz.evolve import evolve, find_snapshots
 
-SR = 8000
-FRONTEND = dict(n_mels=16, n_fft=256, win_length=200, hop_length=80)
+from _tiny_cnn import SR, tiny_cnn
 
 
 def _model(seed):
-    torch.manual_seed(seed)
-    m = SpectrogramCNN(2, sample_rate=SR, channels=(4, 8), dropout=0.0, frontend=FRONTEND)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.bias.uniform_(0.0, 0.5)
-        m.features.input_norm.running_mean.fill_(-40.0)
-        m.features.input_norm.running_var.fill_(400.0)
-    return m.eval()
+    return tiny_cnn(seed)
 
 
 def make_run(root, epochs=(1, 2, 5)):

@@ -11,8 +11,7 @@ from audioconv.model import SpectrogramCNN
 from audioconv.viz.projector import Projector
 from audioconv.viz.topk import top_k
 
-SR = 8000
-FRONTEND = dict(n_mels=16, n_fft=256, win_length=200, hop_length=80)
+from _tiny_cnn import FRONTEND, SR
 
 
 def tiny_model(seed=0, dead_channel=None):
