@@ -296,3 +296,16 @@ def test_schema_and_example_agree_with_the_reader():
                 types = [types] if isinstance(types, str) else types
                 py = {"string": str, "number": (int, float), "integer": int}
                 assert any(isinstance(value, py[t]) for t in types), (key, value)
+
+
+def test_label_is_optional_only_when_asked(tmp_path):
+    path = tmp_path / "noise.jsonl"
+    path.write_text(json.dumps({"audio_filepath": "a.wav"}) + "\n" + json.dumps({"audio_filepath": "b.wav", "label": "x"}) + "\n")
+    with pytest.raises(ManifestError, match=r"noise\.jsonl:1: missing required key 'label'"):
+        list(iter_manifest(path))
+    rows = list(iter_manifest(path, require_label=False))
+    assert [Path(r["audio_filepath"]).name for r in rows] == ["a.wav", "b.wav"] and "label" not in rows[0]
+    with pytest.raises(ManifestError, match="'label' must be a non-empty string"):
+        validate_record({"audio_filepath": "a.wav", "label": 3}, require_label=False)
+    with pytest.raises(ManifestError, match="missing required key 'audio_filepath'"):
+        validate_record({"label": "x"}, require_label=False)

@@ -134,3 +134,18 @@ def test_bad_arguments(tmp_path):
         top_k(model, ds, "conv2", channels=[8], device="cpu", progress=False)
     with pytest.raises(ValueError, match="k must be"):
         top_k(model, ds, "conv2", k=0, device="cpu", progress=False)
+
+
+def test_projector_top_k_uses_its_mode_and_agrees_with_the_function(tmp_path):
+    ds = ManifestDataset(write_clips(tmp_path, n=5), sample_rate=SR, clip_s=0.4, crop="center")
+    model = tiny_model()
+    via_method = Projector(model, mode="guided", device="cpu").top_k(ds, "conv2", channels=[1, 6], k=3,
+                                                                      batch_size=4, progress=False)
+    via_function = top_k(model, ds, "conv2", channels=[1, 6], k=3, batch_size=4, device="cpu", mode="guided",
+                         progress=False)
+    assert via_method.mode == "guided"
+    np.testing.assert_array_equal(via_method.scores, via_function.scores)
+    np.testing.assert_array_equal(via_method.positions, via_function.positions)
+    for a, b in zip(via_method.projections, via_function.projections):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
