@@ -265,3 +265,32 @@ def test_custom_subclass_gets_the_machinery():
     params = aug.sample(1000, generator=torch.Generator().manual_seed(0))
     y = aug.apply(x, params, lengths=torch.full((1000,), 2))
     assert torch.equal(y[:, 0, 0], params["apply"].float()) and (y[:, 0, 2] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(6, 1, 800), (2, 800), (800,)])
+def test_chains_work_in_place_only_on_their_own_memory(shape):
+    """Steps after the first that wrote new memory work in place; the result is bit-identical to
+    applying each step on its own, and the caller's tensor is never written — also when the first
+    steps select nobody (and so hand the caller's tensor on)."""
+    chain = Compose([
+        Gain(gain_db=3.0, p=0.0),  # selects nobody: returns the caller's tensor itself
+        RandomEQ(SR, n_bands=2, p=0.7),
+        PolarityInversion(p=0.5),
+        OneOf([Reverb(SR, rt60_s=(0.05, 0.2), p=0.8), AddNoise(snr_db=(0, 20), p=0.8)]),
+        AddNoise(snr_db=(10, 20), p=0.6),
+    ])
+    x = signal(shape, torch.float32, "cpu")
+    before = x.clone()
+    for seed in range(4):
+        params = chain.sample(1 if len(shape) < 3 else shape[0], generator=torch.Generator().manual_seed(seed))
+        y = chain.apply(x, params)
+        assert torch.equal(x, before)
+        expected = x
+        for key, t in zip(chain._keys, chain.transforms):
+            if isinstance(t, OneOf):
+                for k, u in zip(t._keys, t.transforms):
+                    expected = u.apply(expected, params[key][k])
+            else:
+                expected = t.apply(expected, params[key])
+        assert torch.equal(y, expected)
+        assert not torch.equal(y, x)

@@ -50,11 +50,16 @@ class Augmentation:
     A subclass sets ``param_keys``, implements ``_draw(batch, generator, device) -> Params``
     (its own per-example parameters, drawn on ``device`` with ``generator``) and
     ``_transform(x, params, lengths) -> y`` on a ``(N, C, T)`` batch holding only the selected
-    examples. A transform that only scales each example instead implements ``_scale(params) ->
-    (B,)`` (the factor of an applied example); it runs as one multiplication of the whole batch.
-    One that is cheaper to run on every row than to gather the selected ones sets
-    ``whole_batch = True``; its ``_transform`` then gets the whole batch and must leave the rows
-    whose ``params["apply"]`` is false unchanged.
+    examples (``y`` in new memory). A transform that only scales each example instead implements
+    ``_scale(params) -> (B,)`` (the factor of an applied example); it runs as one multiplication
+    of the whole batch. One that is cheaper to run on every row than to gather the selected ones
+    sets ``whole_batch = True``; its ``_transform`` then gets the whole batch and must leave the
+    rows whose ``params["apply"]`` is false unchanged. One that can stream the selected rows
+    straight into the output, or work in place, overrides ``_transform_rows`` instead.
+
+    Inside a ``Compose``/``OneOf``, every step after the first that wrote new memory may work in
+    place on that memory (a batch is a few MB, and each pass over it costs as much as the
+    arithmetic); the caller's tensor is never written.
 
     Args:
         p (float): probability, per example, that the augmentation is applied. Default 0.5.
@@ -107,6 +112,12 @@ class Augmentation:
             Tensor with the shape, dtype and device of ``x``. When no example is selected ``x``
             itself is returned.
         """
+        return self._apply(x, params, lengths, inplace=False)
+
+    def _apply(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
+        """``apply``; with ``inplace`` the result may be written into ``x``'s memory. Composites pass
+        it for the intermediate results they own, never for the caller's tensor; it is ignored
+        with ``lengths`` (the padding is restored from the input) and under autograd."""
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
         name = type(self).__name__
@@ -118,22 +129,20 @@ class Augmentation:
         params = params_to(params, xb.device)
         mask = params["apply"].to(torch.bool)
         work = xb if xb.dtype in (torch.float32, torch.float64) else xb.float()
+        inplace = (inplace or work is not xb) and lengths is None and not work.requires_grad
         if type(self)._scale is not Augmentation._scale:
             factor = torch.where(mask, self._scale(params).to(work.dtype), torch.ones((), dtype=work.dtype,
                                                                                        device=work.device))
-            y = work * factor[:, None, None]
+            y = work.mul_(factor[:, None, None]) if inplace else work * factor[:, None, None]
         elif self.whole_batch:
-            y = self._transform(work, params, lengths)
+            y = self._transform_rows(work, None, params, lengths, inplace)
         else:
             index = mask.nonzero().squeeze(1)
             if index.numel() == 0:
                 return x
-            if index.numel() == batch:
-                y = self._transform(work, params, lengths)
-            else:
-                sub = params_select(params, index)
-                y_sel = self._transform(work[index], sub, None if lengths is None else lengths[index])
-                y = work.index_copy(0, index, y_sel.to(work.dtype))
+            if index.numel() < batch:
+                params = params_select(params, index)
+            y = self._transform_rows(work, index, params, None if lengths is None else lengths[index], inplace)
         if lengths is not None:
             real = torch.arange(time, device=xb.device) < lengths[:, None]
             y = torch.where(real[:, None, :], y, work)
@@ -141,6 +150,29 @@ class Augmentation:
 
     def _transform(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def _transform_rows(self, x: torch.Tensor, index: torch.Tensor | None, params: Params,
+                        lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
+        """The batch ``x`` ``(B, C, T)`` with its rows ``index`` ``(N,)`` transformed (``None``: a
+        ``whole_batch`` transform, all rows, full ``params``); ``params`` and ``lengths`` hold only
+        those rows. With ``inplace`` the result may be written into ``x``. By default the rows
+        are gathered and passed to ``_transform`` (which returns new memory, never a view of its
+        input); the FFT filters override this to stream the rows through ``fft_convolve``."""
+        if index is None or index.numel() == x.shape[0]:
+            return self._transform(x, params, lengths)
+        rows = self._transform(x[index], params, lengths).to(x.dtype)
+        return x.index_copy_(0, index, rows) if inplace else x.index_copy(0, index, rows)
+
+    @staticmethod
+    def _rows_out(x: torch.Tensor, index: torch.Tensor,
+                  inplace: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(rows, out)`` for ``fft_convolve`` to write the rows ``index`` of ``x`` into ``x`` itself
+        (``inplace``) or a copy of it; ``rows`` is ``None`` when it is every row, and ``out`` is
+        ``None`` when a new tensor would be overwritten whole anyway."""
+        every = index.numel() == x.shape[0]
+        if inplace:
+            return (None if every else index), x
+        return (None, None) if every else (index, x.clone())
 
     def _scale(self, params: Params) -> torch.Tensor:
         raise NotImplementedError
@@ -189,6 +221,10 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- composites
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 class _Composite(Augmentation):
     def __init__(self, transforms: Iterable[Augmentation], p: float):
         super().__init__(p)
@@ -205,15 +241,19 @@ class _Composite(Augmentation):
         for key in self._keys:
             restrict(params[key], params["apply"])
 
-    def apply(self, x, params, lengths=None):
+    def _apply(self, x, params, lengths, inplace):
         xb, _ = as_batch(x)
         check_params(params, xb.shape[0], type(self).__name__)
         missing = [k for k in self._keys if k not in params]
         if missing:
             raise ValueError(f"params for {type(self).__name__} lack {missing}; "
                              f"draw them with the same chain's sample()")
+        caller = None if inplace else x  # whose memory must not be written
         for key, t in zip(self._keys, self.transforms):
-            x = t.apply(x, params[key], lengths)
+            y = t._apply(x, params[key], lengths, inplace=caller is None)
+            if caller is not None and not _same_memory(y, caller):
+                caller = None  # y is this chain's own: the next steps may work in place
+            x = y
         return x
 
     def __len__(self) -> int:

@@ -5,11 +5,10 @@ import math
 from functools import lru_cache
 from typing import Sequence
 
-import scipy.fft
 import torch
 
 from .core import Augmentation, Params, log_uniform, uniform
-from .dsp import fft_convolve, irfft
+from .dsp import fast_length, fft_convolve
 from .validation import check_range, check_sample_rate
 
 __all__ = ["RandomEQ", "biquad_coefficients", "eq_biquads", "eq_response", "eq_fir"]
@@ -162,7 +161,7 @@ def eq_fir(b: torch.Tensor, a: torch.Tensor, taps: int, dtype: torch.dtype = tor
     response = eq_response(b, a, taps)
     if dtype != torch.float64:
         response = response.to(torch.complex64)
-    return irfft(response, taps).to(dtype)
+    return torch.fft.irfft(response, n=taps).to(dtype)
 
 
 class RandomEQ(Augmentation):
@@ -228,7 +227,7 @@ class RandomEQ(Augmentation):
                                          else shelf_gain_db, unit="dB")
         self.param_keys = ("freq_hz", "gain_db", "q") + (
             ("low_shelf_hz", "low_shelf_gain_db", "high_shelf_hz", "high_shelf_gain_db") if shelves else ())
-        self.fir_taps = scipy.fft.next_fast_len(self._ring_samples(), real=True)
+        self.fir_taps = fast_length(self._ring_samples())
         self._defaulted = {"freq_hz": freq_hz is None, "high_shelf_hz": high_shelf_hz is None,
                            "shelf_gain_db": shelf_gain_db is None}
 
@@ -268,10 +267,11 @@ class RandomEQ(Augmentation):
                 params[f"{kind}_shelf_gain_db"] = uniform(*self.shelf_gain_db, (batch,), generator, device)
         return params
 
-    def _transform(self, x, params, lengths):
+    def _transform_rows(self, x, index, params, lengths, inplace):
         b, a = eq_biquads(params, self.sample_rate)
         # FIR as long as these sections need (the sharpest rings down to RING_TOLERANCE), at most
         # the range's worst case: a typical batch needs ~2/3 of it, and the FFTs shrink with it.
-        taps = min(self.fir_taps, scipy.fft.next_fast_len(_ring_length(a), real=True))
+        taps = min(self.fir_taps, fast_length(_ring_length(a)))
         fir = eq_fir(b, a, taps, x.dtype)
-        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
+        rows, out = self._rows_out(x, index, inplace)
+        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1], rows=rows, out=out)

@@ -84,8 +84,8 @@ class AddNoise(Augmentation):
             return circular_windows(signal, start, time, period=NOISE_BANK_SAMPLES)
         return circular_windows(signal, start, time, clip_start=clip_start, clip_len=clip_len[:, None])
 
-    def _transform(self, x, params, lengths):
+    def _transform_rows(self, x, index, params, lengths, inplace):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
         target = mean_power(x, lengths) * 10.0 ** (-params["snr_db"].to(x.dtype) / 10)
         gain = gain_to_power(target, mean_power(noise, lengths)) * params["apply"]
-        return torch.addcmul(x, noise, gain[:, None, None])
+        return x.addcmul_(noise, gain[:, None, None]) if inplace else torch.addcmul(x, noise, gain[:, None, None])

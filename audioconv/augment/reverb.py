@@ -143,17 +143,21 @@ class Reverb(Augmentation):
                                  period=NOISE_BANK_SAMPLES)
         return shape_rir(noise, params["rt60_s"], self.sample_rate, params.get("drr_db"))
 
-    def _transform(self, x, params, lengths):
-        batch, channels, time = x.shape
+    def _transform_rows(self, x, index, params, lengths, inplace):
+        channels, time = x.shape[1:]
         rir = self.rirs_for(params, x.dtype)
         if self._bank is None and self.drr_db is not None and self.drr_db[0] >= 0:
             latest = 0  # the direct path outweighs the whole tail, so sample 0 is the peak
         else:
-            peak = rir.abs().argmax(-1)  # direct path: (B,)
+            peak = rir.abs().argmax(-1)  # direct path: (N,)
             latest = int(peak.max())  # one sync on CUDA
-        wet = fft_convolve(x, rir[:, None, :], keep=latest + time)  # (B, C, latest + T)
-        if latest:
-            index = (peak[:, None] + torch.arange(time, device=x.device)).expand(channels, batch, time)
-            wet = torch.gather(wet, -1, index.transpose(0, 1))
-        gain = gain_to_power(mean_power(x, lengths), mean_power(wet, lengths))
-        return wet.mul_(gain[:, None, None])
+
+        def finish(wet, dry, start, stop):  # wet (n, C, latest + T): align to the direct path, keep the RMS
+            if latest:
+                shift = (peak[start:stop, None] + torch.arange(time, device=x.device)).expand(channels, -1, -1)
+                wet = torch.gather(wet, -1, shift.transpose(0, 1))
+            part = None if lengths is None else lengths[start:stop]
+            return wet.mul_(gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None])
+
+        rows, out = self._rows_out(x, index, inplace)
+        return fft_convolve(x, rir[:, None, :], keep=latest + time, rows=rows, out=out, finish=finish)
