@@ -267,8 +267,9 @@ def test_custom_subclass_gets_the_machinery():
     assert torch.equal(y[:, 0, 0], params["apply"].float()) and (y[:, 0, 2] == 0).all()
 
 
-@pytest.mark.parametrize("shape", [(6, 1, 800), (2, 800), (800,)])
-def test_chains_work_in_place_only_on_their_own_memory(shape):
+@pytest.mark.parametrize("shape,lengths", [((6, 1, 800), None), ((2, 800), None), ((800,), None),
+                                           ((6, 2, 800), [800, 500, 800, 0, 799, 120])])
+def test_chains_work_in_place_only_on_their_own_memory(shape, lengths):
     """Steps after the first that wrote new memory work in place; the result is bit-identical to
     applying each step on its own, and the caller's tensor is never written — also when the first
     steps select nobody (and so hand the caller's tensor on)."""
@@ -283,14 +284,18 @@ def test_chains_work_in_place_only_on_their_own_memory(shape):
     before = x.clone()
     for seed in range(4):
         params = chain.sample(1 if len(shape) < 3 else shape[0], generator=torch.Generator().manual_seed(seed))
-        y = chain.apply(x, params)
+        lens = None if lengths is None else torch.tensor(lengths)
+        y = chain.apply(x, params, lens)
         assert torch.equal(x, before)
         expected = x
         for key, t in zip(chain._keys, chain.transforms):
             if isinstance(t, OneOf):
                 for k, u in zip(t._keys, t.transforms):
-                    expected = u.apply(expected, params[key][k])
+                    expected = u.apply(expected, params[key][k], lens)
             else:
-                expected = t.apply(expected, params[key])
+                expected = t.apply(expected, params[key], lens)
         assert torch.equal(y, expected)
+        if lens is not None:  # padding stays as it was
+            for b, n in enumerate(lengths):
+                assert torch.equal(y[b, :, n:], x[b, :, n:])
         assert not torch.equal(y, x)

@@ -117,7 +117,8 @@ class Augmentation:
     def _apply(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
         """``apply``; with ``inplace`` the result may be written into ``x``'s memory. Composites pass
         it for the intermediate results they own, never for the caller's tensor; it is ignored
-        with ``lengths`` (the padding is restored from the input) and under autograd."""
+        under autograd. With ``lengths`` the padded examples are kept aside to restore their
+        padding."""
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
         name = type(self).__name__
@@ -129,7 +130,10 @@ class Augmentation:
         params = params_to(params, xb.device)
         mask = params["apply"].to(torch.bool)
         work = xb if xb.dtype in (torch.float32, torch.float64) else xb.float()
-        inplace = (inplace or work is not xb) and lengths is None and not work.requires_grad
+        inplace = (inplace or work is not xb) and not work.requires_grad
+        if lengths is not None and inplace:  # keep the padded examples' padding to put back
+            short = (lengths < time).nonzero().squeeze(1)
+            padded = (short, work[short]) if short.numel() else None
         if type(self)._scale is not Augmentation._scale:
             factor = torch.where(mask, self._scale(params).to(work.dtype), torch.ones((), dtype=work.dtype,
                                                                                        device=work.device))
@@ -143,9 +147,13 @@ class Augmentation:
             if index.numel() < batch:
                 params = params_select(params, index)
             y = self._transform_rows(work, index, params, None if lengths is None else lengths[index], inplace)
-        if lengths is not None:
+        if lengths is not None and not inplace:
             real = torch.arange(time, device=xb.device) < lengths[:, None]
             y = torch.where(real[:, None, :], y, work)
+        elif lengths is not None and padded is not None:
+            short, before = padded
+            real = torch.arange(time, device=xb.device) < lengths[short, None]
+            y[short] = torch.where(real[:, None, :], y[short], before)
         return y.to(xb.dtype).reshape(shape)
 
     def _transform(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None) -> torch.Tensor:
