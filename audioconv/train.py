@@ -74,7 +74,7 @@ class TrainConfig:
     ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
     chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
     ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
-    times. Optimisation: AdamW (``weight_decay`` on conv/linear weights only), schedule
+    times, after a frequency warp by up to ``±freq_warp`` (VTLP; 0 = off). Optimisation: AdamW (``weight_decay`` on conv/linear weights only), schedule
     ``"onecycle"`` (cosine warm-up from lr/25 over ``warmup_frac`` of the steps, then cosine
     down to ``lr * min_lr_frac``), ``"cosine"`` (linear warm-up, cosine down) or ``"constant"``.
     System: ``device`` ``"auto"``/``"cpu"``/``"cuda"``; ``amp`` ``"auto"`` (bf16 on CUDA, none on
@@ -107,6 +107,7 @@ class TrainConfig:
     time_mask_frames: int = 10
     n_freq_masks: int = 2
     n_time_masks: int = 2
+    freq_warp: float = 0.0
     # optimisation
     epochs: int = 20
     batch_size: int = 64
@@ -169,6 +170,8 @@ class TrainConfig:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not 0.0 <= self.min_lr_frac <= 1.0:
             raise ValueError(f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        if not 0.0 <= self.freq_warp < 0.5:
+            raise ValueError(f"freq_warp must be in [0, 0.5), got {self.freq_warp}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("weight_decay", "grad_clip_norm"):
@@ -561,7 +564,8 @@ def _fit(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, pro
     if cfg.specaugment:
         from audioconv.specaugment import SpecAugment
 
-        specaug = SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks)
+        specaug = SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks,
+                              freq_warp=cfg.freq_warp, mel_hz=model.frontend.mel_hz())
     aug_gen = torch.Generator(device=device)
 
     # the data order: the same sampler on every rank, each takes its shard

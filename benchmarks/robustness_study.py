@@ -478,7 +478,7 @@ def train_command(manifests: dict, run_dir: Path, augment: str, seed: int, args)
             "--val", str(manifests["val"]), "--out", str(run_dir), "--augment", augment,
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
             "--channels", args.channels, "--seed", str(seed), "--device", args.device,
-            "--threads", str(args.threads), "--workers", "0", "--no-progress", "--json"]
+            "--threads", str(args.threads), "--workers", "0", "--no-progress", "--json", *args.train_args.split()]
 
 
 def evaluate_run(run_dir: Path, manifests: dict, device: str) -> dict:
@@ -626,6 +626,8 @@ def parse_args(argv=None):
     ap.add_argument("--chains", default=DEFAULT_CHAINS, help="comma list of chains to compare (see chain_configs)")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = cores / jobs)")
+    ap.add_argument("--train-args", default="", help="more `audioconv train` options for every run (e.g. '--freq-warp 0.1')")
+    ap.add_argument("--tag", default="", help="appended to the chain names of this invocation's runs (with --train-args)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 epochs, none vs default, small test sets")
@@ -678,7 +680,7 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(n, s, augment_argument(n, all_chains[n], args.out / "chains")) for s in seeds for n in names]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda j: run_one(j[0], j[1], j[2], manifests, args, log), jobs))
+        results = list(pool.map(lambda j: run_one(j[0] + args.tag, j[1], j[2], manifests, args, log), jobs))
 
     from audioconv.augment import chain_to_config, default_chain
 

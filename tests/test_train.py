@@ -40,7 +40,8 @@ def read_metrics(run: Path) -> list[dict]:
 # ------------------------------------------------------------------------------ learning + files
 def test_learns_and_writes_the_run_folder(corpus, tmp_path):
     run = tmp_path / "run"
-    summary = fit(tiny(corpus, run, specaugment=True, freq_mask_bins=3, time_mask_frames=3), progress=False)
+    summary = fit(tiny(corpus, run, specaugment=True, freq_mask_bins=3, time_mask_frames=3, freq_warp=0.1),
+                  progress=False)
     lines = read_metrics(run)
     assert [m["epoch"] for m in lines] == list(range(1, 7))
     keys = {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr",
@@ -52,7 +53,8 @@ def test_learns_and_writes_the_run_folder(corpus, tmp_path):
     assert json.loads((run / "labels.json").read_text())["labels"] == sorted(CLASSES)
     saved = json.loads((run / "config.json").read_text())
     assert TrainConfig.from_dict(saved["train_config"]) == tiny(corpus, run, specaugment=True, freq_mask_bins=3,
-                                                                time_mask_frames=3)
+                                                                time_mask_frames=3, freq_warp=0.1)
+    assert saved["specaugment"]["freq_warp"] == 0.1
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
         "epoch_001.pt", "epoch_002.pt", "epoch_005.pt", "epoch_006.pt"]
     for name in ("last.pt", "best.pt", "snapshots/epoch_002.pt"):  # plain tensors/primitives only
@@ -229,6 +231,8 @@ def test_bad_settings():
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="batch_size must be > 0"):
         TrainConfig(train="x", batch_size=0).validate()
+    with pytest.raises(ValueError, match="freq_warp must be in"):
+        TrainConfig(train="x", freq_warp=0.7).validate()
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
         from audioconv.train import resolve_amp
         resolve_amp("fp16", torch.device("cpu"))
