@@ -107,7 +107,7 @@ class TrainConfig:
     time_mask_frames: int = 10
     n_freq_masks: int = 2
     n_time_masks: int = 2
-    freq_warp: float = 0.0
+    freq_warp: float = 0.2
     # optimisation
     epochs: int = 20
     batch_size: int = 64

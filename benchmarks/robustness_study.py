@@ -456,7 +456,19 @@ def chain_configs() -> dict[str, str | list]:
                          {"type": "Gain", "gain_db": [-30, 6], "p": 0.5}],
         "moderate": [shift, {**speed_light, "p": 0.6}, {**eq, "p": 0.7}, {**reverb, "p": 0.4},
                      _noise_any_colour((0, 30), 0.7), {"type": "Gain", "gain_db": [-20, 6], "p": 0.5}],
+        # the shipped default with a second talker from the batch mixed in before the room and noise
+        "default_mix": _default_with(1, {"type": "BatchMix", "snr_db": [0, 20], "p": 0.3}),
     }
+
+
+def _default_with(position: int, transform: dict) -> list:
+    """``default_chain``'s config with ``transform`` inserted at ``position``."""
+    sys.path.insert(0, str(REPO))
+    from audioconv.augment import chain_to_config, default_chain
+
+    config = chain_to_config(default_chain(SAMPLE_RATE_HZ))
+    steps = config["transforms"] if isinstance(config, dict) else config
+    return steps[:position] + [transform] + steps[position:]
 
 
 def augment_argument(name: str, spec, chains_dir: Path) -> str:

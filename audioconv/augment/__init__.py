@@ -14,6 +14,7 @@ from .core import Augmentation, Compose, OneOf
 from .params import Params, params_from_json, params_select, params_to, params_to_json
 from .eq import RandomEQ, biquad_coefficients, eq_biquads, eq_response
 from .gain import Gain
+from .mix import BatchMix
 from .noise import AddNoise
 from .polarity import PolarityInversion
 from .reverb import Reverb, synthetic_rir
@@ -22,7 +23,7 @@ from .speed import SpeedPerturb
 
 __all__ = [
     "Augmentation", "Compose", "OneOf", "Params",
-    "PolarityInversion", "RandomEQ", "Reverb", "AddNoise", "Gain", "TimeShift", "SpeedPerturb",
+    "PolarityInversion", "RandomEQ", "Reverb", "AddNoise", "BatchMix", "Gain", "TimeShift", "SpeedPerturb",
     "synthetic_rir", "biquad_coefficients", "eq_biquads", "eq_response",
     "params_to", "params_select", "params_to_json", "params_from_json",
     "chain_from_config", "chain_to_config", "default_chain", "load_chain", "save_chain",

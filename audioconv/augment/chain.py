@@ -20,6 +20,7 @@ from typing import Any
 from .core import Augmentation, Compose, OneOf
 from .eq import RandomEQ
 from .gain import Gain
+from .mix import BatchMix
 from .noise import AddNoise
 from .polarity import PolarityInversion
 from .reverb import Reverb
@@ -30,7 +31,8 @@ __all__ = ["TRANSFORMS", "chain_from_config", "chain_to_config", "default_chain"
 
 TRANSFORMS: dict[str, type[Augmentation]] = {
     cls.__name__: cls
-    for cls in (Compose, OneOf, PolarityInversion, RandomEQ, Reverb, AddNoise, Gain, TimeShift, SpeedPerturb)
+    for cls in (Compose, OneOf, PolarityInversion, RandomEQ, Reverb, AddNoise, BatchMix, Gain, TimeShift,
+                SpeedPerturb)
 }
 PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's folder
 

@@ -1,0 +1,74 @@
+"""BatchMix: another row of the batch added at a measured signal-to-interference ratio."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audioconv.augment import AddNoise, BatchMix, Compose, Gain
+
+
+def batch(b=6, c=2, t=1000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, c, t, generator=g, dtype=torch.float64) * torch.rand(b, 1, 1, generator=g, dtype=torch.float64)
+
+
+def power_db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x ** 2))
+
+
+@pytest.mark.parametrize("lengths", [None, [1000, 700, 1000, 300, 999, 1000]])
+def test_interference_is_another_row_shifted_at_the_drawn_snr(lengths):
+    x = batch()
+    aug = BatchMix(snr_db=(-5, 25), p=1.0)
+    params = aug.sample(6, generator=torch.Generator().manual_seed(1))
+    lens = None if lengths is None else torch.tensor(lengths)
+    y = aug.apply(x, params, lens)
+    partners = BatchMix.partners(params).tolist()
+    assert all(p != b for b, p in enumerate(partners))
+    for b in range(6):
+        n = 1000 if lengths is None else lengths[b]
+        added = (y[b] - x[b]).numpy()[:, :n]
+        assert abs(power_db(x[b].numpy()[:, :n]) - power_db(added) - params["snr_db"][b].item()) < 1e-6
+        shift = int(params["shift"][b].double().item() * 1000)
+        source = np.roll(x[partners[b]].numpy(), -shift, axis=-1)[:, :n]  # out[t] = partner[(t + shift) % T]
+        gain = np.sum(added * source) / np.sum(source ** 2)
+        np.testing.assert_allclose(added, gain * source, atol=1e-12)
+        assert torch.equal(y[b, :, n:], x[b, :, n:])  # padding untouched
+
+
+def test_partners_cover_every_other_row():
+    params = BatchMix(p=1.0).sample(4000, generator=torch.Generator().manual_seed(0))
+    step = (BatchMix.partners(params) - torch.arange(4000)) % 4000
+    assert step.min() >= 1 and step.max() <= 3999
+
+
+def test_edge_cases_stay_finite_and_unchanged():
+    aug = BatchMix(p=1.0)
+    one = torch.randn(1, 1, 500)
+    assert torch.equal(aug(one, generator=torch.Generator().manual_seed(0)), one)
+    silent = torch.zeros(3, 1, 500)
+    silent[0] = 1.0  # rows 1 and 2 are silent: they get nothing; row 0 gets a silent partner or one row of ones
+    y = aug(silent, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(y).all() and torch.equal(y[1:], silent[1:])
+    assert torch.equal(BatchMix(p=0.0)(silent), silent)
+
+
+def test_in_a_chain_it_reads_the_batch_as_the_steps_before_left_it():
+    x = batch(t=400)
+    chain = Compose([Gain(gain_db=6.0, p=1.0), AddNoise(snr_db=(10, 20), p=0.5), BatchMix(p=0.7)])
+    params = chain.sample(6, generator=torch.Generator().manual_seed(2))
+    before = x.clone()
+    y = chain.apply(x, params)
+    assert torch.equal(x, before)
+    step = x
+    for key, t in zip(chain._keys, chain.transforms):
+        step = t.apply(step, params[key])
+    assert torch.equal(y, step)
+
+
+def test_bad_arguments_name_the_parameter():
+    with pytest.raises(ValueError, match="snr_db"):
+        BatchMix(snr_db=(20, 5))
+    with pytest.raises(ValueError, match="p"):
+        BatchMix(p=1.5)
