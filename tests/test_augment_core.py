@@ -267,6 +267,19 @@ def test_custom_subclass_gets_the_machinery():
     assert torch.equal(y[:, 0, 0], params["apply"].float()) and (y[:, 0, 2] == 0).all()
 
 
+def test_a_subclass_with_its_own_apply_is_called_by_chains_and_its_result_is_not_written():
+    kept = torch.ones(4, 1, 10)
+
+    class Constant(Augmentation):  # returns memory it keeps: a chain must not write into it
+        def apply(self, x, params, lengths=None):
+            return kept
+
+    chain = Compose([Constant(p=1.0), Gain(gain_db=6.0, p=1.0)])
+    y = chain(torch.zeros(4, 1, 10), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y, torch.full((4, 1, 10), 10 ** (6 / 20)))
+    assert torch.equal(kept, torch.ones(4, 1, 10))
+
+
 @pytest.mark.parametrize("shape,lengths", [((6, 1, 800), None), ((2, 800), None), ((800,), None),
                                            ((6, 2, 800), [800, 500, 800, 0, 799, 120])])
 def test_chains_work_in_place_only_on_their_own_memory(shape, lengths):

@@ -131,6 +131,7 @@ class Augmentation:
         mask = params["apply"].to(torch.bool)
         work = xb if xb.dtype in (torch.float32, torch.float64) else xb.float()
         inplace = (inplace or work is not xb) and not work.requires_grad
+        padded = None
         if lengths is not None and inplace:  # keep the padded examples' padding to put back
             short = (lengths < time).nonzero().squeeze(1)
             padded = (short, work[short]) if short.numel() else None
@@ -258,6 +259,9 @@ class _Composite(Augmentation):
                              f"draw them with the same chain's sample()")
         caller = None if inplace else x  # whose memory must not be written
         for key, t in zip(self._keys, self.transforms):
+            if type(t).apply is not Augmentation.apply:  # a subclass with its own apply(): call that,
+                x = caller = t.apply(x, params[key], lengths)  # and never write into what it returns
+                continue
             y = t._apply(x, params[key], lengths, inplace=caller is None)
             if caller is not None and not _same_memory(y, caller):
                 caller = None  # y is this chain's own: the next steps may work in place

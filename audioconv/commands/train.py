@@ -94,7 +94,8 @@ def config_from_args(args):
             raise ValueError("--resume needs --out RUN (the folder holding last.pt and config.json)")
         saved = Path(args.out) / "config.json"
         if saved.exists():
-            base.update(json.loads(saved.read_text(encoding="utf-8"))["train_config"])
+            # a run saved before the warp existed trained without it
+            base.update({"freq_warp": 0.0, **json.loads(saved.read_text(encoding="utf-8"))["train_config"]})
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
     if "manifest" in given:
         base.update(train=None, val=None)
