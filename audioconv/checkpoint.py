@@ -24,9 +24,7 @@ opened without running arbitrary code:
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -80,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise ValueError(f"checkpoint {path} is empty (0 bytes); it is corrupt")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
+    except PermissionError:
+        raise
+    except Exception as e:  # garbage bytes can fail anywhere in the unpickler (IndexError, KeyError, ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only load failed" in msg.lower():
             raise ValueError(f"checkpoint {path} holds pickled Python objects, not only tensors and primitives; "

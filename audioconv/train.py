@@ -74,7 +74,8 @@ class TrainConfig:
     ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
     chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
     ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
-    times, after a frequency warp by up to ``±freq_warp`` (VTLP; 0 = off). Optimisation: AdamW (``weight_decay`` on conv/linear weights only), schedule
+    times, after a frequency warp by up to ``±freq_warp`` (VTLP; 0 = off). Optimisation: AdamW
+    (``weight_decay`` on conv/linear weights only), schedule
     ``"onecycle"`` (cosine warm-up from lr/25 over ``warmup_frac`` of the steps, then cosine
     down to ``lr * min_lr_frac``), ``"cosine"`` (linear warm-up, cosine down) or ``"constant"``.
     System: ``device`` ``"auto"``/``"cpu"``/``"cuda"``; ``amp`` ``"auto"`` (bf16 on CUDA, none on

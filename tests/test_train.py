@@ -3,6 +3,7 @@ and fails clearly on bad input. Tiny model (channels 8,16), 8 kHz, 0.5 s clips."
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -207,7 +208,9 @@ def test_resume_with_another_model_shape(corpus, tmp_path):
 def test_corrupt_checkpoints(corpus, tmp_path):
     fit(tiny(corpus, tmp_path / "run", epochs=1), progress=False)
     good = (tmp_path / "run" / "last.pt").read_bytes()
-    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": os.urandom(4096), "empty.pt": b""}
+    cases = {"truncated.pt": good[: len(good) // 2], "empty.pt": b"",
+             **{f"garbage{i}.pt": random.Random(i).randbytes(4096) for i in range(40)},
+             **{f"legacy{i}.pt": bytes([0x80, 2]) + random.Random(i).randbytes(300) for i in range(40)}}
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match="corrupt"):

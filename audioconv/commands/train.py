@@ -19,8 +19,8 @@ multi-node: run on every node
 # argparse dest -> TrainConfig field, for options given on the command line (None = not given)
 _FIELDS = ("train", "val", "manifest", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
-           "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric", "skip_bad",
-           "deterministic", "overwrite")
+           "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
+           "skip_bad", "deterministic", "overwrite")
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -57,8 +57,8 @@ def register(subparsers) -> None:
     aug.add_argument("--augment", help="'default', 'none' or a chain JSON file (default 'default')")
     aug.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=None,
                      help="time/frequency masks on the log-mel (default on)")
-    aug.add_argument("--freq-warp", type=float,
-                     help=f"with SpecAugment, scale each example's frequency axis by U[1-w, 1+w] (VTLP; default {d.freq_warp})")
+    aug.add_argument("--freq-warp", type=float, help="with SpecAugment, scale each example's frequency axis by "
+                     f"U[1-w, 1+w] (VTLP; default {d.freq_warp}, 0 = off)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"clips per step and process (default {d.batch_size})")
