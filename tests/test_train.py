@@ -239,3 +239,20 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
         from audioconv.train import resolve_amp
         resolve_amp("fp16", torch.device("cpu"))
+
+
+def test_freq_warp_option_and_the_resume_of_a_run_saved_before_it(tmp_path):
+    from audioconv.cli import build_parser
+    from audioconv.commands.train import config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--train", "t.jsonl"])).freq_warp == 0.2
+    assert config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--freq-warp", "0.05"])).freq_warp == 0.05
+    with pytest.raises(ValueError, match="freq_warp must be in"):
+        config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--freq-warp", "-0.1"])).validate()
+    # a run folder written before the warp existed has no freq_warp: it resumes without a warp
+    old = TrainConfig(train="t.jsonl", out=str(tmp_path)).to_dict()
+    del old["freq_warp"]
+    (tmp_path / "config.json").write_text(json.dumps({"train_config": old}))
+    resumed = config_from_args(parser.parse_args(["train", "--out", str(tmp_path), "--resume"]))
+    assert resumed.freq_warp == 0.0 and resumed.resume

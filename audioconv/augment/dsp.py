@@ -10,7 +10,7 @@ from typing import Callable
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "gain_to_power", "fast_length", "fft_convolve", "noise_bank", "shared_noise_bank",
+__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_convolve", "noise_bank", "shared_noise_bank",
            "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
@@ -49,6 +49,21 @@ def gain_to_power(target_power: torch.Tensor, power: torch.Tensor) -> torch.Tens
 # are far slower; pocketfft and cuFFT also favour lengths with many factors of two.
 _COST_BY_TWOS = {0: 4.5, 1: 2.0, 2: 1.75}
 _COST_MANY_TWOS = 1.3
+
+
+def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, apply: torch.Tensor,
+               lengths: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
+    """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
+    added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
+    ``apply`` is false or either signal is silent (never NaN).
+
+    Args:
+        x, other: ``(B, C, T)``. snr_db, apply: ``(B,)``. lengths: ``(B,)`` ints or None.
+        inplace (bool): write the sum into ``x``.
+    """
+    target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
+    gain = (gain_to_power(target, mean_power(other, lengths)) * apply)[:, None, None]
+    return x.addcmul_(other, gain) if inplace else torch.addcmul(x, other, gain)
 
 
 def _relative_cost(n: int) -> float:

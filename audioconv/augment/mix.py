@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .core import Augmentation, uniform
-from .dsp import gain_to_power, mean_power
+from .dsp import add_at_snr
 from .validation import check_range
 
 __all__ = ["BatchMix"]
@@ -56,6 +56,4 @@ class BatchMix(Augmentation):
         t = (torch.arange(time, device=x.device) + shift[:, None]) % time  # (B, T)
         other = x[self.partners(params)[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
                   t[:, None, :]]  # (B, C, T): the partners, shifted (a copy, read before x changes)
-        target = mean_power(x, lengths) * 10.0 ** (-params["snr_db"].to(x.dtype) / 10)
-        gain = gain_to_power(target, mean_power(other, lengths)) * params["apply"]
-        return x.addcmul_(other, gain[:, None, None]) if inplace else torch.addcmul(x, other, gain[:, None, None])
+        return add_at_snr(x, other, params["snr_db"], params["apply"], lengths, inplace)

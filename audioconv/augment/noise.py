@@ -5,8 +5,7 @@ import torch
 
 from .clips import ClipBank, ClipSource
 from .core import Augmentation, uniform
-from .dsp import (COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, circular_windows, gain_to_power, mean_power,
-                  shared_noise_bank)
+from .dsp import COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, add_at_snr, circular_windows, shared_noise_bank
 from .validation import check_range, check_sample_rate
 
 __all__ = ["AddNoise"]
@@ -86,6 +85,4 @@ class AddNoise(Augmentation):
 
     def _transform_rows(self, x, index, params, lengths, inplace):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
-        target = mean_power(x, lengths) * 10.0 ** (-params["snr_db"].to(x.dtype) / 10)
-        gain = gain_to_power(target, mean_power(noise, lengths)) * params["apply"]
-        return x.addcmul_(noise, gain[:, None, None]) if inplace else torch.addcmul(x, noise, gain[:, None, None])
+        return add_at_snr(x, noise, params["snr_db"], params["apply"], lengths, inplace)
