@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from audioconv import audio  # noqa: E402
-from audioconv.dataset import ManifestDataset, collate  # noqa: E402
-from audioconv.importers import import_speech_commands  # noqa: E402
+from audioconv.io import audio  # noqa: E402
+from audioconv.data.dataset import ManifestDataset, collate  # noqa: E402
+from audioconv.io.importers import import_speech_commands  # noqa: E402
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 

@@ -9,7 +9,7 @@ Task: 64 units (all channels) of ``conv2`` of the package's default SpectrogramC
 
 Contestants (all produce the same 8 × 64 maps; the script checks that they agree):
 
-* ``audioconv`` — :class:`audioconv.viz.Projector` (one forward per input, all units batched,
+* ``audioconv`` — :class:`audioconv.interpret.Projector` (one forward per input, all units batched,
   receptive-field crops), and the same with ``crop=False`` (full-plane backward) for reference;
 * ``captum per unit`` — ``NeuronDeconvolution.attribute`` once per unit on the batch of 8, with a
   callable ``neuron_selector`` that picks each example's own max position of that unit (the
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
 
     from captum.attr import NeuronDeconvolution
 
-    from audioconv.model import SpectrogramCNN
-    from audioconv.viz import Projector
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    from audioconv.interpret import Projector
 
     torch.manual_seed(0)
     dev = torch.device(args.device)

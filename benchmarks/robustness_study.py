@@ -333,8 +333,8 @@ def write_condition(records: list[dict], fn, out_dir: Path, seed: int) -> list[d
 # ----------------------------------------------------------------------------------------------
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
-    """Write records with absolute paths (via audioconv.manifest, so the study uses its checks)."""
-    from audioconv.manifest import write_manifest
+    """Write records with absolute paths (via audioconv.io.manifest, so the study uses its checks)."""
+    from audioconv.io.manifest import write_manifest
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(path, records, relative=False)
@@ -495,7 +495,7 @@ def train_command(manifests: dict, run_dir: Path, augment: str, seed: int, args)
 
 def evaluate_run(run_dir: Path, manifests: dict, device: str) -> dict:
     """Accuracy and macro-F1 of ``run_dir/best.pt`` on every test manifest (``{name: {...}}``)."""
-    from audioconv.evaluate import evaluate
+    from audioconv.training.evaluate import evaluate
 
     out = {}
     for name, path in manifests.items():

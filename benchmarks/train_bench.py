@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audioconv.dataset import ManifestDataset, collate  # noqa: E402
-from audioconv.specaugment import SpecAugment  # noqa: E402
-from audioconv.train import TrainConfig, build_augment, build_model, resolve_amp  # noqa: E402
+from audioconv.data.dataset import ManifestDataset, collate  # noqa: E402
+from audioconv.training.specaugment import SpecAugment  # noqa: E402
+from audioconv.training.loop import TrainConfig, build_augment, build_model, resolve_amp  # noqa: E402
 
 
 def synthetic_manifest(folder: Path, n_clips: int, sample_rate: int = 16000) -> Path:

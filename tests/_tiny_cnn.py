@@ -2,7 +2,7 @@
 are active and projections are not all zero."""
 import torch
 
-from audioconv.model import SpectrogramCNN
+from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
 SR = 8000
 FRONTEND = dict(n_mels=16, n_fft=256, win_length=200, hop_length=80)

@@ -9,7 +9,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-import audioconv.audio
+import audioconv.io.audio
 from audioconv.augment import Reverb, synthetic_rir
 
 
@@ -107,8 +107,8 @@ def test_recorded_rirs_from_files_folder_and_manifest(tmp_path, monkeypatch):
     sr = 16000
     paths, rirs = _write_rirs(tmp_path, sr)
     calls = []
-    real_load = audioconv.audio.load
-    monkeypatch.setattr(audioconv.audio, "load", lambda *a, **k: calls.append(a[0]) or real_load(*a, **k))
+    real_load = audioconv.io.audio.load
+    monkeypatch.setattr(audioconv.io.audio, "load", lambda *a, **k: calls.append(a[0]) or real_load(*a, **k))
     manifest = tmp_path / "rirs.jsonl"
     manifest.write_text("\n".join(json.dumps({"audio_filepath": str(p.relative_to(tmp_path))}) for p in paths) + "\n")
     x = torch.zeros(8, 1, 6000)

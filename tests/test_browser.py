@@ -224,7 +224,7 @@ def report_index(tmp_path_factory) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"AUDIOCONV_REPORT={given}: no index.html there")
         return path
-    from audioconv.demo import run_demo
+    from audioconv.app.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     run_demo(out=out, device="cpu", progress=False, quick=True)

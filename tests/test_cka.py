@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import ortho_group
 
-from audioconv.viz.cka import centered_gram, cka_from_grams, linear_cka
+from audioconv.interpret.cka import centered_gram, cka_from_grams, linear_cka
 
 
 def _cka_formula(x, y):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from audioconv.augment import load_chain, params_from_json
-from audioconv.augment_preview import plot_logmels
+from audioconv.plots.augment_preview import plot_logmels
 from audioconv.cli import main
 
 SR = 16000

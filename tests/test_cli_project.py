@@ -6,12 +6,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from audioconv import audio
-from audioconv.checkpoint import save_checkpoint
+from audioconv.io import audio
+from audioconv.training.checkpoint import save_checkpoint
 from audioconv.cli import main
 from audioconv.features import LogMel
-from audioconv.viz.projector import Projector
-from audioconv.viz.sonify import masked_audio
+from audioconv.interpret.projector import Projector
+from audioconv.interpret.sonify import masked_audio
 
 from _tiny_cnn import SR, tiny_cnn
 

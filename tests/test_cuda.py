@@ -30,8 +30,8 @@ def test_default_chain_on_cuda_replays_the_cpu_draw():
 
 @pytest.mark.parametrize("mode", ["deconv", "guided", "gradient"])
 def test_projection_on_cuda_equals_cpu(mode):
-    from audioconv.model import SpectrogramCNN
-    from audioconv.viz import Projector
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    from audioconv.interpret import Projector
 
     torch.manual_seed(0)
     model = SpectrogramCNN(4, channels=(8, 16, 16)).eval()
@@ -47,8 +47,8 @@ def test_projection_on_cuda_equals_cpu(mode):
 def test_bf16_training_on_cuda_learns_and_loads_on_cpu(tmp_path):
     from _tones import CLIP_S, SAMPLE_RATE, make_corpus
 
-    from audioconv.checkpoint import load_model
-    from audioconv.train import TrainConfig, fit
+    from audioconv.training.checkpoint import load_model
+    from audioconv.training.loop import TrainConfig, fit
 
     corpus = make_corpus(tmp_path / "tones")
     cfg = TrainConfig(train=str(corpus["train"]), val=str(corpus["val"]), out=str(tmp_path / "run"),

@@ -1,4 +1,4 @@
-"""audioconv.dataset against numbers from outside: soundfile's own decoding, scipy's periodogram,
+"""audioconv.data.dataset against numbers from outside: soundfile's own decoding, scipy's periodogram,
 the channel mean, sample indices written into the files, chi-square for the sampler."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from scipy import signal, stats
 from torch.utils.data import DataLoader
 
-from audioconv import audio
-from audioconv.dataset import ClassBalancedSampler, ManifestDataset, collate, load_labels, save_labels
-from audioconv.manifest import write_manifest
+from audioconv.io import audio
+from audioconv.data.dataset import ClassBalancedSampler, ManifestDataset, collate, load_labels, save_labels
+from audioconv.io.manifest import write_manifest
 
 TARGET_SR = 16000
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import hashlib, json, os, sys
     import torch
-    import audioconv.train as T
+    import audioconv.training.loop as T
     from audioconv.cli import main
 
     record = {"rank": int(os.environ["RANK"]), "draws": [], "batch": []}

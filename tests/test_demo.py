@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from audioconv.cli import main
-from audioconv.demo import FULL, choose_units, run_demo
+from audioconv.app.demo import FULL, choose_units, run_demo
 
 
 class _Srcs(HTMLParser):
@@ -73,9 +73,9 @@ def test_every_stage_left_its_files(quick_demo):
 
 def test_reported_accuracy_matches_a_direct_forward_pass(quick_demo):
     """Classify the test WAVs with the saved best.pt ourselves; the demo's numbers must agree."""
-    from audioconv.audio import load
-    from audioconv.checkpoint import load_model
-    from audioconv.manifest import read_manifest
+    from audioconv.io.audio import load
+    from audioconv.training.checkpoint import load_model
+    from audioconv.io.manifest import read_manifest
 
     out, _ = quick_demo
     summary = json.loads((out / "demo_summary.json").read_text())

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.signal as ss
 
-from audioconv import demo_corpus as dc
-from audioconv.audio import load
-from audioconv.manifest import read_manifest
+from audioconv.app import demo_corpus as dc
+from audioconv.io.audio import load
+from audioconv.io.manifest import read_manifest
 
 SR = 16000
 SEEDS = range(6)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from _tones import CLIP_S, SAMPLE_RATE, make_corpus, tone, write_manifest
-from audioconv.checkpoint import load_model
-from audioconv.evaluate import evaluate, plot_confusion
-from audioconv.train import TrainConfig, fit
+from audioconv.training.checkpoint import load_model
+from audioconv.training.evaluate import evaluate, plot_confusion
+from audioconv.training.loop import TrainConfig, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audioconv.checkpoint import load_model, save_checkpoint
-from audioconv.viz.evolve import evolve, find_snapshots
+from audioconv.training.checkpoint import load_model, save_checkpoint
+from audioconv.interpret.evolve import evolve, find_snapshots
 
 from _tiny_cnn import SR, tiny_cnn
 
@@ -76,7 +76,7 @@ def test_evolve_against_brute_force(tmp_path):
         assert (out / name).stat().st_size > 5000
 
     # reference: activations of each snapshot on the probe log-mels, computed here independently
-    from audioconv import audio
+    from audioconv.io import audio
     wavs = torch.stack([audio.load(tmp_path / r["audio_filepath"])[0] for r in rows])  # (N, 1, T)
     models = {e: load_model(p, "cpu")[0] for e, p in find_snapshots(run)}
     logmel = models[5].frontend(wavs)

@@ -5,7 +5,7 @@ import torch
 from scipy.signal import convolve2d
 from torch import nn
 
-from audioconv.viz import project_filters, receptive_field_size
+from audioconv.interpret import project_filters, receptive_field_size
 from test_projector import spectrogram_cnn
 
 

@@ -14,7 +14,7 @@ import soundfile as sf
 from scipy import stats
 
 from audioconv.cli import main as cli_main
-from audioconv.importers import (
+from audioconv.io.importers import (
     SILENCE,
     UNKNOWN,
     hash_fraction,
@@ -24,7 +24,7 @@ from audioconv.importers import (
     import_urbansound8k,
     split_for_group,
 )
-from audioconv.manifest import check_manifest, read_manifest, write_manifest
+from audioconv.io.manifest import check_manifest, read_manifest, write_manifest
 
 # (sample rate Hz, soundfile subtype, channels, suffix) cycled over the fixture files
 FORMATS = [

@@ -1,4 +1,4 @@
-"""audioconv.manifest: JSONL read / write / validate / check, against files built in tmp_path.
+"""audioconv.io.manifest: JSONL read / write / validate / check, against files built in tmp_path.
 
 References: soundfile (frame counts, rates), json (what is on disk), the line numbers we wrote.
 """
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audioconv.cli import main as cli_main
-from audioconv.manifest import (
+from audioconv.io.manifest import (
     KEY_ORDER,
     ManifestError,
     check_manifest,

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audioconv.metrics import (accuracy, confusion_matrix, macro_f1, per_class_f1, per_class_precision,
+from audioconv.training.metrics import (accuracy, confusion_matrix, macro_f1, per_class_f1, per_class_precision,
                                per_class_recall, summarize)
 
 # 7 clips, 3 classes, worked out by hand:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from audioconv.model import SpectrogramCNN
-from audioconv.viz.occlusion import occlusion, patch_starts
+from audioconv.models.spectrogram_cnn import SpectrogramCNN
+from audioconv.interpret.occlusion import occlusion, patch_starts
 
 
 def _tiny_model():

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from audioconv.model import SpectrogramCNN
-from audioconv.viz import Projector, receptive_field, receptive_field_size
+from audioconv.models.spectrogram_cnn import SpectrogramCNN
+from audioconv.interpret import Projector, receptive_field, receptive_field_size
 
 MODES = ["deconv", "guided", "gradient"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from audioconv.viz import Projector
+from audioconv.interpret import Projector
 from test_projector import hand_built_cnn, overlapping_cnn, spectrogram_cnn
 
 captum_attr = pytest.importorskip("captum.attr")

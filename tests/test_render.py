@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audioconv.features import LogMel
-from audioconv.viz import render
+from audioconv.plots import render
 
 matplotlib.use("Agg")
 

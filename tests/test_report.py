@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from matplotlib.figure import Figure
 
-from audioconv.report import LayerFigures, ReportContent, UnitSounds, plot_metrics, read_metrics, write_report
+from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, plot_metrics, read_metrics, write_report
 
 EVIL = '<script>alert("x")</script> & \'quotes\''
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from scipy.signal import welch
 
-from audioconv import audio
+from audioconv.io import audio
 from audioconv.features import LogMel
-from audioconv.viz.sonify import griffin_lim_audio, masked_audio, mel_mask_to_stft, projection_mask, save_wav
+from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, mel_mask_to_stft, projection_mask, save_wav
 
 SR = 16000
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 
-from audioconv.specaugment import SpecAugment
+from audioconv.training.specaugment import SpecAugment
 
 
 def test_masks_match_the_drawn_parameters():

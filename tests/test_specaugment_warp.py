@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audioconv.features import LogMel, LogMelConfig
-from audioconv.specaugment import SpecAugment
+from audioconv.training.specaugment import SpecAugment
 
 
 def bump_db(hz: np.ndarray, centre_hz: float) -> np.ndarray:

@@ -6,10 +6,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from audioconv.dataset import ManifestDataset
-from audioconv.model import SpectrogramCNN
-from audioconv.viz.projector import Projector
-from audioconv.viz.topk import top_k
+from audioconv.data.dataset import ManifestDataset
+from audioconv.models.spectrogram_cnn import SpectrogramCNN
+from audioconv.interpret.projector import Projector
+from audioconv.interpret.topk import top_k
 
 from _tiny_cnn import FRONTEND, SR
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
-from audioconv.checkpoint import load_checkpoint, load_model, save_checkpoint
-from audioconv.dataset import ManifestDataset
-from audioconv.train import NonFiniteLossError, TrainConfig, fit, lr_at, snapshot_epochs
+from audioconv.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from audioconv.data.dataset import ManifestDataset
+from audioconv.training.loop import NonFiniteLossError, TrainConfig, fit, lr_at, snapshot_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -237,7 +237,7 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="freq_warp must be in"):
         TrainConfig(train="x", freq_warp=0.7).validate()
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
-        from audioconv.train import resolve_amp
+        from audioconv.training.loop import resolve_amp
         resolve_amp("fp16", torch.device("cpu"))
 
 

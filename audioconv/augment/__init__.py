@@ -7,10 +7,10 @@ y = aug(x, generator=g)                               # x: (B, C, T), (C, T) or 
 params = aug.sample(x.shape[0], generator=g, device=x.device)
 y = aug.apply(x, params)                              # replays the same draw
 ```
-See ``core`` for the contract shared by every augmentation.
+See ``base`` for the contract shared by every augmentation.
 """
 from .chain import chain_from_config, chain_to_config, default_chain, load_chain, save_chain
-from .core import Augmentation, Compose, OneOf
+from .base import Augmentation, Compose, OneOf
 from .params import Params, params_from_json, params_select, params_to, params_to_json
 from .eq import RandomEQ, biquad_coefficients, eq_biquads, eq_response
 from .gain import Gain

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .core import Augmentation, Compose, OneOf
+from .base import Augmentation, Compose, OneOf
 from .eq import RandomEQ
 from .gain import Gain
 from .mix import BatchMix

@@ -27,7 +27,7 @@ class FileClip(NamedTuple):
 def _manifest_clips(path: Path) -> list[FileClip]:
     """The clips of a JSONL manifest: ``audio_filepath`` (relative to the manifest's folder) and
     the optional ``offset`` / ``duration`` in seconds; ``label`` is not needed."""
-    from audioconv.manifest import iter_manifest
+    from audioconv.io.manifest import iter_manifest
 
     clips = [FileClip(Path(r["audio_filepath"]), float(r.get("offset") or 0.0),
                       None if r.get("duration") is None else float(r["duration"]))
@@ -70,7 +70,7 @@ def _expand(source: ClipSource, name: str) -> list[Union[FileClip, torch.Tensor]
 class ClipBank:
     """Clips of one sample rate laid end to end: ``signal`` ``(N,)``, ``starts`` and ``lengths``.
 
-    Files are decoded with ``audioconv.audio.load`` (resampled to ``sample_rate``, channels
+    Files are decoded with ``audioconv.io.audio.load`` (resampled to ``sample_rate``, channels
     averaged) on first use, once; tensors are taken as already at ``sample_rate``.
 
     Args:
@@ -102,7 +102,7 @@ class ClipBank:
             clip = item.detach().to("cpu", torch.float32)
             where = f"{self.name} tensor"
         else:
-            from audioconv.audio import load  # deferred: the augmentations do not need file I/O
+            from audioconv.io.audio import load  # deferred: the augmentations do not need file I/O
 
             wav, _ = load(item.path, item.offset_s, item.duration_s, sample_rate=self.sample_rate)
             clip, where = wav.mean(0), str(item.path)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .core import Augmentation, Params, log_uniform, uniform
+from .base import Augmentation, Params, log_uniform, uniform
 from .dsp import fast_length, fft_convolve
 from .validation import check_range, check_sample_rate
 

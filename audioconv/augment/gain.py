@@ -1,7 +1,7 @@
 """Random gain."""
 from __future__ import annotations
 
-from .core import Augmentation, uniform
+from .base import Augmentation, uniform
 from .validation import check_range
 
 __all__ = ["Gain"]

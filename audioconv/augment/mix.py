@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Augmentation, uniform
+from .base import Augmentation, uniform
 from .dsp import add_at_snr
 from .validation import check_range
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .clips import ClipBank, ClipSource
-from .core import Augmentation, uniform
+from .base import Augmentation, uniform
 from .dsp import COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, add_at_snr, circular_windows, shared_noise_bank
 from .validation import check_range, check_sample_rate
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .core import Augmentation
+from .base import Augmentation
 
 __all__ = ["PolarityInversion"]
 

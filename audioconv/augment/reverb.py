@@ -6,7 +6,7 @@ import math
 import torch
 
 from .clips import ClipBank, ClipSource
-from .core import Augmentation, uniform
+from .base import Augmentation, uniform
 from .dsp import NOISE_BANK_SAMPLES, circular_windows, fft_convolve, gain_to_power, mean_power, shared_noise_bank
 from .validation import check_range, check_sample_rate
 

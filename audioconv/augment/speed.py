@@ -6,7 +6,7 @@ from fractions import Fraction
 import torch
 import torchaudio.functional as AF
 
-from .core import Augmentation
+from .base import Augmentation
 from .validation import check_sample_rate
 
 __all__ = ["SpeedPerturb"]

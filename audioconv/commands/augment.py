@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from audioconv.audio import load, save
+    from audioconv.io.audio import load, save
     from audioconv.augment import chain_to_config, default_chain, load_chain, params_to_json
-    from audioconv.augment_preview import describe_example, plot_logmels
+    from audioconv.plots.augment_preview import describe_example, plot_logmels
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")

@@ -29,7 +29,7 @@ STAGES = {
 
 
 def run(args) -> int:
-    from audioconv.demo import run_demo
+    from audioconv.app.demo import run_demo
 
     names = list(STAGES)
 

@@ -51,7 +51,7 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
-    from audioconv.evaluate import evaluate, plot_confusion
+    from audioconv.training.evaluate import evaluate, plot_confusion
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,

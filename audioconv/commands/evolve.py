@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from audioconv.viz.evolve import evolve
+    from audioconv.interpret.evolve import evolve
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]

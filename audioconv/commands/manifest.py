@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..importers import import_esc50, import_folder, import_speech_commands, import_urbansound8k
-from ..manifest import check_manifest, write_manifest, write_split_manifests
+from audioconv.io.importers import import_esc50, import_folder, import_speech_commands, import_urbansound8k
+from audioconv.io.manifest import check_manifest, write_manifest, write_split_manifests
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -75,12 +75,12 @@ def _describe(proj, b: int, k: int, hz: np.ndarray, seconds: np.ndarray) -> dict
 
 
 def run(args) -> int:
-    from audioconv import audio
-    from audioconv.checkpoint import load_model
+    from audioconv.io import audio
+    from audioconv.training.checkpoint import load_model
     from audioconv.features import LogMel
-    from audioconv.viz.projector import Projector
-    from audioconv.viz.render import plot_projection
-    from audioconv.viz.sonify import griffin_lim_audio, masked_audio, save_wav
+    from audioconv.interpret.projector import Projector
+    from audioconv.plots.render import plot_projection
+    from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, save_wav
 
     units = parse_units(args.unit)
     position = parse_position(args.position)

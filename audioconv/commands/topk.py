@@ -50,17 +50,17 @@ def parse_units(text: str | None, n_channels: int, layer: str) -> list[int] | No
 
 def clip_s_from_checkpoint(path) -> float | None:
     """The training ``clip_s`` stored in a checkpoint's ``train_config`` (``None`` if absent)."""
-    from audioconv.checkpoint import load_checkpoint
+    from audioconv.training.checkpoint import load_checkpoint
 
     value = (load_checkpoint(path).get("train_config") or {}).get("clip_s")
     return float(value) if value else None
 
 
 def run(args) -> int:
-    from audioconv.checkpoint import load_model
-    from audioconv.dataset import ManifestDataset
-    from audioconv.viz.render import plot_topk_grid
-    from audioconv.viz.topk import top_k
+    from audioconv.training.checkpoint import load_model
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.plots.render import plot_topk_grid
+    from audioconv.interpret.topk import top_k
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     model, labels = load_model(args.checkpoint, device)

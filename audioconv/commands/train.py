@@ -34,7 +34,7 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from audioconv.train import TrainConfig
+    from audioconv.training.loop import TrainConfig
 
     d = TrainConfig()
     p = subparsers.add_parser("train", help="train a log-mel CNN classifier from manifests",
@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args):
     """TrainConfig from parsed args: defaults, then OUT/config.json when resuming, then the options given."""
-    from audioconv.train import TrainConfig
+    from audioconv.training.loop import TrainConfig
 
     base = TrainConfig().to_dict()
     if args.resume:
@@ -107,8 +107,8 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from audioconv import distributed
-    from audioconv.train import fit
+    from audioconv.training import distributed
+    from audioconv.training.loop import fit
 
     config = config_from_args(args)
     summary = fit(config, progress=not args.no_progress)

@@ -50,7 +50,7 @@ def occlusion(
 
     Args:
         model: a classifier of log-mel spectrograms. If it has a ``classify`` method (as
-            :class:`~audioconv.model.SpectrogramCNN`) that is used, otherwise ``model(x)``; either
+            :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`) that is used, otherwise ``model(x)``; either
             maps ``(N, 1, F, T)`` log-mel dB to logits ``(N, n_classes)``. It is run in eval mode
             (restored afterwards) without gradients.
         inputs: log-mel spectrograms in dB, ``(B, 1, F, T)`` or ``(B, F, T)``.

@@ -408,7 +408,7 @@ class Path:
 def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
     """Layer name → (name, module whose output is the feature map).
 
-    Accepts the package's names (``"conv2"`` for :class:`~audioconv.model.SpectrogramCNN`) or any
+    Accepts the package's names (``"conv2"`` for :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`) or any
     name from ``model.named_modules()``.
     """
     modules = dict(model.named_modules())

@@ -2,11 +2,11 @@
 
 :func:`run_demo` runs, in one call (and ``audioconv demo`` on the command line):
 
-1. **corpus** — :func:`audioconv.demo_corpus.make_corpus` synthesizes ten classes of sound events
+1. **corpus** — :func:`audioconv.app.demo_corpus.make_corpus` synthesizes ten classes of sound events
    (kept and reused when ``OUT/corpus`` already holds the same corpus);
-2. **train** — :func:`audioconv.train.fit` with the default augmentation chain, snapshots at
+2. **train** — :func:`audioconv.training.loop.fit` with the default augmentation chain, snapshots at
    epochs 1, 2, 5, 10 … for feature evolution (``OUT/run``);
-3. **evaluate** — :func:`audioconv.evaluate.evaluate` of ``best.pt`` on the test split, confusion PNG;
+3. **evaluate** — :func:`audioconv.training.evaluate.evaluate` of ``best.pt`` on the test split, confusion PNG;
 4. **top-k** — for every conv layer, the ``k`` strongest activations over the test set of a few
    units, projected (Zeiler & Fergus deconvnet) → one grid PNG per layer;
 5. **evolve** — the same units' strongest projection over a probe set at every snapshot epoch,
@@ -14,7 +14,7 @@
 6. **sounds** — a few test clips, for each layer the unit that responds most (in the last layer:
    the unit that adds most to the predicted class's logit), projected over the whole clip,
    drawn and made audible (projection-masked clip, Griffin-Lim of the projection);
-7. **report** — ``OUT/report/index.html`` (:mod:`audioconv.report`), self-contained and offline.
+7. **report** — ``OUT/report/index.html`` (:mod:`audioconv.app.report`), self-contained and offline.
 
 Units shown per layer are chosen on the test set for *class selectivity*: each unit's peak
 activation per clip is averaged per class; a unit's selectivity is
@@ -172,16 +172,16 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", progres
 
 
 def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
-    from audioconv.checkpoint import load_model
-    from audioconv.dataset import ManifestDataset
-    from audioconv.demo_corpus import CLASSES, make_corpus
-    from audioconv.evaluate import evaluate, plot_confusion
-    from audioconv.manifest import read_manifest
-    from audioconv.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
-    from audioconv.train import TrainConfig, fit, resolve_device
-    from audioconv.viz.evolve import evolve, layer_activations
-    from audioconv.viz.render import plot_topk_grid
-    from audioconv.viz.topk import top_k
+    from audioconv.training.checkpoint import load_model
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.app.demo_corpus import CLASSES, make_corpus
+    from audioconv.training.evaluate import evaluate, plot_confusion
+    from audioconv.io.manifest import read_manifest
+    from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
+    from audioconv.training.loop import TrainConfig, fit, resolve_device
+    from audioconv.interpret.evolve import evolve, layer_activations
+    from audioconv.plots.render import plot_topk_grid
+    from audioconv.interpret.topk import top_k
 
     dev = resolve_device(device)
     t_start = time.perf_counter()
@@ -241,9 +241,9 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
         evo = evolve(run_dir, probe, out_dir=figures / "evolve", units=units, k=1, device=dev, progress=progress)
 
     # 6. projections you can listen to ---------------------------------------------------------------
-    from audioconv.viz.projector import Projector
-    from audioconv.viz.render import plot_projection
-    from audioconv.viz.sonify import griffin_lim_audio, masked_audio, save_wav
+    from audioconv.interpret.projector import Projector
+    from audioconv.plots.render import plot_projection
+    from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, save_wav
 
     unit_sounds: list[UnitSounds] = []
     with _stage(log, timings, "sounds"):

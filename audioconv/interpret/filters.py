@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.viz.receptive_field import path_to
-from audioconv.viz.rules import BatchNormStep
+from audioconv.interpret.receptive_field import path_to
+from audioconv.interpret.rules import BatchNormStep
 
 __all__ = ["project_filters"]
 
@@ -31,7 +31,7 @@ def project_filters(model: nn.Module, layer: str, *, unpool: str = "center", bat
     """Composed linear filter of each channel of ``layer`` in input (log-mel) space.
 
     Args:
-        model: a :class:`~audioconv.model.SpectrogramCNN` or a CNN taking ``(B, 1, F, T)``.
+        model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` or a CNN taking ``(B, 1, F, T)``.
         layer: ``"conv2"`` or a module name from ``model.named_modules()``.
         unpool: ``"center"`` or ``"spread"`` (see the module docstring).
         batchnorm: include BatchNorm scales (``True``) or skip BatchNorm entirely.
@@ -39,7 +39,7 @@ def project_filters(model: nn.Module, layer: str, *, unpool: str = "center", bat
 
     Returns:
         ``(K, F_rf, T_rf)`` tensor (model dtype, CPU), ``K`` = channels of the layer and
-        ``(F_rf, T_rf)`` = :func:`~audioconv.viz.receptive_field.receptive_field_size`; row 0 / column 0
+        ``(F_rf, T_rf)`` = :func:`~audioconv.interpret.receptive_field.receptive_field_size`; row 0 / column 0
         is the top-left cell of the receptive field. For a model whose input has ``C > 1`` channels
         the shape is ``(K, C, F_rf, T_rf)``.
     """
@@ -67,6 +67,6 @@ def project_filters(model: nn.Module, layer: str, *, unpool: str = "center", bat
 
 
 def _size(model: nn.Module) -> tuple[int, int]:
-    from audioconv.viz.receptive_field import model_entry
+    from audioconv.interpret.receptive_field import model_entry
 
     return model_entry(model)[1] or (64, 128)

@@ -63,7 +63,7 @@ class ReportContent:
 
     ``summary`` is an ordered mapping of row name → value for the run-summary table;
     ``metrics`` the per-epoch rows of ``metrics.jsonl``; ``evaluation`` the dict of
-    :func:`audioconv.evaluate.evaluate` (``accuracy``, ``macro_f1``, ``n``, ``labels``,
+    :func:`audioconv.training.evaluate.evaluate` (``accuracy``, ``macro_f1``, ``n``, ``labels``,
     ``per_class_recall``, ``confusion``).
     """
 

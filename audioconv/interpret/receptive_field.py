@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.viz.rules import Path, trace_path
+from audioconv.interpret.rules import Path, trace_path
 
 __all__ = ["receptive_field", "receptive_field_size", "receptive_field_boxes", "model_entry", "path_to"]
 
@@ -20,10 +20,10 @@ __all__ = ["receptive_field", "receptive_field_size", "receptive_field_boxes", "
 def model_entry(model: nn.Module):
     """(function taking log-mel ``(B, 1, F, T)``, default input size ``(F, T)`` or ``None``).
 
-    For a :class:`~audioconv.model.SpectrogramCNN` that is ``model.classify`` and
+    For a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` that is ``model.classify`` and
     ``(n_mels, frames of 1 s)``; for any other module, the module itself and ``None``.
     """
-    from audioconv.model import SpectrogramCNN
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
     if isinstance(model, SpectrogramCNN):
         fe = model.frontend
@@ -40,7 +40,7 @@ def _param_like(model: nn.Module):
 
 def path_to(model: nn.Module, layer: str, input_size: tuple[int, int] | None = None,
             example: torch.Tensor | None = None) -> Path:
-    """The :class:`~audioconv.viz.rules.Path` from the input to ``layer``.
+    """The :class:`~audioconv.interpret.rules.Path` from the input to ``layer``.
 
     Traced with ``example`` (``(b, 1, F, T)``) or, without one, a zero input of ``input_size``
     (default: the model's own size, else 64 × 128). The model runs in eval mode and is restored.
@@ -90,7 +90,7 @@ def receptive_field(model: nn.Module, layer: str, f: int, t: int,
     """Input box ``(f0, f1, t0, t1)`` (half-open, in log-mel cells) seen by position ``(f, t)`` of ``layer``.
 
     Args:
-        model: a :class:`~audioconv.model.SpectrogramCNN` or a CNN taking ``(B, 1, F, T)``.
+        model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` or a CNN taking ``(B, 1, F, T)``.
         layer: ``"conv2"`` or a module name from ``model.named_modules()``.
         f, t: position in the layer's feature map (rows, columns).
         input_size: ``(F, T)`` of the input. When given, the position is checked against the

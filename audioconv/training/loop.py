@@ -1,4 +1,4 @@
-"""Train a :class:`~audioconv.model.SpectrogramCNN` from manifests: ``fit(TrainConfig(...))``.
+"""Train a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` from manifests: ``fit(TrainConfig(...))``.
 
 Reads top to bottom like nanoGPT's ``train.py``: settings (:class:`TrainConfig`), set-up (device,
 processes, data, model, optimizer, resume), a pure learning-rate schedule (:func:`lr_at`), the loop,
@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv import distributed
-from audioconv.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from audioconv.metrics import accuracy, confusion_matrix, macro_f1
+from audioconv.training import distributed
+from audioconv.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from audioconv.training.metrics import accuracy, confusion_matrix, macro_f1
 
 __all__ = [
     "TrainConfig",
@@ -280,8 +280,8 @@ def _state_digest(model: nn.Module) -> str:
 
 # =============================================================================== building blocks
 def build_model(config: TrainConfig, n_classes: int):
-    """The :class:`~audioconv.model.SpectrogramCNN` a config asks for (on CPU)."""
-    from audioconv.model import SpectrogramCNN
+    """The :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` a config asks for (on CPU)."""
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
     return SpectrogramCNN(n_classes, sample_rate=int(config.sample_rate), channels=config.channels,
                           activation=config.activation, dropout=config.dropout,
@@ -354,7 +354,7 @@ class _SkipSampler(torch.utils.data.Sampler[int]):
 # =============================================================================== data
 def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
     """Labels of a manifest's records (of one split), with clear errors for empty inputs."""
-    from audioconv.manifest import iter_manifest
+    from audioconv.io.manifest import iter_manifest
 
     labels = [r["label"] for r in iter_manifest(path) if split is None or r.get("split") == split]
     if not labels:
@@ -365,7 +365,7 @@ def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
 
 def _datasets(cfg: TrainConfig, labels: list[str] | None):
     """``(train_ds, val_ds or None, labels)`` from the config's manifests."""
-    from audioconv.dataset import ManifestDataset
+    from audioconv.data.dataset import ManifestDataset
 
     if cfg.manifest is not None:
         train_src, train_split = cfg.manifest, cfg.train_split
@@ -400,7 +400,7 @@ def _auto_workers(device: torch.device, local_world: int) -> int:
 
 
 def _loader(dataset, sampler, batch_size: int, workers: int, device: torch.device, drop_last: bool, seed: int):
-    from audioconv.dataset import collate
+    from audioconv.data.dataset import collate
 
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
@@ -471,7 +471,7 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
     """Train a model as ``config`` says; write the run folder; return a summary.
 
     Works in one process and under ``torchrun`` (one process per GPU or CPU worker; see
-    :mod:`audioconv.distributed`): ranks split each epoch with a ``DistributedSampler``, draw
+    :mod:`audioconv.training.distributed`): ranks split each epoch with a ``DistributedSampler``, draw
     different augmentations, average gradients with DistributedDataParallel, and rank 0 writes.
 
     Args:
@@ -563,7 +563,7 @@ def _fit(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, pro
     chain_takes_lengths = chain is not None and _accepts(chain, "lengths")
     specaug = None
     if cfg.specaugment:
-        from audioconv.specaugment import SpecAugment
+        from audioconv.training.specaugment import SpecAugment
 
         specaug = SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks,
                               freq_warp=cfg.freq_warp, mel_hz=model.frontend.mel_hz())
@@ -609,7 +609,7 @@ def _fit(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, pro
             _truncate_metrics(out / "metrics.jsonl", epoch)
 
     if main:
-        from audioconv.dataset import save_labels
+        from audioconv.data.dataset import save_labels
 
         out.mkdir(parents=True, exist_ok=True)
         save_labels(out / "labels.json", labels)

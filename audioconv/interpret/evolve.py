@@ -4,7 +4,7 @@
 small *probe* manifest. The probe clips are decoded once, in manifest order (centre crop to the
 run's ``clip_s``), and the very same log-mel inputs are used at every epoch. For each epoch and
 layer it finds, for each chosen unit, the strongest activation over the probe set (all clips and
-positions; see :func:`audioconv.viz.topk.top_k`) and projects it; and it measures how close the
+positions; see :func:`audioconv.interpret.topk.top_k`) and projects it; and it measures how close the
 layer's representation of the probe set is to the final epoch's with linear CKA.
 
 Unit choice: the ``channels_per_layer`` units with the largest maximum activation over the probe set
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.viz.cka import centered_gram, cka_from_grams
-from audioconv.viz.topk import _forward_features, _param_dtype, _resolve_device, top_k
+from audioconv.interpret.cka import centered_gram, cka_from_grams
+from audioconv.interpret.topk import _forward_features, _param_dtype, _resolve_device, top_k
 
 __all__ = ["EvolutionGrid", "evolve", "find_snapshots", "ProbeSet", "load_probe", "layer_activations"]
 
@@ -74,7 +74,7 @@ class ProbeSet(torch.utils.data.Dataset):
 
 def load_probe(probe_manifest, sample_rate: int, clip_s: float | None) -> ProbeSet:
     """Decode a probe manifest once (mono, centre crop / zero pad to ``clip_s``), keeping its order."""
-    from audioconv.dataset import ManifestDataset
+    from audioconv.data.dataset import ManifestDataset
 
     ds = ManifestDataset(probe_manifest, sample_rate=int(sample_rate), clip_s=clip_s, channels="mono",
                          crop="center")
@@ -204,8 +204,8 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, out_dir: str | os.PathLik
         ``grid_png``, ``cells``; plus ``convergence_png`` and ``json`` paths — and, not in the file,
         ``grids``: ``{layer: EvolutionGrid}`` for further rendering.
     """
-    from audioconv.checkpoint import load_checkpoint, load_model
-    from audioconv.viz import render
+    from audioconv.training.checkpoint import load_checkpoint, load_model
+    from audioconv.plots import render
 
     run_dir = Path(run_dir)
     snaps = find_snapshots(run_dir)

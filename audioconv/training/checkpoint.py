@@ -8,9 +8,9 @@ opened without running arbitrary code:
 ``kind``               ``"train"`` (``RUN/last.pt``: everything needed to resume) or
                        ``"model"`` (``RUN/best.pt``, snapshots: weights only)
 ``model``              ``model.state_dict()``
-``model_config``       :meth:`audioconv.model.ModelConfig.to_dict`
+``model_config``       :meth:`audioconv.models.spectrogram_cnn.ModelConfig.to_dict`
 ``labels``             class names, index order
-``train_config``       :meth:`audioconv.train.TrainConfig.to_dict`
+``train_config``       :meth:`audioconv.training.loop.TrainConfig.to_dict`
 ``epoch``, ``step``    epochs completed, optimizer steps taken
 ``metrics``            the last epoch's metrics line (dict) or ``None``
 ``optimizer``          (train) ``optimizer.state_dict()``
@@ -126,10 +126,10 @@ def load_model(path: str | os.PathLike, device="cpu"):
         device: where to put the model (``"cpu"``, ``"cuda"``, ``"auto"`` = CUDA if available).
 
     Returns:
-        ``(model, labels)``: a :class:`~audioconv.model.SpectrogramCNN` in eval mode on ``device``
+        ``(model, labels)``: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` in eval mode on ``device``
         and the class names in output order.
     """
-    from audioconv.model import SpectrogramCNN
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -36,8 +36,8 @@ import torch
 import torchaudio.transforms as T
 from tqdm.auto import tqdm
 
-from . import audio
-from .manifest import iter_manifest, validate_record
+from audioconv.io import audio
+from audioconv.io.manifest import iter_manifest, validate_record
 
 __all__ = ["ManifestDataset", "collate", "ClassBalancedSampler", "save_labels", "load_labels"]
 

@@ -5,14 +5,14 @@
 
 How it works (and why it is fast):
 
-1. The path from the input to the layer is traced once (:func:`~audioconv.viz.rules.trace_path`)
+1. The path from the input to the layer is traced once (:func:`~audioconv.interpret.rules.trace_path`)
    and run forward **once per input** for all its units, recording max-pool switches and, for
    ``guided``/``gradient``, the forward signs (no hooks on the model; nothing is left on it).
 2. Each unit is seeded: its activation (the value at the chosen position, every other activation
    of the layer zero), or for ``position="map"`` its whole feature map (each position seeded with
    its own activation). So ``map = activation × attribution`` where attribution is what Captum's
    ``NeuronDeconvolution`` / ``NeuronGuidedBackprop`` / ``NeuronGradient`` return for that neuron.
-3. The backward rules of :mod:`audioconv.viz.rules` (unpool with switches, rectify, transposed
+3. The backward rules of :mod:`audioconv.interpret.rules` (unpool with switches, rectify, transposed
    filters) run for all ``B × K`` units at once, batched. A single-position projection depends only
    on that position's receptive field, so it is computed on that crop — a window that follows the
    receptive field down through every layer, zeroed where it hangs over the border, so the numbers
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.viz.receptive_field import model_entry, receptive_field_boxes
-from audioconv.viz.rules import MODES, Path, Signal, trace_path
+from audioconv.interpret.receptive_field import model_entry, receptive_field_boxes
+from audioconv.interpret.rules import MODES, Path, Signal, trace_path
 
 __all__ = ["Projector", "Projection"]
 
@@ -104,13 +104,13 @@ class Projector:
     """Project hidden units of a spectrogram CNN back onto the input's time–frequency plane.
 
     Args:
-        model: a :class:`~audioconv.model.SpectrogramCNN` (inputs may be waveforms ``(B, C, T)`` /
+        model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (inputs may be waveforms ``(B, C, T)`` /
             ``(B, T)``, sent through its front end, or log-mel ``(B, 1, F, T)`` / ``(B, F, T)``), or
             any ``nn.Module`` CNN taking ``(B, 1, F, T)`` whose path to the layer is a chain of
-            supported modules (see :mod:`audioconv.viz.rules`).
+            supported modules (see :mod:`audioconv.interpret.rules`).
         mode: ``"deconv"`` (Zeiler & Fergus: the backward signal is rectified), ``"guided"``
             (guided backprop: rectified and gated by the forward sign) or ``"gradient"`` (plain
-            saliency). Backward rules per module type: :mod:`audioconv.viz.rules`.
+            saliency). Backward rules per module type: :mod:`audioconv.interpret.rules`.
         device: where to compute (default: CUDA if available, else CPU). If the model lives
             elsewhere, each call works on a copy moved there; the model itself is never moved.
 
@@ -186,7 +186,7 @@ class Projector:
         return (hz if len(hz) == F_ else None), np.asarray(fe.frame_s(T_), dtype=np.float64)
 
     def path(self, layer: str, logmel: torch.Tensor, model: nn.Module | None = None) -> Path:
-        """The traced path from the input to ``layer`` (see :func:`~audioconv.viz.rules.trace_path`)."""
+        """The traced path from the input to ``layer`` (see :func:`~audioconv.interpret.rules.trace_path`)."""
         model = model if model is not None else self.model
         key = (layer, tuple(id(m) for m in model.modules()))  # same modules → same path
         if model is self.model and key in self._paths:
@@ -265,8 +265,8 @@ class Projector:
     def top_k(self, dataset, layer: str, channels=None, k: int = 9, *, batch_size: int = 32,
               progress: bool = True, num_workers: int = 0):
         """The ``k`` strongest activations of each channel of ``layer`` over ``dataset``, projected
-        with this projector's mode and device. See :func:`audioconv.viz.topk.top_k`."""
-        from audioconv.viz.topk import top_k
+        with this projector's mode and device. See :func:`audioconv.interpret.topk.top_k`."""
+        from audioconv.interpret.topk import top_k
 
         return top_k(self.model, dataset, layer, channels=channels, k=k, batch_size=batch_size,
                      device=self.device, mode=self.mode, progress=progress, num_workers=num_workers)

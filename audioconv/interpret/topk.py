@@ -4,7 +4,7 @@
 of a layer its ``k`` strongest activations over all examples *and* all feature-map positions
 (a running top-k merge: memory ``O(channels * k)`` plus the log-mel of the examples currently
 in some channel's top-k). Each kept ``(example, channel, position)`` is then projected with the
-:class:`~audioconv.viz.projector.Projector` and cropped to the position's receptive field, next
+:class:`~audioconv.interpret.projector.Projector` and cropped to the position's receptive field, next
 to the input patch under that receptive field.
 
 Ordering: descending activation; ties are broken by lower example index, then lower feature-map
@@ -315,11 +315,11 @@ def top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batc
     """The ``k`` strongest activations of each channel of ``layer`` over ``dataset``, projected.
 
     Args:
-        model: a :class:`~audioconv.model.SpectrogramCNN` (``frontend``, ``features``,
+        model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (``frontend``, ``features``,
             ``feature_module(layer)``, ``n_channels(layer)``). Run in eval mode (its train/eval
             mode is restored afterwards); if it is not on ``device`` a copy is moved there.
         dataset: a map-style dataset of waveforms at the model's sample rate: items ``(waveform (C, T),
-            label, ...)`` or ``waveform`` (e.g. :class:`~audioconv.dataset.ManifestDataset`; use
+            label, ...)`` or ``waveform`` (e.g. :class:`~audioconv.data.dataset.ManifestDataset`; use
             ``crop="center"`` or ``"start"`` so clips are reproducible). ``None`` items are skipped.
             With ``records`` (manifest rows) the clip ids and labels are filled in.
         layer: ``"conv1"`` … (``model.layer_names``).
@@ -336,7 +336,7 @@ def top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batc
         :class:`TopK`. Scores are the layer's activations in the scan (float64 copies); the
         projections are computed from the same log-mel inputs the scan saw.
     """
-    from audioconv.viz.projector import Projector
+    from audioconv.interpret.projector import Projector
 
     scan = scan_top_k(model, dataset, layer, channels, k, batch_size, device, progress, num_workers)
     dev = _resolve_device(device)

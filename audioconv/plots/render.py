@@ -125,7 +125,7 @@ def plot_projection(projection, index=0, path: str | os.PathLike | None = None, 
     """Input | projection | overlay for one example and one unit of a ``Projection``.
 
     Args:
-        projection: a :class:`audioconv.viz.projector.Projection` (fields ``spectrograms (B, F, T)``,
+        projection: a :class:`audioconv.interpret.projector.Projection` (fields ``spectrograms (B, F, T)``,
             ``maps (B, K, F, T)``, ``activations (B, K)``, ``positions (B, K, 2)``,
             ``receptive_fields (B, K, 4)``, ``layer``, ``channels (K,)``, ``mode``, ``hz``, ``seconds``).
         index: example ``b``, or a pair ``(b, k)``.
@@ -224,7 +224,7 @@ def plot_topk_grid(topk, path: str | os.PathLike | None = None, units=None, logm
     """One row per unit: its k projections (cropped to the receptive field) then the k input patches.
 
     Args:
-        topk: a :class:`audioconv.viz.topk.TopK`.
+        topk: a :class:`audioconv.interpret.topk.TopK`.
         path: PNG to write; ``None`` writes nothing.
         units: rows to draw as positions into ``topk.channels`` (default all).
         logmel: optional front end passed to specshow.
@@ -270,7 +270,7 @@ def plot_evolution_grid(grid, path: str | os.PathLike | None = None, logmel=None
     """Units × epochs: the projection of each unit's strongest activation over the probe set per epoch.
 
     Args:
-        grid: an :class:`audioconv.viz.evolve.EvolutionGrid` (``layer``, ``epochs``, ``units``,
+        grid: an :class:`audioconv.interpret.evolve.EvolutionGrid` (``layer``, ``epochs``, ``units``,
             ``ranks``, ``projections[row][col]``, ``receptive_fields[row][col]``,
             ``activations[row][col]``, ``hz``, ``seconds``) — a row per (unit, rank), a column per epoch.
         path: PNG to write; ``None`` writes nothing.
@@ -335,11 +335,11 @@ def plot_occlusion(spectrogram, probabilities, hz, seconds, patch, stride, path=
     Args:
         spectrogram: ``(F, T)`` log-mel dB.
         probabilities: ``(F', T')`` target probability per patch placement (from
-            :func:`audioconv.viz.occlusion.occlusion`); cell ``(i, j)`` is drawn over the input cells
+            :func:`audioconv.interpret.occlusion.occlusion`); cell ``(i, j)`` is drawn over the input cells
             its patch centre covers.
         hz, seconds: axes of the spectrogram; ``patch``, ``stride``: ``(freq_bins, frames)``.
     """
-    from audioconv.viz.occlusion import patch_starts
+    from audioconv.interpret.occlusion import patch_starts
 
     spec = _np(spectrogram)
     prob = _np(probabilities)

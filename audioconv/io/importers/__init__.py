@@ -2,7 +2,7 @@
 
 Each returns an :class:`ImportResult` whose ``records`` carry absolute ``audio_filepath``,
 ``label``, ``split``, ``group``, and ``duration`` (s) / ``sample_rate`` (Hz) read from the headers;
-write them with :func:`audioconv.manifest.write_manifest`.
+write them with :func:`audioconv.io.manifest.write_manifest`.
 """
 from ._common import AUDIO_EXTENSIONS, ImportResult, hash_fraction, speaker_group
 from .esc50 import import_esc50

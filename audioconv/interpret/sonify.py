@@ -6,7 +6,7 @@
   "Explaining deep convolutional neural networks on music classification").
 * :func:`griffin_lim_audio` — the projection on its own, as if it were a mel magnitude, with
   phase estimated by Griffin-Lim.
-* :func:`save_wav` writes the result with :func:`audioconv.audio.save`.
+* :func:`save_wav` writes the result with :func:`audioconv.io.audio.save`.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from audioconv.audio import save
+from audioconv.io.audio import save
 from audioconv.features import LogMel
 
 __all__ = ["projection_mask", "mel_mask_to_stft", "masked_audio", "griffin_lim_audio", "save_wav"]

@@ -23,7 +23,7 @@ so that no fixed template solves the task. Each clip has its own ``numpy`` gener
 depend on how many others are made.
 
 ``make_corpus`` writes 16-bit WAVs and ``train``/``val``/``test`` JSONL manifests in the schema of
-:mod:`audioconv.manifest`; every record also carries its synthesis parameters under ``"synth"``.
+:mod:`audioconv.io.manifest`; every record also carries its synthesis parameters under ``"synth"``.
 """
 from __future__ import annotations
 
@@ -416,8 +416,8 @@ def make_corpus(
     """
     import torch
 
-    from audioconv.audio import save
-    from audioconv.manifest import write_manifest
+    from audioconv.io.audio import save
+    from audioconv.io.manifest import write_manifest
 
     if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 3:
         raise ValueError(f"n_per_class must be an integer >= 3, got {n_per_class!r}")

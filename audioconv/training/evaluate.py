@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from audioconv.checkpoint import load_checkpoint, load_model_state
-from audioconv.metrics import summarize
+from audioconv.training.checkpoint import load_checkpoint, load_model_state
+from audioconv.training.metrics import summarize
 
 __all__ = ["evaluate", "plot_confusion"]
 
@@ -37,9 +37,9 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         columns = prediction), ``loss`` (mean cross-entropy, nats), ``unknown`` (clips skipped for an
         unknown label), ``unknown_labels`` ``{label: count}``, ``checkpoint``, ``manifest``.
     """
-    from audioconv.dataset import ManifestDataset
-    from audioconv.model import SpectrogramCNN
-    from audioconv.train import resolve_device, run_validation
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    from audioconv.training.loop import resolve_device, run_validation
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -52,7 +52,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     clip_s = (ckpt.get("train_config") or {}).get("clip_s", 1.0)
     ds = ManifestDataset(manifest, sample_rate=int(model.config.sample_rate), clip_s=float(clip_s), labels=labels,
                          crop="center", split=split, allow_unknown=allow_unknown, return_length=True)
-    from audioconv.dataset import collate
+    from audioconv.data.dataset import collate
 
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
                                          collate_fn=collate, pin_memory=dev.type == "cuda")

@@ -85,7 +85,7 @@ def plot_logmels(wavs: Sequence, sample_rate: int, titles: Sequence[str], path: 
 def describe_example(chain, params: dict, index: int) -> str:
     """Short names of the transforms of ``chain`` that ``params`` apply to example ``index``,
     e.g. ``"EQ+reverb+noise"`` (``"unchanged"`` if none)."""
-    from audioconv.augment.core import _Composite
+    from audioconv.augment.base import _Composite
 
     def applied(aug, p) -> list[str]:
         if not bool(p["apply"][index]):

@@ -1,0 +1,1 @@
+"""Applications built on the library: the demo, its corpus, the offline HTML report."""

@@ -1,0 +1,1 @@
+"""Files on disk: audio (the only soundfile user), JSON-lines manifests, corpus importers, atomic writes."""

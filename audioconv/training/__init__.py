@@ -1,0 +1,1 @@
+"""Training of spectrogram classifiers: settings, the loop, evaluation, checkpoints, torchrun."""
