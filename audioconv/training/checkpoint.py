@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state"]
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s"]
 
 FORMAT = "audioconv-checkpoint"
 VERSION = 1
@@ -144,3 +144,16 @@ def load_model(path: str | os.PathLike, device="cpu"):
         raise ValueError(f"checkpoint {path} lists {len(labels)} labels for a model with "
                          f"{model.config.n_classes} outputs")
     return model.to(device).eval(), labels
+
+
+DEFAULT_CLIP_S = 1.0  # TrainConfig's default clip length; the one fallback for checkpoints that lack it
+
+
+def run_clip_s(checkpoint: dict) -> float:
+    """The clip length in seconds the checkpoint's model was trained on.
+
+    Every reader of a run's clip length (evaluate, top-k, evolve, report) calls this one function:
+    ``checkpoint["train_config"]["clip_s"]`` when the checkpoint has it, else :data:`DEFAULT_CLIP_S`.
+    """
+    value = (checkpoint.get("train_config") or {}).get("clip_s")
+    return float(value) if value else DEFAULT_CLIP_S
