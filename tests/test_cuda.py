@@ -48,7 +48,8 @@ def test_bf16_training_on_cuda_learns_and_loads_on_cpu(tmp_path):
     from _tones import CLIP_S, SAMPLE_RATE, make_corpus
 
     from audioconv.training.checkpoint import load_model
-    from audioconv.training.loop import TrainConfig, fit
+    from audioconv.training.config import TrainConfig
+    from audioconv.training.loop import fit
 
     corpus = make_corpus(tmp_path / "tones")
     cfg = TrainConfig(train=str(corpus["train"]), val=str(corpus["val"]), out=str(tmp_path / "run"),

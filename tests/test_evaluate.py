@@ -14,8 +14,10 @@ import torch.nn.functional as F
 
 from _tones import CLIP_S, SAMPLE_RATE, make_corpus, tone, write_manifest
 from audioconv.training.checkpoint import load_model
-from audioconv.training.evaluate import evaluate, plot_confusion
-from audioconv.training.loop import TrainConfig, fit
+from audioconv.plots.confusion import plot_confusion
+from audioconv.training.config import TrainConfig
+from audioconv.training.evaluate import evaluate
+from audioconv.training.loop import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,8 @@ import torch
 from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
 from audioconv.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from audioconv.data.dataset import ManifestDataset
-from audioconv.training.loop import NonFiniteLossError, TrainConfig, fit, lr_at, snapshot_epochs
+from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
+from audioconv.training.loop import NonFiniteLossError, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -175,10 +175,13 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
     from audioconv.training.checkpoint import load_model
     from audioconv.data.dataset import ManifestDataset
     from audioconv.app.demo_corpus import CLASSES, make_corpus
-    from audioconv.training.evaluate import evaluate, plot_confusion
+    from audioconv.training.evaluate import evaluate
+    from audioconv.plots.confusion import plot_confusion
     from audioconv.io.manifest import read_manifest
     from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
-    from audioconv.training.loop import TrainConfig, fit, resolve_device
+    from audioconv.training.config import TrainConfig
+    from audioconv.training.loop import fit
+    from audioconv.utils import resolve_device
     from audioconv.interpret.evolve import evolve, layer_activations
     from audioconv.plots.render import plot_topk_grid
     from audioconv.interpret.topk import top_k

@@ -51,7 +51,8 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
-    from audioconv.training.evaluate import evaluate, plot_confusion
+    from audioconv.plots.confusion import plot_confusion
+    from audioconv.training.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,

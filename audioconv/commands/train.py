@@ -34,7 +34,7 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from audioconv.training.loop import TrainConfig
+    from audioconv.training.config import TrainConfig
 
     d = TrainConfig()
     p = subparsers.add_parser("train", help="train a log-mel CNN classifier from manifests",
@@ -86,7 +86,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args):
     """TrainConfig from parsed args: defaults, then OUT/config.json when resuming, then the options given."""
-    from audioconv.training.loop import TrainConfig
+    from audioconv.training.config import TrainConfig
 
     base = TrainConfig().to_dict()
     if args.resume:

@@ -10,7 +10,7 @@ opened without running arbitrary code:
 ``model``              ``model.state_dict()``
 ``model_config``       :meth:`audioconv.models.spectrogram_cnn.ModelConfig.to_dict`
 ``labels``             class names, index order
-``train_config``       :meth:`audioconv.training.loop.TrainConfig.to_dict`
+``train_config``       :meth:`audioconv.training.config.TrainConfig.to_dict`
 ``epoch``, ``step``    epochs completed, optimizer steps taken
 ``metrics``            the last epoch's metrics line (dict) or ``None``
 ``optimizer``          (train) ``optimizer.state_dict()``
@@ -24,12 +24,15 @@ opened without running arbitrary code:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s"]
+from audioconv.io.files import atomic_write
+from audioconv.utils import resolve_device
+
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s",
+           "rng_state", "set_rng_state"]
 
 FORMAT = "audioconv-checkpoint"
 VERSION = 1
@@ -37,28 +40,16 @@ _REQUIRED = ("model", "model_config", "labels")
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically: a temporary file in the same folder, flushed and
-    fsynced, then ``os.replace`` — a reader (or a crash) never sees a half-written file.
+    """Write ``checkpoint`` to ``path`` atomically (:func:`audioconv.io.files.atomic_write`: a temporary
+    file in the same folder, flushed and fsynced, then ``os.replace``) — a reader (or a crash) never
+    sees a half-written file.
 
     ``format``/``version`` keys are added. Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **checkpoint}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -123,7 +114,8 @@ def load_model(path: str | os.PathLike, device="cpu"):
 
     Args:
         path: ``RUN/best.pt``, ``RUN/last.pt`` or a snapshot.
-        device: where to put the model (``"cpu"``, ``"cuda"``, ``"auto"`` = CUDA if available).
+        device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` = CUDA if
+            available; see :func:`audioconv.utils.resolve_device`).
 
     Returns:
         ``(model, labels)``: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` in eval mode on ``device``
@@ -131,8 +123,7 @@ def load_model(path: str | os.PathLike, device="cpu"):
     """
     from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
         model = SpectrogramCNN.from_config(ckpt["model_config"])
@@ -157,3 +148,19 @@ def run_clip_s(checkpoint: dict) -> float:
     """
     value = (checkpoint.get("train_config") or {}).get("clip_s")
     return float(value) if value else DEFAULT_CLIP_S
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's torch RNG states for a checkpoint: ``{"cpu": ByteTensor, "cuda": ByteTensor}``
+    (``"cuda"`` only when ``device`` is a CUDA device)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore RNG states saved by :func:`rng_state` (the CUDA one only on a CUDA ``device``)."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

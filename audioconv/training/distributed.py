@@ -27,7 +27,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "detect", "setup", "cleanup", "barrier", "all_reduce_sum", "broadcast_module_state"]
+__all__ = ["DistInfo", "detect", "setup", "cleanup", "barrier", "all_reduce_sum", "all_gather_object",
+           "broadcast_module_state"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,15 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.is_distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_object(obj, info: DistInfo) -> list:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` in a single process. Collective."""
+    if not info.is_distributed:
+        return [obj]
+    everyone: list = [None] * info.world_size
+    dist.all_gather_object(everyone, obj)
+    return everyone
 
 
 def broadcast_module_state(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:

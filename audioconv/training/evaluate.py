@@ -1,19 +1,55 @@
-"""Evaluate a checkpoint on a manifest: accuracy, macro-F1, per-class recall, confusion matrix (+ PNG).
+"""Score a model on labelled clips: :func:`run_validation` (any loader; used by the training loop
+every epoch) and :func:`evaluate` (a checkpoint on a manifest: accuracy, macro-F1, per-class recall,
+confusion matrix).
 
 Clips are read like the validation set during training: at the checkpoint's sample rate, cropped
 around their centre (or zero-padded at the end) to the training clip length, no augmentation.
+Drawing the confusion matrix is :func:`audioconv.plots.confusion.plot_confusion`.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
 
-from audioconv.training.checkpoint import load_checkpoint, load_model_state
-from audioconv.training.metrics import summarize
+from audioconv.training.checkpoint import load_checkpoint, load_model_state, run_clip_s
+from audioconv.training.metrics import confusion_matrix, summarize
+from audioconv.utils import eval_mode, resolve_device
 
-__all__ = ["evaluate", "plot_confusion"]
+__all__ = ["evaluate", "run_validation"]
+
+
+@torch.no_grad()
+def run_validation(model: nn.Module, loader, device: torch.device, n_classes: int,
+                   amp_dtype: torch.dtype | None = None, progress: bool = False, desc: str = "val"):
+    """Run ``model`` in eval mode (every submodule's mode restored afterwards) over ``loader``.
+
+    Args:
+        model: waveform classifier, ``(B, C, T)`` → logits ``(B, n_classes)``, on ``device``.
+        loader: yields ``(waveforms (B, C, T), labels (B,), ...)``; empty batches are skipped.
+        device: where the batches go.
+        n_classes: number of classes (the confusion matrix is ``(n_classes, n_classes)``).
+        amp_dtype: autocast dtype, or ``None`` for full precision.
+        progress: tqdm bar (``desc`` its title).
+
+    Returns:
+        ``(confusion (K, K) int64 on device, summed cross-entropy in nats (float64 tensor), clip count)``.
+    """
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    with eval_mode(model):
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            if x.shape[0] == 0:
+                continue
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            confusion += confusion_matrix(y, logits.argmax(dim=1), n_classes)
+    return confusion, loss_sum, int(confusion.sum())
 
 
 def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device: str = "auto", batch_size: int = 64,
@@ -37,9 +73,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         columns = prediction), ``loss`` (mean cross-entropy, nats), ``unknown`` (clips skipped for an
         unknown label), ``unknown_labels`` ``{label: count}``, ``checkpoint``, ``manifest``.
     """
-    from audioconv.data.dataset import ManifestDataset
+    from audioconv.data.dataset import ManifestDataset, collate
     from audioconv.models.spectrogram_cnn import SpectrogramCNN
-    from audioconv.training.loop import resolve_device, run_validation
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -49,11 +84,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     load_model_state(model, ckpt["model"], source=f"checkpoint {checkpoint}")
     model.to(dev).eval()
     labels = list(ckpt["labels"])
-    clip_s = (ckpt.get("train_config") or {}).get("clip_s", 1.0)
-    ds = ManifestDataset(manifest, sample_rate=int(model.config.sample_rate), clip_s=float(clip_s), labels=labels,
+    ds = ManifestDataset(manifest, sample_rate=int(model.config.sample_rate), clip_s=run_clip_s(ckpt), labels=labels,
                          crop="center", split=split, allow_unknown=allow_unknown, return_length=True)
-    from audioconv.data.dataset import collate
-
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
     confusion, loss_sum, n = run_validation(model, loader, dev, len(labels), None, progress, desc="evaluate")
@@ -61,46 +93,3 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), checkpoint=str(checkpoint), manifest=str(manifest))
     return result
-
-
-def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True) -> Path:
-    """Draw ``result["confusion"]`` as a PNG: rows = true class, columns = predicted class.
-
-    Colour = share of the row (recall-normalised) when ``normalize``, else the count; every cell
-    is annotated with its count. The title gives accuracy, macro-F1 and n.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    c = np.asarray(result["confusion"], dtype=float)
-    labels = list(result["labels"])
-    if c.shape != (len(labels), len(labels)):
-        raise ValueError(f"confusion has shape {c.shape} but there are {len(labels)} labels")
-    shown = c / np.maximum(c.sum(axis=1, keepdims=True), 1) if normalize else c
-    k = len(labels)
-    size = min(4 + 0.45 * k, 30)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    try:
-        im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, c.max()))
-        ax.set_xticks(range(k), labels, rotation=90 if k > 6 else 0)
-        ax.set_yticks(range(k), labels)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        if k <= 40:
-            for i in range(k):
-                for j in range(k):
-                    if c[i, j]:
-                        ax.text(j, i, f"{int(c[i, j])}", ha="center", va="center", fontsize=8,
-                                color="white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class" if normalize else "clips")
-        ax.set_title(f"accuracy {result['accuracy']:.3f}   macro-F1 {result['macro_f1']:.3f}   n = {result['n']}")
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path

@@ -1,8 +1,11 @@
 """Train a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` from manifests: ``fit(TrainConfig(...))``.
 
-Reads top to bottom like nanoGPT's ``train.py``: settings (:class:`TrainConfig`), set-up (device,
-processes, data, model, optimizer, resume), a pure learning-rate schedule (:func:`lr_at`), the loop,
-a no-grad validation, complete checkpoints. Where each piece of work happens:
+Reads top to bottom like nanoGPT's ``train.py``, as small functions over one explicit
+:class:`TrainState`: :func:`setup` (device, processes, resume, data, model, optimizer, augmentation),
+:func:`train_step` (one optimizer step on one batch), :func:`run_epoch` (the batches of one epoch),
+:func:`validate` (a no-grad pass over the validation set), :func:`save` (complete checkpoints and
+the metrics line), and :func:`fit`, which composes them. The settings and the pure learning-rate
+schedule live in :mod:`audioconv.training.config`. Where each piece of work happens:
 
 * DataLoader workers only decode, resample and crop (``ManifestDataset``) — no CUDA in workers;
 * the augmentation chain, the log-mel front end and SpecAugment run on the training device in the
@@ -10,7 +13,8 @@ a no-grad validation, complete checkpoints. Where each piece of work happens:
 * the model's forward/backward runs under autocast (bf16, or fp16 with a ``GradScaler``) on CUDA.
 
 Randomness, so that a run is a pure function of its settings and ``seed`` (for a fixed device and
-number of processes), and a resumed run continues bit for bit:
+number of processes), and a resumed run continues bit for bit (every seed below is
+:func:`audioconv.utils.mix_seed` of the parts named):
 
 * the clip order of epoch ``e`` comes from ``DistributedSampler(seed=seed)`` with ``set_epoch(e)``;
 * random crops are a function of ``(seed, epoch, clip index)`` (``ManifestDataset(seed=...)``);
@@ -18,7 +22,7 @@ number of processes), and a resumed run continues bit for bit:
   step from ``(seed, rank, step)`` — ranks draw differently, and nothing needs saving to resume;
 * dropout uses torch's global RNG, seeded from ``(seed, rank)`` and saved in every checkpoint.
 
-Files written to ``config.out`` (by rank 0 only)::
+Files written to ``config.out`` (by rank 0 only, each one atomically)::
 
     config.json       the TrainConfig, the model config, the augmentation chain
     labels.json       class names in output order
@@ -31,228 +35,150 @@ Files written to ``config.out`` (by rank 0 only)::
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.io.files import write_json, write_text
 from audioconv.training import distributed
-from audioconv.training.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from audioconv.training.metrics import accuracy, confusion_matrix, macro_f1
+from audioconv.training.checkpoint import (load_checkpoint, load_model_state, rng_state, save_checkpoint,
+                                           set_rng_state)
+from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
+from audioconv.training.evaluate import run_validation
+from audioconv.training.metrics import accuracy, macro_f1
+from audioconv.utils import accepts_keyword, mix_seed, resolve_device
 
 __all__ = [
-    "TrainConfig",
+    "TrainState",
+    "TrainData",
+    "StepStats",
     "NonFiniteLossError",
+    "setup",
+    "epoch_loader",
+    "train_step",
+    "run_epoch",
+    "validate",
+    "save",
     "fit",
-    "lr_at",
-    "snapshot_epochs",
-    "resolve_device",
     "resolve_amp",
     "build_model",
     "build_augment",
-    "run_validation",
 ]
 
-
-# =============================================================================== settings
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Times in seconds, rates in Hz.
-
-    Data: ``train`` and ``val`` manifests, or one ``manifest`` whose ``split`` key says
-    ``train_split`` / ``val_split``. ``val`` may be left out (then ``best.pt`` is the last epoch).
-    Model: ``channels`` per conv block, ``n_mels`` log-mel bins. Augmentation: ``augment`` is
-    ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
-    chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
-    ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
-    times, after a frequency warp by up to ``±freq_warp`` (VTLP; 0 = off). Optimisation: AdamW
-    (``weight_decay`` on conv/linear weights only), schedule
-    ``"onecycle"`` (cosine warm-up from lr/25 over ``warmup_frac`` of the steps, then cosine
-    down to ``lr * min_lr_frac``), ``"cosine"`` (linear warm-up, cosine down) or ``"constant"``.
-    System: ``device`` ``"auto"``/``"cpu"``/``"cuda"``; ``amp`` ``"auto"`` (bf16 on CUDA, none on
-    CPU), ``"none"``, ``"bf16"``, ``"fp16"`` (CUDA only; uses a GradScaler); ``workers`` DataLoader
-    processes (-1 = auto); ``threads`` torch CPU threads (0 = cores / local processes);
-    ``checkpoint_every_steps`` also writes ``last.pt`` every that many steps (0 = at epoch ends only);
-    ``resume`` continues from ``out/last.pt``; ``overwrite`` lets a fresh run replace the checkpoints
-    and metrics of an earlier run in ``out`` (otherwise that is an error); ``best_metric`` ``"val_macro_f1"`` or ``"val_accuracy"``.
-    """
-
-    # data
-    train: str | None = None
-    val: str | None = None
-    manifest: str | None = None
-    train_split: str = "train"
-    val_split: str = "validation"
-    out: str = "runs/train"
-    sample_rate: int = 16000
-    clip_s: float = 1.0
-    skip_bad: bool = False
-    # model
-    channels: tuple[int, ...] = (32, 64, 128, 128)
-    activation: str = "relu"
-    dropout: float = 0.2
-    n_mels: int = 64
-    # augmentation
-    augment: str = "default"
-    specaugment: bool = True
-    freq_mask_bins: int = 8
-    time_mask_frames: int = 10
-    n_freq_masks: int = 2
-    n_time_masks: int = 2
-    freq_warp: float = 0.2
-    # optimisation
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    schedule: str = "onecycle"
-    warmup_frac: float = 0.1
-    min_lr_frac: float = 0.01
-    label_smoothing: float = 0.1
-    grad_clip_norm: float = 5.0
-    # system
-    device: str = "auto"
-    amp: str = "auto"
-    workers: int = -1
-    threads: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    checkpoint_every_steps: int = 0
-    best_metric: str = "val_macro_f1"
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict (``channels`` as a list); inverse of :meth:`from_dict`."""
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """Build from :meth:`to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
-
-    def validate(self) -> "TrainConfig":
-        """Raise ``ValueError`` naming the first bad setting; returns ``self``."""
-        if self.manifest is None and self.train is None:
-            raise ValueError("give a training manifest (train=...) or one manifest with splits (manifest=...)")
-        if self.manifest is not None and (self.train is not None or self.val is not None):
-            raise ValueError("give either manifest=... (with splits) or train=/val=..., not both")
-        positive = dict(sample_rate=self.sample_rate, clip_s=self.clip_s, epochs=self.epochs,
-                        batch_size=self.batch_size, lr=self.lr, n_mels=self.n_mels)
-        for name, v in positive.items():
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be > 0, got {v!r}")
-        for name in ("epochs", "batch_size", "sample_rate", "n_mels"):
-            if int(getattr(self, name)) != getattr(self, name):
-                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not self.channels or min(self.channels) <= 0:
-            raise ValueError(f"channels must be positive integers, got {self.channels}")
-        if self.schedule not in ("onecycle", "cosine", "constant"):
-            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not 0.0 <= self.min_lr_frac <= 1.0:
-            raise ValueError(f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
-        if not 0.0 <= self.freq_warp < 0.5:
-            raise ValueError(f"freq_warp must be in [0, 0.5), got {self.freq_warp}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("weight_decay", "grad_clip_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.amp not in ("auto", "none", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.best_metric not in ("val_macro_f1", "val_accuracy"):
-            raise ValueError(f"best_metric must be 'val_macro_f1' or 'val_accuracy', got {self.best_metric!r}")
-        if self.checkpoint_every_steps < 0 or self.threads < 0 or self.workers < -1:
-            raise ValueError("checkpoint_every_steps and threads must be >= 0, workers >= -1")
-        return self
+# Sub-streams of the run's seed: mix_seed(config.seed, STREAM, ...) for each consumer of randomness.
+_CROPS, _AUGMENT, _VAL_LOADER, _DROPOUT, _TRAIN_LOADER = 1, 2, 3, 4, 5
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step, epoch and batch."""
 
 
-# =============================================================================== small pure helpers
-def _cos_anneal(start: float, end: float, pct: float) -> float:
-    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+# =============================================================================== the state
+class _Tally:
+    """Running sums of the epoch in progress: what a checkpoint carried over (a resumed epoch) plus
+    this process's sums since :meth:`start` (kept on the device, so a step never waits for them)."""
+
+    def __init__(self, device: torch.device, carried: dict | None = None):
+        self.carried = dict(carried or {"loss": 0.0, "correct": 0, "seen": 0, "train_s": 0.0})
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)  # summed cross-entropy, nats
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)  # this rank's right answers
+        self.seen = 0  # clips of all ranks
+        self.t0: float | None = None  # perf_counter at start; None = not started
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def add(self, stats: "StepStats", world_size: int) -> None:
+        self.loss += stats.loss_sum.double()
+        self.correct += stats.correct
+        self.seen += stats.clips * world_size
+
+    def running(self, info: distributed.DistInfo) -> dict:
+        """``{"loss", "correct", "seen", "train_s"}`` over all ranks so far (collective once started)."""
+        if self.t0 is None:
+            return dict(self.carried)
+        c = self.carried
+        return {"loss": c["loss"] + float(self.loss), "seen": c["seen"] + self.seen,
+                "correct": c["correct"] + int(distributed.all_reduce_sum(self.correct.clone(), info)),
+                "train_s": c["train_s"] + time.perf_counter() - self.t0}
 
 
-def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based) of ``total_steps`` — a pure function.
+@dataclass(eq=False)
+class TrainData:
+    """Where the batches come from: the training set and its sampler, the per-process batch size,
+    and the validation loader (``None`` without a validation set)."""
 
-    ``"onecycle"`` equals ``torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, total_steps,
-    pct_start=warmup_frac, anneal_strategy="cos", div_factor=25, final_div_factor=1 / (25 *
-    min_lr_frac))``: cosine up from ``lr / 25`` to ``lr`` by step ``warmup_frac * total_steps - 1``,
-    then cosine down to ``lr * min_lr_frac`` at the last step. ``"cosine"``: linear warm-up from 0
-    over ``round(warmup_frac * total_steps)`` steps, then cosine down to ``lr * min_lr_frac``.
+    train_ds: torch.utils.data.Dataset
+    sampler: torch.utils.data.DistributedSampler
+    batch_size: int  # clips per step and process
+    drop_last: bool
+    steps_per_epoch: int
+    workers: int  # DataLoader decode processes
+    val_loader: torch.utils.data.DataLoader | None
+
+
+@dataclass(eq=False)
+class TrainState:
+    """Everything a run holds between two steps. :func:`setup` builds it (fresh or from ``last.pt``);
+    :func:`train_step` and :func:`run_epoch` advance it; :func:`save` writes it.
+
+    ``epoch`` counts completed epochs, ``step`` optimizer steps, ``batches_done`` the batches done in
+    the epoch in progress; ``best_*`` describe the best epoch so far; ``elapsed_s`` is the wall time
+    of the completed epochs (validation included); ``last_metrics`` the last metrics line.
     """
-    peak = float(config.lr)
-    low = peak * config.min_lr_frac
-    if config.schedule == "constant" or total_steps <= 1:
-        return peak
-    if config.schedule == "onecycle":
-        end1 = float(config.warmup_frac * total_steps) - 1.0
-        if step <= end1:
-            return _cos_anneal(peak / 25.0, peak, step / end1 if end1 > 0 else 1.0)
-        return _cos_anneal(peak, low, min(1.0, (step - end1) / (total_steps - 1 - end1)))
-    warmup = int(round(config.warmup_frac * total_steps))
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return _cos_anneal(peak, low, min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup)))
+
+    config: TrainConfig
+    info: distributed.DistInfo
+    device: torch.device
+    out: Path
+    labels: list[str]
+    model: nn.Module  # the SpectrogramCNN (front end + classifier)
+    net: nn.Module  # what the optimizer step runs: the classifier, wrapped in DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    chain: Callable | None  # waveform augmentation, (x (B, C, T), generator=g[, lengths=]) -> x
+    chain_takes_lengths: bool
+    specaug: nn.Module | None
+    generator: torch.Generator  # augmentation + SpecAugment draws, re-seeded every step
+    data: TrainData
+    tally: _Tally
+    progress: bool = False  # show tqdm bars (rank 0, when asked for)
+    epoch: int = 0
+    step: int = 0
+    batches_done: int = 0
+    best_value: float = -math.inf
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    elapsed_s: float = 0.0
+    last_metrics: dict | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.data.steps_per_epoch * int(self.config.epochs)
 
 
-def snapshot_epochs(n_epochs: int) -> list[int]:
-    """Epochs (1-based) that get a snapshot: 1, 2, 5, 10, 20, 30, 40, 64, 128, 256, ... and the last."""
-    marks = [e for e in (1, 2, 5, 10, 20, 30, 40) if e <= n_epochs]
-    e = 64
-    while e <= n_epochs:
-        marks.append(e)
-        e *= 2
-    if n_epochs not in marks:
-        marks.append(n_epochs)
-    return marks
+class StepStats(NamedTuple):
+    """What :func:`train_step` returns: ``loss_sum`` = cross-entropy (nats) summed over the batch of
+    every rank (0-d float32 tensor on the device), ``correct`` = this rank's right predictions (0-d
+    int64 tensor), ``clips`` = this rank's batch size, ``lr`` = the learning rate used."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    clips: int
+    lr: float
 
 
-def _mix(*parts: int) -> int:
-    """A well-spread 63-bit seed from small integers (numpy's SeedSequence)."""
-    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint64)
-    return int(state[0]) & 0x7FFFFFFFFFFFFFFF
-
-
-def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` → ``cuda:LOCAL_RANK`` if CUDA is available, else ``cpu``; ``"cuda"`` → ``cuda:LOCAL_RANK``."""
-    name = str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-
-
+# =============================================================================== building blocks
 def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """``(autocast dtype or None, use a GradScaler)`` for the ``amp`` setting on ``device``."""
     if amp == "auto":
@@ -268,17 +194,6 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
     raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {amp!r}")
 
 
-def _state_digest(model: nn.Module) -> str:
-    """SHA-1 of every parameter and buffer (names, dtypes and bytes): equal digests = equal weights."""
-    h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# =============================================================================== building blocks
 def build_model(config: TrainConfig, n_classes: int):
     """The :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` a config asks for (on CPU)."""
     from audioconv.models.spectrogram_cnn import SpectrogramCNN
@@ -315,14 +230,6 @@ def _chain_description(chain) -> object:
         return repr(chain)
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 class _Classifier(nn.Module):
     """``model.classify`` as a module's forward, so DistributedDataParallel can wrap it (the front end
     has no trainable parameters and runs outside, under no_grad, after augmentation)."""
@@ -351,7 +258,21 @@ class _SkipSampler(torch.utils.data.Sampler[int]):
         return max(0, len(self.sampler) - self.skip)
 
 
-# =============================================================================== data
+def _state_digest(model: nn.Module) -> str:
+    """SHA-1 of every parameter and buffer (names, dtypes and bytes): equal digests = equal weights."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# =============================================================================== set-up: data
 def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
     """Labels of a manifest's records (of one split), with clear errors for empty inputs."""
     from audioconv.io.manifest import iter_manifest
@@ -387,13 +308,13 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
             raise ValueError(f"validation set {val_src} has labels that are not in the training set: {extra}")
     common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels,
                   skip_bad=cfg.skip_bad, return_length=True)
-    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=_mix(cfg.seed, 1), **common)
+    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
     val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
     return train_ds, val_ds, labels
 
 
 def _auto_workers(device: torch.device, local_world: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     if device.type == "cuda":
         return max(1, min(8, cores // local_world - 1))
     return 1 if cores // local_world >= 2 else 0
@@ -409,64 +330,437 @@ def _loader(dataset, sampler, batch_size: int, workers: int, device: torch.devic
     )
 
 
-# =============================================================================== validation
-@torch.no_grad()
-def run_validation(model: nn.Module, loader, device: torch.device, n_classes: int,
-                   amp_dtype: torch.dtype | None = None, progress: bool = False, desc: str = "val"):
-    """Run ``model`` (eval mode, restored to its previous mode afterwards) over ``loader``.
-
-    Returns:
-        ``(confusion (K, K) int64 on device, summed cross-entropy (float64 tensor), clip count)``.
-    """
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    try:
-        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            if x.shape[0] == 0:
-                continue
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            confusion += confusion_matrix(y, logits.argmax(dim=1), n_classes)
-    finally:
-        model.train(was_training)
-    return confusion, loss_sum, int(confusion.sum())
+def _plan_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, train_ds, val_ds,
+               local_world: int) -> TrainData:
+    """The same sampler on every rank, each takes its shard; the validation set split by rank, every clip once."""
+    workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
+    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                                  shuffle=True, seed=cfg.seed, drop_last=False)
+    shard = len(sampler)
+    batch_size = min(int(cfg.batch_size), shard)
+    drop_last = shard >= batch_size
+    val_loader = None
+    if val_ds is not None:
+        val_shard = list(range(info.rank, len(val_ds), info.world_size))
+        val_loader = _loader(val_ds, val_shard, batch_size, workers, device, False, mix_seed(cfg.seed, _VAL_LOADER))
+    return TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size, drop_last=drop_last,
+                     steps_per_epoch=shard // batch_size if drop_last else 1, workers=workers, val_loader=val_loader)
 
 
-# =============================================================================== checkpoints
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+def epoch_loader(state: TrainState) -> torch.utils.data.DataLoader:
+    """The DataLoader of the rest of epoch ``state.epoch`` (its first ``state.batches_done`` batches
+    skipped): batches ``(waveforms (B, C, T), labels (B,), lengths (B,))`` of this rank's shard."""
+    d, cfg = state.data, state.config
+    d.sampler.set_epoch(state.epoch)
+    d.train_ds.set_epoch(state.epoch)
+    return _loader(d.train_ds, _SkipSampler(d.sampler, state.batches_done * d.batch_size), d.batch_size, d.workers,
+                   state.device, d.drop_last, mix_seed(cfg.seed, _TRAIN_LOADER, state.epoch, state.info.rank))
+
+
+# =============================================================================== set-up: the rest
+def _configure_torch(cfg: TrainConfig, device: torch.device, info: distributed.DistInfo) -> int:
+    """CPU threads and kernel choice for this process; returns the number of processes on this machine."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1))
+    torch.set_num_threads(cfg.threads or max(1, _cores() // local_world))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return local_world
+
+
+def _resume_checkpoint(cfg: TrainConfig, out: Path, main: bool) -> dict | None:
+    """``out/last.pt`` when resuming; otherwise ``None``, after clearing an earlier run if ``overwrite``."""
+    last = out / "last.pt"
+    if cfg.resume:
+        if not last.exists():
+            raise FileNotFoundError(f"resume: no checkpoint to resume from at {last}")
+        ckpt = load_checkpoint(last, map_location="cpu")
+        if ckpt.get("kind") != "train":
+            raise ValueError(f"resume: {last} holds weights only (kind={ckpt.get('kind')!r}), not a training state")
+        return ckpt
+    if last.exists():
+        if not cfg.overwrite:
+            raise ValueError(f"{out} already holds a training run (last.pt); resume it (--resume), "
+                             f"replace it (--overwrite) or choose another output folder")
+        if main:
+            for path in [out / "metrics.jsonl", out / "best.pt", last, *(out / "snapshots").glob("epoch_*.pt")]:
+                path.unlink(missing_ok=True)
+    return None
+
+
+def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, device: torch.device) -> nn.Module:
+    """The model, with the same initial weights on every rank, or the checkpoint's; on ``device``."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, n_classes)
+    if ckpt is not None:
+        saved, wanted = ckpt["model_config"], model.config.to_dict()
+        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"resume: {out / 'last.pt'} is from another model shape ({detail}); "
+                             f"use the same settings or a new output folder")
+        load_model_state(model, ckpt["model"], source=f"checkpoint {out / 'last.pt'}")
+    return model.to(device)
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on conv/linear weights only (not on biases and norm scales)."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99),
+                             fused=device.type == "cuda")
+
+
+def _specaugment(cfg: TrainConfig, model: nn.Module):
+    if not cfg.specaugment:
+        return None
+    from audioconv.training.specaugment import SpecAugment
+
+    return SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks,
+                       freq_warp=cfg.freq_warp, mel_hz=model.frontend.mel_hz())
+
+
+def _restore(state: TrainState, ckpt: dict) -> None:
+    """Continue where ``ckpt`` (a ``last.pt``) stopped: optimizer, scaler, counters, sums, best, RNG."""
+    cfg, info = state.config, state.info
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
+    prog = ckpt["progress"]
+    state.batches_done = int(prog["batches_done"])
+    state.tally = _Tally(state.device, {k: prog[k] for k in ("loss", "correct", "seen", "train_s")})
+    state.best_value, state.best_epoch = float(prog["best_value"]), int(prog["best_epoch"])
+    state.best_loss, state.elapsed_s = float(prog.get("best_loss", math.inf)), float(prog["elapsed_s"])
+    state.last_metrics = ckpt.get("metrics")
+    ranks = ckpt["rng"]["per_rank"]
+    if len(ranks) == info.world_size:
+        set_rng_state(ranks[info.rank], state.device)
+    else:  # another number of processes: continue, but not bit-exactly
+        torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank, state.step))
+    if info.is_main:
+        _truncate_metrics(state.out / "metrics.jsonl", state.epoch)
+
+
+def _write_run_info(state: TrainState) -> None:
+    """``labels.json`` and ``config.json`` (the settings, the model, the augmentation) in the run folder."""
+    from audioconv.data.dataset import save_labels
+
+    state.out.mkdir(parents=True, exist_ok=True)
+    save_labels(state.out / "labels.json", state.labels)
+    d = state.data
+    write_json(state.out / "config.json", {
+        "train_config": state.config.to_dict(), "model_config": state.model.config.to_dict(),
+        "augment": _chain_description(state.chain),
+        "specaugment": state.specaug.to_dict() if state.specaug is not None else None,
+        "labels": state.labels, "world_size": state.info.world_size, "device": str(state.device),
+        "steps_per_epoch": d.steps_per_epoch, "batch_size_per_process": d.batch_size, "torch": torch.__version__})
+
+
+def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, augment, progress: bool):
+    local_world = _configure_torch(cfg, device, info)
+    amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
+    out = Path(cfg.out)
+    ckpt = _resume_checkpoint(cfg, out, info.is_main)
+    train_ds, val_ds, labels = _datasets(cfg, ckpt["labels"] if ckpt else None)
+    model = _model(cfg, len(labels), ckpt, out, device)
+    net: nn.Module = _Classifier(model)
+    if info.is_distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    chain = augment if augment is not None else build_augment(cfg)
+    if isinstance(chain, nn.Module):
+        chain.to(device)
+    state = TrainState(
+        config=cfg, info=info, device=device, out=out, labels=list(labels), model=model, net=net,
+        optimizer=_optimizer(cfg, model, device), scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
+        specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
+        data=_plan_data(cfg, info, device, train_ds, val_ds, local_world), tally=_Tally(device),
+        progress=progress and info.is_main)
+    torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
+    if ckpt is not None:
+        _restore(state, ckpt)
+    if info.is_main:
+        _write_run_info(state)
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+def setup(config: TrainConfig, augment=None, progress: bool = True) -> TrainState:
+    """Everything a run needs, fresh or (``config.resume``) continued from ``config.out/last.pt``.
+
+    Validates ``config``, picks the device, joins the process group under ``torchrun`` (then call
+    ``distributed.cleanup(state.info)`` when done; :func:`fit` does), sets CPU threads, builds the
+    datasets, model, optimizer and augmentation, restores a checkpoint, and (rank 0) writes
+    ``labels.json`` and ``config.json``.
+
+    Args:
+        config: a :class:`~audioconv.training.config.TrainConfig`.
+        augment: a callable ``(x (B, C, T), generator=g) -> x`` used instead of ``config.augment``.
+        progress: tqdm bars on rank 0.
+
+    Raises:
+        ValueError / FileNotFoundError: bad settings or data (see :func:`fit`).
+    """
+    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    info = distributed.detect()
+    device = resolve_device(cfg.device, info.local_rank)
+    info = distributed.setup(device.type)
+    try:
+        return _build_state(cfg, info, device, augment, progress)
+    except BaseException:
+        distributed.cleanup(info)
+        raise
 
 
-def _gather_rng(device: torch.device, info: distributed.DistInfo) -> list[dict]:
-    """Every rank's RNG state (collective in DDP; rank order)."""
-    mine = _rng_state(device)
-    if not info.is_distributed:
-        return [mine]
-    everyone: list = [None] * info.world_size
-    torch.distributed.all_gather_object(everyone, {k: v.cpu() for k, v in mine.items()})
-    return everyone
+# =============================================================================== one step
+@torch.no_grad()
+def _augment(state: TrainState, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The waveform chain on the device, drawing from the generator seeded by ``(seed, rank, step)``."""
+    state.generator.manual_seed(mix_seed(state.config.seed, _AUGMENT, state.info.rank, state.step))
+    if state.chain is None:
+        return x
+    if state.chain_takes_lengths:
+        return state.chain(x, generator=state.generator, lengths=lengths.to(state.device))
+    return state.chain(x, generator=state.generator)
 
 
-def _model_only(model, labels, cfg, epoch, step, metrics) -> dict:
-    return {"kind": "model", "model": model.state_dict(), "model_config": model.config.to_dict(),
-            "labels": list(labels), "train_config": cfg.to_dict(), "epoch": epoch, "step": step,
-            "metrics": metrics}
+@torch.no_grad()
+def _features(state: TrainState, x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, T)`` waveforms → ``(B, 1, F, T')`` log-mel, SpecAugmented (same generator, after the chain)."""
+    spec = state.model.frontend(x)
+    if state.specaug is not None:
+        spec = state.specaug(spec, generator=state.generator)
+    return spec
+
+
+def _check_finite(state: TrainState, batch_loss: torch.Tensor, lr: float) -> None:
+    if torch.isfinite(batch_loss).item():
+        return
+    last = state.out / "last.pt"
+    raise NonFiniteLossError(
+        f"training loss is {float(batch_loss)} at step {state.step + 1} (epoch {state.epoch + 1}, batch "
+        f"{state.batches_done + 1} of {state.data.steps_per_epoch}, lr {lr:.3g}); lower the learning rate (--lr) "
+        f"or check the input audio for NaN/inf" + (f"; last good checkpoint: {last}" if last.exists() else ""))
+
+
+def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float) -> StepStats:
+    """Forward under autocast, cross-entropy, the NaN/inf check (on every rank), backward, clip, step."""
+    cfg = state.config
+    with torch.autocast(state.device.type, dtype=state.amp_dtype or torch.float32, enabled=state.amp_dtype is not None):
+        logits = state.net(spec)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    batch_loss = loss.detach() * y.shape[0]
+    distributed.all_reduce_sum(batch_loss, state.info)  # every rank sees a NaN anywhere
+    _check_finite(state, batch_loss, lr)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    if cfg.grad_clip_norm > 0:
+        state.scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip_norm)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    return StepStats(batch_loss, (logits.argmax(dim=1) == y).sum(), int(y.shape[0]), lr)
+
+
+def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor,
+               on_phase: Callable[[str], None] | None = None) -> StepStats:
+    """One optimizer step on one batch; advances ``state.step``.
+
+    Sets the learning rate :func:`~audioconv.training.config.lr_at` gives for ``state.step``, moves
+    the batch to the device, augments it (seeded by ``(seed, rank, step)``, with the clips' real
+    lengths), computes the log-mel front end and SpecAugment, then forward under autocast,
+    label-smoothed cross-entropy, a NaN/inf check, backward, gradient clipping and the optimizer
+    step (through the GradScaler).
+
+    Args:
+        state: from :func:`setup`.
+        x: ``(B, C, T)`` float32 waveforms. y: ``(B,)`` int64 class indices. lengths: ``(B,)``
+            samples of real audio per clip.
+        on_phase: called with ``"transfer"``, ``"augment"``, ``"features"``, ``"model"`` as each part
+            ends (benchmarks time the parts with it).
+
+    Returns:
+        :class:`StepStats`.
+
+    Raises:
+        NonFiniteLossError: the loss of the batch (any rank's) is NaN or infinite; nothing was updated.
+    """
+    mark = on_phase or (lambda name: None)
+    lr = lr_at(state.step, state.total_steps, state.config)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+    mark("transfer")
+    x = _augment(state, x, lengths)
+    mark("augment")
+    spec = _features(state, x)
+    mark("features")
+    stats = _optimize(state, spec, y, lr)
+    mark("model")
+    state.step += 1
+    return stats
+
+
+# =============================================================================== one epoch
+def run_epoch(state: TrainState) -> dict:
+    """Train through the rest of epoch ``state.epoch`` (all of it unless resumed mid-epoch).
+
+    Writes ``last.pt`` every ``checkpoint_every_steps`` steps (collective under DDP). Afterwards
+    ``state.epoch`` is one higher and ``batches_done`` 0.
+
+    Returns:
+        ``{"train_loss", "train_acc", "clips_per_s"}`` of the whole epoch over all ranks.
+    """
+    cfg, info, d = state.config, state.info, state.data
+    loader = epoch_loader(state)
+    bar = tqdm(total=d.steps_per_epoch, initial=state.batches_done, desc=f"epoch {state.epoch + 1}", unit="step",
+               leave=False, disable=not state.progress)
+    state.tally.start()
+    for x, y, lengths in loader:
+        if y.shape[0] == 0:  # every clip of the batch was unreadable and skipped (skip_bad)
+            if info.is_distributed:
+                raise ValueError(f"a whole batch of unreadable clips at epoch {state.epoch + 1}, batch "
+                                 f"{state.batches_done + 1}; fix or remove them (see the warnings) to train with torchrun")
+            continue
+        stats = train_step(state, x, y, lengths)
+        state.batches_done += 1
+        state.tally.add(stats, info.world_size)
+        bar.update(1)
+        if state.progress:
+            bar.set_postfix(loss=f"{float(stats.loss_sum) / (stats.clips * info.world_size):.3f}", lr=f"{stats.lr:.2e}")
+        every = cfg.checkpoint_every_steps
+        if every and state.step % every == 0 and state.batches_done < d.steps_per_epoch:
+            save(state)
+    bar.close()
+    if state.device.type == "cuda":
+        torch.cuda.synchronize(state.device)
+    sums = state.tally.running(info)
+    state.epoch += 1
+    state.batches_done = 0
+    state.tally = _Tally(state.device)
+    seen = max(1, sums["seen"])
+    return {"train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen,
+            "clips_per_s": sums["seen"] / max(sums["train_s"], 1e-9)}
+
+
+def validate(state: TrainState) -> dict:
+    """``{"val_loss", "val_accuracy", "val_macro_f1"}`` of the model on the validation set, summed
+    over all ranks (collective); ``None`` values without a validation set."""
+    if state.data.val_loader is None:
+        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
+    confusion, loss_sum, _ = run_validation(state.model, state.data.val_loader, state.device, len(state.labels),
+                                            state.amp_dtype, state.progress)
+    distributed.all_reduce_sum(confusion, state.info)
+    distributed.all_reduce_sum(loss_sum, state.info)
+    n_val = int(confusion.sum())
+    return {"val_loss": float(loss_sum) / max(1, n_val), "val_accuracy": accuracy(confusion.cpu()),
+            "val_macro_f1": macro_f1(confusion.cpu())}
+
+
+def _update_best(state: TrainState, metrics: dict) -> bool:
+    """Whether this epoch is the best so far: highest ``best_metric`` (the epoch number without a
+    validation set); ties (common on small validation sets) go to the lower val loss."""
+    has_val = state.data.val_loader is not None
+    value = metrics[state.config.best_metric] if has_val else float(state.epoch)
+    loss_now = metrics["val_loss"] if has_val else 0.0
+    is_best = value > state.best_value or (value == state.best_value and loss_now < state.best_loss)
+    if is_best:
+        state.best_value, state.best_loss, state.best_epoch = value, loss_now, state.epoch
+    return is_best
+
+
+# =============================================================================== checkpoints
+def _weights_checkpoint(state: TrainState) -> dict:
+    return {"kind": "model", "model": state.model.state_dict(), "model_config": state.model.config.to_dict(),
+            "labels": list(state.labels), "train_config": state.config.to_dict(), "epoch": state.epoch,
+            "step": state.step, "metrics": state.last_metrics}
+
+
+def _training_checkpoint(state: TrainState) -> dict:
+    """Everything to continue after the current step. Collective under DDP (every rank's RNG state)."""
+    cfg, info = state.config, state.info
+    mine = {k: v.cpu() for k, v in rng_state(state.device).items()}
+    rng = distributed.all_gather_object(mine, info)
+    return {**_weights_checkpoint(state), "kind": "train", "optimizer": state.optimizer.state_dict(),
+            "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
+            "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
+            "rng": {"per_rank": rng, "world_size": info.world_size,
+                    "sampler": {"seed": int(cfg.seed), "epoch": state.epoch, "batches_done": state.batches_done}},
+            "progress": {"batches_done": state.batches_done, **state.tally.running(info),
+                         "best_value": state.best_value, "best_loss": state.best_loss,
+                         "best_epoch": state.best_epoch, "elapsed_s": state.elapsed_s}}
+
+
+def save(state: TrainState, metrics: dict | None = None, is_best: bool = False) -> None:
+    """Write the run's checkpoints; every rank calls it (collective under DDP), rank 0 writes.
+
+    Mid-epoch (``metrics`` None): ``last.pt`` only. At the end of an epoch: the ``metrics`` line
+    appended to ``metrics.jsonl``, ``best.pt`` when ``is_best``, the epoch's snapshot when it is one
+    of :func:`~audioconv.training.config.snapshot_epochs`, then ``last.pt``.
+    """
+    ckpt = _training_checkpoint(state)
+    if not state.info.is_main:
+        return
+    out = state.out
+    if metrics is not None:
+        _append_metrics(out / "metrics.jsonl", metrics)
+        weights = _weights_checkpoint(state)
+        if is_best:
+            save_checkpoint(out / "best.pt", weights)
+        if state.epoch in snapshot_epochs(int(state.config.epochs)):
+            save_checkpoint(out / "snapshots" / f"epoch_{state.epoch:03d}.pt", weights)
+    save_checkpoint(out / "last.pt", ckpt)
+
+
+def _metric_lines(path: Path) -> list[str]:
+    return [s for s in path.read_text(encoding="utf-8").splitlines() if s.strip()] if path.exists() else []
+
+
+def _append_metrics(path: Path, metrics: dict) -> None:
+    """Add one line to ``metrics.jsonl`` (the file is rewritten atomically)."""
+    write_text(path, "".join(s + "\n" for s in [*_metric_lines(path), json.dumps(metrics)]))
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Keep only metrics lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in _metric_lines(path):
+        try:
+            if int(json.loads(line)["epoch"]) <= epochs_done:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    write_text(path, "".join(s + "\n" for s in keep))
 
 
 # =============================================================================== the run
+def _end_epoch(state: TrainState, train: dict, t_epoch: float) -> tuple[dict, bool]:
+    """The epoch's metrics line (validation included) and whether it is the best epoch so far."""
+    distributed.broadcast_module_state(state.model, state.info)  # identical BatchNorm statistics on every rank
+    metrics = {"epoch": state.epoch, "step": state.step, "train_loss": train["train_loss"],
+               "train_acc": train["train_acc"], **validate(state),
+               "lr": lr_at(state.step - 1, state.total_steps, state.config), "clips_per_s": train["clips_per_s"]}
+    state.elapsed_s += time.perf_counter() - t_epoch
+    metrics["time_s"] = state.elapsed_s
+    state.last_metrics = metrics
+    return metrics, _update_best(state, metrics)
+
+
+def _summary(state: TrainState) -> dict:
+    out = state.out
+    return {"out": str(out), "labels": list(state.labels), "epochs": state.epoch, "steps": state.step,
+            "best_epoch": state.best_epoch,
+            "best_metric": state.config.best_metric if state.data.val_loader is not None else "epoch",
+            "best_value": state.best_value, "best_checkpoint": str(out / "best.pt"),
+            "last_checkpoint": str(out / "last.pt"), "final": state.last_metrics, "time_s": state.elapsed_s,
+            "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model)}
+
+
 def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
     """Train a model as ``config`` says; write the run folder; return a summary.
 
@@ -475,7 +769,7 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
     different augmentations, average gradients with DistributedDataParallel, and rank 0 writes.
 
     Args:
-        config: a :class:`TrainConfig`.
+        config: a :class:`~audioconv.training.config.TrainConfig`.
         progress: show tqdm bars (epochs, steps) on rank 0.
         augment: override ``config.augment`` with any callable ``(x (B, C, T), generator=g) -> x``
             (a ``Compose`` chain, a recorder for tests...). It must be passed again on resume.
@@ -490,296 +784,21 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
             in validation that are not in training, a resume checkpoint of another model shape).
         NonFiniteLossError: the loss became NaN/inf (the message names the step).
     """
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
-    info = distributed.detect()
-    device = resolve_device(cfg.device, info.local_rank)
-    info = distributed.setup(device.type)
+    state = setup(config, augment, progress)
     try:
-        return _fit(cfg, info, device, progress, augment)
+        bar = tqdm(total=int(state.config.epochs), initial=state.epoch, desc="epochs", unit="epoch",
+                   disable=not state.progress)
+        state.net.train()
+        while state.epoch < state.config.epochs:
+            t_epoch = time.perf_counter()
+            metrics, is_best = _end_epoch(state, run_epoch(state), t_epoch)
+            save(state, metrics, is_best)
+            bar.update(1)
+            if state.progress:
+                bar.set_postfix({k: round(v, 4) for k, v in metrics.items()
+                                 if k in ("train_loss", "val_accuracy", "val_macro_f1") and v is not None})
+        bar.close()
+        distributed.barrier(state.info)
+        return _summary(state)
     finally:
-        distributed.cleanup(info)
-
-
-def _fit(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, progress: bool, augment) -> dict:
-    # ---------------------------------------------------------------- set-up
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cfg.threads or max(1, cores // local_world))
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
-    out = Path(cfg.out)
-    main = info.is_main
-    bars = progress and main
-
-    resume_ckpt = None
-    if cfg.resume:
-        last = out / "last.pt"
-        if not last.exists():
-            raise FileNotFoundError(f"resume: no checkpoint to resume from at {last}")
-        resume_ckpt = load_checkpoint(last, map_location="cpu")
-        if resume_ckpt.get("kind") != "train":
-            raise ValueError(f"resume: {last} holds weights only (kind={resume_ckpt.get('kind')!r}), not a training state")
-    elif (out / "last.pt").exists():
-        if not cfg.overwrite:
-            raise ValueError(f"{out} already holds a training run (last.pt); resume it (--resume), "
-                             f"replace it (--overwrite) or choose another output folder")
-        if main:
-            stale = [out / "metrics.jsonl", out / "best.pt", out / "last.pt", *(out / "snapshots").glob("epoch_*.pt")]
-            for path in stale:
-                path.unlink(missing_ok=True)
-
-    train_ds, val_ds, labels = _datasets(cfg, resume_ckpt["labels"] if resume_ckpt else None)
-    n_classes = len(labels)
-
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = build_model(cfg, n_classes)
-    if resume_ckpt is not None:
-        saved, wanted = resume_ckpt["model_config"], model.config.to_dict()
-        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-        if diff:
-            detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"resume: {out / 'last.pt'} is from another model shape ({detail}); "
-                             f"use the same settings or a new output folder")
-        load_model_state(model, resume_ckpt["model"], source=f"checkpoint {out / 'last.pt'}")
-    model.to(device)
-    net: nn.Module = _Classifier(model)
-    if info.is_distributed:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99),
-                                  fused=device.type == "cuda")
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
-    chain = augment if augment is not None else build_augment(cfg)
-    if isinstance(chain, nn.Module):
-        chain.to(device)
-    chain_takes_lengths = chain is not None and _accepts(chain, "lengths")
-    specaug = None
-    if cfg.specaugment:
-        from audioconv.training.specaugment import SpecAugment
-
-        specaug = SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks,
-                              freq_warp=cfg.freq_warp, mel_hz=model.frontend.mel_hz())
-    aug_gen = torch.Generator(device=device)
-
-    # the data order: the same sampler on every rank, each takes its shard
-    workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
-    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                                  shuffle=True, seed=cfg.seed, drop_last=False)
-    shard = len(sampler)
-    batch_size = min(int(cfg.batch_size), shard)
-    drop_last = shard >= batch_size
-    steps_per_epoch = shard // batch_size if drop_last else 1
-    total_steps = steps_per_epoch * int(cfg.epochs)
-    val_loader = None
-    if val_ds is not None:
-        val_shard = list(range(info.rank, len(val_ds), info.world_size))  # no padding: every clip once
-        val_loader = _loader(val_ds, val_shard, batch_size, workers, device, False, _mix(cfg.seed, 3))
-
-    # ---------------------------------------------------------------- state (fresh or resumed)
-    epoch, step, batches_done = 0, 0, 0  # epochs completed, optimizer steps, batches done in `epoch`
-    sums = {"loss": 0.0, "correct": 0, "seen": 0, "train_s": 0.0}
-    best_value, best_loss, best_epoch, elapsed_s = -math.inf, math.inf, 0, 0.0
-    last_metrics = None
-    torch.manual_seed(_mix(cfg.seed, 4, info.rank))  # dropout: different per rank
-    if resume_ckpt is not None:
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        if resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        epoch, step = int(resume_ckpt["epoch"]), int(resume_ckpt["step"])
-        prog = resume_ckpt["progress"]
-        batches_done = int(prog["batches_done"])
-        sums = {k: prog[k] for k in sums}
-        best_value, best_epoch, elapsed_s = float(prog["best_value"]), int(prog["best_epoch"]), float(prog["elapsed_s"])
-        best_loss = float(prog.get("best_loss", math.inf))
-        last_metrics = resume_ckpt.get("metrics")
-        ranks = resume_ckpt["rng"]["per_rank"]
-        if len(ranks) == info.world_size:
-            _set_rng_state(ranks[info.rank], device)
-        else:  # another number of processes: continue, but not bit-exactly
-            torch.manual_seed(_mix(cfg.seed, 4, info.rank, step))
-        if main:
-            _truncate_metrics(out / "metrics.jsonl", epoch)
-
-    if main:
-        from audioconv.data.dataset import save_labels
-
-        out.mkdir(parents=True, exist_ok=True)
-        save_labels(out / "labels.json", labels)
-        run_info = {"train_config": cfg.to_dict(), "model_config": model.config.to_dict(),
-                    "augment": _chain_description(chain),
-                    "specaugment": specaug.to_dict() if specaug is not None else None,
-                    "labels": labels, "world_size": info.world_size, "device": str(device),
-                    "steps_per_epoch": steps_per_epoch, "batch_size_per_process": batch_size,
-                    "torch": torch.__version__}
-        _write_json(out / "config.json", run_info)
-    snapshots = set(snapshot_epochs(int(cfg.epochs)))
-
-    def training_state(running: dict) -> dict:
-        """Everything to continue after the current step; ``running`` = sums of the unfinished epoch.
-        A collective call under DDP (every rank calls it; rank 0 saves it)."""
-        rng = _gather_rng(device, info)
-        return {"kind": "train", "model": model.state_dict(), "model_config": model.config.to_dict(),
-                "labels": list(labels), "train_config": cfg.to_dict(), "epoch": epoch, "step": step,
-                "metrics": last_metrics, "optimizer": optimizer.state_dict(),
-                "scheduler": {"name": cfg.schedule, "step": step, "total_steps": total_steps},
-                "scaler": scaler.state_dict() if use_scaler else None,
-                "rng": {"per_rank": rng, "world_size": info.world_size,
-                        "sampler": {"seed": int(cfg.seed), "epoch": epoch, "batches_done": batches_done}},
-                "progress": {"batches_done": batches_done, **running, "best_value": best_value,
-                             "best_loss": best_loss, "best_epoch": best_epoch, "elapsed_s": elapsed_s}}
-
-    # ---------------------------------------------------------------- the loop
-    epoch_bar = tqdm(total=int(cfg.epochs), initial=epoch, desc="epochs", unit="epoch", disable=not bars)
-    net.train()
-    while epoch < cfg.epochs:
-        t_epoch = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        loader = _loader(train_ds, _SkipSampler(sampler, batches_done * batch_size), batch_size, workers,
-                         device, drop_last, _mix(cfg.seed, 5, epoch, info.rank))
-        step_bar = tqdm(total=steps_per_epoch, initial=batches_done, desc=f"epoch {epoch + 1}", unit="step",
-                        leave=False, disable=not bars)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        t_train = time.perf_counter()
-        for x, y, lengths in loader:
-            if y.shape[0] == 0:  # every clip of the batch was unreadable and skipped (skip_bad)
-                if info.is_distributed:
-                    raise ValueError(f"a whole batch of unreadable clips at epoch {epoch + 1}, batch "
-                                     f"{batches_done + 1}; fix or remove them (see the warnings) to train with torchrun")
-                continue
-            lr = lr_at(step, total_steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            aug_gen.manual_seed(_mix(cfg.seed, 2, info.rank, step))
-            with torch.no_grad():  # augmentation + front end + SpecAugment, on the device
-                if chain is not None:
-                    x = chain(x, generator=aug_gen, lengths=lengths.to(device)) if chain_takes_lengths \
-                        else chain(x, generator=aug_gen)
-                spec = model.frontend(x)
-                if specaug is not None:
-                    spec = specaug(spec, generator=aug_gen)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(spec)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            batch_loss = loss.detach() * y.shape[0]
-            distributed.all_reduce_sum(batch_loss, info)  # every rank sees a NaN anywhere
-            if not torch.isfinite(batch_loss).item():
-                raise NonFiniteLossError(
-                    f"training loss is {float(batch_loss)} at step {step + 1} (epoch {epoch + 1}, batch "
-                    f"{batches_done + 1} of {steps_per_epoch}, lr {lr:.3g}); lower the learning rate (--lr) "
-                    f"or check the input audio for NaN/inf"
-                    + (f"; last good checkpoint: {out / 'last.pt'}" if (out / "last.pt").exists() else ""))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip_norm > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-
-            step += 1
-            batches_done += 1
-            loss_sum += batch_loss.double()
-            correct += (logits.argmax(dim=1) == y).sum()
-            seen += y.shape[0] * info.world_size
-            step_bar.update(1)
-            if bars:
-                step_bar.set_postfix(loss=f"{float(batch_loss) / (y.shape[0] * info.world_size):.3f}", lr=f"{lr:.2e}")
-            every = cfg.checkpoint_every_steps
-            if every and step % every == 0 and batches_done < steps_per_epoch:
-                running = {"loss": sums["loss"] + float(loss_sum), "seen": sums["seen"] + seen,
-                           "correct": sums["correct"] + int(distributed.all_reduce_sum(correct.clone(), info)),
-                           "train_s": sums["train_s"] + time.perf_counter() - t_train}
-                state = training_state(running)
-                if main:
-                    save_checkpoint(out / "last.pt", state)
-        step_bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        distributed.all_reduce_sum(correct, info)
-        train_s = sums["train_s"] + time.perf_counter() - t_train
-        seen_all = sums["seen"] + seen
-        train_loss = (sums["loss"] + float(loss_sum)) / max(1, seen_all)
-        train_acc = (sums["correct"] + int(correct)) / max(1, seen_all)
-
-        # ---------------------------------------------------------------- end of epoch
-        epoch += 1
-        batches_done = 0
-        sums = {"loss": 0.0, "correct": 0, "seen": 0, "train_s": 0.0}
-        distributed.broadcast_module_state(model, info)  # identical BatchNorm statistics on every rank
-        metrics = {"epoch": epoch, "step": step, "train_loss": train_loss, "train_acc": train_acc,
-                   "val_loss": None, "val_accuracy": None, "val_macro_f1": None, "lr": lr_at(step - 1, total_steps, cfg),
-                   "clips_per_s": seen_all / max(train_s, 1e-9)}
-        if val_loader is not None:
-            confusion, vloss, _ = run_validation(model, val_loader, device, n_classes, amp_dtype, bars)
-            distributed.all_reduce_sum(confusion, info)
-            distributed.all_reduce_sum(vloss, info)
-            n_val = int(confusion.sum())
-            metrics.update(val_loss=float(vloss) / max(1, n_val), val_accuracy=accuracy(confusion.cpu()),
-                           val_macro_f1=macro_f1(confusion.cpu()))
-        elapsed_s += time.perf_counter() - t_epoch
-        metrics["time_s"] = elapsed_s
-        last_metrics = metrics
-        # best: highest best_metric; ties (common on small validation sets) go to the lower val loss
-        value = metrics[cfg.best_metric] if val_loader is not None else float(epoch)
-        loss_now = metrics["val_loss"] if val_loader is not None else 0.0
-        is_best = value > best_value or (value == best_value and loss_now < best_loss)
-        if is_best:
-            best_value, best_loss, best_epoch = value, loss_now, epoch
-        state = training_state(sums)
-        if main:
-            with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
-            weights = _model_only(model, labels, cfg, epoch, step, metrics)
-            if is_best:
-                save_checkpoint(out / "best.pt", weights)
-            if epoch in snapshots:
-                save_checkpoint(out / "snapshots" / f"epoch_{epoch:03d}.pt", weights)
-            save_checkpoint(out / "last.pt", state)
-        epoch_bar.update(1)
-        if bars:
-            shown = {k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "val_accuracy", "val_macro_f1")
-                     and v is not None}
-            epoch_bar.set_postfix(shown)
-    epoch_bar.close()
-    distributed.barrier(info)
-
-    return {"out": str(out), "labels": list(labels), "epochs": epoch, "steps": step,
-            "best_epoch": best_epoch, "best_metric": cfg.best_metric if val_loader is not None else "epoch",
-            "best_value": best_value, "best_checkpoint": str(out / "best.pt"),
-            "last_checkpoint": str(out / "last.pt"), "final": last_metrics, "time_s": elapsed_s,
-            "world_size": info.world_size, "device": str(device), "state_sha1": _state_digest(model)}
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Keep only metrics lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                if int(json.loads(line)["epoch"]) <= epochs_done:
-                    keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(s + "\n" for s in keep), encoding="utf-8")
-    os.replace(tmp, path)
+        distributed.cleanup(state.info)

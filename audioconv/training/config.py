@@ -1,0 +1,173 @@
+"""What defines a training run: :class:`TrainConfig`, and the pure functions of it that the loop asks
+"when?" — the learning rate of each optimizer step (:func:`lr_at`) and the epochs that get a
+snapshot (:func:`snapshot_epochs`)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["TrainConfig", "lr_at", "snapshot_epochs"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Times in seconds, rates in Hz.
+
+    Data: ``train`` and ``val`` manifests, or one ``manifest`` whose ``split`` key says
+    ``train_split`` / ``val_split``. ``val`` may be left out (then ``best.pt`` is the last epoch).
+    Model: ``channels`` per conv block, ``n_mels`` log-mel bins. Augmentation: ``augment`` is
+    ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
+    chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
+    ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
+    times, after a frequency warp by up to ``±freq_warp`` (VTLP; 0 = off). Optimisation: AdamW
+    (``weight_decay`` on conv/linear weights only), schedule
+    ``"onecycle"`` (cosine warm-up from lr/25 over ``warmup_frac`` of the steps, then cosine
+    down to ``lr * min_lr_frac``), ``"cosine"`` (linear warm-up, cosine down) or ``"constant"``.
+    System: ``device`` ``"auto"``/``"cpu"``/``"cuda"``; ``amp`` ``"auto"`` (bf16 on CUDA, none on
+    CPU), ``"none"``, ``"bf16"``, ``"fp16"`` (CUDA only; uses a GradScaler); ``workers`` DataLoader
+    processes (-1 = auto); ``threads`` torch CPU threads (0 = cores / local processes);
+    ``checkpoint_every_steps`` also writes ``last.pt`` every that many steps (0 = at epoch ends only);
+    ``resume`` continues from ``out/last.pt``; ``overwrite`` lets a fresh run replace the checkpoints
+    and metrics of an earlier run in ``out`` (otherwise that is an error); ``best_metric`` ``"val_macro_f1"`` or ``"val_accuracy"``.
+    """
+
+    # data
+    train: str | None = None
+    val: str | None = None
+    manifest: str | None = None
+    train_split: str = "train"
+    val_split: str = "validation"
+    out: str = "runs/train"
+    sample_rate: int = 16000
+    clip_s: float = 1.0
+    skip_bad: bool = False
+    # model
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    activation: str = "relu"
+    dropout: float = 0.2
+    n_mels: int = 64
+    # augmentation
+    augment: str = "default"
+    specaugment: bool = True
+    freq_mask_bins: int = 8
+    time_mask_frames: int = 10
+    n_freq_masks: int = 2
+    n_time_masks: int = 2
+    freq_warp: float = 0.2
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    warmup_frac: float = 0.1
+    min_lr_frac: float = 0.01
+    label_smoothing: float = 0.1
+    grad_clip_norm: float = 5.0
+    # system
+    device: str = "auto"
+    amp: str = "auto"
+    workers: int = -1
+    threads: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every_steps: int = 0
+    best_metric: str = "val_macro_f1"
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (``channels`` as a list); inverse of :meth:`from_dict`."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from :meth:`to_dict` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(int(c) for c in d["channels"])
+        return cls(**d)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` naming the first bad setting; returns ``self``."""
+        if self.manifest is None and self.train is None:
+            raise ValueError("give a training manifest (train=...) or one manifest with splits (manifest=...)")
+        if self.manifest is not None and (self.train is not None or self.val is not None):
+            raise ValueError("give either manifest=... (with splits) or train=/val=..., not both")
+        positive = dict(sample_rate=self.sample_rate, clip_s=self.clip_s, epochs=self.epochs,
+                        batch_size=self.batch_size, lr=self.lr, n_mels=self.n_mels)
+        for name, v in positive.items():
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be > 0, got {v!r}")
+        for name in ("epochs", "batch_size", "sample_rate", "n_mels"):
+            if int(getattr(self, name)) != getattr(self, name):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not self.channels or min(self.channels) <= 0:
+            raise ValueError(f"channels must be positive integers, got {self.channels}")
+        if self.schedule not in ("onecycle", "cosine", "constant"):
+            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not 0.0 <= self.min_lr_frac <= 1.0:
+            raise ValueError(f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        if not 0.0 <= self.freq_warp < 0.5:
+            raise ValueError(f"freq_warp must be in [0, 0.5), got {self.freq_warp}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("weight_decay", "grad_clip_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.amp not in ("auto", "none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.best_metric not in ("val_macro_f1", "val_accuracy"):
+            raise ValueError(f"best_metric must be 'val_macro_f1' or 'val_accuracy', got {self.best_metric!r}")
+        if self.checkpoint_every_steps < 0 or self.threads < 0 or self.workers < -1:
+            raise ValueError(f"checkpoint_every_steps and threads must be >= 0, workers >= -1; got "
+                             f"{self.checkpoint_every_steps}, {self.threads}, {self.workers}")
+        return self
+
+
+def _cos_anneal(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based) of ``total_steps`` — a pure function.
+
+    ``"onecycle"`` equals ``torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, total_steps,
+    pct_start=warmup_frac, anneal_strategy="cos", div_factor=25, final_div_factor=1 / (25 *
+    min_lr_frac))``: cosine up from ``lr / 25`` to ``lr`` by step ``warmup_frac * total_steps - 1``,
+    then cosine down to ``lr * min_lr_frac`` at the last step. ``"cosine"``: linear warm-up from 0
+    over ``round(warmup_frac * total_steps)`` steps, then cosine down to ``lr * min_lr_frac``.
+    """
+    peak = float(config.lr)
+    low = peak * config.min_lr_frac
+    if config.schedule == "constant" or total_steps <= 1:
+        return peak
+    if config.schedule == "onecycle":
+        end1 = float(config.warmup_frac * total_steps) - 1.0
+        if step <= end1:
+            return _cos_anneal(peak / 25.0, peak, step / end1 if end1 > 0 else 1.0)
+        return _cos_anneal(peak, low, min(1.0, (step - end1) / (total_steps - 1 - end1)))
+    warmup = int(round(config.warmup_frac * total_steps))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return _cos_anneal(peak, low, min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup)))
+
+
+def snapshot_epochs(n_epochs: int) -> list[int]:
+    """Epochs (1-based) that get a snapshot: 1, 2, 5, 10, 20, 30, 40, 64, 128, 256, ... and the last."""
+    marks = [e for e in (1, 2, 5, 10, 20, 30, 40) if e <= n_epochs]
+    e = 64
+    while e <= n_epochs:
+        marks.append(e)
+        e *= 2
+    if n_epochs not in marks:
+        marks.append(n_epochs)
+    return marks
