@@ -1,18 +1,22 @@
 """Training-step throughput with and without the default augmentation chain, and where the time goes.
 
-For each device (CPU; CUDA when present) and augmentation (``none``, ``default``) it runs the
-training step of ``audioconv train`` — DataLoader (decode) → augmentation on the device → log-mel
-front end + SpecAugment → forward/backward/AdamW under autocast — and reports:
+For each device (CPU; CUDA when present) and augmentation (``none``, ``default``) it times the
+training step that ``audioconv train`` runs — :func:`audioconv.training.loop.train_step` on a state
+from :func:`audioconv.training.loop.setup` (DataLoader decode → augmentation on the device → log-mel
+front end + SpecAugment → forward/backward/AdamW under autocast, with the trainer's defaults:
+label smoothing, gradient clipping, the NaN check) — and reports:
 
 * ``clips/s`` of whole steps, timed without extra synchronisation;
 * the share of step time spent waiting for data, augmenting, in the front end, and in the model
-  (a second pass with ``torch.cuda.synchronize()`` between phases, so the phases add up).
+  (a second pass on CUDA, with ``torch.cuda.synchronize()`` at the ends of ``train_step``'s
+  phases, so the phases add up; on CPU one pass gives both).
 
 Data: ``--manifest`` (any JSONL manifest), or a synthetic corpus of 1 s 16 kHz WAVs written to a
 temporary folder (so the DataLoader really decodes files).
 
     python benchmarks/train_bench.py                       # CPU (+ CUDA if available)
     python benchmarks/train_bench.py --device cuda --steps 50 --json out.json
+    python benchmarks/train_bench.py --device cpu --steps 10 --repeats 1 --batch-size 32   # a quick look
 """
 from __future__ import annotations
 
@@ -27,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audioconv.data.dataset import ManifestDataset, collate  # noqa: E402
-from audioconv.training.specaugment import SpecAugment  # noqa: E402
-from audioconv.training.loop import TrainConfig, build_augment, build_model, resolve_amp  # noqa: E402
+from audioconv.data.dataset import collate  # noqa: E402
+from audioconv.training.config import TrainConfig  # noqa: E402
+from audioconv.training.loop import setup, train_step  # noqa: E402
 
 
 def synthetic_manifest(folder: Path, n_clips: int, sample_rate: int = 16000) -> Path:
@@ -53,29 +56,27 @@ def synthetic_manifest(folder: Path, n_clips: int, sample_rate: int = 16000) -> 
 
 
 def bench(manifest: Path, device: torch.device, augment: str, steps: int, warmup: int, batch_size: int,
-          workers: int, phases: bool) -> dict:
-    cfg = TrainConfig(train=str(manifest), augment=augment, batch_size=batch_size, device=str(device))
-    ds = ManifestDataset(manifest, cfg.sample_rate, cfg.clip_s, crop="random", seed=0, return_length=True)
-    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=(steps + warmup) * batch_size,
+          workers: int, phases: bool, run_dir: Path) -> dict:
+    """One timed run of ``steps`` training steps (after ``warmup``); ``run_dir`` gets setup's config.json."""
+    cfg = TrainConfig(train=str(manifest), augment=augment, batch_size=batch_size, device=str(device),
+                      workers=workers, out=str(run_dir), epochs=1000)
+    state = setup(cfg, progress=False)
+    sampler = torch.utils.data.RandomSampler(state.data.train_ds, replacement=True,
+                                             num_samples=(steps + warmup) * batch_size,
                                              generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
-                                         persistent_workers=False)
-    torch.manual_seed(0)
-    model = build_model(cfg, len(ds.labels)).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-    chain = build_augment(cfg)
-    specaug = SpecAugment(cfg.freq_mask_bins, cfg.time_mask_frames, cfg.n_freq_masks, cfg.n_time_masks)
-    amp_dtype, _ = resolve_amp("auto", device)
-    gen = torch.Generator(device=device)
+    loader = torch.utils.data.DataLoader(state.data.train_ds, batch_size=batch_size, sampler=sampler,
+                                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                                         drop_last=True, persistent_workers=False)
+    names = {"transfer": "data", "augment": "augment", "features": "frontend", "model": "model"}
+    t = dict.fromkeys(names.values(), 0.0)
+    marks: dict[str, float] = {}
 
-    def sync():
+    def mark(phase: str) -> None:  # called by train_step at the end of each of its phases
         if phases and device.type == "cuda":
             torch.cuda.synchronize(device)
+        marks[names[phase]] = time.perf_counter()
 
-    t = {"data": 0.0, "augment": 0.0, "frontend": 0.0, "model": 0.0}
     it = iter(loader)
-    n_timed = 0
     start = None
     for step in range(steps + warmup):
         if step == warmup:
@@ -85,38 +86,16 @@ def bench(manifest: Path, device: torch.device, augment: str, steps: int, warmup
             t = dict.fromkeys(t, 0.0)
         t0 = time.perf_counter()
         x, y, lengths = next(it)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        sync()
-        t1 = time.perf_counter()
-        gen.manual_seed(step)
-        with torch.no_grad():
-            if chain is not None:
-                x = chain(x, generator=gen, lengths=lengths.to(device))
-            sync()
-            t2 = time.perf_counter()
-            spec = specaug(model.frontend(x), generator=gen)
-        sync()
-        t3 = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model.classify(spec)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if phases and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elif not phases:
-            loss.item()  # what the trainer does each step (NaN check)
-        t4 = time.perf_counter()
-        if step >= warmup:
-            n_timed += 1
-            for k, a, b in (("data", t0, t1), ("augment", t1, t2), ("frontend", t2, t3), ("model", t3, t4)):
-                t[k] += b - a
+        train_step(state, x, y, lengths, on_phase=mark)
+        previous = t0
+        for k in t:  # data = fetching the batch + moving it to the device
+            t[k] += marks[k] - previous
+            previous = marks[k]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     total = time.perf_counter() - start
-    row = {"device": str(device), "augment": augment, "steps": n_timed, "batch_size": batch_size, "workers": workers,
-           "clips_per_s": n_timed * batch_size / total, "step_ms": 1000 * total / n_timed}
+    row = {"device": str(device), "augment": augment, "steps": steps, "batch_size": batch_size, "workers": workers,
+           "clips_per_s": steps * batch_size / total, "step_ms": 1000 * total / steps}
     if phases:
         busy = sum(t.values())
         row.update({f"{k}_share": v / busy for k, v in t.items()})
@@ -151,9 +130,12 @@ def main(argv=None) -> int:
             best: dict[str, dict] = {}
             for _ in range(args.repeats):  # alternate the settings; keep each one's fastest run
                 for augment in ("none", "default"):
-                    split = bench(manifest, device, augment, steps, args.warmup, args.batch_size, workers, phases=True)
+                    run_dir = Path(tmp) / "run"
+                    split = bench(manifest, device, augment, steps, args.warmup, args.batch_size, workers,
+                                  phases=True, run_dir=run_dir)
                     timed = split if device.type == "cpu" else bench(  # CPU phases need no extra synchronisation
-                        manifest, device, augment, steps, args.warmup, args.batch_size, workers, phases=False)
+                        manifest, device, augment, steps, args.warmup, args.batch_size, workers, phases=False,
+                        run_dir=run_dir)
                     row = {**timed, **{k: v for k, v in split.items() if k.endswith("_share")}}
                     if augment not in best or row["clips_per_s"] > best[augment]["clips_per_s"]:
                         best[augment] = row

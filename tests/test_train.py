@@ -17,7 +17,7 @@ from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
 from audioconv.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from audioconv.data.dataset import ManifestDataset
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
-from audioconv.training.loop import NonFiniteLossError, fit
+from audioconv.training.loop import NonFiniteLossError, build_augment, fit, save, setup, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +145,86 @@ def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path):
     for x, y in zip(read_metrics(tmp_path / "ref"), read_metrics(run), strict=True):
         for key in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr"):
             assert x[key] == y[key], (key, x, y)
+
+
+# ------------------------------------------------------------------------------ the step and the state on their own
+class Stop(Exception):
+    """Raised by a chain to interrupt fit() at a chosen step (after last.pt of the step before)."""
+
+
+def chain_stopping_after(cfg, n_steps: int):
+    """The config's augmentation chain, raising Stop when called for step n_steps + 1."""
+    chain, calls = build_augment(cfg), []
+
+    def augment(x, generator=None, lengths=None):
+        calls.append(1)
+        if len(calls) > n_steps:
+            raise Stop
+        return x if chain is None else chain(x, generator=generator, lengths=lengths)
+    return augment
+
+
+def same(a, b) -> bool:
+    """Equal nested checkpoint contents (tensors bit for bit, with their dtypes)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_train_step_alone_is_the_step_inside_fit(corpus, tmp_path):
+    settings = dict(epochs=1, checkpoint_every_steps=1, dropout=0.3, deterministic=True, augment="default",
+                    specaugment=True, freq_mask_bins=3, time_mask_frames=3)
+    # fit, stopped right after its first step: last.pt holds the weights after exactly one step
+    cfg = tiny(corpus, tmp_path / "fit", **settings)
+    with pytest.raises(Stop):
+        fit(cfg, progress=False, augment=chain_stopping_after(cfg, 1))
+    after_fit = load_checkpoint(tmp_path / "fit" / "last.pt")
+    assert after_fit["step"] == 1
+
+    # the same step by hand: set-up, the first batch of epoch 0, one train_step
+    cfg = tiny(corpus, tmp_path / "alone", **settings)
+    state = setup(cfg, augment=chain_stopping_after(cfg, 10**6), progress=False)
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    x, y, lengths = next(iter(state.data.epoch_loader(0)))
+    stats = train_step(state, x, y, lengths)
+    assert state.step == 1 and stats.clips == 4 and torch.isfinite(stats.loss_sum)
+    assert stats.lr == lr_at(0, state.total_steps, cfg)
+    assert 0 < float(stats.loss_sum) / 4 < 5 and 0 <= int(stats.correct) <= 4
+    now = {k: v.clone() for k, v in state.model.state_dict().items()}
+    assert any(not torch.equal(before[k], now[k]) for k, _ in state.model.named_parameters())
+    for k in now:
+        assert torch.equal(now[k], after_fit["model"][k]), k
+
+    # a NaN batch stops the step before the optimizer moves a weight, naming the step
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 \(epoch 1, batch 1 of 18"):
+        train_step(state, x * float("nan"), y, lengths)
+    assert state.step == 1 and all(torch.equal(p, now[k]) for k, p in state.model.named_parameters())
+
+
+def test_train_state_round_trip_through_last_pt(corpus, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny(corpus, run, epochs=2, checkpoint_every_steps=1, dropout=0.3, deterministic=True)
+    with pytest.raises(Stop):  # stopped in the middle of epoch 1, after step 5
+        fit(cfg, progress=False, augment=chain_stopping_after(cfg, 5))
+    saved = load_checkpoint(run / "last.pt")
+    assert saved["step"] == 5 and saved["progress"]["batches_done"] == 5 and saved["progress"]["seen"] == 20
+
+    state = setup(TrainConfig.from_dict({**cfg.to_dict(), "resume": True}), augment=chain_stopping_after(cfg, 0),
+                  progress=False)
+    assert (state.epoch, state.step, state.batches_done) == (0, 5, 5)
+    assert state.tally.carried == {k: saved["progress"][k] for k in ("loss", "correct", "seen", "train_s")}
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["per_rank"][0]["cpu"])
+    save(state)  # what setup restored, written back: the same checkpoint
+    again = load_checkpoint(run / "last.pt")
+    assert again["train_config"]["resume"] and not saved["train_config"]["resume"]
+    again["train_config"]["resume"] = False  # the one setting that tells the two apart
+    assert again.keys() == saved.keys()
+    for key in saved:
+        assert same(saved[key], again[key]), key
 
 
 # ------------------------------------------------------------------------------ bad input

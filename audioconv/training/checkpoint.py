@@ -16,8 +16,10 @@ opened without running arbitrary code:
 ``optimizer``          (train) ``optimizer.state_dict()``
 ``scheduler``          (train) the schedule's name and step (the schedule is a pure function of step)
 ``scaler``             (train) ``GradScaler.state_dict()`` or ``None``
-``rng``                (train) torch CPU / CUDA RNG states, augmentation generator state, and the
-                       sampler position (``epoch``, ``batch`` = batches done in that epoch)
+``rng``                (train) every rank's torch CPU / CUDA RNG states (``per_rank``, see
+                       :func:`rng_state`), ``world_size``, and the sampler position (``seed``,
+                       ``epoch``, ``batches_done`` in that epoch); the augmentation generator is
+                       re-seeded every step, so it needs no saving
 ``progress``           (train) running sums of the unfinished epoch, best metric so far
 =====================  =====================================================================
 """

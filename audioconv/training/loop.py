@@ -5,7 +5,8 @@ Reads top to bottom like nanoGPT's ``train.py``, as small functions over one exp
 :func:`train_step` (one optimizer step on one batch), :func:`run_epoch` (the batches of one epoch),
 :func:`validate` (a no-grad pass over the validation set), :func:`save` (complete checkpoints and
 the metrics line), and :func:`fit`, which composes them. The settings and the pure learning-rate
-schedule live in :mod:`audioconv.training.config`. Where each piece of work happens:
+schedule live in :mod:`audioconv.training.config`, the datasets, samplers and loaders in
+:mod:`audioconv.training.batches`. Where each piece of work happens:
 
 * DataLoader workers only decode, resample and crop (``ManifestDataset``) — no CUDA in workers;
 * the augmentation chain, the log-mel front end and SpecAugment run on the training device in the
@@ -50,6 +51,7 @@ from tqdm.auto import tqdm
 
 from audioconv.io.files import write_json, write_text
 from audioconv.training import distributed
+from audioconv.training.batches import TrainData, available_cores, build_data
 from audioconv.training.checkpoint import (load_checkpoint, load_model_state, rng_state, save_checkpoint,
                                            set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
@@ -59,11 +61,9 @@ from audioconv.utils import accepts_keyword, mix_seed, resolve_device
 
 __all__ = [
     "TrainState",
-    "TrainData",
     "StepStats",
     "NonFiniteLossError",
     "setup",
-    "epoch_loader",
     "train_step",
     "run_epoch",
     "validate",
@@ -74,8 +74,8 @@ __all__ = [
     "build_augment",
 ]
 
-# Sub-streams of the run's seed: mix_seed(config.seed, STREAM, ...) for each consumer of randomness.
-_CROPS, _AUGMENT, _VAL_LOADER, _DROPOUT, _TRAIN_LOADER = 1, 2, 3, 4, 5
+# Streams of the run's seed, mix_seed(config.seed, STREAM, ...); batches.py uses 1, 3 and 5.
+_AUGMENT, _DROPOUT = 2, 4
 
 
 class NonFiniteLossError(RuntimeError):
@@ -110,20 +110,6 @@ class _Tally:
         return {"loss": c["loss"] + float(self.loss), "seen": c["seen"] + self.seen,
                 "correct": c["correct"] + int(distributed.all_reduce_sum(self.correct.clone(), info)),
                 "train_s": c["train_s"] + time.perf_counter() - self.t0}
-
-
-@dataclass(eq=False)
-class TrainData:
-    """Where the batches come from: the training set and its sampler, the per-process batch size,
-    and the validation loader (``None`` without a validation set)."""
-
-    train_ds: torch.utils.data.Dataset
-    sampler: torch.utils.data.DistributedSampler
-    batch_size: int  # clips per step and process
-    drop_last: bool
-    steps_per_epoch: int
-    workers: int  # DataLoader decode processes
-    val_loader: torch.utils.data.DataLoader | None
 
 
 @dataclass(eq=False)
@@ -242,22 +228,6 @@ class _Classifier(nn.Module):
         return self.model.classify(logmel)
 
 
-class _SkipSampler(torch.utils.data.Sampler[int]):
-    """Yields a sampler's indices after dropping the first ``skip`` (resuming mid-epoch)."""
-
-    def __init__(self, sampler, skip: int):
-        self.sampler, self.skip = sampler, int(skip)
-
-    def __iter__(self):
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it, None)
-        return it
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
-
-
 def _state_digest(model: nn.Module) -> str:
     """SHA-1 of every parameter and buffer (names, dtypes and bytes): equal digests = equal weights."""
     h = hashlib.sha1()
@@ -268,100 +238,11 @@ def _state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# =============================================================================== set-up: data
-def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
-    """Labels of a manifest's records (of one split), with clear errors for empty inputs."""
-    from audioconv.io.manifest import iter_manifest
-
-    labels = [r["label"] for r in iter_manifest(path) if split is None or r.get("split") == split]
-    if not labels:
-        where = f"manifest {path}" + (f" (split {split!r})" if split is not None else "")
-        raise ValueError(f"{role} set is empty: {where} has no clips")
-    return labels
-
-
-def _datasets(cfg: TrainConfig, labels: list[str] | None):
-    """``(train_ds, val_ds or None, labels)`` from the config's manifests."""
-    from audioconv.data.dataset import ManifestDataset
-
-    if cfg.manifest is not None:
-        train_src, train_split = cfg.manifest, cfg.train_split
-        val_src, val_split = cfg.manifest, cfg.val_split
-    else:
-        train_src, train_split, val_src, val_split = cfg.train, None, cfg.val, None
-    train_labels = _manifest_labels(train_src, train_split, "training")
-    found = sorted(set(train_labels))
-    if len(found) < 2:
-        raise ValueError(f"training set {train_src} has only one class ({found[0]!r}); a classifier needs >= 2")
-    if labels is None:
-        labels = found
-    elif sorted(labels) != found:
-        raise ValueError(f"the checkpoint's labels {sorted(labels)} differ from the training set's {found}")
-    if val_src is not None:
-        val_labels = sorted(set(_manifest_labels(val_src, val_split, "validation")))
-        extra = [lab for lab in val_labels if lab not in labels]
-        if extra:
-            raise ValueError(f"validation set {val_src} has labels that are not in the training set: {extra}")
-    common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels,
-                  skip_bad=cfg.skip_bad, return_length=True)
-    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
-    val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
-    return train_ds, val_ds, labels
-
-
-def _auto_workers(device: torch.device, local_world: int) -> int:
-    cores = _cores()
-    if device.type == "cuda":
-        return max(1, min(8, cores // local_world - 1))
-    return 1 if cores // local_world >= 2 else 0
-
-
-def _loader(dataset, sampler, batch_size: int, workers: int, device: torch.device, drop_last: bool, seed: int):
-    from audioconv.data.dataset import collate
-
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=device.type == "cuda", drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),  # worker base seed: never touches the global RNG
-    )
-
-
-def _plan_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, train_ds, val_ds,
-               local_world: int) -> TrainData:
-    """The same sampler on every rank, each takes its shard; the validation set split by rank, every clip once."""
-    workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
-    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                                  shuffle=True, seed=cfg.seed, drop_last=False)
-    shard = len(sampler)
-    batch_size = min(int(cfg.batch_size), shard)
-    drop_last = shard >= batch_size
-    val_loader = None
-    if val_ds is not None:
-        val_shard = list(range(info.rank, len(val_ds), info.world_size))
-        val_loader = _loader(val_ds, val_shard, batch_size, workers, device, False, mix_seed(cfg.seed, _VAL_LOADER))
-    return TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size, drop_last=drop_last,
-                     steps_per_epoch=shard // batch_size if drop_last else 1, workers=workers, val_loader=val_loader)
-
-
-def epoch_loader(state: TrainState) -> torch.utils.data.DataLoader:
-    """The DataLoader of the rest of epoch ``state.epoch`` (its first ``state.batches_done`` batches
-    skipped): batches ``(waveforms (B, C, T), labels (B,), lengths (B,))`` of this rank's shard."""
-    d, cfg = state.data, state.config
-    d.sampler.set_epoch(state.epoch)
-    d.train_ds.set_epoch(state.epoch)
-    return _loader(d.train_ds, _SkipSampler(d.sampler, state.batches_done * d.batch_size), d.batch_size, d.workers,
-                   state.device, d.drop_last, mix_seed(cfg.seed, _TRAIN_LOADER, state.epoch, state.info.rank))
-
-
 # =============================================================================== set-up: the rest
 def _configure_torch(cfg: TrainConfig, device: torch.device, info: distributed.DistInfo) -> int:
     """CPU threads and kernel choice for this process; returns the number of processes on this machine."""
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.is_distributed else 1))
-    torch.set_num_threads(cfg.threads or max(1, _cores() // local_world))
+    torch.set_num_threads(cfg.threads or max(1, available_cores() // local_world))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -465,7 +346,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
     out = Path(cfg.out)
     ckpt = _resume_checkpoint(cfg, out, info.is_main)
-    train_ds, val_ds, labels = _datasets(cfg, ckpt["labels"] if ckpt else None)
+    data, labels = build_data(cfg, info, device, local_world, ckpt["labels"] if ckpt else None)
     model = _model(cfg, len(labels), ckpt, out, device)
     net: nn.Module = _Classifier(model)
     if info.is_distributed:
@@ -478,7 +359,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         optimizer=_optimizer(cfg, model, device), scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
         amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
         specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
-        data=_plan_data(cfg, info, device, train_ds, val_ds, local_world), tally=_Tally(device),
+        data=data, tally=_Tally(device),
         progress=progress and info.is_main)
     torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
     if ckpt is not None:
@@ -586,7 +467,8 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: tor
         :class:`StepStats`.
 
     Raises:
-        NonFiniteLossError: the loss of the batch (any rank's) is NaN or infinite; nothing was updated.
+        NonFiniteLossError: the loss of the batch (any rank's) is NaN or infinite; raised before the
+            backward pass, so no weight moved (BatchNorm running statistics did see the batch).
     """
     mark = on_phase or (lambda name: None)
     lr = lr_at(state.step, state.total_steps, state.config)
@@ -615,7 +497,7 @@ def run_epoch(state: TrainState) -> dict:
         ``{"train_loss", "train_acc", "clips_per_s"}`` of the whole epoch over all ranks.
     """
     cfg, info, d = state.config, state.info, state.data
-    loader = epoch_loader(state)
+    loader = d.epoch_loader(state.epoch, state.batches_done)
     bar = tqdm(total=d.steps_per_epoch, initial=state.batches_done, desc=f"epoch {state.epoch + 1}", unit="step",
                leave=False, disable=not state.progress)
     state.tally.start()
