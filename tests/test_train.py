@@ -310,6 +310,29 @@ def test_corrupt_checkpoints(corpus, tmp_path):
         fit(tiny(corpus, tmp_path / "run", epochs=2, resume=True), progress=False)
 
 
+def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "new_folder" / "last.pt"
+    ckpt = {"model": {"w": torch.arange(3.0)}, "model_config": {}, "labels": ["a", "b"]}
+    save_checkpoint(path, ckpt)
+    good = path.read_bytes()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.arange(3.0))
+
+    class Unsavable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    # a write that fails half-way leaves the old checkpoint as it was, and no temporary file
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {**ckpt, "extra": Unsavable()})
+    assert path.read_bytes() == good and [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    # the data reach the disk (fsync) before the new file replaces the old one
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(path.read_bytes() == good), real_fsync(fd)))
+    save_checkpoint(path, {**ckpt, "labels": ["a", "c"]})
+    assert synced == [True] and load_checkpoint(path)["labels"] == ["a", "c"]
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="unknown TrainConfig keys \\['epoch'\\]"):
         TrainConfig.from_dict({"epoch": 3})
