@@ -62,6 +62,7 @@ from audioconv.utils import accepts_keyword, mix_seed, resolve_device
 __all__ = [
     "TrainState",
     "StepStats",
+    "EpochSums",
     "NonFiniteLossError",
     "setup",
     "train_step",
@@ -83,7 +84,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # =============================================================================== the state
-class _Tally:
+class EpochSums:
     """Running sums of the epoch in progress: what a checkpoint carried over (a resumed epoch) plus
     this process's sums since :meth:`start` (kept on the device, so a step never waits for them)."""
 
@@ -112,7 +113,7 @@ class _Tally:
                 "train_s": c["train_s"] + time.perf_counter() - self.t0}
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class TrainState:
     """Everything a run holds between two steps. :func:`setup` builds it (fresh or from ``last.pt``);
     :func:`train_step` and :func:`run_epoch` advance it; :func:`save` writes it.
@@ -137,7 +138,7 @@ class TrainState:
     specaug: nn.Module | None
     generator: torch.Generator  # augmentation + SpecAugment draws, re-seeded every step
     data: TrainData
-    tally: _Tally
+    tally: EpochSums
     progress: bool = False  # show tqdm bars (rank 0, when asked for)
     epoch: int = 0
     step: int = 0
@@ -151,6 +152,11 @@ class TrainState:
     @property
     def total_steps(self) -> int:
         return self.data.steps_per_epoch * int(self.config.epochs)
+
+    def __repr__(self) -> str:
+        return (f"TrainState(out={str(self.out)!r}, device={str(self.device)!r}, rank={self.info.rank}/"
+                f"{self.info.world_size}, epoch={self.epoch}, step={self.step}/{self.total_steps}, "
+                f"batches_done={self.batches_done}, best_epoch={self.best_epoch})")
 
 
 class StepStats(NamedTuple):
@@ -313,7 +319,7 @@ def _restore(state: TrainState, ckpt: dict) -> None:
     state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
     prog = ckpt["progress"]
     state.batches_done = int(prog["batches_done"])
-    state.tally = _Tally(state.device, {k: prog[k] for k in ("loss", "correct", "seen", "train_s")})
+    state.tally = EpochSums(state.device, {k: prog[k] for k in ("loss", "correct", "seen", "train_s")})
     state.best_value, state.best_epoch = float(prog["best_value"]), int(prog["best_epoch"])
     state.best_loss, state.elapsed_s = float(prog.get("best_loss", math.inf)), float(prog["elapsed_s"])
     state.last_metrics = ckpt.get("metrics")
@@ -359,7 +365,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         optimizer=_optimizer(cfg, model, device), scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
         amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
         specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
-        data=data, tally=_Tally(device),
+        data=data, tally=EpochSums(device),
         progress=progress and info.is_main)
     torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
     if ckpt is not None:
@@ -522,7 +528,7 @@ def run_epoch(state: TrainState) -> dict:
     sums = state.tally.running(info)
     state.epoch += 1
     state.batches_done = 0
-    state.tally = _Tally(state.device)
+    state.tally = EpochSums(state.device)
     seen = max(1, sums["seen"])
     return {"train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen,
             "clips_per_s": sums["seen"] / max(sums["train_s"], 1e-9)}
