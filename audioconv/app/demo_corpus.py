@@ -417,6 +417,7 @@ def make_corpus(
     import torch
 
     from audioconv.io.audio import save
+    from audioconv.io.files import write_json
     from audioconv.io.manifest import write_manifest
 
     if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 3:
@@ -455,9 +456,7 @@ def make_corpus(
     bar.close()
     for split in _SPLITS:
         write_manifest(paths[split], records[split])
-    meta = {"spec": spec, "counts": {s: len(records[s]) for s in _SPLITS}}
-    tmp = out_dir / ".corpus.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out_dir / "corpus.json")
+    # written last and atomically: its presence says the WAVs (each written atomically) are all there
+    write_json(out_dir / "corpus.json", {"spec": spec, "counts": {s: len(records[s]) for s in _SPLITS}}, indent=2)
     return paths
 
