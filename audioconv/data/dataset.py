@@ -88,6 +88,34 @@ def _cached_resampler(orig_sr: int, new_sr: int) -> T.Resample:
 
 
 # ----------------------------------------------------------------------------- dataset
+def _check_arguments(sample_rate, clip_s, channels: str, crop: str, transform) -> int:
+    """Validate :class:`ManifestDataset`'s settings; return ``sample_rate`` as an ``int``."""
+    if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    if clip_s is not None and not (isinstance(clip_s, numbers.Real) and math.isfinite(clip_s) and clip_s > 0):
+        raise ValueError(f"clip_s must be > 0 seconds or None, got {clip_s!r}")
+    if clip_s is not None and round(clip_s * sample_rate) < 1:
+        raise ValueError(f"clip_s={clip_s} s is less than one sample at {sample_rate} Hz")
+    if channels not in ("mono", "keep"):
+        raise ValueError(f"channels must be 'mono' or 'keep', got {channels!r}")
+    if crop not in ("random", "center", "start"):
+        raise ValueError(f"crop must be 'random', 'center' or 'start', got {crop!r}")
+    if transform is not None and not callable(transform):
+        raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+    return sample_rate
+
+
+def _select_split(records: list[dict], sources: list[str], split, name: str) -> tuple[list[dict], list[str]]:
+    """The records (and their sources) whose ``split`` is ``split`` (a string or a collection)."""
+    wanted = {split} if isinstance(split, str) else set(split)
+    keep = [i for i, r in enumerate(records) if r.get("split") in wanted]
+    if not keep:
+        present = sorted({str(r.get("split")) for r in records})
+        raise ValueError(f"manifest {name} has no clips with split in {sorted(wanted)} (splits present: {present})")
+    return [records[i] for i in keep], [sources[i] for i in keep]
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Clips of a manifest as fixed-length float32 waveforms with integer labels.
 
@@ -142,19 +170,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         return_length: bool = False,
         progress: bool = False,
     ):
-        if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-        sample_rate = int(sample_rate)
-        if clip_s is not None and not (isinstance(clip_s, numbers.Real) and math.isfinite(clip_s) and clip_s > 0):
-            raise ValueError(f"clip_s must be > 0 seconds or None, got {clip_s!r}")
-        if clip_s is not None and round(clip_s * sample_rate) < 1:
-            raise ValueError(f"clip_s={clip_s} s is less than one sample at {sample_rate} Hz")
-        if channels not in ("mono", "keep"):
-            raise ValueError(f"channels must be 'mono' or 'keep', got {channels!r}")
-        if crop not in ("random", "center", "start"):
-            raise ValueError(f"crop must be 'random', 'center' or 'start', got {crop!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        sample_rate = _check_arguments(sample_rate, clip_s, channels, crop, transform)
         self.sample_rate = sample_rate
         self.clip_s = clip_s
         self.clip_samples = None if clip_s is None else int(round(clip_s * sample_rate))
@@ -179,38 +195,17 @@ class ManifestDataset(torch.utils.data.Dataset):
         else:
             self.labels = _check_labels(list(labels), "labels")
         self.label_to_index = {lab: i for i, lab in enumerate(self.labels)}
-
         if split is not None:
-            wanted = {split} if isinstance(split, str) else set(split)
-            keep = [i for i, r in enumerate(records) if r.get("split") in wanted]
-            if not keep:
-                present = sorted({str(r.get("split")) for r in records})
-                raise ValueError(f"manifest {name} has no clips with split in {sorted(wanted)} (splits present: {present})")
-            records, sources = [records[i] for i in keep], [sources[i] for i in keep]
-
-        self.unknown = 0
-        self.unknown_labels: Counter = Counter()
-        kept_records, kept_sources = [], []
-        for rec, src in zip(records, sources):
-            if rec["label"] not in self.label_to_index:
-                if not allow_unknown:
-                    raise ValueError(
-                        f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
-                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
-                    )
-                self.unknown += 1
-                self.unknown_labels[rec["label"]] += 1
-                continue
-            kept_records.append(rec)
-            kept_sources.append(src)
+            records, sources = _select_split(records, sources, split, name)
+        records, sources = self._drop_unknown_labels(records, sources)
         if skip_bad:
-            kept_records, kept_sources = self._scan_headers(kept_records, kept_sources, progress)
-        if not kept_records:
+            records, sources = self._scan_headers(records, sources, progress)
+        if not records:
             raise ValueError(f"manifest {name}: no usable clips left (unknown labels: {self.unknown}, bad: {len(self.bad)})")
-        self.records = kept_records  # the record dicts (absolute paths), as other code reads them
-        self.clips = [Clip.from_dict(r) for r in kept_records]
-        self.sources = kept_sources
-        self.targets = [self.label_to_index[r["label"]] for r in kept_records]
+        self.records = records  # the record dicts (absolute paths), as other code reads them
+        self.clips = [Clip.from_dict(r) for r in records]
+        self.sources = sources
+        self.targets = [self.label_to_index[r["label"]] for r in records]
 
     # -- construction helpers
     @staticmethod
@@ -222,6 +217,26 @@ class ManifestDataset(torch.utils.data.Dataset):
             raise ValueError(f"manifest must be a path or a list of record dicts, got {type(manifest).__name__}")
         records = [validate_record(r, f"record {i}") for i, r in enumerate(manifest)]
         return records, [f"record {i}" for i in range(len(records))], "(list of records)"
+
+    def _drop_unknown_labels(self, records: list[dict], sources: list[str]) -> tuple[list[dict], list[str]]:
+        """Records whose label is in the label map; others raise, or with ``allow_unknown`` are
+        counted in ``self.unknown`` / ``self.unknown_labels`` and left out."""
+        self.unknown = 0
+        self.unknown_labels: Counter = Counter()
+        kept_records, kept_sources = [], []
+        for rec, src in zip(records, sources):
+            if rec["label"] not in self.label_to_index:
+                if not self.allow_unknown:
+                    raise ValueError(
+                        f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
+                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
+                    )
+                self.unknown += 1
+                self.unknown_labels[rec["label"]] += 1
+                continue
+            kept_records.append(rec)
+            kept_sources.append(src)
+        return kept_records, kept_sources
 
     def _scan_headers(self, records, sources, progress):
         keep_r, keep_s = [], []
