@@ -1,7 +1,9 @@
-"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples.
+"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples; the padding
+:func:`collate`; a class-balanced sampler; the per-example (worker) seeding.
 
-Runs in DataLoader workers (CPU only): decode with ``audioconv.io.audio`` (only the frames needed), resample,
-downmix, crop or pad. Features and augmentation belong on the batch's device in the main process.
+Runs in DataLoader workers (CPU only): decode with :mod:`audioconv.io.audio` (only the frames
+needed), resample, downmix, crop or pad. Features and augmentation belong on the batch's device
+in the main process.
 
 Randomness (random crops, and a ``transform`` that takes ``generator=``) comes from a fresh
 ``torch.Generator`` per example, seeded in one of two ways:
