@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from audioconv.io import audio  # noqa: E402
-from audioconv.data.dataset import ManifestDataset, collate  # noqa: E402
+from audioconv.data import ManifestDataset, collate  # noqa: E402
 from audioconv.io.importers import import_speech_commands  # noqa: E402
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]

@@ -153,6 +153,20 @@ def test_short_clip_is_padded_and_lengths_are_real_counts(tmp_path):
     assert empty[0].shape[0] == 0 and empty[1].numel() == 0
 
 
+def test_collate_takes_bare_waveforms_tuples_and_skips_none():
+    a, b = torch.arange(1.0, 4.0), torch.arange(1.0, 6.0).reshape(1, 5)
+    waves, labels, lengths = collate([a, None, b])  # bare (T,) and (C, T) waveforms: label -1
+    assert waves.shape == (2, 1, 5) and labels.tolist() == [-1, -1] and lengths.tolist() == [3, 5]
+    assert waves[0, 0].tolist() == [1.0, 2.0, 3.0, 0.0, 0.0] and torch.equal(waves[1], b)
+    waves, labels, lengths = collate([(b, 4, 2), [a, 7], None])  # (waveform, label[, length]) as tuple or list
+    assert waves.shape == (2, 1, 5) and labels.tolist() == [4, 7] and lengths.tolist() == [2, 3]
+    assert labels.dtype == lengths.dtype == torch.int64 and waves.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"batch item 1 must be a waveform"):
+        collate([a, ("not a tensor", 1)])
+    with pytest.raises(ValueError, match=r"batch item 0 must be a waveform .*\(1, 2, 3\)"):
+        collate([torch.zeros(1, 2, 3)])
+
+
 # ----------------------------------------------------------------------------- labels
 def test_labels_default_sorted_over_all_splits_and_saved(tmp_path):
     p = ramp_file(tmp_path / "r.wav", 0.1)
@@ -336,3 +350,12 @@ def test_class_balanced_sampler_draws_classes_equally(tmp_path):
     assert list(ClassBalancedSampler(targets, 50)) == first
     with pytest.raises(ValueError, match="replacement=True"):
         ClassBalancedSampler(targets, 200, replacement=False)
+    # it is torch's WeightedRandomSampler with 1/count weights: the same draws for the same generator
+    assert isinstance(sampler, torch.utils.data.WeightedRandomSampler) and len(sampler) == 30000
+    reference = torch.utils.data.WeightedRandomSampler(
+        [1 / np.bincount(targets)[t] for t in targets], 50, generator=torch.Generator().manual_seed(3))
+    assert list(ClassBalancedSampler(targets, 50, generator=torch.Generator().manual_seed(3))) == list(reference)
+    with pytest.raises(ValueError, match="num_samples must be > 0"):
+        ClassBalancedSampler(targets, 0)
+    with pytest.raises(ValueError, match="label indices >= 0"):
+        ClassBalancedSampler([0, -1])

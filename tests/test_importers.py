@@ -337,6 +337,16 @@ def test_folder_bad_inputs(tmp_path):
     assert len(result.records) == 1 and len(result.warnings) == 2  # a single group cannot fill 3 splits
 
 
+def test_a_file_without_samples_is_refused_with_the_clip_range_message(tmp_path):
+    write_audio(tmp_path / "a" / "one", 0.05, 0)
+    write_audio(tmp_path / "b" / "two", 0.05, 1)
+    sf.write(tmp_path / "b" / "silent.wav", np.zeros((0, 1), np.float32), 16000)  # a header, no frames
+    with pytest.raises(ValueError, match=r"zero-length clip: .*silent\.wav has no samples"):
+        import_folder(tmp_path, progress=False)
+    result = import_folder(tmp_path, skip_bad=True, progress=False)
+    assert len(result.records) == 2 and [Path(s["audio_filepath"]).name for s in result.skipped] == ["silent.wav"]
+
+
 def test_cli_folder_and_esc50(tmp_path, capsys):
     make_esc50(tmp_path / "esc")
     assert cli_main(["manifest", "esc50", str(tmp_path / "esc"), "-o", str(tmp_path / "esc.jsonl"), "--split-files", "-q"]) == 0

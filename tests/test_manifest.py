@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from audioconv.cli import main as cli_main
 from audioconv.io.manifest import (
     KEY_ORDER,
+    Clip,
     ManifestError,
     check_manifest,
     iter_manifest,
@@ -93,6 +94,34 @@ def test_round_trip_property(tmp_path_factory, records):
     out = write_manifest(folder / "m.jsonl", recs)
     assert all(not json.loads(line)["audio_filepath"].startswith("/") for line in out.read_text().splitlines())
     assert read_manifest(out) == recs
+
+
+@settings(max_examples=40, deadline=None)
+@given(records=_records)
+def test_clip_from_dict_and_to_dict_mirror_each_other(records):
+    """``Clip.from_dict(d).to_dict() == d`` for any valid record; unit-named fields; extra keys kept."""
+    for r in records:
+        d = {"audio_filepath": r.pop("name"), **r}
+        clip = Clip.from_dict(d)
+        assert clip.to_dict() == d and list(clip.to_dict())[0] == "audio_filepath"
+        assert clip.duration_s == d.get("duration") and clip.offset_s == d.get("offset")
+        assert clip.label == d["label"] and clip.split == d.get("split")
+        assert set(clip.extra) == set(d) - {"audio_filepath", "label", "duration", "offset", "split"}
+        assert Clip.from_dict(clip.to_dict()) == clip
+
+
+def test_clip_validates_and_computes_its_frames():
+    clip = Clip.from_dict({"audio_filepath": "/a/x.wav", "label": "yes", "offset": 0.5, "duration": 0.25, "group": "s1"})
+    assert (clip.offset_s, clip.duration_s, clip.extra) == (0.5, 0.25, {"group": "s1"})
+    assert clip.frames(16000, 16000) == (8000, 4000)  # 0.5 s in, 0.25 s long
+    assert clip.frames(8000, 5000) == (4000, 1000)  # cut at the end of a 0.625 s file
+    assert Clip.from_dict({"audio_filepath": "n.wav"}).frames(16000, 300) == (0, 300)  # no label: fine
+    with pytest.raises(ValueError, match=r"offset 0\.5 s is past the end of /a/x\.wav"):
+        clip.frames(16000, 8000)
+    with pytest.raises(ManifestError, match=r"train\.jsonl:3: 'offset' must be >= 0"):
+        Clip.from_dict({"audio_filepath": "x.wav", "offset": -1.0}, where="train.jsonl:3")
+    with pytest.raises(ManifestError, match="missing required key 'label'"):
+        Clip.from_dict({"audio_filepath": "x.wav"}, require_label=True)
 
 
 def test_relative_paths_resolve_from_manifest_folder_not_cwd(tmp_path, monkeypatch):

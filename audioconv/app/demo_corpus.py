@@ -121,6 +121,109 @@ def _harmonic_amps(rng: np.random.Generator, max_harmonics: int) -> list[float]:
 # ---------------------------------------------------------------------------------------------
 # parameters
 # ---------------------------------------------------------------------------------------------
+def _draw_chirp(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.8))
+    low = _loguniform(rng, 150.0, min(1200.0, f_max / 6))
+    high = min(low * _loguniform(rng, 3.0, 8.0), f_max)
+    p["f_start_hz"], p["f_end_hz"] = (low, high) if label == "rising_chirp" else (high, low)
+    p["harmonic_amps"] = _harmonic_amps(rng, 3)
+    return p
+
+
+def _draw_vowel(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.3, 0.8))
+    p["f0_hz"] = _loguniform(rng, 90.0, 260.0)
+    p["vowel"] = str(rng.choice(sorted(_VOWEL_FORMANTS_HZ)))
+    jitter = rng.uniform(0.9, 1.1, size=3)
+    p["formants_hz"] = [float(min(f * j, f_max * 0.9)) for f, j in zip(_VOWEL_FORMANTS_HZ[p["vowel"]], jitter)]
+    p["bandwidths_hz"] = [float(b) for b in rng.uniform(60.0, 130.0, size=3)]
+    p["f0_drift"] = float(rng.uniform(-0.05, 0.05))  # relative change of f0 over the event
+    return p
+
+
+def _draw_noise_burst(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.1, 0.6))
+    centre = _loguniform(rng, 300.0, min(4000.0, f_max / 1.5))
+    width_oct = float(rng.uniform(0.4, 1.2))
+    p["low_hz"] = centre * 2 ** (-width_oct / 2)
+    p["high_hz"] = min(centre * 2 ** (width_oct / 2), f_max)
+    p["attack_s"] = float(rng.uniform(0.003, 0.03))
+    p["decay_s"] = float(rng.uniform(0.02, 0.3))  # release ramp length
+    return p
+
+
+def _draw_click_train(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.8))
+    p["rate_hz"] = float(rng.uniform(6.0, 30.0))
+    p["click_decay_s"] = float(rng.uniform(0.0003, 0.0015))
+    return p
+
+
+def _draw_tremolo(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.5, 0.9))
+    p["f0_hz"] = _loguniform(rng, 200.0, min(3000.0, f_max / 2))
+    p["rate_hz"] = float(rng.uniform(4.0, 12.0))
+    p["depth"] = float(rng.uniform(0.85, 1.0))
+    p["mod_phase"] = float(rng.uniform(0, 2 * np.pi))
+    return p
+
+
+def _draw_vibrato(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.5, 0.9))
+    p["f0_hz"] = _loguniform(rng, 400.0, min(2500.0, f_max / 2.5))
+    p["rate_hz"] = float(rng.uniform(4.0, 9.0))
+    p["depth"] = float(rng.uniform(0.06, 0.12))
+    p["mod_phase"] = float(rng.uniform(0, 2 * np.pi))
+    p["harmonic_amps"] = _harmonic_amps(rng, 2)
+    return p
+
+
+def _draw_chord(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.85))
+    p["f1_hz"] = _loguniform(rng, 200.0, min(1800.0, f_max / 2.2))
+    p["ratio"] = float(rng.uniform(1.25, 2.1))
+    p["f2_hz"] = p["f1_hz"] * p["ratio"]
+    p["f2_gain_db"] = float(rng.uniform(-6.0, 0.0))
+    return p
+
+
+def _draw_bell(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.3, 0.8))
+    p["f0_hz"] = _loguniform(rng, 250.0, min(1500.0, f_max / 9.5))
+    p["decay_tau_s"] = _loguniform(rng, 0.06, 0.25)  # amplitude time constant of the fundamental
+    p["partial_amps"] = [1.0] + [float(rng.uniform(0.2, 0.8)) for _ in _BELL_RATIOS[1:]]
+    return p
+
+
+def _draw_melody(label: str, rng: np.random.Generator, clip_s: float, f_max: float) -> dict:
+    p: dict = {}
+    p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.45, 0.9))
+    lo, hi = 200.0, min(3000.0, f_max / 2)
+    notes = [_loguniform(rng, 300.0, min(1500.0, hi))]
+    for _ in range(int(rng.integers(3, 6)) - 1):
+        step = float(rng.integers(4, 10)) * (1.0 if rng.random() < 0.5 else -1.0)  # semitones
+        f = notes[-1] * 2 ** (step / 12)
+        if not lo <= f <= hi:
+            f = notes[-1] * 2 ** (-step / 12)
+        notes.append(float(f))
+    p["notes_hz"] = notes
+    return p
+
+
+#: Per class, the function drawing its own parameters (timing first, then its ``*_hz``, ...).
+_DRAW = {"rising_chirp": _draw_chirp, "falling_chirp": _draw_chirp, "vowel": _draw_vowel,
+         "noise_burst": _draw_noise_burst, "click_train": _draw_click_train, "tremolo": _draw_tremolo,
+         "vibrato": _draw_vibrato, "chord": _draw_chord, "bell": _draw_bell, "melody": _draw_melody}
+
+
 def sample_params(label: str, rng: np.random.Generator, sample_rate: int = 16000, clip_s: float = 1.0) -> dict:
     """Draw the random synthesis parameters of one clip of class ``label``.
 
@@ -138,69 +241,7 @@ def sample_params(label: str, rng: np.random.Generator, sample_rate: int = 16000
     if label not in CLASSES:
         raise ValueError(f"unknown label {label!r}; valid labels: {', '.join(CLASSES)}")
     _check_rate_and_length(sample_rate, clip_s)
-    f_max = _f_max_hz(sample_rate)
-    p: dict = {"label": label}
-    if label in ("rising_chirp", "falling_chirp"):
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.8))
-        low = _loguniform(rng, 150.0, min(1200.0, f_max / 6))
-        high = min(low * _loguniform(rng, 3.0, 8.0), f_max)
-        p["f_start_hz"], p["f_end_hz"] = (low, high) if label == "rising_chirp" else (high, low)
-        p["harmonic_amps"] = _harmonic_amps(rng, 3)
-    elif label == "vowel":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.3, 0.8))
-        p["f0_hz"] = _loguniform(rng, 90.0, 260.0)
-        p["vowel"] = str(rng.choice(sorted(_VOWEL_FORMANTS_HZ)))
-        jitter = rng.uniform(0.9, 1.1, size=3)
-        p["formants_hz"] = [float(min(f * j, f_max * 0.9)) for f, j in zip(_VOWEL_FORMANTS_HZ[p["vowel"]], jitter)]
-        p["bandwidths_hz"] = [float(b) for b in rng.uniform(60.0, 130.0, size=3)]
-        p["f0_drift"] = float(rng.uniform(-0.05, 0.05))  # relative change of f0 over the event
-    elif label == "noise_burst":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.1, 0.6))
-        centre = _loguniform(rng, 300.0, min(4000.0, f_max / 1.5))
-        width_oct = float(rng.uniform(0.4, 1.2))
-        p["low_hz"] = centre * 2 ** (-width_oct / 2)
-        p["high_hz"] = min(centre * 2 ** (width_oct / 2), f_max)
-        p["attack_s"] = float(rng.uniform(0.003, 0.03))
-        p["decay_s"] = float(rng.uniform(0.02, 0.3))  # release ramp length
-    elif label == "click_train":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.8))
-        p["rate_hz"] = float(rng.uniform(6.0, 30.0))
-        p["click_decay_s"] = float(rng.uniform(0.0003, 0.0015))
-    elif label == "tremolo":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.5, 0.9))
-        p["f0_hz"] = _loguniform(rng, 200.0, min(3000.0, f_max / 2))
-        p["rate_hz"] = float(rng.uniform(4.0, 12.0))
-        p["depth"] = float(rng.uniform(0.85, 1.0))
-        p["mod_phase"] = float(rng.uniform(0, 2 * np.pi))
-    elif label == "vibrato":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.5, 0.9))
-        p["f0_hz"] = _loguniform(rng, 400.0, min(2500.0, f_max / 2.5))
-        p["rate_hz"] = float(rng.uniform(4.0, 9.0))
-        p["depth"] = float(rng.uniform(0.06, 0.12))
-        p["mod_phase"] = float(rng.uniform(0, 2 * np.pi))
-        p["harmonic_amps"] = _harmonic_amps(rng, 2)
-    elif label == "chord":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.35, 0.85))
-        p["f1_hz"] = _loguniform(rng, 200.0, min(1800.0, f_max / 2.2))
-        p["ratio"] = float(rng.uniform(1.25, 2.1))
-        p["f2_hz"] = p["f1_hz"] * p["ratio"]
-        p["f2_gain_db"] = float(rng.uniform(-6.0, 0.0))
-    elif label == "bell":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.3, 0.8))
-        p["f0_hz"] = _loguniform(rng, 250.0, min(1500.0, f_max / 9.5))
-        p["decay_tau_s"] = _loguniform(rng, 0.06, 0.25)  # amplitude time constant of the fundamental
-        p["partial_amps"] = [1.0] + [float(rng.uniform(0.2, 0.8)) for _ in _BELL_RATIOS[1:]]
-    elif label == "melody":
-        p["onset_s"], p["duration_s"] = _timing(rng, clip_s, (0.45, 0.9))
-        lo, hi = 200.0, min(3000.0, f_max / 2)
-        notes = [_loguniform(rng, 300.0, min(1500.0, hi))]
-        for _ in range(int(rng.integers(3, 6)) - 1):
-            step = float(rng.integers(4, 10)) * (1.0 if rng.random() < 0.5 else -1.0)  # semitones
-            f = notes[-1] * 2 ** (step / 12)
-            if not lo <= f <= hi:
-                f = notes[-1] * 2 ** (-step / 12)
-            notes.append(float(f))
-        p["notes_hz"] = notes
+    p: dict = {"label": label, **_DRAW[label](label, rng, clip_s, _f_max_hz(sample_rate))}
     p["level_dbfs"] = float(rng.uniform(-20.0, -3.0))
     p["snr_db"] = float(rng.uniform(10.0, 30.0))
     p["noise_slope_db_per_octave"] = float(rng.uniform(-6.0, 0.0))
@@ -226,6 +267,109 @@ def _sum_partials(phase: np.ndarray, amps: list[float], inst_hz: np.ndarray, f_m
     return out
 
 
+class _Event:
+    """What every class renderer gets: the params, the rate (Hz), the event's ``length`` in samples,
+    ``t`` (s since onset, ``(length,)``), its duration ``d`` (s) and the top frequency ``f_max`` (Hz)."""
+
+    def __init__(self, params: dict, sr: int, length: int, f_max: float):
+        self.p, self.sr, self.length, self.f_max = params, sr, length, f_max
+        self.t = np.arange(length) / sr
+        self.d = params["duration_s"]
+
+    def ms(self, seconds: float) -> int:
+        """Seconds → samples (rounded)."""
+        return int(round(seconds * self.sr))
+
+    def envelope(self, attack_s: float, release_s: float) -> np.ndarray:
+        return _ramp_envelope(self.length, 0, self.length, self.ms(attack_s), self.ms(release_s))
+
+
+def _render_chirp(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    f0, f1 = e.p["f_start_hz"], e.p["f_end_hz"]
+    k = f1 / f0
+    inst = f0 * k ** (e.t / e.d)
+    phase = 2 * np.pi * f0 * e.d / math.log(k) * (k ** (e.t / e.d) - 1.0)
+    return _sum_partials(phase, e.p["harmonic_amps"], inst, e.f_max), None
+
+
+def _render_vowel(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    p = e.p
+    inst = p["f0_hz"] * (1.0 + p["f0_drift"] * e.t / e.d)
+    phase = 2 * np.pi * np.cumsum(inst) / e.sr
+    x = np.zeros(e.length)
+    for h in range(1, int(e.f_max // (p["f0_hz"] * (1 + abs(p["f0_drift"])))) + 1):
+        fh = h * inst
+        # source: -6 dB/octave glottal-like tilt; filter: sum of resonance magnitudes
+        gain = sum(1.0 / np.sqrt(1.0 + ((fh - fc) / (bw / 2)) ** 2)
+                   for fc, bw in zip(p["formants_hz"], p["bandwidths_hz"]))
+        x += gain / h * np.sin(h * phase)
+    return x, e.envelope(0.03, 0.05)
+
+
+def _render_noise_burst(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    noise_rng = np.random.default_rng(e.p["noise_seed"] + 1)
+    white = noise_rng.standard_normal(e.length)
+    spec = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(e.length, 1 / e.sr)
+    spec[(freqs < e.p["low_hz"]) | (freqs > e.p["high_hz"])] = 0
+    return np.fft.irfft(spec, n=e.length), e.envelope(e.p["attack_s"], e.p["decay_s"])
+
+
+def _render_click_train(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    noise_rng = np.random.default_rng(e.p["noise_seed"] + 1)
+    x = np.zeros(e.length)
+    period = e.sr / e.p["rate_hz"]
+    click_len = e.ms(8 * e.p["click_decay_s"]) + 1
+    click = np.exp(-np.arange(click_len) / (e.p["click_decay_s"] * e.sr))
+    for pos in np.round(np.arange(0, e.length, period)).astype(int):
+        seg = click[: e.length - pos] * (1.0 if noise_rng.random() < 0.5 else -1.0)
+        x[pos:pos + len(seg)] += seg
+    return x, np.ones(e.length)
+
+
+def _render_tremolo(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    p = e.p
+    x = np.sin(2 * np.pi * p["f0_hz"] * e.t)
+    x *= 1.0 - p["depth"] * 0.5 * (1.0 - np.cos(2 * np.pi * p["rate_hz"] * e.t + p["mod_phase"]))
+    return x, None
+
+
+def _render_vibrato(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    fc, dep, fm, ph = e.p["f0_hz"], e.p["depth"], e.p["rate_hz"], e.p["mod_phase"]
+    inst = fc * (1.0 + dep * np.sin(2 * np.pi * fm * e.t + ph))
+    # φ(t) = 2π ∫ f = 2π fc t − (fc·dep/fm) (cos(2π fm t + ph) − cos ph)
+    phase = 2 * np.pi * fc * e.t - fc * dep / fm * (np.cos(2 * np.pi * fm * e.t + ph) - np.cos(ph))
+    return _sum_partials(phase, e.p["harmonic_amps"], inst, e.f_max), None
+
+
+def _render_chord(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    p = e.p
+    return np.sin(2 * np.pi * p["f1_hz"] * e.t) + 10 ** (p["f2_gain_db"] / 20) * np.sin(2 * np.pi * p["f2_hz"] * e.t), None
+
+
+def _render_bell(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    x = np.zeros(e.length)
+    for r, a in zip(_BELL_RATIOS, e.p["partial_amps"]):
+        f = r * e.p["f0_hz"]
+        if f < e.f_max:
+            x += a * np.exp(-e.t * math.sqrt(r) / e.p["decay_tau_s"]) * np.sin(2 * np.pi * f * e.t)
+    return x, e.envelope(0.002, 0.02)
+
+
+def _render_melody(e: _Event) -> tuple[np.ndarray, np.ndarray | None]:
+    """Note i fills ``[i, i+1) * duration / n_notes``; the phase runs on across notes."""
+    notes = np.asarray(e.p["notes_hz"])
+    which = np.minimum((e.t / e.d * len(notes)).astype(int), len(notes) - 1)
+    return np.sin(2 * np.pi * np.cumsum(notes[which]) / e.sr), None
+
+
+#: Per class, ``renderer(event) -> (samples (length,), envelope (length,) or None for the default
+#: 10 ms / 20 ms raised-cosine ramps)``.
+_RENDER = {"rising_chirp": _render_chirp, "falling_chirp": _render_chirp, "vowel": _render_vowel,
+           "noise_burst": _render_noise_burst, "click_train": _render_click_train, "tremolo": _render_tremolo,
+           "vibrato": _render_vibrato, "chord": _render_chord, "bell": _render_bell, "melody": _render_melody}
+
+
 def render_event(params: dict, sample_rate: int = 16000, clip_s: float = 1.0) -> np.ndarray:
     """The clean sound event of one clip, without background, peak-normalised to 1.
 
@@ -241,76 +385,14 @@ def render_event(params: dict, sample_rate: int = 16000, clip_s: float = 1.0) ->
     label = params.get("label")
     if label not in CLASSES:
         raise ValueError(f"params['label'] must be one of {', '.join(CLASSES)}, got {label!r}")
-    sr = sample_rate
-    n = int(round(clip_s * sr))
-    f_max = _f_max_hz(sr)
-    start = int(round(params["onset_s"] * sr))
-    length = min(int(round(params["duration_s"] * sr)), n - start)
-    t = np.arange(length) / sr  # time since onset, s
-    d = params["duration_s"]
-    ms = lambda s: int(round(s * sr))  # noqa: E731
-    env = _ramp_envelope(length, 0, length, ms(0.01), ms(0.02))
-    if label in ("rising_chirp", "falling_chirp"):
-        f0, f1 = params["f_start_hz"], params["f_end_hz"]
-        k = f1 / f0
-        inst = f0 * k ** (t / d)
-        phase = 2 * np.pi * f0 * d / math.log(k) * (k ** (t / d) - 1.0)
-        x = _sum_partials(phase, params["harmonic_amps"], inst, f_max)
-    elif label == "vowel":
-        inst = params["f0_hz"] * (1.0 + params["f0_drift"] * t / d)
-        phase = 2 * np.pi * np.cumsum(inst) / sr
-        x = np.zeros(length)
-        for h in range(1, int(f_max // (params["f0_hz"] * (1 + abs(params["f0_drift"])))) + 1):
-            fh = h * inst
-            # source: -6 dB/octave glottal-like tilt; filter: sum of resonance magnitudes
-            gain = sum(1.0 / np.sqrt(1.0 + ((fh - fc) / (bw / 2)) ** 2)
-                       for fc, bw in zip(params["formants_hz"], params["bandwidths_hz"]))
-            x += gain / h * np.sin(h * phase)
-        env = _ramp_envelope(length, 0, length, ms(0.03), ms(0.05))
-    elif label == "noise_burst":
-        noise_rng = np.random.default_rng(params["noise_seed"] + 1)
-        white = noise_rng.standard_normal(length)
-        spec = np.fft.rfft(white)
-        freqs = np.fft.rfftfreq(length, 1 / sr)
-        spec[(freqs < params["low_hz"]) | (freqs > params["high_hz"])] = 0
-        x = np.fft.irfft(spec, n=length)
-        env = _ramp_envelope(length, 0, length, ms(params["attack_s"]), ms(params["decay_s"]))
-    elif label == "click_train":
-        noise_rng = np.random.default_rng(params["noise_seed"] + 1)
-        x = np.zeros(length)
-        period = sr / params["rate_hz"]
-        click_len = ms(8 * params["click_decay_s"]) + 1
-        click = np.exp(-np.arange(click_len) / (params["click_decay_s"] * sr))
-        for pos in np.round(np.arange(0, length, period)).astype(int):
-            seg = click[: length - pos] * (1.0 if noise_rng.random() < 0.5 else -1.0)
-            x[pos:pos + len(seg)] += seg
-        env = np.ones(length)
-    elif label == "tremolo":
-        x = np.sin(2 * np.pi * params["f0_hz"] * t)
-        x *= 1.0 - params["depth"] * 0.5 * (1.0 - np.cos(2 * np.pi * params["rate_hz"] * t + params["mod_phase"]))
-    elif label == "vibrato":
-        fc, dep, fm, ph = params["f0_hz"], params["depth"], params["rate_hz"], params["mod_phase"]
-        inst = fc * (1.0 + dep * np.sin(2 * np.pi * fm * t + ph))
-        # φ(t) = 2π ∫ f = 2π fc t − (fc·dep/fm) (cos(2π fm t + ph) − cos ph)
-        phase = 2 * np.pi * fc * t - fc * dep / fm * (np.cos(2 * np.pi * fm * t + ph) - np.cos(ph))
-        x = _sum_partials(phase, params["harmonic_amps"], inst, f_max)
-    elif label == "chord":
-        x = np.sin(2 * np.pi * params["f1_hz"] * t) + 10 ** (params["f2_gain_db"] / 20) * np.sin(2 * np.pi * params["f2_hz"] * t)
-    elif label == "bell":
-        x = np.zeros(length)
-        for r, a in zip(_BELL_RATIOS, params["partial_amps"]):
-            f = r * params["f0_hz"]
-            if f < f_max:
-                x += a * np.exp(-t * math.sqrt(r) / params["decay_tau_s"]) * np.sin(2 * np.pi * f * t)
-        env = _ramp_envelope(length, 0, length, ms(0.002), ms(0.02))
-    else:  # melody: note i fills [i, i+1) * duration / n_notes; the phase runs on across notes
-        notes = np.asarray(params["notes_hz"])
-        which = np.minimum((t / d * len(notes)).astype(int), len(notes) - 1)
-        inst = notes[which]
-        x = np.sin(2 * np.pi * np.cumsum(inst) / sr)
-    x = x * env
+    n = int(round(clip_s * sample_rate))
+    start = int(round(params["onset_s"] * sample_rate))
+    event = _Event(params, sample_rate, min(int(round(params["duration_s"] * sample_rate)), n - start),
+                   _f_max_hz(sample_rate))
+    x, env = _RENDER[label](event)
+    x = x * (event.envelope(0.01, 0.02) if env is None else env)
     out = np.zeros(n)
-    out[start:start + length] = x
+    out[start:start + event.length] = x
     peak = np.abs(out).max()
     return out / peak if peak > 0 else out
 
@@ -417,6 +499,7 @@ def make_corpus(
     import torch
 
     from audioconv.io.audio import save
+    from audioconv.io.files import write_json
     from audioconv.io.manifest import write_manifest
 
     if not isinstance(n_per_class, (int, np.integer)) or n_per_class < 3:
@@ -455,9 +538,7 @@ def make_corpus(
     bar.close()
     for split in _SPLITS:
         write_manifest(paths[split], records[split])
-    meta = {"spec": spec, "counts": {s: len(records[s]) for s in _SPLITS}}
-    tmp = out_dir / ".corpus.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out_dir / "corpus.json")
+    # written last and atomically: its presence says the WAVs (each written atomically) are all there
+    write_json(out_dir / "corpus.json", {"spec": spec, "counts": {s: len(records[s]) for s in _SPLITS}}, indent=2)
     return paths
 

@@ -1,7 +1,9 @@
-"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples.
+"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples; the padding
+:func:`collate`; a class-balanced sampler; the per-example (worker) seeding.
 
-Runs in DataLoader workers (CPU only): decode with soundfile (only the frames needed), resample,
-downmix, crop or pad. Features and augmentation belong on the batch's device in the main process.
+Runs in DataLoader workers (CPU only): decode with :mod:`audioconv.io.audio` (only the frames
+needed), resample, downmix, crop or pad. Features and augmentation belong on the batch's device
+in the main process.
 
 Randomness (random crops, and a ``transform`` that takes ``generator=``) comes from a fresh
 ``torch.Generator`` per example, seeded in one of two ways:
@@ -19,25 +21,23 @@ Randomness (random crops, and a ``transform`` that takes ``generator=``) comes f
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import math
 import numbers
 import os
-import stat
 import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.transforms as T
 from tqdm.auto import tqdm
 
 from audioconv.io import audio
-from audioconv.io.manifest import iter_manifest, validate_record
+from audioconv.io.files import write_json
+from audioconv.io.manifest import Clip, iter_manifest, validate_record
+from audioconv.utils import accepts_keyword, mix_seed
 
 __all__ = ["ManifestDataset", "collate", "ClassBalancedSampler", "save_labels", "load_labels"]
 
@@ -48,14 +48,10 @@ _MAX_ALIGN_STEP = 4096  # above this many source samples per aligned unit, resam
 
 # ----------------------------------------------------------------------------- labels.json
 def save_labels(path: str | os.PathLike, labels: Sequence[str]) -> Path:
-    """Write the label map as ``{"labels": [...]}`` (index = position) to ``path`` (labels.json)."""
+    """Write the label map as ``{"labels": [...]}`` (index = position) to ``path`` (labels.json),
+    atomically; parent folders are created. Returns the path."""
     labels = _check_labels(list(labels), str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"labels": labels}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, {"labels": labels})
 
 
 def load_labels(path: str | os.PathLike) -> list[str]:
@@ -85,17 +81,7 @@ def _check_labels(labels: list, where: str) -> list[str]:
     return list(labels)
 
 
-# ----------------------------------------------------------------------------- seeding
-def _mix_seed(*parts: int) -> int:
-    """SplitMix64 of the parts: well-spread 63-bit seeds from small integers."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x = (x ^ (x >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 29
-    return x & 0x7FFFFFFFFFFFFFFF
-
-
+# ----------------------------------------------------------------------------- resampling
 @functools.lru_cache(maxsize=32)
 def _cached_resampler(orig_sr: int, new_sr: int) -> T.Resample:
     """torchaudio's resampler with its sinc kernel built once per (orig, new) pair and process
@@ -103,32 +89,35 @@ def _cached_resampler(orig_sr: int, new_sr: int) -> T.Resample:
     return T.Resample(orig_sr, new_sr)
 
 
-def _open_audio(path: str) -> sf.SoundFile:
-    """Open an audio file for reading, with ``audio.info``'s errors (missing, folder, empty,
-    undecodable) — one open gives the header and the frames."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"audio file not found: {path}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ValueError(f"audio path is a folder, not a file: {path}")
-    if st.st_size == 0:
-        raise ValueError(f"audio file is empty (0 bytes): {path}")
-    try:
-        return sf.SoundFile(path)
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-        raise ValueError(f"cannot decode audio file {path}: {e}") from None
-
-
-def _accepts_generator(fn: Callable) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "generator" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
 # ----------------------------------------------------------------------------- dataset
+def _check_arguments(sample_rate, clip_s, channels: str, crop: str, transform) -> int:
+    """Validate :class:`ManifestDataset`'s settings; return ``sample_rate`` as an ``int``."""
+    if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    if clip_s is not None and not (isinstance(clip_s, numbers.Real) and math.isfinite(clip_s) and clip_s > 0):
+        raise ValueError(f"clip_s must be > 0 seconds or None, got {clip_s!r}")
+    if clip_s is not None and round(clip_s * sample_rate) < 1:
+        raise ValueError(f"clip_s={clip_s} s is less than one sample at {sample_rate} Hz")
+    if channels not in ("mono", "keep"):
+        raise ValueError(f"channels must be 'mono' or 'keep', got {channels!r}")
+    if crop not in ("random", "center", "start"):
+        raise ValueError(f"crop must be 'random', 'center' or 'start', got {crop!r}")
+    if transform is not None and not callable(transform):
+        raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+    return sample_rate
+
+
+def _select_split(records: list[dict], sources: list[str], split, name: str) -> tuple[list[dict], list[str]]:
+    """The records (and their sources) whose ``split`` is ``split`` (a string or a collection)."""
+    wanted = {split} if isinstance(split, str) else set(split)
+    keep = [i for i, r in enumerate(records) if r.get("split") in wanted]
+    if not keep:
+        present = sorted({str(r.get("split")) for r in records})
+        raise ValueError(f"manifest {name} has no clips with split in {sorted(wanted)} (splits present: {present})")
+    return [records[i] for i in keep], [sources[i] for i in keep]
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Clips of a manifest as fixed-length float32 waveforms with integer labels.
 
@@ -183,26 +172,14 @@ class ManifestDataset(torch.utils.data.Dataset):
         return_length: bool = False,
         progress: bool = False,
     ):
-        if not isinstance(sample_rate, numbers.Integral) or isinstance(sample_rate, bool) or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-        sample_rate = int(sample_rate)
-        if clip_s is not None and not (isinstance(clip_s, numbers.Real) and math.isfinite(clip_s) and clip_s > 0):
-            raise ValueError(f"clip_s must be > 0 seconds or None, got {clip_s!r}")
-        if clip_s is not None and round(clip_s * sample_rate) < 1:
-            raise ValueError(f"clip_s={clip_s} s is less than one sample at {sample_rate} Hz")
-        if channels not in ("mono", "keep"):
-            raise ValueError(f"channels must be 'mono' or 'keep', got {channels!r}")
-        if crop not in ("random", "center", "start"):
-            raise ValueError(f"crop must be 'random', 'center' or 'start', got {crop!r}")
-        if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable, got {type(transform).__name__}")
+        sample_rate = _check_arguments(sample_rate, clip_s, channels, crop, transform)
         self.sample_rate = sample_rate
         self.clip_s = clip_s
         self.clip_samples = None if clip_s is None else int(round(clip_s * sample_rate))
         self.channels = channels
         self.crop = crop
         self.transform = transform
-        self._transform_takes_generator = transform is not None and _accepts_generator(transform)
+        self._transform_takes_generator = transform is not None and accepts_keyword(transform, "generator")
         self.skip_bad = skip_bad
         self.allow_unknown = allow_unknown
         self.seed = seed
@@ -220,37 +197,17 @@ class ManifestDataset(torch.utils.data.Dataset):
         else:
             self.labels = _check_labels(list(labels), "labels")
         self.label_to_index = {lab: i for i, lab in enumerate(self.labels)}
-
         if split is not None:
-            wanted = {split} if isinstance(split, str) else set(split)
-            keep = [i for i, r in enumerate(records) if r.get("split") in wanted]
-            if not keep:
-                present = sorted({str(r.get("split")) for r in records})
-                raise ValueError(f"manifest {name} has no clips with split in {sorted(wanted)} (splits present: {present})")
-            records, sources = [records[i] for i in keep], [sources[i] for i in keep]
-
-        self.unknown = 0
-        self.unknown_labels: Counter = Counter()
-        kept_records, kept_sources = [], []
-        for rec, src in zip(records, sources):
-            if rec["label"] not in self.label_to_index:
-                if not allow_unknown:
-                    raise ValueError(
-                        f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
-                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
-                    )
-                self.unknown += 1
-                self.unknown_labels[rec["label"]] += 1
-                continue
-            kept_records.append(rec)
-            kept_sources.append(src)
+            records, sources = _select_split(records, sources, split, name)
+        records, sources = self._drop_unknown_labels(records, sources)
         if skip_bad:
-            kept_records, kept_sources = self._scan_headers(kept_records, kept_sources, progress)
-        if not kept_records:
+            records, sources = self._scan_headers(records, sources, progress)
+        if not records:
             raise ValueError(f"manifest {name}: no usable clips left (unknown labels: {self.unknown}, bad: {len(self.bad)})")
-        self.records = kept_records
-        self.sources = kept_sources
-        self.targets = [self.label_to_index[r["label"]] for r in kept_records]
+        self.records = records  # the record dicts (absolute paths), as other code reads them
+        self.clips = [Clip.from_dict(r) for r in records]
+        self.sources = sources
+        self.targets = [self.label_to_index[r["label"]] for r in records]
 
     # -- construction helpers
     @staticmethod
@@ -263,12 +220,32 @@ class ManifestDataset(torch.utils.data.Dataset):
         records = [validate_record(r, f"record {i}") for i, r in enumerate(manifest)]
         return records, [f"record {i}" for i in range(len(records))], "(list of records)"
 
+    def _drop_unknown_labels(self, records: list[dict], sources: list[str]) -> tuple[list[dict], list[str]]:
+        """Records whose label is in the label map; others raise, or with ``allow_unknown`` are
+        counted in ``self.unknown`` / ``self.unknown_labels`` and left out."""
+        self.unknown = 0
+        self.unknown_labels: Counter = Counter()
+        kept_records, kept_sources = [], []
+        for rec, src in zip(records, sources):
+            if rec["label"] not in self.label_to_index:
+                if not self.allow_unknown:
+                    raise ValueError(
+                        f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
+                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
+                    )
+                self.unknown += 1
+                self.unknown_labels[rec["label"]] += 1
+                continue
+            kept_records.append(rec)
+            kept_sources.append(src)
+        return kept_records, kept_sources
+
     def _scan_headers(self, records, sources, progress):
         keep_r, keep_s = [], []
         for rec, src in zip(tqdm(records, disable=not progress, desc="scan", unit="clip"), sources):
             try:
                 meta = audio.info(rec["audio_filepath"])
-                self._clip_frames(rec, meta.sample_rate, meta.frames)
+                Clip.from_dict(rec).frames(meta.sample_rate, meta.frames)
             except (ValueError, FileNotFoundError) as e:
                 self.bad.append({"source": src, "audio_filepath": rec["audio_filepath"], "error": str(e)})
                 continue
@@ -294,38 +271,12 @@ class ManifestDataset(torch.utils.data.Dataset):
         return [counts.get(i, 0) for i in range(len(self.labels))]
 
     # -- reading
-    @staticmethod
-    def _clip_frames(rec: dict, sr: int, frames: int) -> tuple[int, int]:
-        """(first frame, frame count) of the record's clip in a file of ``frames`` frames at ``sr`` Hz;
-        raise if the clip is empty or starts past the end."""
-        path = rec["audio_filepath"]
-        if frames == 0:
-            raise ValueError(f"zero-length clip: {path} has no samples")
-        offset_s = float(rec.get("offset") or 0.0)
-        start = int(round(offset_s * sr))
-        if start >= frames:
-            raise ValueError(f"offset {offset_s} s is past the end of {path} ({frames / sr:.3f} s long)")
-        duration_s = rec.get("duration")
-        n = frames - start if duration_s is None else min(frames - start, int(round(duration_s * sr)))
-        if n <= 0:
-            raise ValueError(f"zero-length clip: duration {duration_s} s at {sr} Hz in {path}")
-        return start, n
-
     def _resampler(self, orig_sr: int) -> T.Resample:
         return _cached_resampler(orig_sr, self.sample_rate)
 
-    def _read_frames(self, f: sf.SoundFile, path: str, first: int, count: int) -> torch.Tensor:
+    def _read(self, f: audio.AudioReader, first: int, count: int) -> torch.Tensor:
         """Frames ``first .. first + count`` of the open file as ``(C, count)``, downmixed if mono."""
-        try:
-            f.seek(first)
-            data = f.read(count, dtype="float32", always_2d=True)
-        except Exception as e:  # libsndfile errors on corrupt data
-            raise ValueError(f"cannot decode audio file {path}: {e}") from None
-        if data.shape[0] != count:
-            raise ValueError(f"read {data.shape[0]} frames instead of {count} from {path}")
-        if not np.isfinite(data).all():
-            raise ValueError(f"audio file {path} contains non-finite samples (NaN or inf)")
-        wav = torch.from_numpy(np.ascontiguousarray(data.T))
+        wav = f.read(first, count)
         if self.channels == "mono" and wav.shape[0] > 1:
             wav = audio.to_mono(wav)
         return wav
@@ -351,48 +302,54 @@ class ManifestDataset(torch.utils.data.Dataset):
             ``(waveform (C, clip_samples) float32, real_length)`` where ``real_length`` counts the
             samples before the zero padding.
         """
-        rec = self.records[index]
-        path = rec["audio_filepath"]
-        with _open_audio(path) as f:
-            sr, target, length = f.samplerate, self.sample_rate, self.clip_samples
-            first, n_clip = self._clip_frames(rec, sr, f.frames)
-            if sr == target:
-                if length is None:
-                    return self._read_frames(f, path, first, n_clip), n_clip
-                start = self._crop_start(n_clip, length, generator)
-                wav = self._read_frames(f, path, first + start, min(length, n_clip - start))
-                real = wav.shape[-1]
-                return audio.fix_length(wav, length, offset=0), real
+        clip = self.clips[index]
+        with audio.open_audio(clip.audio_filepath) as f:
+            first, n_clip = clip.frames(f.sample_rate, f.frames)
+            if f.sample_rate == self.sample_rate:
+                return self._load_native(f, first, n_clip, generator)
+            return self._load_resampled(f, first, n_clip, generator)
 
-            g = math.gcd(sr, target)
-            step_in, step_out = sr // g, target // g  # input / output samples that span the same time
-            n_out = -(-n_clip * target // sr)  # torchaudio's output length for the whole clip
-            if length is None or n_out <= length or step_in > _MAX_ALIGN_STEP:
-                wav = self._resampler(sr)(self._read_frames(f, path, first, n_clip))
-                if length is None:
-                    return wav, wav.shape[-1]
-                start = self._crop_start(wav.shape[-1], length, generator)
-                wav = wav[..., start : start + length]
-                real = wav.shape[-1]
-                return audio.fix_length(wav, length, offset=0), real
-            q = self._crop_start(n_out, length, generator) // step_out * step_out  # output start, on the grid
-            s0 = q // step_out * step_in  # the same instant in input samples
-            half_width = math.ceil(_LOWPASS_WIDTH * sr / (min(sr, target) * _ROLLOFF)) + 2
-            margin = -(-half_width // step_in) * step_in  # grid-aligned filter margin (input samples)
-            a = max(0, s0 - margin)
-            b = min(n_clip, s0 + -(-length * sr // target) + margin + step_in)  # + a block: kernels work per block
-            wav = self._resampler(sr)(self._read_frames(f, path, first + a, b - a))
+    def _pad(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(wav zero-padded at the end to clip_samples, its real length)``."""
+        return audio.fix_length(wav, self.clip_samples, offset=0), wav.shape[-1]
+
+    def _load_native(self, f: audio.AudioReader, first: int, n_clip: int, generator) -> tuple[torch.Tensor, int]:
+        """The clip of a file already at the output rate: read only the crop's frames."""
+        length = self.clip_samples
+        if length is None:
+            return self._read(f, first, n_clip), n_clip
+        start = self._crop_start(n_clip, length, generator)
+        return self._pad(self._read(f, first + start, min(length, n_clip - start)))
+
+    def _load_resampled(self, f: audio.AudioReader, first: int, n_clip: int, generator) -> tuple[torch.Tensor, int]:
+        """The clip of a file at another rate: resample only the crop (plus a filter margin) when the
+        crop starts can be put on the grid where input and output samples coincide."""
+        sr, target, length = f.sample_rate, self.sample_rate, self.clip_samples
+        g = math.gcd(sr, target)
+        step_in, step_out = sr // g, target // g  # input / output samples that span the same time
+        n_out = -(-n_clip * target // sr)  # torchaudio's output length for the whole clip
+        if length is None or n_out <= length or step_in > _MAX_ALIGN_STEP:
+            wav = self._resampler(sr)(self._read(f, first, n_clip))
+            if length is None:
+                return wav, wav.shape[-1]
+            start = self._crop_start(wav.shape[-1], length, generator)
+            return self._pad(wav[..., start : start + length])
+        q = self._crop_start(n_out, length, generator) // step_out * step_out  # output start, on the grid
+        s0 = q // step_out * step_in  # the same instant in input samples
+        half_width = math.ceil(_LOWPASS_WIDTH * sr / (min(sr, target) * _ROLLOFF)) + 2
+        margin = -(-half_width // step_in) * step_in  # grid-aligned filter margin (input samples)
+        a = max(0, s0 - margin)
+        b = min(n_clip, s0 + -(-length * sr // target) + margin + step_in)  # + a block: kernels work per block
+        wav = self._resampler(sr)(self._read(f, first + a, b - a))
         j0 = (s0 - a) // step_in * step_out
         wav = wav[..., j0 : j0 + length]
-        real = min(wav.shape[-1], n_out - q)
-        wav = wav[..., :real]
-        return audio.fix_length(wav, length, offset=0), real
+        return self._pad(wav[..., : min(wav.shape[-1], n_out - q)])
 
     def _generator(self, index: int) -> torch.Generator | None:
         if self.crop != "random" and not self._transform_takes_generator:
             return None
         if self.seed is not None:
-            seed = _mix_seed(self.seed, self.epoch, index)
+            seed = mix_seed(self.seed, self.epoch, index)
         else:
             seed = int(torch.randint(0, 2**62, (1,)).item())  # torch's RNG: seeded per worker by the DataLoader
         return torch.Generator().manual_seed(seed)
@@ -408,7 +365,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             message = f"{self.sources[index]}: {e}"
             if not self.skip_bad:
                 raise type(e)(message) from None
-            self.bad.append({"source": self.sources[index], "audio_filepath": self.records[index]["audio_filepath"], "error": str(e)})
+            self.bad.append({"source": self.sources[index], "audio_filepath": self.clips[index].audio_filepath, "error": str(e)})
             warnings.warn(f"skipping bad clip {message}", stacklevel=2)
             return None
         if self.transform is not None:
@@ -421,21 +378,32 @@ class ManifestDataset(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- batching
+def _waveform_of(item, position: int) -> torch.Tensor:
+    wav = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(wav, torch.Tensor) or wav.dim() not in (1, 2):
+        raise ValueError(f"batch item {position} must be a waveform (C, T) or (T,), or a tuple starting with one; "
+                         f"got {type(wav).__name__} {tuple(getattr(wav, 'shape', ()))}")
+    return wav.unsqueeze(0) if wav.dim() == 1 else wav
+
+
 def collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack examples into ``(waveforms (B, C, T) float32, labels (B,) int64, lengths (B,) int64)``.
 
-    Items are ``(waveform (C, T), label)`` or ``(waveform, label, length)``; ``None`` items (bad
-    clips skipped by ``skip_bad``) are dropped. Shorter waveforms are zero-padded at the end to the
-    longest; ``lengths`` is each item's real (unpadded) sample count — its ``length`` when given,
-    else its own ``T``.
+    The one padding collate of the package (``DataLoader(..., collate_fn=collate)``). Items are a
+    bare waveform ``(C, T)`` or ``(T,)`` (label ``-1``), ``(waveform, label)`` or
+    ``(waveform, label, length)``; ``None`` items (bad clips skipped by ``skip_bad``) are dropped.
+    Shorter waveforms are zero-padded at the end to the longest; ``lengths`` is each item's real
+    (unpadded) sample count — its ``length`` when given, else its own ``T``. A ``(T,)`` waveform
+    counts as one channel.
 
     Raises:
-        ValueError: items with different channel counts (use ``channels="mono"``).
+        ValueError: an item that is not a waveform or a tuple starting with one, or items with
+            different channel counts (use ``channels="mono"``).
     """
     items = [b for b in batch if b is not None]
     if not items:
         return torch.zeros(0, 1, 0), torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
-    waves = [it[0] for it in items]
+    waves = [_waveform_of(it, i) for i, it in enumerate(items)]
     n_channels = {w.shape[0] for w in waves}
     if len(n_channels) > 1:
         raise ValueError(f"cannot batch clips with different channel counts {sorted(n_channels)}; use channels='mono'")
@@ -443,21 +411,30 @@ def collate(batch: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     out = torch.zeros(len(waves), waves[0].shape[0], t_max, dtype=torch.float32)
     for i, w in enumerate(waves):
         out[i, :, : w.shape[-1]] = w
-    labels = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
-    lengths = torch.tensor([int(it[2]) if len(it) > 2 else it[0].shape[-1] for it in items], dtype=torch.int64)
+    tuples = [it if isinstance(it, (tuple, list)) else (it,) for it in items]
+    labels = torch.tensor([int(it[1]) if len(it) > 1 else -1 for it in tuples], dtype=torch.int64)
+    lengths = torch.tensor([int(it[2]) if len(it) > 2 else w.shape[-1] for it, w in zip(tuples, waves)], dtype=torch.int64)
     return out, labels, lengths
 
 
-class ClassBalancedSampler(torch.utils.data.Sampler[int]):
-    """Draw indices with probability proportional to 1 / (size of the example's class), so each
-    class is drawn equally often on average.
+# ----------------------------------------------------------------------------- sampling
+class ClassBalancedSampler(torch.utils.data.WeightedRandomSampler):
+    """``torch.utils.data.WeightedRandomSampler`` with weights 1 / (size of the example's class),
+    so each class is drawn equally often on average.
 
     Args:
         targets: a dataset with ``.targets`` (e.g. :class:`ManifestDataset`) or a sequence of label
             indices.
         num_samples: draws per epoch (default: the dataset size).
         replacement: draw with replacement (needed to oversample small classes).
-        generator: ``torch.Generator``; default: a seed drawn from torch's RNG at each ``iter``.
+        generator: ``torch.Generator``; default: torch's global RNG at each ``iter``.
+
+    Attributes:
+        weights: ``(N,)`` float64, 1 / class count of each example.
+
+    Raises:
+        ValueError: no targets, a negative target, ``num_samples <= 0``, or more draws than
+            examples without replacement.
     """
 
     def __init__(self, targets, num_samples: int | None = None, replacement: bool = True,
@@ -468,22 +445,10 @@ class ClassBalancedSampler(torch.utils.data.Sampler[int]):
             raise ValueError("ClassBalancedSampler needs at least one target")
         if (t < 0).any():
             raise ValueError("targets must be label indices >= 0")
-        counts = torch.bincount(t)
-        self.weights = 1.0 / counts[t].to(torch.float64)  # (N,)
-        self.num_samples = len(t) if num_samples is None else int(num_samples)
-        if self.num_samples <= 0:
+        num_samples = len(t) if num_samples is None else int(num_samples)
+        if num_samples <= 0:
             raise ValueError(f"num_samples must be > 0, got {num_samples}")
-        if not replacement and self.num_samples > len(t):
-            raise ValueError(f"num_samples={self.num_samples} > {len(t)} examples needs replacement=True")
-        self.replacement = replacement
-        self.generator = generator
-
-    def __iter__(self):
-        g = self.generator
-        if g is None:
-            g = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-        idx = torch.multinomial(self.weights, self.num_samples, self.replacement, generator=g)
-        return iter(idx.tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+        if not replacement and num_samples > len(t):
+            raise ValueError(f"num_samples={num_samples} > {len(t)} examples needs replacement=True")
+        weights = 1.0 / torch.bincount(t)[t].to(torch.float64)  # (N,)
+        super().__init__(weights, num_samples, replacement=replacement, generator=generator)

@@ -1,11 +1,17 @@
 """Audio file I/O and waveform utilities (soundfile + torchaudio.functional).
 
+The package's only soundfile user: headers (:func:`info`), an open file's frame ranges
+(:func:`open_audio`), the one clip-range check (:func:`clip_frames`), whole or partial decoding
+(:func:`load`) and atomic writing (:func:`save`).
+
 Every waveform here is a float32 tensor shaped ``(channels, time)``; sample rates are in Hz and
 times in seconds. ``torchaudio.load`` is not used: since torchaudio 2.9 it needs torchcodec.
 """
 from __future__ import annotations
 
+import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +20,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-__all__ = ["AudioInfo", "info", "load", "save", "resample", "to_mono", "fix_length"]
+from audioconv.io.files import atomic_write
+
+__all__ = [
+    "AudioInfo", "AudioReader", "info", "open_audio", "clip_frames", "load", "save", "resample", "to_mono", "fix_length",
+]
 
 
 @dataclass(frozen=True)
@@ -28,12 +38,17 @@ class AudioInfo:
     subtype: str
 
 
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    if path.is_dir():
+def _check_exists(path: str | os.PathLike) -> None:
+    """Raise ``FileNotFoundError`` (missing) or ``ValueError`` (a folder, 0 bytes) naming ``path``.
+
+    One ``stat`` call: the dataset opens a file per clip, so this runs in its hot path."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"audio file not found: {path}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise ValueError(f"audio path is a folder, not a file: {path}")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise ValueError(f"audio file is empty (0 bytes): {path}")
 
 
@@ -42,15 +57,112 @@ def info(path: str | os.PathLike) -> AudioInfo:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is empty or not a format soundfile can decode.
+        ValueError: the file is a folder, empty, or not a format soundfile can decode.
     """
-    path = Path(path)
-    _check_exists(path)
-    try:
-        i = sf.info(str(path))
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-        raise ValueError(f"cannot decode audio file {path}: {e}") from None
-    return AudioInfo(int(i.samplerate), int(i.frames), int(i.channels), float(i.duration), str(i.subtype))
+    with open_audio(path) as f:
+        return f.info
+
+
+def clip_frames(offset_s: float | None, duration_s: float | None, sample_rate: int, n_frames: int,
+                path: str | os.PathLike) -> tuple[int, int]:
+    """Where a clip lies in a file: ``(first frame, frame count)``.
+
+    The one check of a clip's range against its file (used by :func:`load`, the dataset and the
+    manifest check). The clip starts at frame ``round(offset_s * sample_rate)`` and lasts
+    ``round(duration_s * sample_rate)`` frames, cut at the end of the file.
+
+    Args:
+        offset_s: clip start in seconds (>= 0); ``None`` = 0.
+        duration_s: clip length in seconds (>= 0); ``None`` runs to the end of the file.
+        sample_rate: the file's rate in Hz.
+        n_frames: the file's length in frames (per channel), as its header says.
+        path: the file, for messages.
+
+    Returns:
+        ``(first, count)`` with ``count >= 1`` and ``first + count <= n_frames``.
+
+    Raises:
+        ValueError: a negative time; the file has no samples; the offset is at or past the end of
+            the file; the duration is shorter than one frame (all "zero-length clip" or "past the end").
+    """
+    offset_s = 0.0 if offset_s is None else float(offset_s)
+    if not offset_s >= 0:
+        raise ValueError(f"offset_s must be >= 0 seconds, got {offset_s} for {path}")
+    if duration_s is not None and not duration_s >= 0:
+        raise ValueError(f"duration_s must be >= 0 seconds, got {duration_s} for {path}")
+    if n_frames <= 0:
+        raise ValueError(f"zero-length clip: {path} has no samples")
+    first = int(round(offset_s * sample_rate))
+    if first >= n_frames:
+        raise ValueError(f"offset {offset_s} s is past the end of {path} ({n_frames / sample_rate:.3f} s long)")
+    count = n_frames - first if duration_s is None else min(n_frames - first, int(round(duration_s * sample_rate)))
+    if count <= 0:
+        raise ValueError(f"zero-length clip: duration {duration_s} s is less than one frame at {sample_rate} Hz in {path}")
+    return first, count
+
+
+class AudioReader:
+    """An open audio file: its header and reads of any frame range (one open for both).
+
+    Use as a context manager (``with open_audio(path) as f: ...``) or call :meth:`close`.
+
+    Attributes:
+        path: the file.
+        sample_rate: Hz.
+        frames: length in frames per channel, as the header says.
+        channels: channel count.
+        info: the whole header as an :class:`AudioInfo`.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path
+        _check_exists(path)
+        try:
+            self._file = sf.SoundFile(str(path))
+        except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
+            raise ValueError(f"cannot decode audio file {path}: {e}") from None
+        self.sample_rate = int(self._file.samplerate)
+        self.frames = int(self._file.frames)
+        self.channels = int(self._file.channels)
+        self.info = AudioInfo(self.sample_rate, self.frames, self.channels, self.frames / self.sample_rate,
+                              str(self._file.subtype))
+
+    def read(self, first: int, count: int) -> torch.Tensor:
+        """Frames ``first .. first + count`` as a float32 ``(channels, count)`` tensor.
+
+        Raises:
+            ValueError: libsndfile fails on the data, fewer than ``count`` frames come back (the
+                header promised more than the file holds), or a sample is NaN/inf.
+        """
+        try:
+            self._file.seek(first)
+            data = self._file.read(count, dtype="float32", always_2d=True)
+        except Exception as e:  # libsndfile errors on corrupt data
+            raise ValueError(f"cannot decode audio file {self.path}: {e}") from None
+        if data.shape[0] != count:
+            raise ValueError(f"read {data.shape[0]} frames instead of {count} from {self.path}")
+        if not np.isfinite(data).all():
+            raise ValueError(f"audio file {self.path} contains non-finite samples (NaN or inf)")
+        return torch.from_numpy(np.ascontiguousarray(data.T))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_audio(path: str | os.PathLike) -> AudioReader:
+    """Open an audio file for reading (see :class:`AudioReader`).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: a folder, an empty (0-byte) file, or a format soundfile cannot decode.
+    """
+    return AudioReader(path)
 
 
 def load(
@@ -61,7 +173,8 @@ def load(
 ) -> tuple[torch.Tensor, int]:
     """Decode (part of) an audio file to a float32 tensor.
 
-    Only the frames from ``offset_s`` to ``offset_s + duration_s`` are read from disk.
+    Only the frames from ``offset_s`` to ``offset_s + duration_s`` are read from disk
+    (see :func:`clip_frames`; a duration running past the end is cut there).
 
     Args:
         path: WAV/FLAC/OGG/... file readable by soundfile.
@@ -71,35 +184,17 @@ def load(
 
     Returns:
         ``(waveform, sample_rate)`` with waveform shaped ``(channels, time)``, float32 in [-1, 1]
-        for integer formats.
+        for integer formats; ``time >= 1``.
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: empty/undecodable file, offset past the end, negative times, or
+        ValueError: empty/undecodable file, a file without samples, offset at or past the end,
+            zero-length excerpt, negative times, fewer frames than the header says, or
             non-finite samples (NaN/inf) in the file.
     """
-    path = Path(path)
-    if offset_s < 0:
-        raise ValueError(f"offset_s must be >= 0, got {offset_s} for {path}")
-    if duration_s is not None and duration_s < 0:
-        raise ValueError(f"duration_s must be >= 0, got {duration_s} for {path}")
-    _check_exists(path)
-    try:
-        with sf.SoundFile(str(path)) as f:  # one open: header and samples
-            sr, frames = int(f.samplerate), int(f.frames)
-            start = int(round(offset_s * sr))
-            if start > frames or (start == frames and frames > 0 and (duration_s or 0) > 0):
-                raise ValueError(f"offset_s={offset_s} is past the end of {path} (duration {frames / sr:.3f} s)")
-            stop = frames if duration_s is None else min(frames, start + int(round(duration_s * sr)))
-            f.seek(start)
-            data = f.read(stop - start, dtype="float32", always_2d=True)
-    except ValueError:
-        raise
-    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
-        raise ValueError(f"cannot decode audio file {path}: {e}") from None
-    if not np.isfinite(data).all():
-        raise ValueError(f"audio file {path} contains non-finite samples (NaN or inf)")
-    wav = torch.from_numpy(np.ascontiguousarray(data.T))
+    with open_audio(path) as f:
+        first, count = clip_frames(offset_s, duration_s, f.sample_rate, f.frames, path)
+        wav, sr = f.read(first, count), f.sample_rate
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate
@@ -109,8 +204,13 @@ def load(
 def save(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:
     """Write a ``(channels, time)`` or ``(time,)`` waveform to an audio file (format from the suffix).
 
-    Samples are clipped to [-1, 1] for integer subtypes. Parent folders are created.
-    Returns the path written.
+    Samples are clipped to [-1, 1] for integer subtypes. The file is encoded in memory and written
+    atomically (:func:`audioconv.io.files.atomic_write`: a crash never leaves half a file that
+    looks complete); parent folders are created. Returns the path written.
+
+    Raises:
+        ValueError: a waveform of another rank, non-finite samples, or a suffix that names no
+            format soundfile writes (``.wav``, ``.flac``, ``.ogg``, ...).
     """
     path = Path(path)
     if waveform.dim() == 1:
@@ -122,8 +222,13 @@ def save(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, subt
         raise ValueError(f"refusing to write non-finite samples to {path}")
     if subtype.startswith("PCM"):
         data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), data, int(sample_rate), subtype=subtype)
+    file_format = path.suffix[1:].upper()
+    if file_format not in sf.available_formats():
+        raise ValueError(f"cannot tell the audio format from the suffix of {path} (use .wav, .flac, .ogg, ...)")
+    encoded = io.BytesIO()
+    sf.write(encoded, data, int(sample_rate), subtype=subtype, format=file_format)
+    with atomic_write(path, "wb") as f:
+        f.write(encoded.getbuffer())
     return path
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +40,11 @@ from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from . import audio
+from audioconv.io import audio
+from audioconv.io.files import atomic_write
 
 __all__ = [
+    "Clip",
     "ManifestError",
     "KEY_ORDER",
     "validate_record",
@@ -66,6 +67,53 @@ class ManifestError(ValueError):
         self.where = where
         self.message = message
         super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One manifest line as a record with unit-named fields.
+
+    The JSONL keys ``duration`` and ``offset`` become ``duration_s`` and ``offset_s``; keys other
+    than the five below are kept, in order, in ``extra`` (``group``, ``sample_rate``, ...).
+    :meth:`from_dict` and :meth:`to_dict` mirror each other: ``Clip.from_dict(d).to_dict() == d``
+    for a valid record ``d`` (absent keys stay absent).
+
+    Attributes:
+        audio_filepath: the audio file (absolute after :func:`read_manifest`).
+        label: class name, or ``None`` in manifests of unlabelled audio.
+        duration_s: clip length in seconds from ``offset_s``; ``None`` runs to the end of the file.
+        offset_s: clip start in seconds inside the file; ``None`` = the start (0 s).
+        split: ``"train"``, ``"validation"``, ``"fold3"``, ... or ``None``.
+        extra: every other key of the record, unchanged.
+    """
+
+    audio_filepath: str
+    label: str | None = None
+    duration_s: float | None = None
+    offset_s: float | None = None
+    split: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, record: dict, where: str = "record", require_label: bool = False) -> "Clip":
+        """The clip of a manifest record (validated with :func:`validate_record`, errors name ``where``)."""
+        rec = validate_record(record, where, require_label)
+        return cls(rec.pop("audio_filepath"), rec.pop("label", None), rec.pop("duration", None),
+                   rec.pop("offset", None), rec.pop("split", None), rec)
+
+    def to_dict(self) -> dict:
+        """The manifest record: JSONL keys (``duration``, ``offset`` in seconds), ``None`` fields left out."""
+        out = {"audio_filepath": self.audio_filepath, "label": self.label, "duration": self.duration_s,
+               "offset": self.offset_s, "split": self.split}
+        out = {k: v for k, v in out.items() if v is not None}
+        out.update(self.extra)
+        return out
+
+    def frames(self, sample_rate: int, n_frames: int) -> tuple[int, int]:
+        """``(first frame, frame count)`` of this clip in its file of ``n_frames`` frames at
+        ``sample_rate`` Hz (:func:`audioconv.io.audio.clip_frames`: raises when the clip is empty
+        or starts past the end)."""
+        return audio.clip_frames(self.offset_s, self.duration_s, sample_rate, n_frames, self.audio_filepath)
 
 
 def _is_number(v: Any) -> bool:
@@ -222,7 +270,8 @@ def write_manifest(
     relative: bool = True,
     allow_duplicates: bool = False,
 ) -> Path:
-    """Write records as JSON Lines (atomically: temp file + rename; parent folders created).
+    """Write records as JSON Lines (atomically with :func:`audioconv.io.files.atomic_write`;
+    parent folders created).
 
     Args:
         path: output ``.jsonl``.
@@ -237,26 +286,19 @@ def write_manifest(
     """
     path = Path(path)
     folder = Path(os.path.abspath(path)).parent
-    folder.mkdir(parents=True, exist_ok=True)
     folders = (folder, folder.resolve())
     seen: dict[tuple[str, float], int] = {}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, record in enumerate(records):
-                rec = validate_record(record, f"record {i} (for {path})")
-                if relative:
-                    rec["audio_filepath"] = _relative_path(rec["audio_filepath"], folders)
-                if not allow_duplicates:
-                    key = _duplicate_key({**rec, "audio_filepath": _resolve(rec["audio_filepath"], folder)})
-                    if key in seen:
-                        raise ManifestError(f"record {i} (for {path})", f"duplicate of record {seen[key]}: {key}")
-                    seen[key] = i
-                f.write(json.dumps(_ordered(rec), ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        for i, record in enumerate(records):
+            rec = validate_record(record, f"record {i} (for {path})")
+            if relative:
+                rec["audio_filepath"] = _relative_path(rec["audio_filepath"], folders)
+            if not allow_duplicates:
+                key = _duplicate_key({**rec, "audio_filepath": _resolve(rec["audio_filepath"], folder)})
+                if key in seen:
+                    raise ManifestError(f"record {i} (for {path})", f"duplicate of record {seen[key]}: {key}")
+                seen[key] = i
+            f.write(json.dumps(_ordered(rec), ensure_ascii=False, allow_nan=False) + "\n")
     return path
 
 
@@ -328,27 +370,23 @@ class CheckReport:
 
 def _check_clip(rec: dict, decode: bool) -> tuple[dict, str | None, audio.AudioInfo]:
     """Return (record with measured duration/sample_rate, warning or None, header); raise if bad."""
-    path = rec["audio_filepath"]
-    meta = audio.info(path)
-    offset_s = float(rec.get("offset") or 0.0)
+    clip = Clip.from_dict(rec)
+    with audio.open_audio(clip.audio_filepath) as f:  # one open: header and samples
+        meta = f.info
+        first, count = clip.frames(meta.sample_rate, meta.frames)  # raises: no samples, past the end
+        if decode:
+            f.read(first, count)  # the loader's own read: decode errors, short reads, NaN/inf
+    offset_s = clip.offset_s or 0.0
     available_s = meta.frames / meta.sample_rate - offset_s
-    if available_s <= 0 or int(round(offset_s * meta.sample_rate)) >= meta.frames:
-        if meta.frames == 0:
-            raise ValueError(f"audio file has no samples (zero-length clip): {path}")
-        raise ValueError(f"offset {offset_s} s is past the end of {path} ({meta.duration_s:.3f} s long)")
+    want_s = clip.duration_s
     warning = None
-    want_s = rec.get("duration")
-    if want_s is not None and want_s > available_s + 1.0 / meta.sample_rate:
+    if want_s is not None and round(want_s * meta.sample_rate) > count + 1:
         warning = f"duration {want_s} s runs past the end of the file (only {available_s:.6f} s from offset {offset_s} s)"
-    if rec.get("sample_rate") is not None and rec["sample_rate"] != meta.sample_rate:
-        warning = f"manifest says sample_rate {rec['sample_rate']} Hz but the file is {meta.sample_rate} Hz"
-    clip_s = available_s if want_s is None else min(float(want_s), available_s)
-    if decode:
-        wav, _ = audio.load(path, offset_s=offset_s, duration_s=want_s)
-        if wav.shape[-1] == 0:
-            raise ValueError(f"zero-length clip: nothing decoded from {path} at offset {offset_s} s")
+    said_sr = clip.extra.get("sample_rate")
+    if said_sr is not None and said_sr != meta.sample_rate:
+        warning = f"manifest says sample_rate {said_sr} Hz but the file is {meta.sample_rate} Hz"
     out = dict(rec)
-    out["duration"] = round(clip_s, 6)
+    out["duration"] = round(available_s if want_s is None else min(float(want_s), available_s), 6)
     out["sample_rate"] = meta.sample_rate
     return out, warning, meta
 

@@ -10,7 +10,7 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from .. import audio
+from audioconv.io import audio
 
 #: File name endings the importers treat as audio (what libsndfile decodes).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au"})
@@ -101,8 +101,7 @@ def header_records(
     for path, fields, where in tqdm(items, total=total, disable=not progress, desc=desc, unit="file"):
         try:
             meta = audio.info(path)
-            if meta.frames == 0:
-                raise ValueError(f"audio file has no samples: {path}")
+            audio.clip_frames(0.0, None, meta.sample_rate, meta.frames, path)  # raises for a file without samples
         except (ValueError, FileNotFoundError) as e:
             error = type(e)(f"{where}: {e}") if where else e
             if not skip_bad:

@@ -113,6 +113,35 @@ def _silence_crops(regions: list[dict], counts: dict[str, int], clip_s: float) -
     return crops
 
 
+def _word_items(root: Path, words: list[str], val_list: dict, test_list: dict, twelve: bool) -> list[tuple[Path, dict, None]]:
+    """``(path, fields, None)`` for every audio file in the word folders, with label, split and group."""
+    items = []
+    for word in words:
+        for path in sorted(p for p in (root / word).iterdir() if p.is_file() and is_audio(p)):
+            rel = f"{word}/{path.name}"
+            split = "validation" if rel in val_list else "test" if rel in test_list else "train"
+            fields = {"label": word if (not twelve or word in TWELVE_WORDS) else UNKNOWN}
+            if fields["label"] != word:
+                fields["word"] = word
+            fields.update(split=split, group=speaker_group(path))
+            items.append((path, fields, None))
+    return items
+
+
+def _listed_but_missing(root: Path, lists: dict[str, dict[str, int]], on_disk: set[str], skip_bad: bool) -> list[dict]:
+    """Split-list entries naming files that are not in the corpus: raise (``list:line``), or with
+    ``skip_bad`` return them as ``{"audio_filepath", "error"}``."""
+    skipped = []
+    for list_name, entries in lists.items():
+        for rel, n in entries.items():
+            if rel not in on_disk:
+                msg = f"{root / list_name}:{n}: listed file {rel!r} is not in the corpus"
+                if not skip_bad:
+                    raise ValueError(msg)
+                skipped.append({"audio_filepath": str(root / rel), "error": msg})
+    return skipped
+
+
 def import_speech_commands(
     root: str | os.PathLike,
     *,
@@ -154,27 +183,9 @@ def import_speech_commands(
         if rel in val_list:
             raise ValueError(f"{root / 'testing_list.txt'}:{n}: {rel!r} is also in validation_list.txt:{val_list[rel]}")
 
-    items, on_disk = [], set()
-    for word in words:
-        for path in sorted(p for p in (root / word).iterdir() if p.is_file() and is_audio(p)):
-            rel = f"{word}/{path.name}"
-            on_disk.add(rel)
-            split = "validation" if rel in val_list else "test" if rel in test_list else "train"
-            fields = {"label": word if (not twelve or word in TWELVE_WORDS) else UNKNOWN}
-            if fields["label"] != word:
-                fields["word"] = word
-            fields.update(split=split, group=speaker_group(path))
-            items.append((path, fields, None))
-
-    skipped = []
-    for list_name, entries in (("validation_list.txt", val_list), ("testing_list.txt", test_list)):
-        for rel, n in entries.items():
-            if rel not in on_disk:
-                msg = f"{root / list_name}:{n}: listed file {rel!r} is not in the corpus"
-                if not skip_bad:
-                    raise ValueError(msg)
-                skipped.append({"audio_filepath": str(root / rel), "error": msg})
-
+    items = _word_items(root, words, val_list, test_list, twelve)
+    on_disk = {f"{path.parent.name}/{path.name}" for path, _, _ in items}
+    skipped = _listed_but_missing(root, {"validation_list.txt": val_list, "testing_list.txt": test_list}, on_disk, skip_bad)
     records, bad = header_records(items, skip_bad=skip_bad, progress=progress, desc="speech-commands", total=len(items))
     skipped += bad
     counts = {s: sum(r["split"] == s for r in records) for s in SPLITS}
