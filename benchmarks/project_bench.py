@@ -84,7 +84,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model-device", default=None, help="where the caller's model lives (default: --device)")
     ap.add_argument("--topk-clips", type=int, default=64, help="clips of the top_k timing (0: skip it)")
     ap.add_argument("--topk-units", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is steadier "
+                                                           "on a busy machine")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from captum.attr import NeuronDeconvolution
 
