@@ -118,11 +118,18 @@ class LogMel(torch.nn.Module):
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
         """Power → dB with the per-example ``top_db`` floor (and, with ``relative_to_peak``, minus
-        the example's peak); ``(B, ...)`` → same shape."""
-        db = 10.0 * torch.log10(power.clamp_min(1e-10))
-        peak = db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
-        db = torch.maximum(db, peak - self.config.top_db)
-        return db - peak if self.config.relative_to_peak else db
+        the example's peak); ``(B, ...)`` → same shape.
+
+        ``torchaudio.functional.amplitude_to_DB`` (``10 log10(max(power, 1e-10))``, floored at the peak
+        minus ``top_db``) on each example seen as one ``(1, 1, N)`` spectrogram, so the peak is the
+        example's own.
+        """
+        per_example = power.reshape(power.shape[0], 1, 1, -1)  # amplitude_to_DB floors per (C, F, T) item
+        db = AF.amplitude_to_DB(per_example, multiplier=10.0, amin=1e-10, db_multiplier=0.0,
+                                top_db=self.config.top_db).reshape(power.shape)
+        if not self.config.relative_to_peak:
+            return db
+        return db - db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
 
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:

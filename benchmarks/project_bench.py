@@ -19,8 +19,16 @@ Contestants (all produce the same 8 × 64 maps; the script checks that they agre
   each replica's selector picking its own unit and position (one forward + one backward of the
   whole network on 512 inputs).
 
+Also timed (not compared with Captum): ``top_k`` of ``--topk-units`` units of the layer over
+``--topk-clips`` one-second clips (k = 9; the scan and then the projections, chunk by chunk).
+
+``--model-device`` puts the caller's model somewhere else than ``--device`` (e.g. ``--device cuda
+--model-device cpu``): the projector then works on a copy on ``--device``, made once per projector
+(before issue 10: once per call, i.e. per top-k chunk).
+
 Prints wall and CPU times (best of ``--repeats`` rounds, contestants interleaved so a busy machine
-slows them alike) and the speed-ups.
+slows them alike) and the speed-ups. Run it on another checkout of the package with
+``PYTHONPATH=<checkout> python benchmarks/project_bench.py`` to compare versions.
 """
 from __future__ import annotations
 
@@ -73,15 +81,23 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-replicate", action="store_true", help="skip the replicate baseline (memory)")
+    ap.add_argument("--model-device", default=None, help="where the caller's model lives (default: --device)")
+    ap.add_argument("--topk-clips", type=int, default=64, help="clips of the top_k timing (0: skip it)")
+    ap.add_argument("--topk-units", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default); 1 is steadier "
+                                                           "on a busy machine")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from captum.attr import NeuronDeconvolution
 
     from audioconv.models.spectrogram_cnn import SpectrogramCNN
-    from audioconv.interpret import Projector
+    from audioconv.interpret import Projector, top_k
 
     torch.manual_seed(0)
     dev = torch.device(args.device)
+    home = torch.device(args.model_device or args.device)
     model = SpectrogramCNN(n_classes=10).to(dev).eval()
     wav = torch.randn(args.batch, 1, 16000, device=dev) * 0.1
     with torch.no_grad():
@@ -89,8 +105,13 @@ def main(argv=None) -> int:
     units = list(range(args.units))
     act_module = model.feature_module(args.layer)
     B, K = x.shape[0], len(units)
+    clips = [w for w in torch.randn(args.topk_clips, 1, 16000, generator=torch.Generator().manual_seed(1)) * 0.1]
+    caller_model = model if home == dev else SpectrogramCNN(n_classes=10).eval()
+    if caller_model is not model:
+        caller_model.load_state_dict(model.state_dict())
+        caller_model.to(home)
 
-    projector = Projector(model, "deconv", device=dev)
+    projector = Projector(caller_model, "deconv", device=dev)
     project = lambda crop: projector.project(x, args.layer, units, "max", progress=False, crop=crop)  # noqa: E731
     project(True)  # warm-up
 
@@ -127,6 +148,9 @@ def main(argv=None) -> int:
     contestants = {"ours": lambda: project(True), "ours_full": lambda: project(False), "captum": captum_per_unit}
     if not args.no_replicate:
         contestants["replicate"] = replicate
+    if args.topk_clips:
+        contestants["topk"] = lambda: top_k(caller_model, clips, args.layer, list(range(args.topk_units)), k=9,
+                                            batch_size=16, device=dev, progress=False)
     res = _interleaved(contestants, args.repeats)
     ours = res["ours"][2]
 
@@ -138,7 +162,7 @@ def main(argv=None) -> int:
         diff = "" if ref is None else f"   max rel diff vs ours {rel(ref(out), ours.maps):.1e}"
         print(f"{label:34s}{wall * 1e3:10.1f} ms wall {cpu * 1e3:10.1f} ms CPU{diff}")
 
-    print(f"device={dev} torch={torch.__version__} threads={torch.get_num_threads()} "
+    print(f"device={dev} model on {home} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"repeats={args.repeats} (best of, interleaved)")
     print(f"task: {K} units of {args.layer}, position=max, batch {B} x log-mel {tuple(x.shape[-2:])}, mode deconv")
     line("audioconv Projector (crop)", "ours")
@@ -146,6 +170,8 @@ def main(argv=None) -> int:
     line("captum, one call per unit", "captum", lambda m: m)
     if not args.no_replicate:
         line("replicate batch K times (captum)", "replicate", lambda m: m)
+    if "topk" in res:
+        line(f"top_k: {args.topk_units} units, k=9, {args.topk_clips} clips", "topk")
     for name, label in (("captum", "captum per unit"), ("replicate", "replicate")):
         if name in res:
             print(f"speed-up vs {label:16s} {res[name][0] / res['ours'][0]:7.1f}x wall "

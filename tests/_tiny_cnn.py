@@ -20,3 +20,20 @@ def tiny_cnn(seed: int = 0) -> SpectrogramCNN:
         m.features.input_norm.running_mean.fill_(-40.0)
         m.features.input_norm.running_var.fill_(400.0)
     return m.eval()
+
+
+def tiny_sequential_cnn(seed: int = 0) -> torch.nn.Sequential:
+    """A plain ``nn.Sequential`` CNN on log-mel ``(B, 1, F, T)`` (no front end, no layer names) in float64:
+    conv → BatchNorm → ReLU → max-pool → conv → ReLU → global average → linear. Returned in eval mode."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),  # 0-3
+                      nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),  # 4-5
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    with torch.no_grad():
+        bn = m[1]
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-0.2, 0.8)
+    return m.double().eval()

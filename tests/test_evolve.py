@@ -6,8 +6,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from audioconv.app.figures import write_evolution
 from audioconv.training.checkpoint import load_model, save_checkpoint
-from audioconv.interpret.evolve import evolve, find_snapshots
+from audioconv.interpret.evolve import Evolution, evolve, find_snapshots
 
 from _tiny_cnn import SR, tiny_cnn
 
@@ -67,11 +68,15 @@ def test_evolve_against_brute_force(tmp_path):
     run = make_run(tmp_path)
     probe, rows = make_probe(tmp_path)
     out = tmp_path / "evo"
-    res = evolve(run, probe, out_dir=out, channels_per_layer=3, k=1, progress=False, device="cpu")
-    assert res["epochs"] == [1, 2, 5]
+    evolution = evolve(run, probe, channels_per_layer=3, k=1, progress=False, device="cpu")
+    assert isinstance(evolution, Evolution) and not out.exists()  # computing writes nothing
+    written = write_evolution(evolution, out)
+    res = evolution.to_dict()
+    assert res["epochs"] == [1, 2, 5] and written["epochs"] == [1, 2, 5]
     assert res["probe"]["clip_ids"] == [str(tmp_path / r["audio_filepath"]) for r in rows]  # manifest order
     saved = json.loads((out / "evolve.json").read_text())
     assert saved["layers"]["conv1"]["cka"] == res["layers"]["conv1"]["cka"]
+    assert saved["layers"]["conv2"]["grid_png"] == str(out / "evolution_conv2.png") == written["layers"]["conv2"]["grid_png"]
     for name in ("evolution_conv1.png", "evolution_conv2.png", "convergence.png"):
         assert (out / name).stat().st_size > 5000
 
@@ -98,7 +103,7 @@ def test_evolve_against_brute_force(tmp_path):
             n, f, t = np.unravel_index(np.argmax(a), a.shape)  # first max in (clip, f, t) order
             assert cell["activation"] == pytest.approx(a.max(), rel=1e-5)
             assert (cell["example"], *cell["position"]) == (n, f, t)
-    grid = res["grids"]["conv2"]
+    grid = evolution.grids["conv2"]
     assert grid.epochs == [1, 2, 5] and len(grid.projections) == 3 and len(grid.projections[0]) == 3
     f0, f1, t0, t1 = grid.receptive_fields[0][2]
     assert grid.projections[0][2].shape == (f1 - f0, t1 - t0)
@@ -107,13 +112,14 @@ def test_evolve_against_brute_force(tmp_path):
 def test_pooled_cka_and_explicit_units(tmp_path):
     run = make_run(tmp_path, epochs=(1, 5))
     probe, _ = make_probe(tmp_path)
-    res = evolve(run, probe, out_dir=tmp_path / "o", layers=["conv2"], units={"conv2": [0, 7]}, k=2,
-                 cka_features="pool", progress=False, device="cpu")
+    evolution = evolve(run, probe, layers=["conv2"], units={"conv2": [0, 7]}, k=2,
+                       cka_features="pool", progress=False, device="cpu")
+    res = evolution.to_dict()
     info = res["layers"]["conv2"]
     assert list(res["layers"]) == ["conv2"] and info["units"] == [0, 7]
     assert len(info["cells"]) == 2 * 2 * 2  # units × k × epochs
     assert info["cka"][-1] == pytest.approx(1.0)
-    grid = res["grids"]["conv2"]
+    grid = evolution.grids["conv2"]
     assert grid.row_units == [0, 0, 7, 7] and grid.row_ranks == [0, 1, 0, 1]
 
 

@@ -1,4 +1,4 @@
-"""Rendering: real axes (seconds, Hz on a mel axis), centred diverging maps, colour bars with units."""
+"""Plots: real axes (seconds, Hz on a mel axis), centred diverging maps, colour bars with units."""
 from types import SimpleNamespace
 
 import matplotlib
@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from audioconv.app.figures import save_figure
 from audioconv.features import LogMel
-from audioconv.plots import render
+from audioconv.plots.curves import plot_convergence
+from audioconv.plots.grids import plot_evolution_grid, plot_topk_grid
+from audioconv.plots.occlusion import plot_occlusion
+from audioconv.plots.projection import plot_projection
+from audioconv.plots.spectrogram import hz_edges, seconds_edges
 
 matplotlib.use("Agg")
 
@@ -35,20 +40,21 @@ def _tick_values(ax, which):
 def test_edges_are_halfway_on_the_mel_scale():
     lm = LogMel()
     hz = lm.mel_hz()
-    edges = render.hz_edges(hz)
+    edges = hz_edges(hz)
     mel = lambda f: 2595 * np.log10(1 + f / 700)  # HTK, independent of the code under test
     np.testing.assert_allclose(mel(edges[1:-1]), (mel(hz[:-1]) + mel(hz[1:])) / 2, rtol=1e-9)
     # the mel centres are evenly spaced in mel from f_min to f_max (one step beyond each end):
     # the outer cell edges lie halfway between f_min / f_max and the outer centres
     assert mel(edges[0]) == pytest.approx((mel(lm.config.f_min_hz) + mel(hz[0])) / 2, rel=1e-9)
     assert mel(edges[-1]) == pytest.approx((mel(lm.config.f_max) + mel(hz[-1])) / 2, rel=1e-9)
-    np.testing.assert_allclose(render.seconds_edges(lm.frame_s(3)), [-0.005, 0.005, 0.015, 0.025])
+    np.testing.assert_allclose(seconds_edges(lm.frame_s(3)), [-0.005, 0.005, 0.015, 0.025])
 
 
 def test_plot_projection_axes_colourbars_and_centred_map(tmp_path):
     proj, lm = _fake_projection()
     path = tmp_path / "p" / "proj.png"
-    fig = render.plot_projection(proj, (1, 1), path, logmel=lm)
+    fig = plot_projection(proj, (1, 1), logmel=lm)
+    save_figure(fig, path)
     assert path.is_file() and path.stat().st_size > 10_000
     main_axes, bars = fig.axes[:3], fig.axes[3:]
     assert "Hz" in main_axes[0].get_ylabel()  # shared y axis: labelled once
@@ -71,7 +77,7 @@ def test_plot_projection_axes_colourbars_and_centred_map(tmp_path):
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(32, 51), proj.maps[1, 1].numpy())
     # the mesh spans the mel range in Hz and the clip in seconds
     coords = mesh.get_coordinates()
-    np.testing.assert_allclose(coords[:, 0, 1], render.hz_edges(lm.mel_hz()))
+    np.testing.assert_allclose(coords[:, 0, 1], hz_edges(lm.mel_hz()))
     assert lm.config.f_min_hz < coords[0, 0, 1] < lm.mel_hz()[0] and lm.mel_hz()[-1] < coords[-1, 0, 1] < 8000
     assert coords[0, -1, 0] == pytest.approx(50 * 0.01 + 0.005)
     assert "conv2 unit 4" in fig._suptitle.get_text()
@@ -80,9 +86,9 @@ def test_plot_projection_axes_colourbars_and_centred_map(tmp_path):
 def test_plot_projection_bad_index():
     proj, _ = _fake_projection()
     with pytest.raises(ValueError, match="index 5 out of range"):
-        render.plot_projection(proj, 5)
+        plot_projection(proj, 5)
     with pytest.raises(ValueError, match="unit 3 out of range"):
-        render.plot_projection(proj, (0, 3))
+        plot_projection(proj, (0, 3))
 
 
 def _fake_topk(k=3, n_units=2):
@@ -99,7 +105,8 @@ def _fake_topk(k=3, n_units=2):
 
 def test_plot_topk_grid(tmp_path):
     topk = _fake_topk()
-    fig = render.plot_topk_grid(topk, tmp_path / "grid.png")
+    fig = plot_topk_grid(topk)
+    save_figure(fig, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").is_file()
     axes = [ax for ax in fig.axes]
     assert len(axes) == 2 * 3 * 2
@@ -115,7 +122,7 @@ def test_plot_topk_grid(tmp_path):
             np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(8, 8), topk.patches[0][j - 3])
         # the crop sits where its receptive field is: rows f0..f1 of the full mel axis
         f0, f1 = topk.receptive_fields[0][j % 3][:2]
-        edges = render.hz_edges(topk.hz)
+        edges = hz_edges(topk.hz)
         ys = mesh.get_coordinates()[:, 0, 1]
         np.testing.assert_allclose(ys, edges[f0:f1 + 1])
 
@@ -127,30 +134,33 @@ def test_plot_evolution_grid_and_convergence(tmp_path):
                            projections=[[rng.normal(size=(3, 3)) for _ in range(3)] for _ in range(2)],
                            receptive_fields=[[np.array([4, 7, 10, 13])] * 3] * 2,
                            activations=[[1.0, 2.0, 3.0]] * 2, hz=lm.mel_hz(), seconds=lm.frame_s(51))
-    fig = render.plot_evolution_grid(grid, tmp_path / "evo.png")
+    fig = plot_evolution_grid(grid)
+    save_figure(fig, tmp_path / "evo.png")
     assert (tmp_path / "evo.png").is_file()
     assert "epoch 5" in fig.axes[2].get_title()
     assert "unit 3" in fig.axes[3].get_ylabel()
     for ax in fig.axes:
         m = ax.collections[0]
         assert m.norm.vmin == pytest.approx(-m.norm.vmax)
-    fig2 = render.plot_convergence({"conv1": [0.5, 0.9, 1.0], "conv2": [0.2, 0.6, 1.0]}, [1, 2, 5],
-                                   tmp_path / "conv.png")
+    fig2 = plot_convergence({"conv1": [0.5, 0.9, 1.0], "conv2": [0.2, 0.6, 1.0]}, [1, 2, 5])
+    save_figure(fig2, tmp_path / "conv.png")
+    assert (tmp_path / "conv.png").is_file()
     ax = fig2.axes[0]
     assert "epoch" in ax.get_xlabel() and "CKA" in ax.get_ylabel()
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.2, 0.6, 1.0])
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [1, 2, 5])
     with pytest.raises(ValueError, match="3 epochs"):
-        render.plot_convergence({"conv1": [0.5]}, [1, 2, 5])
+        plot_convergence({"conv1": [0.5]}, [1, 2, 5])
 
 
 def test_plot_occlusion(tmp_path):
     lm = LogMel(n_mels=32)
     spec = np.random.default_rng(3).normal(size=(32, 51))
     prob = np.linspace(0, 1, 7 * 11).reshape(7, 11)
-    fig = render.plot_occlusion(spec, prob, lm.mel_hz(), lm.frame_s(51), (8, 10), (4, 4), tmp_path / "occ.png")
+    fig = plot_occlusion(spec, prob, lm.mel_hz(), lm.frame_s(51), (8, 10), (4, 4))
+    save_figure(fig, tmp_path / "occ.png")
     assert (tmp_path / "occ.png").is_file()
     assert fig.axes[1].collections[0].norm.vmin == 0 and "Hz" in fig.axes[0].get_ylabel()
     assert fig.axes[1].get_yscale() == "symlog" and "Time" in fig.axes[1].get_xlabel()
     with pytest.raises(ValueError, match="placements"):
-        render.plot_occlusion(spec, prob[:3], lm.mel_hz(), lm.frame_s(51), (8, 10), (4, 4))
+        plot_occlusion(spec, prob[:3], lm.mel_hz(), lm.frame_s(51), (8, 10), (4, 4))

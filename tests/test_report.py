@@ -13,7 +13,9 @@ import pytest
 import soundfile as sf
 from matplotlib.figure import Figure
 
-from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, plot_metrics, read_metrics, write_report
+from audioconv.app.figures import save_figure
+from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
+from audioconv.plots.curves import plot_metrics
 
 EVIL = '<script>alert("x")</script> & \'quotes\''
 
@@ -141,7 +143,8 @@ def test_confusion_table_matches_evaluation(fake_run):
 
 def test_metrics_plot_draws_the_recorded_numbers(fake_run, tmp_path):
     run, content, rows = fake_run
-    fig = plot_metrics(rows, tmp_path / "m.png")
+    fig = plot_metrics(rows)
+    save_figure(fig, tmp_path / "m.png", bbox_inches=None)
     lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
     assert set(lines) == {"train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr"}
     np.testing.assert_allclose(lines["val_loss"].get_ydata(), [r["val_loss"] for r in rows])

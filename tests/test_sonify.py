@@ -6,7 +6,7 @@ from scipy.signal import welch
 
 from audioconv.io import audio
 from audioconv.features import LogMel
-from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, mel_mask_to_stft, projection_mask, save_wav
+from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, mel_mask_to_stft, projection_mask
 
 SR = 16000
 
@@ -71,7 +71,7 @@ def test_griffin_lim_band_and_wav(tmp_path):
     f, p = welch(y.numpy(), fs=SR, nperseg=1024)
     assert 1200 < f[np.argmax(p)] < 1800
     assert griffin_lim_audio(torch.zeros(64, 101), lm, SR).abs().max() == 0
-    path = save_wav(tmp_path / "a" / "gl.wav", y, SR)
+    path = audio.save(tmp_path / "a" / "gl.wav", y, SR)
     back, sr = audio.load(path)
     assert sr == SR and back.shape == (1, SR)
     np.testing.assert_allclose(back[0].numpy(), y.numpy(), atol=1e-4)

@@ -11,7 +11,7 @@ from audioconv.models.spectrogram_cnn import SpectrogramCNN
 from audioconv.interpret.projector import Projector
 from audioconv.interpret.topk import top_k
 
-from _tiny_cnn import FRONTEND, SR
+from _tiny_cnn import FRONTEND, SR, tiny_sequential_cnn
 
 
 def tiny_model(seed=0, dead_channel=None):
@@ -136,16 +136,73 @@ def test_bad_arguments(tmp_path):
         top_k(model, ds, "conv2", k=0, device="cpu", progress=False)
 
 
-def test_projector_top_k_uses_its_mode_and_agrees_with_the_function(tmp_path):
+def test_top_k_with_a_projector_uses_its_mode_and_agrees_with_the_function(tmp_path):
     ds = ManifestDataset(write_clips(tmp_path, n=5), sample_rate=SR, clip_s=0.4, crop="center")
     model = tiny_model()
-    via_method = Projector(model, mode="guided", device="cpu").top_k(ds, "conv2", channels=[1, 6], k=3,
-                                                                      batch_size=4, progress=False)
+    projector = Projector(model, mode="guided", device="cpu")
+    via_projector = top_k(projector, ds, "conv2", channels=[1, 6], k=3, batch_size=4, progress=False)
     via_function = top_k(model, ds, "conv2", channels=[1, 6], k=3, batch_size=4, device="cpu", mode="guided",
                          progress=False)
-    assert via_method.mode == "guided"
-    np.testing.assert_array_equal(via_method.scores, via_function.scores)
-    np.testing.assert_array_equal(via_method.positions, via_function.positions)
-    for a, b in zip(via_method.projections, via_function.projections):
+    assert via_projector.mode == "guided"
+    np.testing.assert_array_equal(via_projector.scores, via_function.scores)
+    np.testing.assert_array_equal(via_projector.positions, via_function.positions)
+    for a, b in zip(via_projector.projections, via_function.projections):
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="differs from the projector's mode 'guided'"):
+        top_k(projector, ds, "conv2", mode="deconv", progress=False)
+
+
+def test_module_names_and_short_names_address_the_same_layer(tmp_path):
+    ds = ManifestDataset(write_clips(tmp_path, n=4), sample_rate=SR, clip_s=0.4, crop="center")
+    model = tiny_model()
+    short = top_k(model, ds, "conv2", channels=[0, 3], k=4, batch_size=3, device="cpu", progress=False)
+    named = top_k(model, ds, "features.act2", channels=[0, 3], k=4, batch_size=3, device="cpu", progress=False)
+    np.testing.assert_array_equal(named.scores, short.scores)
+    np.testing.assert_array_equal(named.example_indices, short.example_indices)
+    np.testing.assert_array_equal(named.positions, short.positions)
+    assert named.layer == "features.act2"
+
+
+def _logmel_items(n=7, n_mels=12, frames=15, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, n_mels, frames, generator=g) * 10 - 30 for _ in range(n)]
+
+
+def test_plain_sequential_cnn_on_logmel_items_matches_brute_force():
+    """top_k needs no SpectrogramCNN internals: a plain nn.Sequential on log-mel items, layers by module name."""
+    model = tiny_sequential_cnn()
+    items = _logmel_items()
+    for layer, module in (("2", model[2]), ("5", model[5])):
+        res = top_k(model, items, layer, k=5, batch_size=3, device="cpu", progress=False)
+        maps = []
+        for x in items:  # brute force: the model's own forward, one item at a time, read by a hook
+            out = {}
+            h = module.register_forward_hook(lambda m, a, o: out.setdefault("x", o))
+            with torch.no_grad():
+                model(x.double()[None])
+            h.remove()
+            maps.append(out["x"][0].numpy())
+        acts = np.stack(maps)  # (N, C, H, W)
+        n, c, hh, ww = acts.shape
+        e, f, t = np.unravel_index(np.arange(n * hh * ww), (n, hh, ww))
+        assert list(res.channels) == list(range(c)) and res.n_examples == len(items)
+        for ch in range(c):
+            v = acts[:, ch].reshape(-1)
+            order = np.lexsort((t, f, e, -v))[:5]
+            np.testing.assert_allclose(res.scores[ch], v[order], rtol=1e-12)
+            np.testing.assert_array_equal(res.example_indices[ch], e[order])
+            np.testing.assert_array_equal(res.positions[ch], np.stack([f[order], t[order]], 1))
+    # projections and patches of the hits agree with the projector on the item itself
+    ex, pos = int(res.example_indices[2, 0]), res.positions[2, 0]
+    p = Projector(model, device="cpu").project(items[ex].double()[None], "5", [2],
+                                               position=torch.as_tensor(pos).view(1, 1, 2), progress=False)
+    f0, f1, t0, t1 = res.receptive_fields[2, 0]
+    np.testing.assert_allclose(res.projections[2][0], p.maps[0, 0, f0:f1, t0:t1].numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.patches[2][0], items[ex][0, f0:f1, t0:t1].double().numpy())
+    assert res.hz is None and res.clip_ids[0][0] == str(int(res.example_indices[0, 0]))
+    assert "hz_range" not in res.to_dict()["units"][0]["top"][0]
+    with pytest.raises(ValueError, match="different lengths"):
+        top_k(model, items[:2] + [torch.zeros(1, 12, 9)], "5", batch_size=3, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="valid layers: 0, 1, 2"):
+        top_k(model, items, "conv2", device="cpu", progress=False)

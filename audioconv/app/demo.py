@@ -34,8 +34,6 @@ costs little (the model is small). The caller's torch thread count is restored a
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import os
 import shutil
 import time
@@ -44,6 +42,28 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from audioconv.training.checkpoint import load_model
+from audioconv.data.dataset import ManifestDataset
+from audioconv.app.demo_corpus import CLASSES, make_corpus
+from audioconv.training.evaluate import evaluate
+from audioconv.plots.confusion import plot_confusion
+from audioconv.io.manifest import read_manifest
+from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
+from audioconv.training.config import TrainConfig
+from audioconv.training.loop import fit
+from audioconv.utils import resolve_device
+from audioconv.interpret.evolve import evolve
+from audioconv.app.figures import save_figure, write_evolution, write_topk
+from audioconv.interpret.topk import top_k
+from audioconv.interpret.projector import Projector
+from audioconv.plots.projection import plot_projection
+from audioconv.interpret.sonify import griffin_lim_audio, masked_audio
+from audioconv.interpret.contributions import logit_contributions
+from audioconv.data import collate
+from audioconv.features import LogMel
+from audioconv.io import audio
+from audioconv.io.files import write_json
 
 __all__ = ["DemoSettings", "FULL", "QUICK", "run_demo", "choose_units"]
 
@@ -76,6 +96,7 @@ FULL = DemoSettings()
 QUICK = DemoSettings(n_per_class=6, epochs=2, channels=(8, 16), batch_size=16, k=3, units_per_layer=2,
                      probe_per_class=1, sound_classes=("rising_chirp", "click_train"))
 
+_SAMPLE_RATE, _CLIP_S = 16000, 1.0
 _MARKERS = ("demo_summary.json", "corpus/corpus.json")
 _REGENERATED = ("run", "figures", "sounds", "report")
 
@@ -134,11 +155,6 @@ def _stage(log, timings: dict, name: str):
         timings[name] = round(time.perf_counter() - t, 2)
 
 
-def _frontend_batches(model, waves: torch.Tensor, device, batch_size: int = 64) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model.frontend(waves[i:i + batch_size].to(device)) for i in range(0, len(waves), batch_size)])
-
-
 def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", progress: bool = True, quick: bool = False,
              settings: DemoSettings | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Corpus → training → evaluation → top-k grids → feature evolution → sounds → HTML report.
@@ -171,170 +187,185 @@ def run_demo(out: str | os.PathLike = "runs/demo", device: str = "auto", progres
         torch.set_num_threads(threads_before)
 
 
-def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
-    from audioconv.training.checkpoint import load_model
-    from audioconv.data.dataset import ManifestDataset
-    from audioconv.app.demo_corpus import CLASSES, make_corpus
-    from audioconv.training.evaluate import evaluate
-    from audioconv.plots.confusion import plot_confusion
-    from audioconv.io.manifest import read_manifest
-    from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
-    from audioconv.training.config import TrainConfig
-    from audioconv.training.loop import fit
-    from audioconv.utils import resolve_device
-    from audioconv.interpret.evolve import evolve, layer_activations
-    from audioconv.plots.render import plot_topk_grid
-    from audioconv.interpret.topk import top_k
+@dataclass
+class _TestSet:
+    """The test split as the later stages see it: the best model, its projector and the decoded clips."""
 
+    model: torch.nn.Module
+    labels: list[str]
+    projector: Projector
+    dataset: ManifestDataset
+    waves: torch.Tensor  # (N, 1, T) at the demo's sample rate
+    targets: torch.Tensor  # (N,) class indices
+    logmel: torch.Tensor  # (N, 1, F, T) on the device, from the model's own front end
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.model.layer_names)
+
+
+def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
     dev = resolve_device(device)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
     for name in _REGENERATED:
         shutil.rmtree(out / name, ignore_errors=True)
-    figures, sounds = out / "figures", out / "sounds"
-    sample_rate, clip_s = 16000, 1.0
-
-    # 1. corpus ---------------------------------------------------------------------------------
+    figures, run_dir = out / "figures", out / "run"
     with _stage(log, timings, "corpus"):
-        manifests = make_corpus(out / "corpus", n_per_class=s.n_per_class, sample_rate=sample_rate,
-                                clip_s=clip_s, seed=s.seed, progress=progress)
-
-    # 2. training -------------------------------------------------------------------------------
-    run_dir = out / "run"
+        manifests = make_corpus(out / "corpus", n_per_class=s.n_per_class, sample_rate=_SAMPLE_RATE,
+                                clip_s=_CLIP_S, seed=s.seed, progress=progress)
     with _stage(log, timings, "train"):
         cfg = TrainConfig(train=str(manifests["train"]), val=str(manifests["val"]), out=str(run_dir),
-                          sample_rate=sample_rate, clip_s=clip_s, channels=tuple(s.channels), epochs=s.epochs,
+                          sample_rate=_SAMPLE_RATE, clip_s=_CLIP_S, channels=tuple(s.channels), epochs=s.epochs,
                           batch_size=s.batch_size, lr=s.lr, augment="default", specaugment=s.specaugment,
                           label_smoothing=s.label_smoothing, threads=s.threads, device=str(dev), seed=s.seed)
         trained = fit(cfg, progress=progress)
-    best = run_dir / "best.pt"
-
-    # 3. evaluation ------------------------------------------------------------------------------
     with _stage(log, timings, "evaluate"):
-        result = evaluate(best, manifests["test"], device=str(dev), progress=progress)
+        result = evaluate(run_dir / "best.pt", manifests["test"], device=str(dev), progress=progress)
         confusion_png = plot_confusion(result, figures / "confusion.png")
-        (figures / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-
-    # 4. top-k grids ---------------------------------------------------------------------------------
-    model, labels = load_model(best, dev)
-    layers = list(model.layer_names)
-    test_ds = ManifestDataset(manifests["test"], sample_rate=sample_rate, clip_s=clip_s, labels=labels, crop="center")
-    topk_pngs: dict[str, Path] = {}
+        write_json(figures / "evaluation.json", result)
     with _stage(log, timings, "top-k"):
-        waves = torch.stack([test_ds[i][0] for i in range(len(test_ds))])  # (N, 1, T)
-        targets = torch.as_tensor([test_ds[i][1] for i in range(len(test_ds))])
-        logmel = _frontend_batches(model, waves, dev)
-        acts = layer_activations(model, logmel, layers)
-        units = {name: choose_units(a.amax(dim=(2, 3)), targets, s.units_per_layer) for name, a in acts.items()}
-        del acts
-        for name in layers:
-            tk = top_k(model, test_ds, name, channels=units[name], k=s.k, device=dev, progress=progress)
-            topk_pngs[name] = figures / f"topk_{name}.png"
-            plot_topk_grid(tk, topk_pngs[name], logmel=model.frontend)
-            (figures / f"topk_{name}.json").write_text(json.dumps(tk.to_dict(), indent=1) + "\n", encoding="utf-8")
-
-    # 5. feature evolution ------------------------------------------------------------------------
+        test = _load_test_set(run_dir / "best.pt", manifests["test"], dev)
+        units, topk_pngs = _topk_stage(test, s, figures, progress)
     with _stage(log, timings, "evolve"):
-        probe, per_class = [], {}
-        for rec in read_manifest(manifests["val"]):
-            if per_class.get(rec["label"], 0) < s.probe_per_class:
-                per_class[rec["label"]] = per_class.get(rec["label"], 0) + 1
-                probe.append(rec)
-        evo = evolve(run_dir, probe, out_dir=figures / "evolve", units=units, k=1, device=dev, progress=progress)
-
-    # 6. projections you can listen to ---------------------------------------------------------------
-    from audioconv.interpret.projector import Projector
-    from audioconv.plots.render import plot_projection
-    from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, save_wav
-
-    unit_sounds: list[UnitSounds] = []
+        probe = _probe_records(manifests["val"], s.probe_per_class)
+        evolution = evolve(run_dir, probe, units=units, k=1, device=dev, progress=progress)
+        evo = write_evolution(evolution, figures / "evolve")
     with _stage(log, timings, "sounds"):
-        with torch.no_grad():
-            predicted = torch.cat([model.classify(logmel[i:i + 64]).argmax(1).cpu() for i in range(0, len(logmel), 64)])
-        projector = Projector(model, mode="deconv", device=dev)
-        fc = model.head.fc.weight.detach()  # (n_classes, C_last)
-        cpu_frontend = copy.deepcopy(model.frontend).cpu()  # sonification runs on CPU
-        wanted = [c for c in s.sound_classes if c in labels] or [labels[0]]
-        for cls in wanted:
-            c = labels.index(cls)
-            hits = torch.nonzero((targets == c) & (predicted == c)).flatten()
-            if hits.numel() == 0:
-                hits = torch.nonzero(targets == c).flatten()
-            if hits.numel() == 0:
-                continue
-            i = int(hits[0])
-            rec = test_ds.records[i]
-            clip_name = f"{cls}_{Path(rec['audio_filepath']).stem.split('_')[-1]}"
-            input_wav = save_wav(sounds / f"{clip_name}.wav", waves[i], sample_rate)
-            x = logmel[i:i + 1]
-            for name in layers:
-                with torch.no_grad():
-                    fm = projector.feature_maps(x, name)[0]  # (C, H, W)
-                if name == layers[-1]:  # the unit adding most to the predicted class's logit
-                    pooled = torch.nn.functional.max_pool2d(fm[None], 2, 2, ceil_mode=True)[0].mean(dim=(1, 2))
-                    unit = int(torch.argmax(fc[int(predicted[i])] * pooled))
-                else:
-                    unit = int(fm.amax(dim=(1, 2)).argmax())
-                proj = projector.project(x, name, [unit], position="map", progress=False)
-                stem = f"{clip_name}_{name}_unit{unit}"
-                fig_png = figures / "projections" / f"{stem}.png"
-                plot_projection(proj, 0, fig_png, logmel=model.frontend,
-                                title=f"{name} unit {unit} on a {cls} clip (whole-map deconv projection)")
-                pmap = proj.maps[0, 0]
-                masked = masked_audio(waves[i], pmap, cpu_frontend)
-                gl = griffin_lim_audio(pmap, cpu_frontend, waves.shape[-1])
-                unit_sounds.append(UnitSounds(
-                    layer=name, unit=unit, clip_label=cls, input_wav=input_wav,
-                    masked_wav=save_wav(sounds / f"{stem}_masked.wav", masked, sample_rate),
-                    griffinlim_wav=save_wav(sounds / f"{stem}_griffinlim.wav", gl, sample_rate),
-                    figure_png=fig_png, predicted_label=labels[int(predicted[i])],
-                    activation=float(proj.activations[0, 0]), clip_name=clip_name))
-
-    # 7. report ------------------------------------------------------------------------------------------
+        unit_sounds = _sounds_stage(test, s, figures / "projections", out / "sounds")
     with _stage(log, timings, "report"):
-        n_params = sum(p.numel() for p in model.parameters())
-        split_counts = {k: sum(1 for _ in read_manifest(v)) for k, v in manifests.items()}
-        layer_figs = []
-        for name in layers:
-            info = evo["layers"][name]
-            conv = [(e, v) for e, v in zip(evo["epochs"], info["cka"]) if v is not None]
-            layer_figs.append(LayerFigures(name, topk_pngs[name], info["grid_png"], conv,
-                                           note=f"units shown: {', '.join(str(u) for u in units[name])} "
-                                                f"(of {model.n_channels(name)}; chosen for class selectivity)"))
-        elapsed = time.perf_counter() - t_start
-        summary_rows = {
-            "test accuracy": f"{result['accuracy']:.4f}",
-            "test macro-F1": f"{result['macro_f1']:.4f}",
-            "test clips": result["n"],
-            "classes": ", ".join(labels),
-            "corpus": f"{len(CLASSES)} synthesized classes, {split_counts['train']} train / {split_counts['val']} val / "
-                      f"{split_counts['test']} test clips of {clip_s:g} s at {sample_rate} Hz, seed {s.seed}",
-            "model": f"SpectrogramCNN channels {list(s.channels)}, {n_params:,} parameters, 64-bin log-mel",
-            "training": f"{trained['epochs']} epochs, batch {s.batch_size}, peak lr {s.lr:g}, default augmentation "
-                        f"chain{' + SpecAugment' if s.specaugment else ''}, best epoch {trained['best_epoch']}",
-            "device": str(dev),
-            "training time": f"{trained['time_s']:.1f} s",
-            "demo time (before this report)": f"{elapsed:.1f} s",
-            "stage times (s)": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
-            "run folder": str(run_dir.resolve()),
-        }
-        content = ReportContent(
-            title="audioconv demo: what the units of a spectrogram CNN hear",
-            summary=summary_rows, metrics=read_metrics(run_dir / "metrics.jsonl"), evaluation=result,
-            confusion_png=confusion_png, layers=layer_figs, convergence_png=evo["convergence_png"],
-            units=unit_sounds,
-            notes=["Projections use the Zeiler & Fergus deconvnet rule (max-pool switches, ReLU on the "
-                   "backward signal, transposed filters); colours are signed and centred at zero."])
-        index = write_report(out / "report", content)
-
-    total = time.perf_counter() - t_start
+        layer_figs = _layer_figures(test, units, topk_pngs, evo)
+        rows = _summary_rows(s, result, trained, manifests, test, dev, timings, time.perf_counter() - t_start, run_dir)
+        index = _write_demo_report(out / "report", rows, run_dir, result, confusion_png, layer_figs, evo, unit_sounds)
     summary = {
         "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n"],
         "report": str(index), "out": str(out), "device": str(dev), "settings": s.to_dict(),
         "epochs": trained["epochs"], "best_epoch": trained["best_epoch"], "timings_s": timings,
-        "total_s": round(total, 2), "units": units, "labels": labels,
+        "total_s": round(time.perf_counter() - t_start, 2), "units": units, "labels": test.labels,
         "manifests": {k: str(v) for k, v in manifests.items()},
     }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_json(out / "demo_summary.json", summary)
     return summary
+
+
+def _load_test_set(checkpoint: Path, manifest, dev: torch.device) -> _TestSet:
+    """Load the best model and decode the test clips once (centre crop to the clip length)."""
+    model, labels = load_model(checkpoint, dev)
+    dataset = ManifestDataset(manifest, sample_rate=_SAMPLE_RATE, clip_s=_CLIP_S, labels=labels, crop="center")
+    waves, targets, _ = collate([dataset[i] for i in range(len(dataset))])  # (N, 1, T), (N,)
+    projector = Projector(model, mode="deconv", device=dev)
+    return _TestSet(model, labels, projector, dataset, waves, targets, projector.to_logmel(waves, "waveform"))
+
+
+def _topk_stage(test: _TestSet, s: DemoSettings, figures: Path, progress: bool):
+    """Choose class-selective units per layer and draw each layer's top-k grid → (units, PNG per layer)."""
+    peaks = test.projector.traced.activations(test.logmel, test.layers, reduce="max")  # {layer: (N, C)}
+    units = {name: choose_units(p, test.targets, s.units_per_layer) for name, p in peaks.items()}
+    pngs = {}
+    for name in test.layers:
+        tk = top_k(test.projector, test.dataset, name, channels=units[name], k=s.k, progress=progress)
+        pngs[name] = write_topk(tk, figures, logmel=test.model.frontend)["png"]
+    return units, pngs
+
+
+def _probe_records(val_manifest, per_class: int) -> list[dict]:
+    """The first ``per_class`` validation clips of each class, in manifest order."""
+    probe, counts = [], {}
+    for rec in read_manifest(val_manifest):
+        if counts.get(rec["label"], 0) < per_class:
+            counts[rec["label"]] = counts.get(rec["label"], 0) + 1
+            probe.append(rec)
+    return probe
+
+
+def _sounds_stage(test: _TestSet, s: DemoSettings, figures: Path, sounds: Path) -> list[UnitSounds]:
+    """For one correctly classified clip of each sound class, every layer's strongest unit as a picture
+    and as sounds."""
+    predicted = test.projector.traced.logits(test.logmel).argmax(1)  # the model's own logits
+    cpu_frontend = LogMel(test.model.frontend.config)  # sonification runs on the CPU
+    out: list[UnitSounds] = []
+    for cls in [c for c in s.sound_classes if c in test.labels] or [test.labels[0]]:
+        c = test.labels.index(cls)
+        hits = torch.nonzero((test.targets == c) & (predicted == c)).flatten()
+        if hits.numel() == 0:
+            hits = torch.nonzero(test.targets == c).flatten()
+        if hits.numel() > 0:
+            out += _clip_sounds(test, int(hits[0]), int(predicted[int(hits[0])]), cpu_frontend, figures, sounds)
+    return out
+
+
+def _clip_sounds(test: _TestSet, i: int, predicted: int, cpu_frontend: LogMel, figures: Path,
+                 sounds: Path) -> list[UnitSounds]:
+    """Clip ``i``: per layer the unit that responds most (in the last layer: the unit adding most to the
+    predicted class's logit), projected over the whole clip, drawn, masked-audio and Griffin-Lim sounds."""
+    cls = test.labels[int(test.targets[i])]
+    clip_name = f"{cls}_{Path(test.dataset.records[i]['audio_filepath']).stem.split('_')[-1]}"
+    input_wav = audio.save(sounds / f"{clip_name}.wav", test.waves[i], _SAMPLE_RATE)
+    x = test.logmel[i:i + 1]
+    out = []
+    for name in test.layers:
+        if name == test.layers[-1]:
+            unit = int(logit_contributions(test.projector.traced, x, name, predicted)[0].argmax())
+        else:
+            unit = int(test.projector.feature_maps(x, name)[0].amax(dim=(1, 2)).argmax())
+        proj = test.projector.project(x, name, [unit], position="map", progress=False)
+        stem = f"{clip_name}_{name}_unit{unit}"
+        fig = plot_projection(proj, 0, logmel=test.model.frontend,
+                              title=f"{name} unit {unit} on a {cls} clip (whole-map deconv projection)")
+        pmap = proj.maps[0, 0]
+        out.append(UnitSounds(
+            layer=name, unit=unit, clip_label=cls, input_wav=input_wav,
+            masked_wav=audio.save(sounds / f"{stem}_masked.wav", masked_audio(test.waves[i], pmap, cpu_frontend),
+                                  _SAMPLE_RATE),
+            griffinlim_wav=audio.save(sounds / f"{stem}_griffinlim.wav",
+                                      griffin_lim_audio(pmap, cpu_frontend, test.waves.shape[-1]), _SAMPLE_RATE),
+            figure_png=save_figure(fig, figures / f"{stem}.png"), predicted_label=test.labels[predicted],
+            activation=float(proj.activations[0, 0]), clip_name=clip_name))
+    return out
+
+
+def _layer_figures(test: _TestSet, units: dict, topk_pngs: dict, evo: dict) -> list[LayerFigures]:
+    figs = []
+    for name in test.layers:
+        info = evo["layers"][name]
+        conv = [(e, v) for e, v in zip(evo["epochs"], info["cka"]) if v is not None]
+        figs.append(LayerFigures(name, topk_pngs[name], info["grid_png"], conv,
+                                 note=f"units shown: {', '.join(str(u) for u in units[name])} "
+                                      f"(of {test.model.n_channels(name)}; chosen for class selectivity)"))
+    return figs
+
+
+def _summary_rows(s: DemoSettings, result: dict, trained: dict, manifests: dict, test: _TestSet,
+                  dev: torch.device, timings: dict, elapsed_s: float, run_dir: Path) -> dict:
+    """The report's run-summary table."""
+    n_params = sum(p.numel() for p in test.model.parameters())
+    split_counts = {k: sum(1 for _ in read_manifest(v)) for k, v in manifests.items()}
+    return {
+        "test accuracy": f"{result['accuracy']:.4f}",
+        "test macro-F1": f"{result['macro_f1']:.4f}",
+        "test clips": result["n"],
+        "classes": ", ".join(test.labels),
+        "corpus": f"{len(CLASSES)} synthesized classes, {split_counts['train']} train / {split_counts['val']} val / "
+                  f"{split_counts['test']} test clips of {_CLIP_S:g} s at {_SAMPLE_RATE} Hz, seed {s.seed}",
+        "model": f"SpectrogramCNN channels {list(s.channels)}, {n_params:,} parameters, 64-bin log-mel",
+        "training": f"{trained['epochs']} epochs, batch {s.batch_size}, peak lr {s.lr:g}, default augmentation "
+                    f"chain{' + SpecAugment' if s.specaugment else ''}, best epoch {trained['best_epoch']}",
+        "device": str(dev),
+        "training time": f"{trained['time_s']:.1f} s",
+        "demo time (before this report)": f"{elapsed_s:.1f} s",
+        "stage times (s)": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        "run folder": str(run_dir.resolve()),
+    }
+
+
+def _write_demo_report(report_dir: Path, rows: dict, run_dir: Path, result: dict, confusion_png, layer_figs,
+                       evo: dict, unit_sounds) -> Path:
+    content = ReportContent(
+        title="audioconv demo: what the units of a spectrogram CNN hear",
+        summary=rows, metrics=read_metrics(run_dir / "metrics.jsonl"), evaluation=result,
+        confusion_png=confusion_png, layers=layer_figs, convergence_png=evo["convergence_png"],
+        units=unit_sounds,
+        notes=["Projections use the Zeiler & Fergus deconvnet rule (max-pool switches, ReLU on the "
+               "backward signal, transposed filters); colours are signed and centred at zero."])
+    return write_report(report_dir, content)

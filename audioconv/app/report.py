@@ -4,7 +4,8 @@ Everything the page shows is copied into ``REPORT_DIR/assets/`` and linked with 
 the report folder can be zipped, moved or opened from ``file://`` with no server and no network.
 All text that comes from data (labels, paths, layer names, config values) is HTML-escaped.
 
-Sections: run summary · metrics over epochs (PNG drawn here from ``metrics.jsonl``) · test
+Sections: run summary · metrics over epochs (:func:`audioconv.plots.curves.plot_metrics` of
+``metrics.jsonl``, saved into the assets) · test
 evaluation (confusion matrix PNG and table, per-class recall) · per layer the top-k grid and the
 feature-evolution grid, with the layer-convergence curve · per unit the projection figure and the
 sounds (input clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import re
 import shutil
@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from audioconv.app.figures import save_figure
+from audioconv.io.files import write_text
+from audioconv.plots.curves import plot_metrics
 
-matplotlib.use("Agg", force=False)
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-__all__ = ["LayerFigures", "UnitSounds", "ReportContent", "read_metrics", "plot_metrics", "write_report"]
+__all__ = ["LayerFigures", "UnitSounds", "ReportContent", "read_metrics", "write_report"]
 
 
 @dataclass
@@ -104,73 +102,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                 raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
     return rows
-
-
-def _numeric_series(rows: list[dict], x_key: str) -> dict[str, list[tuple[float, float]]]:
-    series: dict[str, list[tuple[float, float]]] = {}
-    for i, row in enumerate(rows):
-        x = row.get(x_key, i + 1)
-        for key, value in row.items():
-            if key == x_key or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if math.isfinite(value):
-                series.setdefault(key, []).append((float(x), float(value)))
-    return series
-
-
-def plot_metrics(rows: list[dict], path: str | os.PathLike | None = None, x_key: str = "epoch") -> Figure:
-    """Metrics over epochs, one panel each: losses, accuracy / F1, learning rate, the rest (e.g. clips/s).
-
-    Args:
-        rows: per-epoch dicts (e.g. from :func:`read_metrics`); every numeric key except ``x_key``
-            becomes a line, put in a panel by its name (``*loss*``; ``*acc*``/``*f1*``; ``lr``; the
-            rest). Panels without lines are left out, except loss and accuracy.
-        path: PNG to write (folders created); ``None`` writes nothing.
-        x_key: the key holding the epoch (rows without it are numbered 1, 2, ...).
-
-    Returns:
-        The matplotlib Figure.
-    """
-    if not rows:
-        raise ValueError("no metric rows to plot")
-    series = _numeric_series(rows, x_key)
-    groups: dict[str, list[str]] = {"loss": [], "score": [], "lr": [], "other": []}
-    for key in series:
-        k = key.lower()
-        if "loss" in k:
-            groups["loss"].append(key)
-        elif "acc" in k or "f1" in k:
-            groups["score"].append(key)
-        elif k == "lr" or k.startswith("lr_") or "learning_rate" in k:
-            groups["lr"].append(key)
-        elif k not in ("step", "time_s", "elapsed_s", "wall_s"):
-            groups["other"].append(key)
-    titles = {"loss": "loss", "score": "accuracy / macro-F1", "lr": "learning rate", "other": "throughput / other"}
-    shown = ["loss", "score"] + [name for name in ("lr", "other") if groups[name]]
-    fig = Figure(figsize=(3.4 * len(shown), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(shown))
-    for ax, name in zip(axes, shown):
-        keys = groups[name]
-        for key in keys:
-            xs, ys = zip(*series[key])
-            ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        ax.set_xlabel(x_key)
-        ax.set_title(titles[name])
-        ax.grid(alpha=0.3)
-        if keys:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "nothing recorded", ha="center", va="center", transform=ax.transAxes)
-        if name == "score":
-            ax.set_ylim(0.0, 1.02)
-        if name == "lr" and all(min(y for _, y in series[k]) > 0 for k in keys):
-            ax.set_yscale("log")
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,12 +207,65 @@ def _evaluation_html(ev: dict, confusion_url: str | None) -> str:
     return "\n".join(parts)
 
 
+def _layers_html(layers: list[LayerFigures], assets: _Assets) -> str:
+    parts = ["<p>Per conv layer: the top-k strongest activations of each unit over the test set, "
+             "projected back to the time–frequency plane (Zeiler &amp; Fergus deconvnet; left: "
+             "projection, right: the input patch under its receptive field), and how each unit's "
+             "strongest projection evolved across the saved training epochs.</p>"]
+    for lf in layers:
+        anchor = "layer-" + _SAFE.sub("-", lf.layer)
+        block = [f"<h3>{_e(lf.layer)}</h3>"]
+        if lf.note:
+            block.append(f"<p>{_e(lf.note)}</p>")
+        block.append("<h4>Top activations</h4>" + _img(assets.url(lf.topk_png, f"topk_{lf.layer}"), f"{lf.layer} top-k grid"))
+        block.append("<h4>Feature evolution over epochs</h4>"
+                     + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
+        if lf.convergence:
+            cells = "".join(f"<td>{_e(int(ep))}: {_e(_fmt(float(v)))}</td>" for ep, v in lf.convergence)
+            block.append(f'<table><tr><th class="l">linear CKA vs final epoch</th>{cells}</tr></table>')
+        parts.append(f'<div class="layer" id="{_e(anchor)}">' + "\n".join(block) + "</div>")
+    return "\n".join(parts)
+
+
+def _unit_html(u: UnitSounds, assets: _Assets) -> str:
+    head = f"{u.layer} unit {int(u.unit)} on a “{u.clip_label}” clip"
+    if u.clip_name:
+        head += f" ({u.clip_name})"
+    meta = []
+    if u.predicted_label is not None:
+        meta.append(f"predicted: {u.predicted_label}")
+    if u.activation is not None:
+        meta.append(f"activation {float(u.activation):.3g}")
+    key = f"{u.layer}_u{int(u.unit)}_{u.clip_name or u.clip_label}"
+    sounds = (_audio(assets.url(u.input_wav, f"{key}_input"), "input clip")
+              + _audio(assets.url(u.masked_wav, f"{key}_masked"), "masked by the projection")
+              + _audio(assets.url(u.griffinlim_wav, f"{key}_griffinlim"), "projection alone (Griffin-Lim)"))
+    figure = _img(assets.url(u.figure_png, f"{key}_projection"), head) if u.figure_png is not None else ""
+    return (f'<div class="unit"><h3>{_e(head)}</h3><p class="muted">{_e(", ".join(meta))}</p>'
+            f'{figure}<div class="sounds">{sounds}</div></div>')
+
+
+def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
+    """The whole HTML page: title, a nav of the sections ``(anchor, heading, html)``, the sections."""
+    nav = "".join(f'<a href="#{_e(a)}">{_e(h)}</a>' for a, h, _ in sections)
+    body = "\n".join(f'<section id="{_e(a)}"><h2>{_e(h)}</h2>\n{b}\n</section>' for a, h, b in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_e(title)}</title><link rel=\"icon\" href=\"data:,\"><style>{_CSS}</style></head>\n"
+        f"<body><h1>{_e(title)}</h1><nav>{nav}</nav>\n{body}\n"
+        "<p class=\"muted\">Generated by audioconv. Static page: all links are relative; works offline.</p>"
+        "</body></html>\n"
+    )
+
+
 def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
     """Write ``report_dir/index.html`` (and ``report_dir/assets/``) from ``content``.
 
     Args:
         report_dir: output folder (created).
-        content: a :class:`ReportContent`; every file it names is copied into ``assets/``.
+        content: a :class:`ReportContent`; every file it names is copied into ``assets/``; the metrics
+            rows are drawn with :func:`audioconv.plots.curves.plot_metrics` into ``assets/metrics.png``.
 
     Returns:
         The path of ``index.html``.
@@ -292,75 +276,27 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     assets = _Assets(report_dir)
-    sections: list[tuple[str, str, str]] = []  # (anchor, heading, html)
-
-    sections.append(("summary", "Run summary", _summary_html(content.summary)
-                     + "".join(f"<p>{_e(n)}</p>" for n in content.notes)))
+    sections: list[tuple[str, str, str]] = [("summary", "Run summary", _summary_html(content.summary)
+                                             + "".join(f"<p>{_e(n)}</p>" for n in content.notes))]
     if content.metrics:
-        metrics_png = report_dir / "assets" / "metrics.png"
-        plot_metrics(content.metrics, metrics_png)
+        metrics_png = save_figure(plot_metrics(content.metrics), report_dir / "assets" / "metrics.png",
+                                  bbox_inches=None)
         assets.used.add(metrics_png.name)
         sections.append(("training", "Metrics over epochs", _img("assets/metrics.png", "metrics over epochs")))
     if content.evaluation is not None:
         sections.append(("evaluation", "Test evaluation",
                          _evaluation_html(content.evaluation, assets.url(content.confusion_png, "confusion"))))
     if content.layers:
-        parts = ["<p>Per conv layer: the top-k strongest activations of each unit over the test set, "
-                 "projected back to the time–frequency plane (Zeiler &amp; Fergus deconvnet; left: "
-                 "projection, right: the input patch under its receptive field), and how each unit's "
-                 "strongest projection evolved across the saved training epochs.</p>"]
-        for lf in content.layers:
-            anchor = "layer-" + _SAFE.sub("-", lf.layer)
-            block = [f"<h3>{_e(lf.layer)}</h3>"]
-            if lf.note:
-                block.append(f"<p>{_e(lf.note)}</p>")
-            block.append("<h4>Top activations</h4>" + _img(assets.url(lf.topk_png, f"topk_{lf.layer}"), f"{lf.layer} top-k grid"))
-            block.append("<h4>Feature evolution over epochs</h4>"
-                         + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
-            if lf.convergence:
-                cells = "".join(f"<td>{_e(int(ep))}: {_e(_fmt(float(v)))}</td>" for ep, v in lf.convergence)
-                block.append(f'<table><tr><th class="l">linear CKA vs final epoch</th>{cells}</tr></table>')
-            parts.append(f'<div class="layer" id="{_e(anchor)}">' + "\n".join(block) + "</div>")
-        sections.append(("layers", "Layers", "\n".join(parts)))
+        sections.append(("layers", "Layers", _layers_html(content.layers, assets)))
     if content.convergence_png is not None:
         sections.append(("convergence", "Layer convergence",
                          "<p>Linear CKA between each layer's activations on the probe clips at each saved "
                          "epoch and at the final epoch: a layer whose curve reaches 1 early has stopped "
                          "changing.</p>" + _img(assets.url(content.convergence_png, "convergence"), "layer convergence")))
     if content.units:
-        parts = ["<p>Each unit's projection on one test clip, and what it sounds like: the clip itself, "
+        intro = ("<p>Each unit's projection on one test clip, and what it sounds like: the clip itself, "
                  "the clip filtered by the projection (a mask on its STFT, inverted with its own phase) "
-                 "and the projection alone (Griffin-Lim).</p>"]
-        for u in content.units:
-            head = f"{u.layer} unit {int(u.unit)} on a “{u.clip_label}” clip"
-            if u.clip_name:
-                head += f" ({u.clip_name})"
-            meta = []
-            if u.predicted_label is not None:
-                meta.append(f"predicted: {u.predicted_label}")
-            if u.activation is not None:
-                meta.append(f"activation {float(u.activation):.3g}")
-            key = f"{u.layer}_u{int(u.unit)}_{u.clip_name or u.clip_label}"
-            sounds = (_audio(assets.url(u.input_wav, f"{key}_input"), "input clip")
-                      + _audio(assets.url(u.masked_wav, f"{key}_masked"), "masked by the projection")
-                      + _audio(assets.url(u.griffinlim_wav, f"{key}_griffinlim"), "projection alone (Griffin-Lim)"))
-            figure = _img(assets.url(u.figure_png, f"{key}_projection"), head) if u.figure_png is not None else ""
-            parts.append(f'<div class="unit"><h3>{_e(head)}</h3><p class="muted">{_e(", ".join(meta))}</p>'
-                         f'{figure}<div class="sounds">{sounds}</div></div>')
-        sections.append(("sounds", "Projections you can listen to", "\n".join(parts)))
-
-    nav = "".join(f'<a href="#{_e(a)}">{_e(h)}</a>' for a, h, _ in sections)
-    body = "\n".join(f'<section id="{_e(a)}"><h2>{_e(h)}</h2>\n{b}\n</section>' for a, h, b in sections)
-    page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_e(content.title)}</title><link rel=\"icon\" href=\"data:,\"><style>{_CSS}</style></head>\n"
-        f"<body><h1>{_e(content.title)}</h1><nav>{nav}</nav>\n{body}\n"
-        "<p class=\"muted\">Generated by audioconv. Static page: all links are relative; works offline.</p>"
-        "</body></html>\n"
-    )
-    index = report_dir / "index.html"
-    tmp = report_dir / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)
-    return index
+                 "and the projection alone (Griffin-Lim).</p>")
+        sections.append(("sounds", "Projections you can listen to",
+                         "\n".join([intro] + [_unit_html(u, assets) for u in content.units])))
+    return write_text(report_dir / "index.html", _page(content.title, sections))

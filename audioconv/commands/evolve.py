@@ -1,8 +1,6 @@
 """`audioconv evolve`: feature evolution across a run's snapshots (grids) and layer convergence (CKA)."""
 from __future__ import annotations
 
-import torch
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evolve", help="feature evolution grids and layer-convergence (CKA) curves of a run",
@@ -25,16 +23,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from audioconv.app.figures import write_evolution
     from audioconv.interpret.evolve import evolve
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]
     if args.units_per_layer < 0:
         raise ValueError(f"--units-per-layer must be >= 0, got {args.units_per_layer}")
-    result = evolve(args.run, args.probe, out_dir=args.out, layers=layers,
-                    channels_per_layer=args.units_per_layer or None, k=args.k, progress=not args.no_progress,
-                    device=device, mode=args.mode, batch_size=args.batch_size, cka_features=args.cka_features,
-                    clip_s=args.clip_s)
+    evolution = evolve(args.run, args.probe, layers=layers, channels_per_layer=args.units_per_layer or None, k=args.k,
+                       progress=not args.no_progress, device=args.device, mode=args.mode,
+                       batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s)
+    result = write_evolution(evolution, args.out if args.out is not None else Path(args.run) / "evolve")
     epochs = result["epochs"]
     print(f"epochs {epochs}; linear CKA vs epoch {epochs[-1]}:")
     for layer, info in result["layers"].items():

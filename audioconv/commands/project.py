@@ -7,7 +7,6 @@ One unit → files directly in OUT; several → ``OUT/unit_<c>/``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +73,30 @@ def _describe(proj, b: int, k: int, hz: np.ndarray, seconds: np.ndarray) -> dict
     }
 
 
-def run(args) -> int:
+def _write_unit(folder: Path, proj, k: int, mono: torch.Tensor, logmel_cpu, sr: int, n_iter: int) -> None:
+    """The figure and the two sounds of unit ``k`` of ``proj`` into ``folder``."""
+    from audioconv.app.figures import save_figure
+    from audioconv.interpret.sonify import griffin_lim_audio, masked_audio
     from audioconv.io import audio
-    from audioconv.training.checkpoint import load_model
+    from audioconv.plots.projection import plot_projection
+
+    save_figure(plot_projection(proj, (0, k), logmel=logmel_cpu), folder / "projection.png")
+    pmap = proj.maps[0, k]
+    audio.save(folder / "masked.wav", masked_audio(mono, pmap, logmel_cpu), sr)
+    audio.save(folder / "griffinlim.wav", griffin_lim_audio(pmap, logmel_cpu, mono.shape[-1], n_iter=n_iter), sr)
+
+
+def run(args) -> int:
     from audioconv.features import LogMel
     from audioconv.interpret.projector import Projector
-    from audioconv.plots.render import plot_projection
-    from audioconv.interpret.sonify import griffin_lim_audio, masked_audio, save_wav
+    from audioconv.io import audio
+    from audioconv.io.files import write_json
+    from audioconv.training.checkpoint import load_model
+    from audioconv.utils import resolve_device
 
     units = parse_units(args.unit)
     position = parse_position(args.position)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     model, labels = load_model(args.checkpoint, device)
     if args.layer not in model.layer_names:
         raise ValueError(f"unknown --layer {args.layer!r}; valid layers: {', '.join(model.layer_names)}")
@@ -96,26 +108,15 @@ def run(args) -> int:
     wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
     mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
 
-    proj = Projector(model, mode=args.mode, device=device).project(
-        mono[None].to(device), args.layer, units, position=position, progress=False)
-    hz = np.asarray(proj.hz.detach().cpu() if isinstance(proj.hz, torch.Tensor) else proj.hz)
-    seconds = np.asarray(proj.seconds.detach().cpu() if isinstance(proj.seconds, torch.Tensor) else proj.seconds)
-    maps = proj.maps.detach().cpu() if isinstance(proj.maps, torch.Tensor) else torch.as_tensor(proj.maps)
+    proj = Projector(model, mode=args.mode, device=device).project(mono[None], args.layer, units, position=position,
+                                                                   progress=False)
     logmel_cpu = LogMel(model.frontend.config)  # a CPU copy of the front end for rendering and sound
-
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     entries = []
     for k, unit in enumerate(units):
         folder = out if len(units) == 1 else out / f"unit_{unit}"
-        info = _describe(proj, 0, k, hz, seconds)
-        png = folder / "projection.png"
-        fig = plot_projection(proj, (0, k), png, logmel=logmel_cpu)
-        del fig
-        masked = masked_audio(mono, maps[0, k], logmel_cpu)
-        gl = griffin_lim_audio(maps[0, k], logmel_cpu, mono.shape[-1], n_iter=args.griffin_lim_iters)
-        save_wav(folder / "masked.wav", masked, sr)
-        save_wav(folder / "griffinlim.wav", gl, sr)
+        info = _describe(proj, 0, k, proj.hz, proj.seconds)
+        _write_unit(folder, proj, k, mono, logmel_cpu, sr, args.griffin_lim_iters)
         info["files"] = {name: str((folder / name).relative_to(out))
                          for name in ("projection.png", "masked.wav", "griffinlim.wav")}
         entries.append(info)
@@ -126,6 +127,5 @@ def run(args) -> int:
     if len(entries) == 1:
         summary.update({key: entries[0][key] for key in ("channel", "activation", "position", "receptive_field",
                                                          "centre_hz", "centre_s")})
-    (out / "projection.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out / 'projection.json'}")
+    print(f"wrote {write_json(out / 'projection.json', summary)}")
     return 0

@@ -1,10 +1,7 @@
 """`audioconv topk`: the top-k activations of units over a manifest, projected; one PNG grid per layer."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import torch
 
 
 def register(subparsers) -> None:
@@ -48,21 +45,16 @@ def parse_units(text: str | None, n_channels: int, layer: str) -> list[int] | No
     return units
 
 
-def clip_s_from_checkpoint(path) -> float | None:
-    """The training ``clip_s`` stored in a checkpoint's ``train_config`` (``None`` if absent)."""
-    from audioconv.training.checkpoint import load_checkpoint
-
-    value = (load_checkpoint(path).get("train_config") or {}).get("clip_s")
-    return float(value) if value else None
-
-
 def run(args) -> int:
-    from audioconv.training.checkpoint import load_model
+    from audioconv.app.figures import write_topk
     from audioconv.data.dataset import ManifestDataset
-    from audioconv.plots.render import plot_topk_grid
+    from audioconv.interpret.projector import Projector
     from audioconv.interpret.topk import top_k
+    from audioconv.io.files import write_json
+    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.utils import resolve_device
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     model, labels = load_model(args.checkpoint, device)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     if not layers:
@@ -72,23 +64,19 @@ def run(args) -> int:
             raise ValueError(f"unknown layer {layer!r} in --layers; valid layers: {', '.join(model.layer_names)}")
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
-    clip_s = args.clip_s if args.clip_s is not None else clip_s_from_checkpoint(args.checkpoint)
+    clip_s = args.clip_s if args.clip_s is not None else run_clip_s(load_checkpoint(args.checkpoint))
     dataset = ManifestDataset(args.manifest, sample_rate=model.config.sample_rate, clip_s=clip_s,
                               channels="mono", crop="center")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    projector = Projector(model, mode=args.mode, device=device)
     index = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
              "n_clips": len(dataset), "layers": {}}
     for layer in layers:
         units = parse_units(args.units, model.n_channels(layer), layer)
-        result = top_k(model, dataset, layer, units, k=args.k, batch_size=args.batch_size, device=device,
-                       mode=args.mode, progress=not args.no_progress, num_workers=args.num_workers)
-        png = out / f"topk_{layer}.png"
-        plot_topk_grid(result, png, logmel=None)
-        entry = result.to_dict()
-        entry["png"] = png.name
-        index["layers"][layer] = entry
+        result = top_k(projector, dataset, layer, units, k=args.k, batch_size=args.batch_size,
+                       progress=not args.no_progress, num_workers=args.num_workers)
+        png = write_topk(result, out, index=False)["png"]
+        index["layers"][layer] = {**result.to_dict(), "png": png.name}
         print(f"{layer}: {len(result.channels)} units × top {result.k} over {result.n_examples} clips → {png}")
-    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out / 'index.json'}")
+    print(f"wrote {write_json(out / 'index.json', index)}")
     return 0

@@ -12,7 +12,6 @@ Unit choice: the ``channels_per_layer`` units with the largest maximum activatio
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.data import ManifestDataset, collate
 from audioconv.interpret.cka import centered_gram, cka_from_grams
-from audioconv.interpret.topk import _forward_features, _param_dtype, _resolve_device, top_k
+from audioconv.interpret.projector import Projector
+from audioconv.interpret.rules import resolve_layer
+from audioconv.interpret.topk import top_k
+from audioconv.utils import resolve_device
 
-__all__ = ["EvolutionGrid", "evolve", "find_snapshots", "ProbeSet", "load_probe", "layer_activations"]
+__all__ = ["Evolution", "EvolutionGrid", "evolve", "find_snapshots", "ProbeSet", "load_probe"]
 
 _SNAPSHOT = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -74,44 +76,10 @@ class ProbeSet(torch.utils.data.Dataset):
 
 def load_probe(probe_manifest, sample_rate: int, clip_s: float | None) -> ProbeSet:
     """Decode a probe manifest once (mono, centre crop / zero pad to ``clip_s``), keeping its order."""
-    from audioconv.data.dataset import ManifestDataset
-
     ds = ManifestDataset(probe_manifest, sample_rate=int(sample_rate), clip_s=clip_s, channels="mono",
                          crop="center")
-    waves = [ds[i][0] for i in range(len(ds))]
-    t_max = max(w.shape[-1] for w in waves)
-    stacked = torch.zeros(len(waves), 1, t_max)
-    for i, w in enumerate(waves):
-        stacked[i, :, : w.shape[-1]] = w
+    stacked, _, _ = collate([ds[i] for i in range(len(ds))])  # (N, 1, T), zero-padded to the longest
     return ProbeSet(stacked, list(ds.records), list(ds.targets))
-
-
-def layer_activations(model: nn.Module, logmel: torch.Tensor, layers: list[str], batch_size: int = 32,
-                      pool: bool = False) -> dict[str, torch.Tensor]:
-    """Feature maps of ``layers`` for log-mel inputs ``(N, 1, F, T)``, concatenated over batches (CPU).
-
-    Returns ``{layer: (N, C, F_l, T_l)}``, or ``{layer: (N, C)}`` spatial means when ``pool``.
-    The model must be in eval mode and on ``logmel``'s device.
-    """
-    deepest = max(layers, key=lambda name: model.layer_names.index(name))
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    handles = []
-    current: dict[str, torch.Tensor] = {}
-    for name in layers:
-        handles.append(model.feature_module(name).register_forward_hook(
-            lambda _m, _i, o, name=name: current.__setitem__(name, o)))
-    try:
-        with torch.no_grad():
-            for lo in range(0, logmel.shape[0], batch_size):
-                current.clear()
-                _forward_features(model, logmel[lo:lo + batch_size], model.feature_module(deepest))
-                for name in layers:
-                    a = current[name]
-                    out[name].append((a.mean(dim=(2, 3)) if pool else a).detach().float().cpu())
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: torch.cat(v) for name, v in out.items()}
 
 
 # ---- result ---------------------------------------------------------------------------------------
@@ -153,17 +121,46 @@ class EvolutionGrid:
 
 
 # ---- the work ---------------------------------------------------------------------------------------
-def _clip_s_of(run_dir: Path, checkpoint: dict) -> float | None:
-    cfg = run_dir / "config.json"
-    if cfg.is_file():
-        try:
-            value = json.loads(cfg.read_text(encoding="utf-8")).get("train_config", {}).get("clip_s")
-            if value:
-                return float(value)
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    value = (checkpoint.get("train_config") or {}).get("clip_s")
-    return float(value) if value else None
+@dataclass
+class Evolution:
+    """Feature evolution and layer convergence of a training run over the same probe inputs.
+
+    Attributes:
+        run_dir: the run folder.
+        epochs: snapshot epochs, ascending; the last one is the reference of the CKA curves.
+        mode: projection rule; ``cka_features``: ``"flatten"`` or ``"pool"``; ``clip_s``: probe clip length (s).
+        probe_manifest: the probe manifest's path (``None`` when records were given).
+        probe_clip_ids, probe_labels: per probe clip, in manifest order.
+        units: ``{layer: [channels]}`` shown per layer.
+        cka: ``{layer: [linear CKA per epoch vs the final epoch]}`` (``nan`` for a constant representation).
+        grids: ``{layer: EvolutionGrid}`` (projections per unit, rank and epoch).
+    """
+
+    run_dir: str
+    epochs: list[int]
+    mode: str
+    cka_features: str
+    clip_s: float
+    probe_manifest: str | None
+    probe_clip_ids: list[str]
+    probe_labels: list
+    units: dict[str, list[int]]
+    cka: dict[str, list[float]]
+    grids: dict[str, EvolutionGrid] = field(repr=False)
+
+    @property
+    def final_epoch(self) -> int:
+        return self.epochs[-1]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no pixels): epochs, probe, per layer its units, CKA curve (``None`` for nan) and cells."""
+        return {"run_dir": self.run_dir, "epochs": list(self.epochs), "final_epoch": self.final_epoch,
+                "mode": self.mode, "cka_features": self.cka_features, "clip_s": self.clip_s,
+                "probe": {"manifest": self.probe_manifest, "clip_ids": list(self.probe_clip_ids),
+                          "labels": list(self.probe_labels)},
+                "layers": {name: {"units": list(self.units[name]),
+                                  "cka": [None if np.isnan(v) else float(v) for v in self.cka[name]],
+                                  "cells": self.grids[name].cells()} for name in self.units}}
 
 
 def _choose_units(acts: torch.Tensor, n: int | None) -> list[int]:
@@ -175,17 +172,23 @@ def _choose_units(acts: torch.Tensor, n: int | None) -> list[int]:
     return sorted(int(c) for c in order)
 
 
-def evolve(run_dir: str | os.PathLike, probe_manifest, out_dir: str | os.PathLike | None = None,
-           layers=None, channels_per_layer: int | None = 8, k: int = 1, progress: bool = True,
-           device=None, mode: str = "deconv", batch_size: int = 32, cka_features: str = "flatten",
-           clip_s: float | None = None, units: dict | None = None) -> dict:
-    """Feature-evolution grids and layer-convergence curves for a training run.
+def _check_arguments(cka_features: str, k, channels_per_layer) -> None:
+    if cka_features not in ("flatten", "pool"):
+        raise ValueError(f"cka_features must be 'flatten' or 'pool', got {cka_features!r}")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if channels_per_layer is not None and int(channels_per_layer) < 1:
+        raise ValueError(f"channels_per_layer must be >= 1 or None, got {channels_per_layer}")
+
+
+def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per_layer: int | None = 8, k: int = 1,
+           progress: bool = True, device=None, mode: str = "deconv", batch_size: int = 32,
+           cka_features: str = "flatten", clip_s: float | None = None, units: dict | None = None) -> Evolution:
+    """Feature-evolution grids and layer-convergence curves for a training run (computes, writes nothing).
 
     Args:
-        run_dir: training run folder with ``snapshots/epoch_NNN.pt`` (and ``config.json``).
+        run_dir: training run folder with ``snapshots/epoch_NNN.pt``.
         probe_manifest: JSONL manifest (or list of records) of the probe clips; order is kept.
-        out_dir: where to write ``evolution_<layer>.png``, ``convergence.png`` and ``evolve.json``
-            (default ``RUN/evolve``).
         layers: layer names (default all of the model's ``conv*`` layers).
         channels_per_layer: units per layer, chosen at the final epoch (module doc); ``None`` = all.
         k: strongest activations shown per unit and epoch (grid rows = units × k).
@@ -195,94 +198,67 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, out_dir: str | os.PathLik
         batch_size: probe clips per forward pass.
         cka_features: ``"flatten"`` (each clip's whole feature map ``C·F·T`` as one vector) or
             ``"pool"`` (per-channel spatial mean, ``C`` features).
-        clip_s: probe clip length in seconds; default the run's ``train_config.clip_s``.
+        clip_s: probe clip length in seconds; default the run's
+            (:func:`~audioconv.training.checkpoint.run_clip_s` of the final snapshot).
         units: explicit ``{layer: [channels]}`` overriding ``channels_per_layer``.
 
     Returns:
-        The JSON summary written to ``evolve.json``: ``epochs``, ``probe`` (manifest, clip ids in
-        order), ``layers[layer]`` with ``units``, ``cka`` (one value per epoch, vs the last epoch),
-        ``grid_png``, ``cells``; plus ``convergence_png`` and ``json`` paths — and, not in the file,
-        ``grids``: ``{layer: EvolutionGrid}`` for further rendering.
+        :class:`Evolution`; ``audioconv.app.figures.write_evolution`` draws and writes it.
     """
-    from audioconv.training.checkpoint import load_checkpoint, load_model
-    from audioconv.plots import render
+    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
 
-    run_dir = Path(run_dir)
     snaps = find_snapshots(run_dir)
-    if cka_features not in ("flatten", "pool"):
-        raise ValueError(f"cka_features must be 'flatten' or 'pool', got {cka_features!r}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if channels_per_layer is not None and int(channels_per_layer) < 1:
-        raise ValueError(f"channels_per_layer must be >= 1 or None, got {channels_per_layer}")
-    dev = _resolve_device(device)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "evolve"
-    epochs = [e for e, _ in snaps]
-    final_epoch, final_path = snaps[-1]
-
-    final_model, _ = load_model(final_path, dev)
-    layers = list(final_model.layer_names) if layers is None else [str(x) for x in layers]
+    _check_arguments(cka_features, k, channels_per_layer)
+    dev = resolve_device(device)
+    final = Projector(load_model(snaps[-1][1], dev)[0], mode, dev)
+    layers = list(final.layer_names) if layers is None else [str(x) for x in layers]
     for name in layers:
-        final_model.feature_module(name)  # ValueError listing the valid layers
+        resolve_layer(final.model, name)  # ValueError listing the valid layers
     if clip_s is None:
-        clip_s = _clip_s_of(run_dir, load_checkpoint(final_path))
-    probe = load_probe(probe_manifest, final_model.config.sample_rate, clip_s)
-    with torch.no_grad():
-        logmel = final_model.frontend(probe.waveforms.to(dev))  # (N, 1, F, T), same inputs every epoch
-    if logmel.shape[0] < 2:
-        raise ValueError(f"the probe set needs at least 2 clips for CKA, got {logmel.shape[0]}")
-
+        clip_s = run_clip_s(load_checkpoint(snaps[-1][1]))
+    probe = load_probe(probe_manifest, final.model.config.sample_rate, clip_s)
+    if len(probe) < 2:
+        raise ValueError(f"the probe set needs at least 2 clips for CKA, got {len(probe)}")
+    logmel = final.to_logmel(probe.waveforms, "waveform")  # (N, 1, F, T), the same inputs every epoch
     chosen: dict[str, list[int]] = {}
-    final_grams: dict[str, torch.Tensor] = {}
-    grams_by_epoch: dict[int, dict[str, torch.Tensor]] = {}
-    cells: dict[str, dict[int, object]] = {name: {} for name in layers}
-    # final epoch first: it picks the units and is the CKA reference
-    order = [len(snaps) - 1] + list(range(len(snaps) - 1))
+    grams: dict[int, dict[str, torch.Tensor]] = {}
+    per_epoch: dict[str, dict[int, object]] = {name: {} for name in layers}
+    order = [len(snaps) - 1] + list(range(len(snaps) - 1))  # final epoch first: it picks the units
     for i in tqdm(order, disable=not progress, desc="evolve", unit="epoch"):
         epoch, path = snaps[i]
-        model = final_model if i == len(snaps) - 1 else load_model(path, dev)[0]
-        x = logmel.to(_param_dtype(model))
-        acts = layer_activations(model, x, layers, batch_size, pool=(cka_features == "pool"))
-        grams_by_epoch[epoch] = {name: centered_gram(a) for name, a in acts.items()}
-        if i == len(snaps) - 1:
-            full = acts if cka_features == "flatten" else layer_activations(model, x, layers, batch_size)
-            for name in layers:
-                if units and name in units:
-                    chosen[name] = [int(c) for c in units[name]]
-                else:
-                    chosen[name] = _choose_units(full[name], channels_per_layer)
-            final_grams = grams_by_epoch[epoch]
-            del full
+        projector = final if i == len(snaps) - 1 else Projector(load_model(path, dev)[0], mode, dev)
+        acts = projector.traced.activations(logmel, layers, batch_size, "mean" if cka_features == "pool" else None)
+        grams[epoch] = {name: centered_gram(a) for name, a in acts.items()}
+        if not chosen:
+            chosen = _units_at_final(projector, logmel, layers, acts, cka_features, channels_per_layer,
+                                     units, batch_size)
         del acts
         for name in layers:
-            cells[name][epoch] = top_k(model, probe, name, chosen[name], k=int(k), batch_size=batch_size,
-                                       device=dev, mode=mode, progress=False)
+            per_epoch[name][epoch] = top_k(projector, probe, name, chosen[name], k=int(k), batch_size=batch_size,
+                                           progress=False)
+    return _assemble(run_dir, probe_manifest, probe, snaps, mode, cka_features, clip_s, k, chosen, grams,
+                     per_epoch)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"run_dir": str(run_dir), "epochs": epochs, "final_epoch": final_epoch, "mode": mode,
-                     "cka_features": cka_features, "clip_s": clip_s,
-                     "probe": {"manifest": str(probe_manifest) if isinstance(probe_manifest, (str, os.PathLike)) else None,
-                               "clip_ids": [str(r.get("audio_filepath")) for r in probe.records],
-                               "labels": [r.get("label") for r in probe.records]},
-                     "layers": {}}
-    grids: dict[str, EvolutionGrid] = {}
-    cka_curves: dict[str, list[float]] = {}
-    for name in layers:
-        cka = [cka_from_grams(grams_by_epoch[e][name], final_grams[name]) for e in epochs]
-        cka_curves[name] = cka
-        grid = _build_grid(name, mode, epochs, chosen[name], int(k), cells[name])
-        grids[name] = grid
-        png = out_dir / f"evolution_{name}.png"
-        render.plot_evolution_grid(grid, png)
-        summary["layers"][name] = {"units": chosen[name], "cka": [None if np.isnan(v) else v for v in cka],
-                                   "grid_png": str(png), "cells": grid.cells()}
-    conv_png = out_dir / "convergence.png"
-    render.plot_convergence(cka_curves, epochs, conv_png)
-    summary["convergence_png"] = str(conv_png)
-    json_path = out_dir / "evolve.json"
-    summary["json"] = str(json_path)
-    json_path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    return {**summary, "grids": grids}
+
+def _units_at_final(projector, logmel, layers, acts, cka_features, channels_per_layer, units, batch_size):
+    """The units shown per layer: explicit ``units``, else the most active at the final epoch."""
+    full = acts if cka_features == "flatten" else projector.traced.activations(logmel, layers, batch_size)
+    return {name: [int(c) for c in units[name]] if units and name in units
+            else _choose_units(full[name], channels_per_layer) for name in layers}
+
+
+def _assemble(run_dir, probe_manifest, probe, snaps, mode, cka_features, clip_s, k, chosen, grams,
+              per_epoch) -> Evolution:
+    epochs = [e for e, _ in snaps]
+    final = epochs[-1]
+    layers = list(chosen)
+    return Evolution(
+        run_dir=str(run_dir), epochs=epochs, mode=mode, cka_features=cka_features, clip_s=clip_s,
+        probe_manifest=str(probe_manifest) if isinstance(probe_manifest, (str, os.PathLike)) else None,
+        probe_clip_ids=[str(r.get("audio_filepath")) for r in probe.records],
+        probe_labels=[r.get("label") for r in probe.records], units=chosen,
+        cka={name: [cka_from_grams(grams[e][name], grams[final][name]) for e in epochs] for name in layers},
+        grids={name: _build_grid(name, mode, epochs, chosen[name], int(k), per_epoch[name]) for name in layers})
 
 
 def _build_grid(layer, mode, epochs, units, k, per_epoch) -> EvolutionGrid:

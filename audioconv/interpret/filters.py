@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.interpret.receptive_field import path_to
 from audioconv.interpret.rules import BatchNormStep
+from audioconv.interpret.traced import TracedModel
+from audioconv.utils import eval_mode, model_device
 
 __all__ = ["project_filters"]
 
@@ -45,28 +46,14 @@ def project_filters(model: nn.Module, layer: str, *, unpool: str = "center", bat
     """
     if unpool not in ("center", "spread"):
         raise ValueError(f"unpool must be 'center' or 'spread', got {unpool!r}")
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        path = path_to(model, layer, input_size)
-        p = next(iter(model.parameters()), None)
-        dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
-        example = torch.zeros(1, 1, *(input_size or _size(model)), dtype=dtype, device=device)
-        fm, _ = path.forward(example)
-        K = fm.shape[1]
-        g = torch.eye(K, dtype=dtype, device=device).view(K, K, 1, 1)
+    traced = TracedModel(model, model_device(model))
+    with eval_mode(model):
+        path = traced.path(layer, input_size=input_size)
+        K = path.channels
+        g = torch.eye(K, dtype=traced.dtype, device=traced.device).view(K, K, 1, 1)
         for step in reversed(path.steps):
             if isinstance(step, BatchNormStep) and not batchnorm:
                 continue
             g = step.linear_backward(g, unpool)
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
     g = g.cpu()
     return g[:, 0] if g.shape[1] == 1 else g
-
-
-def _size(model: nn.Module) -> tuple[int, int]:
-    from audioconv.interpret.receptive_field import model_entry
-
-    return model_entry(model)[1] or (64, 128)

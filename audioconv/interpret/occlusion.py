@@ -13,6 +13,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.interpret.traced import TracedModel
+from audioconv.utils import eval_mode
+
 __all__ = ["occlusion", "patch_starts"]
 
 
@@ -49,10 +52,11 @@ def occlusion(
     """Probability of ``target`` while a mean-filled patch hides each part of the spectrogram.
 
     Args:
-        model: a classifier of log-mel spectrograms. If it has a ``classify`` method (as
-            :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`) that is used, otherwise ``model(x)``; either
-            maps ``(N, 1, F, T)`` log-mel dB to logits ``(N, n_classes)``. It is run in eval mode
-            (restored afterwards) without gradients.
+        model: a classifier of log-mel spectrograms: a
+            :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (its ``classify``) or any module
+            mapping ``(N, 1, F, T)`` log-mel dB to logits ``(N, n_classes)`` (its ``forward``; see
+            :func:`~audioconv.interpret.traced.model_entry`). It is run in eval mode (restored
+            afterwards) without gradients, on ``device`` (a copy there if it lives elsewhere).
         inputs: log-mel spectrograms in dB, ``(B, 1, F, T)`` or ``(B, F, T)``.
         target: class index (int) for all examples, or a sequence / ``(B,)`` tensor of indices.
         patch: ``(freq_bins, frames)`` size of the occluder in log-mel cells.
@@ -87,32 +91,35 @@ def occlusion(
     if targets.numel() != b:
         raise ValueError(f"target must be one class index or one per example ({b}), got {targets.numel()}")
 
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    forward = model.classify if hasattr(model, "classify") else model
-    x = inputs.to(device)
-    fill = x.mean(dim=(1, 2, 3))  # (B,) each example's mean dB
-
+    traced = TracedModel(model, device)  # the model on the device once; its log-mel entry point
     # every (example, f-start, t-start) placement, flattened in row-major order
     jobs = torch.cartesian_prod(torch.arange(b), f_starts, t_starts)  # (B*F'*T', 3)
+    probs = _occluded_probabilities(traced, inputs.to(traced.device), targets, jobs, (pf, pt), int(batch_size),
+                                    progress)
+    return probs.view(b, len(f_starts), len(t_starts))
+
+
+def _occluded_probabilities(traced: TracedModel, x: torch.Tensor, targets: torch.Tensor, jobs: torch.Tensor,
+                            patch: tuple[int, int], batch_size: int, progress: bool) -> torch.Tensor:
+    """Target probability ``(J,)`` (CPU) for each job ``(example, f0, t0)`` of ``jobs (J, 3)``: ``x``
+    ``(B, 1, F, T)`` with a ``patch``-sized box at ``(f0, t0)`` filled with the example's mean."""
+    device = traced.device
+    (pf, pt), (n_f, n_t) = patch, x.shape[-2:]
+    fill = x.mean(dim=(1, 2, 3))  # (B,) each example's mean dB
     f_idx = torch.arange(n_f, device=device)
     t_idx = torch.arange(n_t, device=device)
     probs = torch.empty(jobs.shape[0], dtype=torch.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for lo in tqdm(range(0, jobs.shape[0], batch_size), disable=not progress, desc="occlusion"):
-                job = jobs[lo:lo + batch_size].to(device)
-                ex, f0, t0 = job[:, 0], job[:, 1], job[:, 2]
-                in_f = (f_idx[None, :] >= f0[:, None]) & (f_idx[None, :] < f0[:, None] + pf)  # (N, F)
-                in_t = (t_idx[None, :] >= t0[:, None]) & (t_idx[None, :] < t0[:, None] + pt)  # (N, T)
-                hide = (in_f[:, :, None] & in_t[:, None, :]).unsqueeze(1)  # (N, 1, F, T)
-                occluded = torch.where(hide, fill[ex].view(-1, 1, 1, 1), x[ex])
-                logits = forward(occluded).float()
-                if lo == 0 and not 0 <= int(targets.min()) <= int(targets.max()) < logits.shape[-1]:
-                    raise ValueError(f"target class indices must be in 0..{logits.shape[-1] - 1}, got {targets.tolist()}")
-                p = torch.softmax(logits, dim=-1)
-                probs[lo:lo + job.shape[0]] = p.gather(1, targets.to(device)[ex][:, None])[:, 0].cpu()
-    finally:
-        model.train(was_training)
-    return probs.view(b, len(f_starts), len(t_starts))
+    with eval_mode(traced.model), torch.no_grad():
+        for lo in tqdm(range(0, jobs.shape[0], batch_size), disable=not progress, desc="occlusion"):
+            job = jobs[lo:lo + batch_size].to(device)
+            ex, f0, t0 = job[:, 0], job[:, 1], job[:, 2]
+            in_f = (f_idx[None, :] >= f0[:, None]) & (f_idx[None, :] < f0[:, None] + pf)  # (N, F)
+            in_t = (t_idx[None, :] >= t0[:, None]) & (t_idx[None, :] < t0[:, None] + pt)  # (N, T)
+            hide = (in_f[:, :, None] & in_t[:, None, :]).unsqueeze(1)  # (N, 1, F, T)
+            occluded = torch.where(hide, fill[ex].view(-1, 1, 1, 1), x[ex])
+            logits = traced.entry(occluded).float()
+            if lo == 0 and not 0 <= int(targets.min()) <= int(targets.max()) < logits.shape[-1]:
+                raise ValueError(f"target class indices must be in 0..{logits.shape[-1] - 1}, got {targets.tolist()}")
+            p = torch.softmax(logits, dim=-1)
+            probs[lo:lo + job.shape[0]] = p.gather(1, targets.to(device)[ex][:, None])[:, 0].cpu()
+    return probs

@@ -22,7 +22,6 @@ How it works (and why it is fast):
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -30,8 +29,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.interpret.receptive_field import model_entry, receptive_field_boxes
-from audioconv.interpret.rules import MODES, Path, Signal, trace_path
+from audioconv.interpret.receptive_field import receptive_field_boxes
+from audioconv.interpret.rules import MODES, Path, Signal
+from audioconv.interpret.traced import TracedModel
+from audioconv.utils import eval_mode
 
 __all__ = ["Projector", "Projection"]
 
@@ -112,10 +113,16 @@ class Projector:
             (guided backprop: rectified and gated by the forward sign) or ``"gradient"`` (plain
             saliency). Backward rules per module type: :mod:`audioconv.interpret.rules`.
         device: where to compute (default: CUDA if available, else CPU). If the model lives
-            elsewhere, each call works on a copy moved there; the model itself is never moved.
+            elsewhere, the projector works on one copy moved there, made here (it sees the weights
+            as they are now); the model itself is never moved.
+
+    Attributes:
+        model: the caller's model; ``traced``: the :class:`~audioconv.interpret.traced.TracedModel`
+        the projector runs (the model on ``device``, its traced paths); ``mode``; ``device``.
 
     The model runs in eval mode during a call and its train/eval flags are restored afterwards; no
-    hooks are left on it.
+    hooks are left on it. :func:`audioconv.interpret.topk.top_k` accepts a projector in place of a
+    model and then uses its mode, device and device copy.
     """
 
     def __init__(self, model: nn.Module, mode: str = "deconv", device: str | torch.device | None = None):
@@ -124,87 +131,26 @@ class Projector:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         self.model, self.mode = model, mode
-        self._paths: dict = {}  # traced paths, by layer and module identities
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.traced = TracedModel(model, device)
+        self.device = self.traced.device
 
-    # ---- helpers shared with top-k scans -------------------------------------------------------
     @property
     def layer_names(self) -> list[str]:
         """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
-        names = list(getattr(self.model, "layer_names", []) or [])
-        return names or [n for n, _ in self.model.named_modules() if n]
+        return self.traced.layer_names
 
-    def _working_model(self) -> nn.Module:
-        p = next(iter(self.model.parameters()), None)
-        if p is None or p.device == self.device:
-            return self.model
-        return copy.deepcopy(self.model).to(self.device)
+    def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
+        """Inputs → log-mel ``(B, 1, F, T)`` on the projector's device in the model's dtype
+        (see :meth:`~audioconv.interpret.traced.TracedModel.to_logmel`)."""
+        return self.traced.to_logmel(inputs, input_kind)
 
-    def _dtype(self, model: nn.Module) -> torch.dtype:
-        p = next((q for q in model.parameters() if q.is_floating_point()), None)
-        return p.dtype if p is not None else torch.float32
-
-    def to_logmel(self, inputs, input_kind: str = "auto", model: nn.Module | None = None) -> torch.Tensor:
-        """Inputs → log-mel ``(B, 1, F, T)`` on the projector's device in the model's dtype.
-
-        ``input_kind``: ``"auto"`` (4-D, or 3-D with ``n_mels`` rows, is log-mel; other 2-D/3-D
-        input is a waveform for a SpectrogramCNN), ``"logmel"`` or ``"waveform"``.
-        """
-        model = model if model is not None else self.model
-        x = torch.as_tensor(inputs)
-        if not x.is_floating_point():
-            raise ValueError(f"inputs must be a float tensor, got dtype {x.dtype}")
-        if input_kind not in ("auto", "logmel", "waveform"):
-            raise ValueError(f"input_kind must be 'auto', 'logmel' or 'waveform', got {input_kind!r}")
-        frontend = getattr(model, "frontend", None)
-        n_mels = getattr(getattr(frontend, "config", None), "n_mels", None)
-        kind = input_kind
-        if kind == "auto":
-            if x.dim() == 4 or frontend is None or (x.dim() == 3 and x.shape[1] == n_mels):
-                kind = "logmel"
-            else:
-                kind = "waveform"
-        x = x.to(self.device)
-        if kind == "waveform":
-            if frontend is None:
-                raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
-            with torch.no_grad():
-                x = frontend(x)
-        elif x.dim() == 3:
-            x = x.unsqueeze(1)
-        if x.dim() != 4 or x.shape[1] != 1:
-            raise ValueError(f"log-mel inputs must be (batch, 1, F, T) or (batch, F, T), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("inputs hold no examples (batch size 0)")
-        return x.to(self._dtype(model))
-
-    def _axes(self, model, F_: int, T_: int):
-        fe = getattr(model, "frontend", None)
-        if fe is None or not hasattr(fe, "mel_hz"):
-            return None, None
-        hz = np.asarray(fe.mel_hz(), dtype=np.float64)
-        return (hz if len(hz) == F_ else None), np.asarray(fe.frame_s(T_), dtype=np.float64)
-
-    def path(self, layer: str, logmel: torch.Tensor, model: nn.Module | None = None) -> Path:
+    def path(self, layer: str, logmel: torch.Tensor | None = None) -> Path:
         """The traced path from the input to ``layer`` (see :func:`~audioconv.interpret.rules.trace_path`)."""
-        model = model if model is not None else self.model
-        key = (layer, tuple(id(m) for m in model.modules()))  # same modules → same path
-        if model is self.model and key in self._paths:
-            return self._paths[key]
-        run, _ = model_entry(model)
-        path = trace_path(model, layer, run, logmel[:1])
-        if model is self.model:  # (a per-call device copy is not cached)
-            self._paths[key] = path
-        return path
+        return self.traced.path(layer, logmel)
 
-    @torch.no_grad()
     def feature_maps(self, inputs, layer: str, *, input_kind: str = "auto") -> torch.Tensor:
         """The layer's feature maps ``(B, C, H, W)`` for the inputs (one forward, no grad), on the device."""
-        model = self._working_model()
-        with _eval(model):
-            x = self.to_logmel(inputs, input_kind, model)
-            fm, _ = self.path(layer, x, model).forward(x)
-        return fm
+        return self.traced.feature_maps(self.to_logmel(inputs, input_kind), [layer])[layer]
 
     # ---- projection ---------------------------------------------------------------------------
     def project(self, inputs, layer: str, channels=None, position="max", *, batch_size: int = 64,
@@ -231,11 +177,10 @@ class Projector:
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        model = self._working_model()
-        with _eval(model), torch.no_grad():
-            x = self.to_logmel(inputs, input_kind, model)
+        with eval_mode(self.traced.model), torch.no_grad():
+            x = self.to_logmel(inputs, input_kind)
             B, _, F_, T_ = x.shape
-            path = self.path(layer, x, model)
+            path = self.path(layer, x)
             first = path.forward(x[:batch_size], self.mode)  # (feature maps, records) of chunk 1
             fm0, rec0 = first
             C, H, W = fm0.shape[1:]
@@ -254,22 +199,13 @@ class Projector:
                                               None if pos is None else pos[s:e], crop_now)
                 maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
             positions = torch.cat(where)
-            hz, seconds = self._axes(model, F_, T_)
+            hz, seconds = self.traced.axes(F_, T_)
             chans = chan[0].cpu() if bool((chan == chan[:1]).all()) and not _per_input(channels) else chan.cpu()
             return Projection(
                 spectrograms=x[:, 0].detach().cpu(), maps=torch.cat(maps), activations=torch.cat(acts),
                 positions=positions, receptive_fields=receptive_field_boxes(path, positions, (F_, T_)),
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
-
-    def top_k(self, dataset, layer: str, channels=None, k: int = 9, *, batch_size: int = 32,
-              progress: bool = True, num_workers: int = 0):
-        """The ``k`` strongest activations of each channel of ``layer`` over ``dataset``, projected
-        with this projector's mode and device. See :func:`audioconv.interpret.topk.top_k`."""
-        from audioconv.interpret.topk import top_k
-
-        return top_k(self.model, dataset, layer, channels=channels, k=k, batch_size=batch_size,
-                     device=self.device, mode=self.mode, progress=progress, num_workers=num_workers)
 
     def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop):
         """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions)."""
@@ -306,23 +242,6 @@ class Projector:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-class _eval:
-    """Context: model in eval mode, every module's training flag restored on exit."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        for m, flag in self.flags.items():
-            m.training = flag
-        return False
-
-
 def _per_input(channels) -> bool:
     return isinstance(channels, torch.Tensor) and channels.dim() == 2
 

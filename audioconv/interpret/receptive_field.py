@@ -12,30 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.interpret.rules import Path, trace_path
+from audioconv.interpret.rules import Path
+from audioconv.interpret.traced import TracedModel
+from audioconv.utils import model_device
 
-__all__ = ["receptive_field", "receptive_field_size", "receptive_field_boxes", "model_entry", "path_to"]
-
-
-def model_entry(model: nn.Module):
-    """(function taking log-mel ``(B, 1, F, T)``, default input size ``(F, T)`` or ``None``).
-
-    For a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` that is ``model.classify`` and
-    ``(n_mels, frames of 1 s)``; for any other module, the module itself and ``None``.
-    """
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
-
-    if isinstance(model, SpectrogramCNN):
-        fe = model.frontend
-        return model.classify, (fe.config.n_mels, fe.n_frames(fe.config.sample_rate))
-    return model, None
-
-
-def _param_like(model: nn.Module):
-    p = next(iter(model.parameters()), None)
-    if p is None or not p.is_floating_point():
-        return torch.float32, torch.device("cpu")
-    return p.dtype, p.device
+__all__ = ["receptive_field", "receptive_field_size", "receptive_field_boxes", "path_to"]
 
 
 def path_to(model: nn.Module, layer: str, input_size: tuple[int, int] | None = None,
@@ -45,18 +26,7 @@ def path_to(model: nn.Module, layer: str, input_size: tuple[int, int] | None = N
     Traced with ``example`` (``(b, 1, F, T)``) or, without one, a zero input of ``input_size``
     (default: the model's own size, else 64 × 128). The model runs in eval mode and is restored.
     """
-    run, default = model_entry(model)
-    if example is None:
-        F_, T_ = input_size or default or (64, 128)
-        dtype, device = _param_like(model)
-        example = torch.zeros(1, 1, int(F_), int(T_), dtype=dtype, device=device)
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        return trace_path(model, layer, run, example)
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+    return TracedModel(model, model_device(model)).path(layer, example, input_size)
 
 
 def receptive_field_boxes(path: Path, positions: torch.Tensor,
@@ -98,21 +68,14 @@ def receptive_field(model: nn.Module, layer: str, f: int, t: int,
             is clipped to it. Without it the box is clipped at 0 and, for a SpectrogramCNN, at
             ``n_mels`` (the clip length is unknown, so ``t1`` is not clipped).
     """
-    _, default = model_entry(model)
-    path = path_to(model, layer, input_size or default)
+    traced = TracedModel(model, model_device(model))
+    default = traced.default_size
+    path = traced.path(layer, input_size=input_size or default)
     f, t = _position(f, "f"), _position(t, "t")
     clip = input_size
     if input_size is not None:
-        dtype, device = _param_like(model)
-        flags = {m: m.training for m in model.modules()}
-        try:
-            model.eval()
-            with torch.no_grad():
-                fm, _ = path.forward(torch.zeros(1, 1, *map(int, input_size), dtype=dtype, device=device))
-        finally:
-            for m, flag in flags.items():
-                m.training = flag
-        H, W = fm.shape[-2:]
+        zeros = torch.zeros(1, 1, *map(int, input_size), dtype=traced.dtype, device=traced.device)
+        H, W = traced.feature_maps(zeros, layer)[layer].shape[-2:]
         if not (f < H and t < W):
             raise ValueError(f"position (f={f}, t={t}) is outside layer {layer!r}'s feature map of "
                              f"{H} x {W} for input {tuple(input_size)}; valid f: 0..{H - 1}, t: 0..{W - 1}")

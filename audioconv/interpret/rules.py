@@ -381,10 +381,16 @@ def make_step(name: str, module: nn.Module) -> Step:
 # the path from the input to a layer
 # ---------------------------------------------------------------------------------------------
 class Path:
-    """The chain of :class:`Step` s from the model's input ``(B, 1, F, T)`` to a layer's feature map."""
+    """The chain of :class:`Step` s from the model's input ``(B, 1, F, T)`` to a layer's feature map.
 
-    def __init__(self, layer: str, steps: list[Step]):
-        self.layer, self.steps = layer, steps
+    This is the package's one way to run a model up to a layer: :meth:`forward` for the projector
+    (recording what its backward pass needs), :meth:`outputs` for everything else (top-k scans,
+    activations for CKA, unit choice). ``channels`` is the feature map's channel count (set by
+    :func:`trace_path`).
+    """
+
+    def __init__(self, layer: str, steps: list[Step], channels: int | None = None):
+        self.layer, self.steps, self.channels = layer, steps, channels
 
     def forward(self, x: torch.Tensor, mode: str = "gradient"):
         """Run the chain → (feature map ``(B, C, H, W)``, per step: (saved, input ``(H, W)``))."""
@@ -394,6 +400,32 @@ class Path:
             x, saved = step.forward(x, mode)
             records.append((saved, hw))
         return x, records
+
+    def outputs(self, x: torch.Tensor, after=None) -> dict[int, torch.Tensor]:
+        """Run the chain with the model's own modules, recording nothing.
+
+        Args:
+            x: log-mel ``(B, 1, F, T)``.
+            after: step counts ``n``; default ``[len(steps)]`` (the layer's feature map).
+
+        Returns:
+            ``{n: output of the first n steps}``, e.g. ``{len(steps): (B, C, H, W)}``.
+        """
+        wanted = set(after) if after is not None else {len(self.steps)}
+        bad = [n for n in wanted if not 0 <= int(n) <= len(self.steps)]
+        if bad:
+            raise ValueError(f"after must hold step counts in 0..{len(self.steps)}, got {sorted(bad)}")
+        found = {0: x} if 0 in wanted else {}
+        for n, step in enumerate(self.steps, start=1):
+            x = step.module(x)
+            if n in wanted:
+                found[n] = x
+        return found
+
+    def extends(self, other: "Path") -> bool:
+        """Whether ``other``'s steps are the first steps of this path (same modules, same order)."""
+        n = len(other.steps)
+        return n <= len(self.steps) and all(a.module is b.module for a, b in zip(self.steps[:n], other.steps))
 
     def window(self, f, t, size=(1, 1)):
         """Input window ``(f0, size_f, t0, size_t)`` read by the layer window at ``(f, t)`` (unclipped)."""
@@ -444,13 +476,51 @@ def trace_path(model: nn.Module, layer: str, run, x: torch.Tensor) -> Path:
     modules, an unsupported activation ...). The forward stops at the layer.
     """
     name, target = resolve_layer(model, layer)
+    calls, functional, target_out = _record_calls(model, layer, name, target, run, x)
+
+    def seen(lo: int, hi: int) -> str:
+        found = [f"{f} in {w!r}" for i, f, w in functional if lo <= i <= hi]
+        return "; ".join(dict.fromkeys(found)) or "no visible call"
+
+    nonlin = [(f, w) for i, f, w in functional if f.lower().rstrip("_") in _NONLINEAR or f in _NONLINEAR]
+    prev_out, prev_name = x, "the input"
+    for i, (cname, mod, inp, out) in enumerate(calls):
+        if inp is not prev_out:
+            if nonlin:
+                f, w = nonlin[0]
+                raise ValueError(f"functional call {f}() in module {w!r} is on the path to layer {layer!r}: "
+                                 "the projector needs every nonlinearity and pooling as a module "
+                                 f"(e.g. nn.ReLU instead of F.relu) to apply its backward rule")
+            raise ValueError(f"cannot follow the path to layer {layer!r}: the input of module {cname!r} is "
+                             f"not the output of {prev_name} (in between: {seen(i, i)}); the projector "
+                             "follows a plain chain of modules")
+        prev_out, prev_name = out, repr(cname)
+    steps = [make_step(cname, mod) for cname, mod, _, _ in calls]
+    if not steps or calls[-1][3] is not target_out:
+        raise ValueError(f"cannot follow the path to layer {layer!r}: its output is not the output of "
+                         f"the last module called before it (seen: {seen(0, len(calls))})")
+    path = Path(layer, steps)
+    with torch.no_grad():
+        mine, _ = path.forward(x)
+        theirs = calls[-1][3]
+    path.channels = int(mine.shape[1])
+    if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
+        where = "; ".join(f"{f} in {w!r}" for f, w in nonlin) or seen(0, len(calls))
+        raise ValueError(f"the path to layer {layer!r} does something besides its modules (seen: {where}); "
+                         "use modules for every operation on the path (e.g. nn.ReLU instead of F.relu)")
+    return path
+
+
+def _record_calls(model: nn.Module, layer: str, name: str, target: nn.Module, run, x: torch.Tensor):
+    """Run ``run(x)`` up to ``target`` → (atomic module calls ``[(name, module, input, output)]``,
+    functional calls outside them ``[(calls so far, function, enclosing module)]``, target output)."""
     module_names = {m: n for n, m in model.named_modules()}
     # Atomic modules: leaves, and supported modules even with children (e.g. parametrized weights).
     atomic_types = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU, nn.LeakyReLU, nn.Tanh)
     leaves = {m for m in module_names if next(m.children(), None) is None or isinstance(m, atomic_types)}
     depth = [0]  # how many atomic modules are running
-    calls: list[tuple[str, nn.Module, object, object]] = []  # (name, module, input, output)
-    functional: list[tuple[int, str, str]] = []  # (calls so far, function, enclosing module)
+    calls: list[tuple[str, nn.Module, object, object]] = []
+    functional: list[tuple[int, str, str]] = []
     stack: list[nn.Module] = []
     target_out: list = []
 
@@ -491,35 +561,4 @@ def trace_path(model: nn.Module, layer: str, run, x: torch.Tensor) -> Path:
     finally:
         for h in handles:
             h.remove()
-
-    def seen(lo: int, hi: int) -> str:
-        found = [f"{f} in {w!r}" for i, f, w in functional if lo <= i <= hi]
-        return "; ".join(dict.fromkeys(found)) or "no visible call"
-
-    nonlin = [(f, w) for i, f, w in functional if f.lower().rstrip("_") in _NONLINEAR or f in _NONLINEAR]
-    prev_out, prev_name = x, "the input"
-    for i, (cname, mod, inp, out) in enumerate(calls):
-        if inp is not prev_out:
-            if nonlin:
-                f, w = nonlin[0]
-                raise ValueError(f"functional call {f}() in module {w!r} is on the path to layer {layer!r}: "
-                                 "the projector needs every nonlinearity and pooling as a module "
-                                 f"(e.g. nn.ReLU instead of F.relu) to apply its backward rule")
-            raise ValueError(f"cannot follow the path to layer {layer!r}: the input of module {cname!r} is "
-                             f"not the output of {prev_name} (in between: {seen(i, i)}); the projector "
-                             "follows a plain chain of modules")
-        prev_out, prev_name = out, repr(cname)
-    steps = [make_step(cname, mod) for cname, mod, _, _ in calls]
-    if not steps or calls[-1][3] is not target_out[0]:
-        raise ValueError(f"cannot follow the path to layer {layer!r}: its output is not the output of "
-                         f"the last module called before it (seen: {seen(0, len(calls))})")
-    path = Path(layer, steps)
-    with torch.no_grad():
-        mine, _ = path.forward(x)
-        theirs = calls[-1][3]
-    if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
-        where = "; ".join(f"{f} in {w!r}" for f, w in nonlin) or seen(0, len(calls))
-        raise ValueError(f"the path to layer {layer!r} does something besides its modules (seen: {where}); "
-                         "use modules for every operation on the path (e.g. nn.ReLU instead of F.relu)")
-    return path
-
+    return calls, functional, target_out[0]

@@ -6,19 +6,16 @@
   "Explaining deep convolutional neural networks on music classification").
 * :func:`griffin_lim_audio` — the projection on its own, as if it were a mel magnitude, with
   phase estimated by Griffin-Lim.
-* :func:`save_wav` writes the result with :func:`audioconv.io.audio.save`.
+
+Both return waveforms; :func:`audioconv.io.audio.save` writes them.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 
-from audioconv.io.audio import save
 from audioconv.features import LogMel
 
-__all__ = ["projection_mask", "mel_mask_to_stft", "masked_audio", "griffin_lim_audio", "save_wav"]
+__all__ = ["projection_mask", "mel_mask_to_stft", "masked_audio", "griffin_lim_audio"]
 
 
 def _as_map(projection_map, n_mels: int) -> torch.Tensor:
@@ -114,8 +111,3 @@ def griffin_lim_audio(projection_map, logmel: LogMel, n_samples: int, n_iter: in
     wav = logmel.db_to_waveform(db, int(n_samples), n_iter=n_iter).float().cpu()
     top = wav.abs().max()
     return wav * (peak / top) if float(top) > 0 else wav
-
-
-def save_wav(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int) -> Path:
-    """Write ``(time,)`` / ``(channels, time)`` audio as 16-bit WAV (clipped to [-1, 1]); returns the path."""
-    return save(path, waveform, sample_rate)

@@ -7,12 +7,15 @@ in some channel's top-k). Each kept ``(example, channel, position)`` is then pro
 :class:`~audioconv.interpret.projector.Projector` and cropped to the position's receptive field, next
 to the input patch under that receptive field.
 
+The scan runs the model up to the layer along the projector's traced path
+(:class:`~audioconv.interpret.traced.TracedModel`), so any model the projector accepts works: a model
+with a LogMel ``frontend`` scans a dataset of waveforms, a plain CNN a dataset of log-mel items.
+
 Ordering: descending activation; ties are broken by lower example index, then lower feature-map
 row ``f``, then column ``t`` — the same order a stable sort of all activations would give.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +23,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TopK", "top_k", "scan_top_k", "select_channels"]
+from audioconv.data import collate
+from audioconv.interpret.projector import Projector
+from audioconv.interpret.rules import resolve_layer
+from audioconv.utils import resolve_device
+
+__all__ = ["TopK", "top_k", "scan_top_k"]
 
 _F_SHIFT = 20  # key = example << 40 | f << 20 | t  (feature maps up to 2^20 cells per axis)
 _E_SHIFT = 40
@@ -48,8 +56,8 @@ class TopK:
         clip_ids: ``[K][k]`` the clip's ``audio_filepath`` (with ``@offset_s`` when the record has one),
             or the dataset index as a string for datasets without records.
         labels: ``[K][k]`` label names (``None`` for unlabelled datasets).
-        hz: ``(F,)`` centre frequency (Hz) of each mel bin of the inputs.
-        seconds: ``(T,)`` centre time (s) of each frame of the longest input.
+        hz: ``(F,)`` centre frequency (Hz) of each mel bin of the inputs (``None`` without a LogMel front end).
+        seconds: ``(T,)`` centre time (s) of each frame of the longest input (``None`` likewise).
         n_examples: examples scanned.
     """
 
@@ -64,8 +72,8 @@ class TopK:
     patches: list = field(repr=False)
     clip_ids: list
     labels: list | None
-    hz: np.ndarray = field(repr=False)
-    seconds: np.ndarray = field(repr=False)
+    hz: np.ndarray | None = field(repr=False)
+    seconds: np.ndarray | None = field(repr=False)
     n_examples: int = 0
 
     @property
@@ -79,7 +87,7 @@ class TopK:
             items = []
             for r in range(self.k):
                 f0, f1, t0, t1 = (int(v) for v in self.receptive_fields[u, r])
-                items.append({
+                item = {
                     "rank": r,
                     "activation": float(self.scores[u, r]),
                     "example": int(self.example_indices[u, r]),
@@ -87,22 +95,31 @@ class TopK:
                     "label": None if self.labels is None else self.labels[u][r],
                     "position": [int(v) for v in self.positions[u, r]],
                     "receptive_field": [f0, f1, t0, t1],
-                    "hz_range": [float(self.hz[f0]), float(self.hz[f1 - 1])],
-                    "seconds_range": [float(self.seconds[t0]), float(self.seconds[t1 - 1])],
-                })
+                }
+                if self.hz is not None:
+                    item["hz_range"] = [float(self.hz[f0]), float(self.hz[f1 - 1])]
+                if self.seconds is not None:
+                    item["seconds_range"] = [float(self.seconds[t0]), float(self.seconds[t1 - 1])]
+                items.append(item)
             units.append({"channel": int(ch), "top": items})
         return {"layer": self.layer, "mode": self.mode, "k": self.k, "n_examples": int(self.n_examples),
                 "units": units}
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def select_channels(model: nn.Module, layer: str, channels) -> list[int]:
-    """Validate ``channels`` (``None`` = all, an int, or a sequence) for ``layer``; returns a list.
+def _as_projector(model, mode: str | None, device) -> Projector:
+    """A given :class:`Projector` (checked against ``mode``/``device`` when those are given) or a new one."""
+    if not isinstance(model, Projector):
+        return Projector(model, mode=mode or "deconv", device=device)
+    if mode is not None and mode != model.mode:
+        raise ValueError(f"mode {mode!r} differs from the projector's mode {model.mode!r}; pass one or the other")
+    if device is not None and resolve_device(device) != model.device:
+        raise ValueError(f"device {str(device)!r} differs from the projector's device {str(model.device)!r}")
+    return model
 
-    Raises:
-        ValueError: unknown layer (listing valid layers) or a channel outside ``0..n-1``.
-    """
-    n = model.n_channels(layer)  # raises a ValueError listing valid layers
+
+def _select_channels(channels, n: int, layer: str) -> list[int]:
+    """Validate ``channels`` (``None`` = all, an int, or a sequence) for a layer of ``n`` channels."""
     if channels is None:
         return list(range(n))
     if isinstance(channels, (int, np.integer)):
@@ -118,11 +135,10 @@ def select_channels(model: nn.Module, layer: str, channels) -> list[int]:
     return chans
 
 
-class _Stop(Exception):
-    """Raised by the feature hook to skip the layers after the one scanned."""
-
-
 class _Indexed(torch.utils.data.Dataset):
+    """``dataset[i]`` → ``(x (C, T) or (F, T), i)`` for :func:`audioconv.data.collate` (the index rides
+    in the label slot); ``None`` items stay ``None`` (collate drops them)."""
+
     def __init__(self, dataset):
         self.dataset = dataset
 
@@ -130,31 +146,20 @@ class _Indexed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        return i, self.dataset[i]
-
-
-def _collate_indexed(batch):
-    """``[(index, item)]`` → ``(indices (B,), waveforms (B, C, T) zero-padded)``; ``None`` items dropped."""
-    idx, waves = [], []
-    for i, item in batch:
+        item = self.dataset[i]
         if item is None:
-            continue
-        wav = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(wav, torch.Tensor):
-            raise ValueError(f"dataset item {i} is not a waveform tensor or (waveform, label, ...) tuple")
-        if wav.dim() == 1:
-            wav = wav.unsqueeze(0)
-        idx.append(i)
-        waves.append(wav)
-    if not waves:
-        return torch.zeros(0, dtype=torch.long), None
-    t_max = max(w.shape[-1] for w in waves)
-    out = torch.zeros(len(waves), waves[0].shape[0], t_max, dtype=torch.float32)
-    for j, w in enumerate(waves):
-        if w.shape[0] != out.shape[1]:
-            raise ValueError(f"dataset item {idx[j]} has {w.shape[0]} channels, others {out.shape[1]}")
-        out[j, :, : w.shape[-1]] = w
-    return torch.as_tensor(idx, dtype=torch.long), out
+            return None
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"dataset item {i} is not a tensor or a (tensor, label, ...) tuple")
+        if x.dim() == 1:  # waveform (T,)
+            x = x.unsqueeze(0)
+        elif x.dim() == 3 and x.shape[0] == 1:  # log-mel (1, F, T)
+            x = x[0]
+        if x.dim() != 2:
+            raise ValueError(f"dataset item {i} has shape {tuple(x.shape)}; expected a waveform (C, T) / (T,) "
+                             "or a log-mel (1, F, T) / (F, T)")
+        return x, i
 
 
 def _sort_desc(scores: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,44 +182,17 @@ def _batch_top_k(flat: torch.Tensor, k: int) -> torch.Tensor:
     return idx
 
 
-def _forward_features(model: nn.Module, logmel: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """Run ``model.features`` on log-mel up to ``module`` and return its output."""
-    captured = {}
-
-    def hook(_m, _inp, out):
-        captured["out"] = out
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model.features(logmel)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "out" not in captured:
-        raise ValueError("the feature module was not reached by model.features")
-    return captured["out"]
-
-
-def _param_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        return p.dtype
-    return torch.float32
-
-
-def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` if its parameters are on ``device``, else a copy moved there (the caller's model is not moved)."""
-    p = next(iter(model.parameters()), None)
-    if p is None or p.device == device:
-        return model
-    return copy.deepcopy(model).to(device)
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _merge(best_s: torch.Tensor, best_k: torch.Tensor, acts: torch.Tensor, idx: torch.Tensor, k: int):
+    """Merge one batch's activations ``(B, K, Fl, Tl)`` of examples ``idx (B,)`` into the running top-k."""
+    _, n_k, n_f, n_t = acts.shape
+    if max(n_f, n_t) >= 1 << _F_SHIFT:
+        raise ValueError(f"feature map {n_f}×{n_t} too large for the top-k index (max {1 << _F_SHIFT})")
+    flat = acts.permute(1, 0, 2, 3).reshape(n_k, -1).double().cpu()  # (K, B*Fl*Tl) in key order
+    pick = _batch_top_k(flat, min(k, flat.shape[1]))
+    ex = idx[pick // (n_f * n_t)]
+    rem = pick % (n_f * n_t)
+    keys = (ex << _E_SHIFT) | ((rem // n_t) << _F_SHIFT) | (rem % n_t)
+    return _sort_desc(torch.cat([best_s, flat.gather(1, pick)], 1), torch.cat([best_k, keys], 1), k)
 
 
 # ---- the scan -----------------------------------------------------------------------------------
@@ -226,64 +204,49 @@ class _Scan:
     inputs: dict  # example index -> (1, F, T) log-mel on CPU
     n_examples: int
     t_max: int
+    n_mels: int
 
 
-def scan_top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batch_size: int = 32,
+def scan_top_k(model, dataset, layer: str, channels=None, k: int = 9, batch_size: int = 32,
                device=None, progress: bool = True, num_workers: int = 0) -> _Scan:
     """The running top-k pass of :func:`top_k` without the projections (see there for the arguments)."""
-    chans = select_channels(model, layer, channels)
     if not isinstance(k, (int, np.integer)) or int(k) < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    traced = _as_projector(model, None, device).traced
+    resolve_layer(traced.model, layer)  # ValueError listing the valid layers
+    chans = _select_channels(channels, traced.path(layer).channels, layer)
     if len(dataset) == 0:
         raise ValueError("dataset is empty")
-    dev = _resolve_device(device)
-    model = _on_device(model, dev)
-    module = model.feature_module(layer)
-    dtype = _param_dtype(model)
-    ch_index = torch.as_tensor(chans, device=dev)
-    n_k = len(chans)
-    best_s = torch.empty(n_k, 0, dtype=torch.float64)
-    best_k = torch.empty(n_k, 0, dtype=torch.long)
+    kind = "waveform" if traced.frontend is not None else "logmel"
+    ch_index = torch.as_tensor(chans, device=traced.device)
+    best_s = torch.empty(len(chans), 0, dtype=torch.float64)
+    best_k = torch.empty(len(chans), 0, dtype=torch.long)
     inputs: dict[int, torch.Tensor] = {}
-    n_seen, t_max = 0, 0
+    n_seen, t_max, n_mels = 0, 0, 0
     loader = torch.utils.data.DataLoader(_Indexed(dataset), batch_size=int(batch_size), shuffle=False,
-                                         num_workers=num_workers, collate_fn=_collate_indexed)
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            for idx, wavs in tqdm(loader, disable=not progress, desc=f"top-{k} {layer}", unit="batch"):
-                if wavs is None:
-                    continue
-                logmel = model.frontend(wavs.to(dev)).to(dtype)  # (B, 1, F, T)
-                acts = _forward_features(model, logmel, module).index_select(1, ch_index)  # (B, K, Fl, Tl)
-                b, _, n_f, n_t = acts.shape
-                if max(n_f, n_t) >= 1 << _F_SHIFT:
-                    raise ValueError(f"feature map {n_f}×{n_t} too large for the top-k index (max {1 << _F_SHIFT})")
-                flat = acts.permute(1, 0, 2, 3).reshape(n_k, -1).double().cpu()  # (K, B*Fl*Tl) in key order
-                kk = min(int(k), flat.shape[1])
-                pick = _batch_top_k(flat, kk)
-                ex = idx[pick // (n_f * n_t)]
-                rem = pick % (n_f * n_t)
-                keys = (ex << _E_SHIFT) | ((rem // n_t) << _F_SHIFT) | (rem % n_t)
-                best_s, best_k = _sort_desc(torch.cat([best_s, flat.gather(1, pick)], 1),
-                                            torch.cat([best_k, keys], 1), int(k))
-                kept = set((best_k >> _E_SHIFT).flatten().tolist())
-                for j, e in enumerate(idx.tolist()):
-                    if e in kept:
-                        inputs[e] = logmel[j].detach().cpu()
-                for e in [e for e in inputs if e not in kept]:
-                    del inputs[e]
-                n_seen += b
-                t_max = max(t_max, logmel.shape[-1])
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+                                         num_workers=num_workers, collate_fn=collate)
+    for x, idx, lengths in tqdm(loader, disable=not progress, desc=f"top-{k} {layer}", unit="batch"):
+        if x.shape[0] == 0:
+            continue
+        if kind == "logmel" and bool((lengths != lengths[0]).any()):
+            raise ValueError(f"log-mel items of examples {idx.tolist()} have different lengths {lengths.tolist()} "
+                             "(frames); give log-mel items of one length")
+        logmel = traced.to_logmel(x, kind)  # (B, 1, F, T)
+        acts = traced.feature_maps(logmel, [layer])[layer].index_select(1, ch_index)  # (B, K, Fl, Tl)
+        best_s, best_k = _merge(best_s, best_k, acts, idx, int(k))
+        kept = set((best_k >> _E_SHIFT).flatten().tolist())
+        for j, e in enumerate(idx.tolist()):
+            if e in kept:
+                inputs[e] = logmel[j].detach().cpu()
+        for e in [e for e in inputs if e not in kept]:
+            del inputs[e]
+        n_seen += x.shape[0]
+        t_max, n_mels = max(t_max, logmel.shape[-1]), logmel.shape[-2]
     if n_seen == 0:
         raise ValueError("no usable examples in the dataset (all items were None)")
-    return _Scan(chans, best_s, best_k, inputs, n_seen, t_max)
+    return _Scan(chans, best_s, best_k, inputs, n_seen, t_max, n_mels)
 
 
 def _block_size(counts: list[int], forward_cost: float = 4.0) -> int:
@@ -310,25 +273,27 @@ def _clip_info(dataset, index: int) -> tuple[str, str | None]:
     return str(index), None
 
 
-def top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batch_size: int = 32,
-          device=None, mode: str = "deconv", progress: bool = True, num_workers: int = 0) -> TopK:
+def top_k(model: nn.Module | Projector, dataset, layer: str, channels=None, k: int = 9, batch_size: int = 32,
+          device=None, mode: str | None = None, progress: bool = True, num_workers: int = 0) -> TopK:
     """The ``k`` strongest activations of each channel of ``layer`` over ``dataset``, projected.
 
     Args:
-        model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (``frontend``, ``features``,
-            ``feature_module(layer)``, ``n_channels(layer)``). Run in eval mode (its train/eval
-            mode is restored afterwards); if it is not on ``device`` a copy is moved there.
-        dataset: a map-style dataset of waveforms at the model's sample rate: items ``(waveform (C, T),
-            label, ...)`` or ``waveform`` (e.g. :class:`~audioconv.data.dataset.ManifestDataset`; use
-            ``crop="center"`` or ``"start"`` so clips are reproducible). ``None`` items are skipped.
-            With ``records`` (manifest rows) the clip ids and labels are filled in.
-        layer: ``"conv1"`` … (``model.layer_names``).
+        model: any model :class:`~audioconv.interpret.projector.Projector` accepts, or a Projector
+            (then its mode, device and device copy of the model are used). Run in eval mode (its
+            train/eval mode is restored afterwards); the model itself is never moved.
+        dataset: a map-style dataset. For a model with a LogMel ``frontend`` (a SpectrogramCNN):
+            waveforms at the model's sample rate, items ``(waveform (C, T), label, ...)`` or
+            ``waveform`` (e.g. :class:`~audioconv.data.dataset.ManifestDataset`; use ``crop="center"``
+            or ``"start"`` so clips are reproducible); shorter clips are zero-padded. For any other
+            model: log-mel items ``(1, F, T)`` or ``(F, T)`` of one length (or such tuples).
+            ``None`` items are skipped. With ``records`` (manifest rows) the clip ids and labels are filled in.
+        layer: ``"conv1"`` … (``model.layer_names``) or a module name from ``model.named_modules()``.
         channels: channel indices to scan (default all).
         k: activations kept per channel (fewer if the dataset has fewer positions).
         batch_size: examples per forward pass of the scan, and projector inputs per call (each input
             is one example with a block of its hits; hits on one example share its forward pass).
-        device: default CUDA if available, else CPU.
-        mode: projection rule: ``"deconv"``, ``"guided"`` or ``"gradient"``.
+        device: default CUDA if available, else CPU (a Projector's own device when one is given).
+        mode: projection rule: ``"deconv"`` (default), ``"guided"`` or ``"gradient"`` (a Projector's own).
         progress: tqdm bars for the scan and the projections.
         num_workers: DataLoader workers for decoding.
 
@@ -336,21 +301,35 @@ def top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batc
         :class:`TopK`. Scores are the layer's activations in the scan (float64 copies); the
         projections are computed from the same log-mel inputs the scan saw.
     """
-    from audioconv.interpret.projector import Projector
-
-    scan = scan_top_k(model, dataset, layer, channels, k, batch_size, device, progress, num_workers)
-    dev = _resolve_device(device)
-    projector = Projector(model, mode=mode, device=dev)
-    n_k, kk = scan.scores.shape
+    projector = _as_projector(model, mode, device)
+    scan = scan_top_k(projector, dataset, layer, channels, k, batch_size, None, progress, num_workers)
     examples = (scan.keys >> _E_SHIFT).numpy()
     pos = np.stack([((scan.keys >> _F_SHIFT) & ((1 << _F_SHIFT) - 1)).numpy(),
                     (scan.keys & ((1 << _F_SHIFT) - 1)).numpy()], axis=-1)  # (K, k, 2)
+    rfs, projections, patches = _project_hits(projector, scan, layer, pos, examples, batch_size, progress)
+    clip_ids = [[_clip_info(dataset, int(e))[0] for e in row] for row in examples]
+    labels = [[_clip_info(dataset, int(e))[1] for e in row] for row in examples]
+    if all(lab is None for row in labels for lab in row):
+        labels = None
+    hz, seconds = projector.traced.axes(scan.n_mels, scan.t_max)
+    return TopK(layer=layer, mode=projector.mode, channels=np.asarray(scan.channels, dtype=np.int64),
+                scores=scan.scores.numpy(), example_indices=examples.astype(np.int64), positions=pos.astype(np.int64),
+                receptive_fields=rfs, projections=projections, patches=patches, clip_ids=clip_ids, labels=labels,
+                hz=hz, seconds=seconds, n_examples=scan.n_examples)
+
+
+def _project_hits(projector: Projector, scan: _Scan, layer: str, pos: np.ndarray, examples: np.ndarray,
+                  batch_size: int, progress: bool):
+    """Project every kept hit → (receptive fields ``(K, k, 4)``, projections ``[K][k]``, patches ``[K][k]``).
+
+    Hits on the same example share one forward pass: each projector input row is one example with a
+    block of up to ``kb`` (channel, position) hits (a short block is padded by repeating its last
+    hit). Inputs of different lengths go in separate calls.
+    """
+    n_k, kk = scan.scores.shape
     rfs = np.zeros((n_k, kk, 4), dtype=np.int64)
     projections = [[None] * kk for _ in range(n_k)]
     patches = [[None] * kk for _ in range(n_k)]
-    # Hits on the same example share one forward pass: each projector input row is one example
-    # with a block of up to `kb` (channel, position) hits (a short block is padded by repeating its
-    # last hit). Inputs of different lengths go in separate calls.
     by_shape: dict[tuple, dict[int, list[tuple[int, int]]]] = {}
     for u in range(n_k):
         for r in range(kk):
@@ -369,28 +348,13 @@ def top_k(model: nn.Module, dataset, layer: str, channels=None, k: int = 9, batc
             where = torch.as_tensor(np.array([[pos[u, r] for u, r in blk] for blk in blocks]), dtype=torch.long)
             proj = projector.project(x, layer, chan, position=where, batch_size=len(chunk), progress=False,
                                      input_kind="logmel")
-            maps = _to_numpy(proj.maps)  # (B, kb, F, T)
-            spec = _to_numpy(proj.spectrograms)  # (B, F, T)
-            fields = _to_numpy(proj.receptive_fields).astype(np.int64)  # (B, kb, 4)
+            maps = proj.maps.numpy()  # (B, kb, F, T)
+            spec = proj.spectrograms.numpy()  # (B, F, T)
+            fields = proj.receptive_fields.numpy().astype(np.int64)  # (B, kb, 4)
             for j, (_, blk) in enumerate(chunk):
                 for q, (u, r) in enumerate(blk):
                     f0, f1, t0, t1 = (int(v) for v in fields[j, q])
                     rfs[u, r] = (f0, f1, t0, t1)
                     projections[u][r] = maps[j, q, f0:f1, t0:t1].copy()
                     patches[u][r] = spec[j, f0:f1, t0:t1].copy()
-    clip_ids = [[_clip_info(dataset, int(e))[0] for e in row] for row in examples]
-    labels = [[_clip_info(dataset, int(e))[1] for e in row] for row in examples]
-    if all(lab is None for row in labels for lab in row):
-        labels = None
-    frontend = model.frontend
-    return TopK(layer=layer, mode=mode, channels=np.asarray(scan.channels, dtype=np.int64),
-                scores=scan.scores.numpy(), example_indices=examples.astype(np.int64), positions=pos.astype(np.int64),
-                receptive_fields=rfs, projections=projections, patches=patches, clip_ids=clip_ids, labels=labels,
-                hz=np.asarray(frontend.mel_hz(), dtype=np.float64), seconds=np.asarray(frontend.frame_s(scan.t_max)),
-                n_examples=scan.n_examples)
-
-
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return rfs, projections, patches

@@ -1,0 +1,200 @@
+"""A model put on a device once and run up to its layers along traced paths.
+
+:class:`TracedModel` is the one way the interpretation code runs a model up to a layer: the
+:class:`~audioconv.interpret.projector.Projector`, :func:`~audioconv.interpret.topk.top_k`,
+:func:`~audioconv.interpret.evolve.evolve` and :func:`~audioconv.interpret.occlusion.occlusion`
+all go through it. It
+
+* puts the model on the device **once** (the caller's model itself when it already lives there,
+  else one copy made at construction; the caller's model is never moved),
+* turns waveforms into log-mel with the model's own front end (:meth:`TracedModel.to_logmel`),
+* traces and caches the chain of modules from the log-mel input to each layer
+  (:func:`~audioconv.interpret.rules.trace_path`) and runs it (:meth:`TracedModel.feature_maps`:
+  one pass for several layers when their paths share a prefix).
+
+Models: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (or any module with a
+:class:`~audioconv.features.LogMel` ``frontend`` and a ``classify(logmel)`` method) is entered at
+``classify``; any other ``nn.Module`` CNN is entered at its ``forward`` and takes log-mel
+``(B, 1, F, T)``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from audioconv.features import LogMel
+from audioconv.interpret.rules import Path, trace_path
+from audioconv.utils import eval_mode, model_device, model_dtype, resolve_device
+
+__all__ = ["TracedModel", "model_entry"]
+
+_DEFAULT_SIZE = (64, 128)  # (F, T) traced with when a plain CNN gives no size and no example
+
+
+def model_entry(model: nn.Module):
+    """(function taking log-mel ``(B, 1, F, T)``, default input size ``(F, T)`` or ``None``).
+
+    For a model with a :class:`~audioconv.features.LogMel` ``frontend`` and a ``classify`` method
+    (a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`) that is ``model.classify`` and
+    ``(n_mels, frames of 1 s)``; for any other module, the module itself and ``None``.
+    """
+    fe = getattr(model, "frontend", None)
+    if isinstance(fe, LogMel) and callable(getattr(model, "classify", None)):
+        return model.classify, (fe.config.n_mels, fe.n_frames(fe.config.sample_rate))
+    return model, None
+
+
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` if it lives on ``device`` (or holds no tensors), else a copy moved there."""
+    has_tensors = next(iter(model.parameters()), None) is not None or next(iter(model.buffers()), None) is not None
+    if not has_tensors or model_device(model) == device:
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+class TracedModel:
+    """A model on one device, run up to its layers along traced paths (module docstring).
+
+    Args:
+        model: a SpectrogramCNN-like model or any ``nn.Module`` CNN taking log-mel ``(B, 1, F, T)``.
+        device: ``"auto"``/``None`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+            ``torch.device``.
+
+    Attributes:
+        source: the caller's model (never moved or modified).
+        model: the model the computations run on: ``source`` itself when it already lives on
+            ``device``, else a copy made once, here — it holds ``source``'s weights as they were
+            when this object was made.
+        device, dtype: where and in which floating-point type the computations run.
+        entry: the function taking log-mel (``model.classify`` or ``model``).
+        frontend: the model's :class:`~audioconv.features.LogMel`, or ``None``.
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.source = model
+        self.device = resolve_device(device)
+        self.model = _on_device(model, self.device)
+        self.dtype = model_dtype(self.model)
+        self.entry, self.default_size = model_entry(self.model)
+        self.frontend = self.model.frontend if self.default_size is not None else None
+        self._paths: dict = {}
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        names = list(getattr(self.model, "layer_names", []) or [])
+        return names or [n for n, _ in self.model.named_modules() if n]
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
+        """Inputs → log-mel ``(B, 1, F, T)`` on the device in the model's dtype.
+
+        Args:
+            inputs: waveforms ``(B, C, T)`` / ``(B, T)`` (models with a front end) or log-mel
+                ``(B, 1, F, T)`` / ``(B, F, T)``.
+            input_kind: ``"auto"`` (4-D, or 3-D with ``n_mels`` rows, or any input of a model
+                without front end is log-mel; other input is a waveform), ``"logmel"`` or ``"waveform"``.
+        """
+        x = torch.as_tensor(inputs)
+        if not x.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor, got dtype {x.dtype}")
+        if input_kind not in ("auto", "logmel", "waveform"):
+            raise ValueError(f"input_kind must be 'auto', 'logmel' or 'waveform', got {input_kind!r}")
+        kind = input_kind
+        if kind == "auto":
+            n_mels = self.frontend.config.n_mels if self.frontend is not None else None
+            logmel = x.dim() == 4 or self.frontend is None or (x.dim() == 3 and x.shape[1] == n_mels)
+            kind = "logmel" if logmel else "waveform"
+        x = x.to(self.device)
+        if kind == "waveform":
+            if self.frontend is None:
+                raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
+            with torch.no_grad():
+                x = self.frontend(x)
+        elif x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"log-mel inputs must be (batch, 1, F, T) or (batch, F, T), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("inputs hold no examples (batch size 0)")
+        return x.to(self.dtype)
+
+    def axes(self, n_mels: int, n_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(Hz ``(F,)`` of each mel bin, s ``(T,)`` of each frame), or ``(None, None)`` without a front end."""
+        if self.frontend is None:
+            return None, None
+        hz = np.asarray(self.frontend.mel_hz(), dtype=np.float64)
+        return (hz if len(hz) == n_mels else None), np.asarray(self.frontend.frame_s(n_frames), dtype=np.float64)
+
+    # ---- paths --------------------------------------------------------------------------------
+    def path(self, layer: str, example: torch.Tensor | None = None,
+             input_size: tuple[int, int] | None = None) -> Path:
+        """The traced :class:`~audioconv.interpret.rules.Path` from the log-mel input to ``layer`` (cached).
+
+        Traced with ``example`` (log-mel ``(b, 1, F, T)`` on the device) or, without one, a zero input
+        of ``input_size`` (default: the model's own size, else 64 × 128), in eval mode.
+        ``layer``: ``"conv2"`` or a module name from ``model.named_modules()``.
+        """
+        key = (layer, tuple(id(m) for m in self.model.modules()))  # same modules → same path
+        if key not in self._paths:
+            if example is None:
+                F_, T_ = input_size or self.default_size or _DEFAULT_SIZE
+                example = torch.zeros(1, 1, int(F_), int(T_), dtype=self.dtype, device=self.device)
+            with eval_mode(self.model):
+                self._paths[key] = trace_path(self.model, layer, self.entry, example[:1])
+        return self._paths[key]
+
+    @torch.no_grad()
+    def feature_maps(self, logmel: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        """Feature maps ``{layer: (B, C_l, H_l, W_l)}`` of log-mel ``(B, 1, F, T)`` (eval mode, no grad).
+
+        One pass along the deepest path serves every layer whose path is a prefix of it.
+        """
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        logmel = logmel.to(self.device, self.dtype)
+        paths = {name: self.path(name, logmel) for name in layers}
+        deepest = max(paths.values(), key=lambda p: len(p.steps))
+        shared = {name: len(p.steps) for name, p in paths.items() if deepest.extends(p)}
+        with eval_mode(self.model):
+            outs = deepest.outputs(logmel, set(shared.values()))
+            return {name: outs[shared[name]] if name in shared else paths[name].outputs(logmel)[len(paths[name].steps)]
+                    for name in layers}
+
+    def activations(self, logmel: torch.Tensor, layers, batch_size: int = 32,
+                    reduce: str | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`feature_maps` over ``(N, 1, F, T)`` in batches, on the CPU in float32.
+
+        Args:
+            logmel: log-mel inputs (any device; moved batch by batch).
+            layers: layer names.
+            batch_size: inputs per forward pass.
+            reduce: ``None`` → ``{layer: (N, C, H, W)}``; ``"mean"`` / ``"max"`` over positions →
+                ``{layer: (N, C)}``.
+        """
+        if reduce not in (None, "mean", "max"):
+            raise ValueError(f"reduce must be None, 'mean' or 'max', got {reduce!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        layers = list(layers)
+        out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+        for lo in range(0, logmel.shape[0], int(batch_size)):
+            x = logmel[lo:lo + int(batch_size)].to(self.device, self.dtype)
+            for name, a in self.feature_maps(x, layers).items():
+                if reduce == "mean":
+                    a = a.mean(dim=(2, 3))
+                elif reduce == "max":
+                    a = a.amax(dim=(2, 3))
+                out[name].append(a.float().cpu())
+        return {name: torch.cat(v) for name, v in out.items()}
+
+    @torch.no_grad()
+    def logits(self, logmel: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """The model's logits ``(N, n_classes)`` (CPU) for log-mel ``(N, 1, F, T)``, in eval mode."""
+        with eval_mode(self.model):
+            return torch.cat([self.entry(logmel[lo:lo + batch_size].to(self.device, self.dtype)).cpu()
+                              for lo in range(0, logmel.shape[0], batch_size)])
