@@ -112,3 +112,30 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path, bad, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     with pytest.raises(AssertionError, match="interpret.x imports"):
         test_dependencies_run_one_way()
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def _long_functions(package: Path, limit: int) -> list[str]:
+    rows = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > limit:
+                    rows.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name} ({n} lines)")
+    return rows
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Functions fit on a screen: none in the package is longer than 100 lines (docstring included)."""
+    too_long = _long_functions(PACKAGE, MAX_FUNCTION_LINES)
+    assert not too_long, "functions over 100 lines:\n" + "\n".join(too_long)
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "pkg" / "m.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n")
+    assert _long_functions(tmp_path / "pkg", MAX_FUNCTION_LINES) == ["pkg/m.py:5 long (101 lines)"]
