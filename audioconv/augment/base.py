@@ -63,14 +63,16 @@ class Augmentation:
     * ``_transform(x, params, lengths) -> y``: the transform of the selected examples only —
       ``x`` ``(N, C, T)`` holds the examples whose coin flip came up (float32 or float64),
       ``params`` and ``lengths`` (``(N,)`` or ``None``) hold their rows; ``y`` ``(N, C, T)`` is new
-      memory (``x`` must not be written). The base class gathers those rows, restores each
-      example's padding (the samples from ``lengths[n]`` on) and puts the rows back in place of
-      the originals; the other examples are left as they are.
+      memory (``x`` may be the caller's tensor: it must not be written). The base class gathers
+      those rows, restores each example's padding (the samples from ``lengths[n]`` on) and
+      writes the results at their rows of a copy of the batch; the other examples keep their values.
     * ``_scale(params) -> (B,)``: for a pure gain, the factor of each example if applied. It
       runs as one multiplication of the whole batch (no rows gathered).
 
     Only steps that are not per-example override ``_apply_batch`` instead: the composites
     (``Compose``, ``OneOf``) and ``BatchMix``, which reads other examples of the batch.
+    Every step returns new memory; none works in place (inside a chain that saved nothing
+    measurable for the default chain), so autograd can run through a chain.
 
     Args:
         p (float): probability, per example, that the augmentation is applied. Default 0.5.
