@@ -284,9 +284,10 @@ def test_a_subclass_with_its_own_apply_is_called_by_chains_and_its_result_is_not
 
 @pytest.mark.parametrize("shape,lengths", [((6, 1, 800), None), ((2, 800), None), ((800,), None),
                                            ((6, 2, 800), [800, 500, 800, 0, 799, 120])])
-def test_chains_equal_their_steps_and_never_write_the_callers_tensor(shape, lengths):
-    """A chain's result is bit-identical to applying each step on its own, and the caller's tensor
-    is never written — also when the first steps select nobody (and so hand the caller's tensor on)."""
+def test_chains_work_in_place_only_on_their_own_memory(shape, lengths):
+    """Steps after the first that wrote new memory work in place; the result is bit-identical to
+    applying each step on its own, and the caller's tensor is never written — also when the first
+    steps select nobody (and so hand the caller's tensor on)."""
     chain = Compose([
         Gain(gain_db=3.0, p=0.0),  # selects nobody: returns the caller's tensor itself
         RandomEQ(SR, n_bands=2, p=0.7),

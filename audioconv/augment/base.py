@@ -28,7 +28,12 @@ import torch
 from .params import Params, check_params, params_select, params_to, restrict
 from .validation import as_batch, check_generator, check_lengths, check_probability
 
-__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "uniform", "log_uniform"]
+__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "uniform", "log_uniform",
+           "CHAIN_IN_PLACE"]
+
+# Chains write the rows of each step after the first into memory they own (see ``Augmentation``);
+# ``False`` turns that off, for the ablation in ``benchmarks/augment_bench.py --ablation``.
+CHAIN_IN_PLACE = True
 
 
 # ----------------------------------------------------------------------------------- random draws
@@ -63,16 +68,21 @@ class Augmentation:
     * ``_transform(x, params, lengths) -> y``: the transform of the selected examples only —
       ``x`` ``(N, C, T)`` holds the examples whose coin flip came up (float32 or float64),
       ``params`` and ``lengths`` (``(N,)`` or ``None``) hold their rows; ``y`` ``(N, C, T)`` is new
-      memory (``x`` may be the caller's tensor: it must not be written). The base class gathers
-      those rows, restores each example's padding (the samples from ``lengths[n]`` on) and
-      writes the results at their rows of a copy of the batch; the other examples keep their values.
+      memory, never a view of ``x`` (which may be the caller's tensor: it must not be written).
+      The base class gathers those rows, restores each example's padding (the samples from
+      ``lengths[n]`` on) and writes the results at their rows of a copy of the batch (inside a
+      chain, of the chain's own memory); the other examples keep their values.
     * ``_scale(params) -> (B,)``: for a pure gain, the factor of each example if applied. It
       runs as one multiplication of the whole batch (no rows gathered).
 
     Only steps that are not per-example override ``_apply_batch`` instead: the composites
     (``Compose``, ``OneOf``) and ``BatchMix``, which reads other examples of the batch.
-    Every step returns new memory; none works in place (inside a chain that saved nothing
-    measurable for the default chain), so autograd can run through a chain.
+
+    ``apply`` returns new memory (or ``x`` itself when nothing changed). Inside a chain, once a
+    step has returned new memory, the steps after it write their selected rows into that memory
+    instead of into a copy of the batch (without that the default chain took 7-20 % longer on
+    the CPU: ``benchmarks/augment_bench.py --ablation``); the caller's tensor is never written,
+    and nothing is written in place under autograd.
 
     Args:
         p (float): probability, per example, that the augmentation is applied. Default 0.5.
@@ -124,6 +134,12 @@ class Augmentation:
             Tensor with the shape, dtype and device of ``x``, in new memory (``x`` is never
             written). When no example is changed ``x`` itself may be returned.
         """
+        return self._apply(x, params, lengths, inplace=False)
+
+    def _apply(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
+        """``apply``; with ``inplace`` (a chain passes it for memory it owns, never the caller's)
+        the selected rows may be written into ``x`` itself. Returns ``x`` (unchanged, or changed in
+        place) or new memory."""
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
         name = type(self).__name__
@@ -132,17 +148,19 @@ class Augmentation:
         if missing:
             raise ValueError(f"params for {name} lack {missing}; draw them with {name}.sample()")
         lengths = check_lengths(lengths, batch, time, xb.device)
-        y = self._apply_batch(xb, params_to(params, xb.device), lengths)
+        y = self._apply_batch(xb, params_to(params, xb.device), lengths, inplace and not xb.requires_grad)
         return x if y is xb else y.reshape(shape)
 
-    def _apply_batch(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None) -> torch.Tensor:
+    def _apply_batch(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None,
+                     inplace: bool) -> torch.Tensor:
         """``params`` applied to the checked batch ``x`` ``(B, C, T)`` (any float dtype; params and
         ``lengths`` on its device): ``_scale`` as one multiplication, else ``_transform`` on the
-        selected rows. Returns ``x`` itself when no example is selected."""
+        selected rows, written back into ``x`` itself with ``inplace`` (float32/64 only). Returns
+        ``x`` itself when no example is selected."""
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         mask = params["apply"].to(torch.bool)
         factor = self._scale(params)
-        if factor is not None:
+        if factor is not None:  # out of place: in place saved nothing measurable here
             one = torch.ones((), dtype=work.dtype, device=work.device)
             y = keep_padding(work * torch.where(mask, factor.to(work.dtype), one)[:, None, None], work, lengths)
             return y.to(x.dtype)
@@ -153,8 +171,8 @@ class Augmentation:
             return keep_padding(self._transform(work, params, lengths), work, lengths).to(x.dtype)
         rows, part = work.index_select(0, index), None if lengths is None else lengths[index]  # whole-row
         # copies: work[index] goes element by element, several times slower on the CPU
-        y = keep_padding(self._transform(rows, params_select(params, index), part), rows, part)
-        return work.index_copy(0, index, y.to(work.dtype)).to(x.dtype)
+        y = keep_padding(self._transform(rows, params_select(params, index), part), rows, part).to(work.dtype)
+        return (work.index_copy_(0, index, y) if inplace else work.index_copy(0, index, y)).to(x.dtype)
 
     def _transform(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None) -> torch.Tensor:
         """The selected examples ``x`` ``(N, C, T)`` transformed by their ``params`` (see the class doc)."""
@@ -230,9 +248,16 @@ class _Composite(Augmentation):
         for key in self._keys:
             restrict(params[key], params["apply"])
 
-    def _apply_batch(self, x, params, lengths):
+    def _apply_batch(self, x, params, lengths, inplace):
+        """The steps in order. Once a step has returned new memory, that memory is the chain's own
+        and the steps after it write their rows into it (``inplace``); the caller's is never written."""
         for key, t in zip(self._keys, self.transforms):
-            x = t.apply(x, params[key], lengths)
+            if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
+                x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
+                continue
+            y = t._apply(x, params[key], lengths, inplace)
+            inplace = CHAIN_IN_PLACE and (inplace or y is not x)  # a step returns x itself or memory of its own
+            x = y
         return x
 
     def __len__(self) -> int:

@@ -47,9 +47,9 @@ class BatchMix(Augmentation):
         step = 1 + (params["partner_pos"].double() * (batch - 1)).long().clamp(max=max(batch - 2, 0))
         return (torch.arange(batch, device=step.device) + step) % max(batch, 1)
 
-    def _apply_batch(self, x, params, lengths):
-        """Not per-example (it reads other rows), so it works on the whole batch: every row gets its
-        partner at a gain that is 0 where ``params["apply"]`` is false."""
+    def _apply_batch(self, x, params, lengths, inplace):
+        """Not per-example (it reads other rows), so it works on the whole batch, out of place: every
+        row gets its partner at a gain that is 0 where ``params["apply"]`` is false."""
         batch, channels, time = x.shape
         if batch < 2:
             return x
