@@ -16,7 +16,10 @@ one, on CUDA.
   f_decay 0 (white). It has no EQ, so its chain is one step shorter than the others.
 
 Peers that are not installed are skipped (``pip install audiomentations torch-audiomentations``).
-Run: ``python benchmarks/augment_bench.py [--batch 256] [--repeats 5] [--threads 1]``. The
+``--ablation`` times instead what the chains' in-place writes earn (``audioconv.augment.base.CHAIN_IN_PLACE``
+on and off; same params, equal outputs) for the default training chain and this chain, with and
+without ``lengths`` (a third of the clips padded).
+Run: ``python benchmarks/augment_bench.py [--batch 256] [--repeats 5] [--threads 1] [--ablation]``. The
 runners take turns within each repeat, so a change of machine load hits them alike. Besides
 wall-clock clips/s it prints clips per CPU-second of this process (all its threads), which a
 busy machine disturbs less; on a shared machine compare with ``--threads 1`` (with more torch
@@ -35,7 +38,8 @@ from types import SimpleNamespace
 import soundfile as sf
 import torch
 
-from audioconv.augment import AddNoise, Compose, PolarityInversion, RandomEQ, Reverb, synthetic_rir
+from audioconv.augment import AddNoise, Compose, PolarityInversion, RandomEQ, Reverb, default_chain, synthetic_rir
+from audioconv.augment import base as augment_base
 
 SNR_DB = (5.0, 40.0)
 RT60_S = (0.2, 1.0)
@@ -61,13 +65,17 @@ def write_rirs(folder: Path, sample_rate: int) -> list[Path]:
     return paths
 
 
-def ours(x: torch.Tensor, sample_rate: int, rir_dir: Path):
-    chain = Compose([
+def bench_chain(sample_rate: int) -> Compose:
+    return Compose([
         PolarityInversion(p=0.5),
         RandomEQ(sample_rate, n_bands=5, shelves=True, gain_db=(-12, 12), p=0.8),
         Reverb(sample_rate, rt60_s=RT60_S, p=0.5),
         AddNoise(snr_db=SNR_DB, color="white", p=0.8),
     ])
+
+
+def ours(x: torch.Tensor, sample_rate: int, rir_dir: Path):
+    chain = bench_chain(sample_rate)
     g = torch.Generator().manual_seed(0)
     return lambda: chain(x, generator=g)
 
@@ -132,6 +140,30 @@ def time_interleaved(runs: dict, repeats: int, device: str) -> dict:
     return {name: (statistics.median(w[1:]), statistics.median(c[1:])) for name, (w, c) in times.items()}
 
 
+def in_place_ablation(x: torch.Tensor, sample_rate: int, repeats: int) -> None:
+    """Median CPU time per call of each chain with and without the chains' in-place writes."""
+    g = torch.Generator().manual_seed(2)
+    padded = torch.full((x.shape[0],), x.shape[-1])
+    padded[::3] = torch.randint(x.shape[-1] // 2, x.shape[-1], padded[::3].shape, generator=g)
+    print(f"{'':36} in place   out of place   in place earns")
+    for name, chain in (("default chain", default_chain(sample_rate)), ("this chain", bench_chain(sample_rate))):
+        params = chain.sample(x.shape[0], torch.Generator().manual_seed(1))
+        for lengths in (None, padded):
+            def run(in_place: bool, lengths=lengths):
+                augment_base.CHAIN_IN_PLACE = in_place
+                try:
+                    return chain.apply(x, params, lengths)
+                finally:
+                    augment_base.CHAIN_IN_PLACE = True
+
+            if not torch.equal(run(True), run(False)):
+                raise AssertionError(f"{name}: in-place and out-of-place outputs differ")
+            timings = time_interleaved({"on": lambda: run(True), "off": lambda: run(False)}, repeats, x.device.type)
+            on, off = timings["on"][1] * 1e3, timings["off"][1] * 1e3
+            label = f"{name}, lengths {'none' if lengths is None else 'given'}"
+            print(f"  {label:34} {on:6.1f} ms   {off:6.1f} ms      {off / on - 1:+6.1%}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=256)
@@ -140,9 +172,17 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 = one core, like audiomentations)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="time the chains with and without their in-place writes instead of the peers (CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ablation:
+        print(f"batch {args.batch} x {args.seconds} s at {args.sample_rate} Hz; {torch.get_num_threads()} CPU "
+              f"threads; median CPU time per call of {args.repeats} interleaved runs")
+        in_place_ablation(make_batch(args.batch, int(args.seconds * args.sample_rate), args.sample_rate),
+                          args.sample_rate, args.repeats)
+        return 0
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch-audiomentations' output_type notice
     sr = args.sample_rate
     x_cpu = make_batch(args.batch, int(args.seconds * sr), sr)

@@ -9,9 +9,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audioconv.augment import (AddNoise, Augmentation, Compose, Gain, OneOf, PolarityInversion, RandomEQ, Reverb,
-                               SpeedPerturb, TimeShift, chain_from_config, chain_to_config, default_chain,
-                               load_chain, params_from_json, params_select, params_to_json, save_chain)
+from audioconv.augment import (AddNoise, Augmentation, BatchMix, Compose, Gain, OneOf, PolarityInversion, RandomEQ,
+                               Reverb, SpeedPerturb, TimeShift, chain_from_config, chain_to_config, default_chain,
+                               describe_example, load_chain, params_from_json, params_select, params_to_json,
+                               save_chain)
 
 SR = 8000
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -256,6 +257,7 @@ def test_half_precision_keeps_dtype():
 
 
 def test_custom_subclass_gets_the_machinery():
+    """A subclass that only draws and transforms gets the coin flip, row selection and padding."""
     class AddOne(Augmentation):
         def _transform(self, x, params, lengths):
             return x + 1
@@ -312,3 +314,84 @@ def test_chains_work_in_place_only_on_their_own_memory(shape, lengths):
             for b, n in enumerate(lengths):
                 assert torch.equal(y[b, :, n:], x[b, :, n:])
         assert not torch.equal(y, x)
+
+
+def test_transform_sees_only_the_selected_rows_and_their_params_and_lengths():
+    seen = []
+
+    class AddShift(Augmentation):
+        param_keys = ("shift",)
+
+        def _draw(self, batch, generator, device):
+            return {"shift": torch.arange(batch, dtype=torch.float32, device=device)}
+
+        def _transform(self, x, params, lengths):
+            seen.append((x.clone(), params["shift"].clone(), lengths.clone()))
+            return x + params["shift"][:, None, None]
+
+    aug = AddShift(p=0.5)
+    x = torch.zeros(40, 2, 6)
+    lengths = torch.arange(40) % 7
+    params = aug.sample(40, generator=torch.Generator().manual_seed(0))
+    y = aug.apply(x, params, lengths)
+    index = params["apply"].nonzero().squeeze(1)
+    assert 0 < index.numel() < 40 and len(seen) == 1
+    rows, shift, lens = seen[0]
+    assert rows.shape == (index.numel(), 2, 6) and torch.equal(shift, index.float())
+    assert torch.equal(lens, lengths[index])
+    real = torch.arange(6) < lengths[:, None]  # (B, T): each example's real samples
+    expected = torch.where(params["apply"][:, None] & real, torch.arange(40.0)[:, None], 0.0)
+    assert torch.equal(y, expected[:, None, :].expand(40, 2, 6))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "speed"])
+def test_a_batch_equals_its_examples_one_by_one(name):
+    """Row selection and scattering change nothing: each example comes out as it does on its own."""
+    aug = builders(0.6)[name]()
+    x = signal((7, 2, 900), torch.float32, "cpu", seed=4)
+    lengths = torch.tensor([900, 850, 0, 900, 300, 899, 1])
+    params = aug.sample(7, generator=torch.Generator().manual_seed(8))
+    y = aug.apply(x, params, lengths)
+    # RandomEQ's FIR is as long as the batch's sharpest section needs (ringing held to -80 dB), so
+    # an example on its own may get a shorter one: equal to that precision of the 0.1-RMS signal
+    atol = 1e-4 if name == "eq" else 1e-6
+    for b in range(7):
+        one = aug.apply(x[b:b + 1], params_select(params, b), lengths[b:b + 1])
+        torch.testing.assert_close(y[b:b + 1], one, atol=atol, rtol=1e-5)
+
+
+def test_gradients_flow_through_a_chain():
+    chain = Compose([Gain(gain_db=6.0, p=1.0), RandomEQ(SR, p=1.0), Reverb(SR, p=1.0), AddNoise(p=1.0)])
+    x = signal((3, 1, 800), torch.float64, "cpu").requires_grad_()
+    params = chain.sample(3, generator=torch.Generator().manual_seed(0))
+    y = chain.apply(x, params)
+    (y * x.detach()).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    gain = Gain(gain_db=6.0, p=1.0)
+    z = x.detach().clone().requires_grad_()
+    gain(z).sum().backward()
+    torch.testing.assert_close(z.grad, torch.full_like(z, 10 ** (6 / 20)))
+
+
+def test_batch_mix_reads_the_rows_that_were_not_selected():
+    aug = BatchMix(snr_db=0.0, p=0.5)
+    x = signal((8, 1, 500), torch.float32, "cpu", seed=2)
+    params = aug.sample(8, generator=torch.Generator().manual_seed(1))
+    y = aug.apply(x, params)
+    keep = ~params["apply"]
+    assert keep.any() and params["apply"].any()
+    assert torch.equal(y[keep], x[keep])
+    assert (y[params["apply"]] != x[params["apply"]]).any(-1).all()
+
+
+def test_describe_example_names_what_each_example_got():
+    chain = Compose([Gain(gain_db=3.0), OneOf([Reverb(SR), AddNoise()]), BatchMix()])
+    params = {"apply": torch.tensor([True, True, False]),
+              "0.Gain": {"apply": torch.tensor([True, False, False]), "gain_db": torch.zeros(3)},
+              "1.OneOf": {"apply": torch.tensor([True, True, False]), "choice": torch.tensor([1, 0, 0]),
+                          "0.Reverb": {"apply": torch.tensor([False, True, False])},
+                          "1.AddNoise": {"apply": torch.tensor([True, False, False])}},
+              "2.BatchMix": {"apply": torch.tensor([False, True, False])}}
+    assert describe_example(chain, params, 0) == "gain+noise"
+    assert describe_example(chain, params, 1) == "reverb+BatchMix"
+    assert describe_example(chain, params, 2) == "unchanged"

@@ -1,4 +1,5 @@
-"""The shared DSP helpers: FFT convolution against numpy's direct convolution, FFT lengths."""
+"""The shared DSP helpers: FFT convolution against numpy's direct convolution, FFT lengths, coloured
+noise against its formula and a periodogram."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,31 +30,75 @@ def test_fft_convolve_is_linear_convolution(chunk):
     np.testing.assert_allclose(fft_convolve(x, h, keep=500).numpy(), direct(x, h)[..., :500], atol=1e-4)
 
 
-def test_fft_convolve_rows_into_out_in_place_with_finish(chunk):
+def test_fft_convolve_finish_post_processes_every_slice_and_leaves_x_alone(chunk):
     g = torch.Generator().manual_seed(1)
-    x, h = torch.randn(9, 1, 400, generator=g), torch.randn(4, 1, 50, generator=g)
-    rows = torch.tensor([7, 0, 3, 5])
-    reference = direct(x[rows], h)[..., :400] * 2.0
+    x, h = torch.randn(9, 1, 400, generator=g), torch.randn(9, 1, 50, generator=g)
+    reference = direct(x, h)[..., :400] * 2.0
     before = x.clone()
-    out = fft_convolve(x, h, keep=400, rows=rows, out=x, finish=lambda y, xr, a, b: y * 2.0)
-    assert out is x
-    np.testing.assert_allclose(x[rows].numpy(), reference, atol=1e-4)
-    untouched = torch.ones(9, dtype=torch.bool)
-    untouched[rows] = False
-    assert torch.equal(x[untouched], before[untouched])
+    out = fft_convolve(x, h, keep=400, finish=lambda y, xr, a, b: y * 2.0)
+    assert out.shape == (9, 1, 400)
+    np.testing.assert_allclose(out.numpy(), reference, atol=1e-4)
+    assert torch.equal(x, before)
 
 
 def test_finish_sees_the_input_rows_of_its_slice(chunk):
     g = torch.Generator().manual_seed(2)
     x, h = torch.randn(6, 1, 300, generator=g), torch.zeros(6, 1, 1)
     h[:, 0, 0] = 1.0  # identity filter: the output must equal the input rows finish is handed
-    rows = torch.tensor([5, 1, 2, 4])
     seen = []
-    fft_convolve(x, h[: len(rows)], keep=300, rows=rows,
-                 finish=lambda y, xr, a, b: seen.append((xr.clone(), a, b)) or y)
-    for xr, a, b in seen:
-        assert torch.equal(xr, x[rows[a:b]])
-    assert sum(b - a for _, a, b in seen) == len(rows)
+    y = fft_convolve(x, h, keep=300, finish=lambda y, xr, a, b: seen.append((xr.clone(), y.clone(), a, b)) or y)
+    for xr, ys, a, b in seen:
+        assert torch.equal(xr, x[a:b])
+        torch.testing.assert_close(ys, xr, atol=1e-6, rtol=0)
+    assert sum(b - a for *_, a, b in seen) == len(x)
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+
+
+def _periodogram_slope_db_per_octave(x: np.ndarray, lo_bin: int, hi_bin: int) -> float:
+    """Least-squares slope of the periodogram (dB) against log2(bin) over bins [lo_bin, hi_bin)."""
+    power = np.abs(np.fft.rfft(x)) ** 2
+    k = np.arange(lo_bin, hi_bin)
+    smooth = np.convolve(power, np.ones(64) / 64, mode="same")[k]  # average neighbouring bins
+    return float(np.polyfit(np.log2(k), 10 * np.log10(smooth), 1)[0])
+
+
+@pytest.mark.parametrize("slope", [0.0, -3.0103, -6.0206, 3.0])
+def test_colored_noise_has_the_slope_zero_mean_and_unit_rms(slope):
+    white = torch.randn(4, 2 ** 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = dsp.colored_noise(white, slope)
+    assert noise.shape == white.shape and noise.dtype == torch.float64
+    torch.testing.assert_close(noise.square().mean(-1), torch.ones(4, dtype=torch.float64))
+    assert noise.mean(-1).abs().max() < 1e-12
+    for row in noise.numpy():
+        assert _periodogram_slope_db_per_octave(row, 64, 2 ** 15) == pytest.approx(slope, abs=0.25)
+
+
+@pytest.mark.parametrize("slope, floor", [(-6.0206, None), (-6.0206, 40.0), (-3.0, 7.5), (4.0, 100.0)])
+def test_colored_noise_is_the_documented_bin_gain(slope, floor):
+    """Against the formula, written with numpy: bin k times max(k, floor) ** (slope / 6.02), DC
+    zero without a floor; unit RMS."""
+    white = np.random.default_rng(1).standard_normal(3000)
+    k = np.arange(1501, dtype=np.float64)
+    exponent = slope / (20 * np.log10(2))
+    gain = np.maximum(k, floor) ** exponent if floor else np.where(k > 0, np.maximum(k, 1) ** exponent, 0.0)
+    expected = np.fft.irfft(np.fft.rfft(white) * gain, n=3000)
+    expected /= np.sqrt(np.mean(expected ** 2))
+    got = dsp.colored_noise(torch.from_numpy(white), slope, flat_below_bin=floor).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    if floor:  # flat below the floor: the low bins keep white noise's (flat) spectrum
+        assert np.abs(np.fft.rfft(got))[0] > 0
+
+
+def test_colored_noise_rejects_a_bad_floor_and_keeps_silence_silent():
+    with pytest.raises(ValueError, match="flat_below_bin"):
+        dsp.colored_noise(torch.randn(100), -3.0, flat_below_bin=0.0)
+    assert torch.equal(dsp.colored_noise(torch.zeros(2, 64), -3.0), torch.zeros(2, 64))
+
+
+def test_noise_bank_is_colored_noise_of_its_seed():
+    white = torch.randn(2 ** 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = dsp.colored_noise(white, -3.0).float()
+    assert torch.equal(dsp.noise_bank(-3.0, seed=3, n_samples=2 ** 12), expected)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 999, 16000, 19644, 20001, 31999, 32769, 100003])

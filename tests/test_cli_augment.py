@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from audioconv.augment import load_chain, params_from_json
-from audioconv.plots.augment_preview import plot_logmels
 from audioconv.cli import main
+from audioconv.features import LogMel, LogMelConfig
+from audioconv.plots.augment_preview import plot_logmels
 
 SR = 16000
 
@@ -69,6 +70,23 @@ def test_png_axes_are_seconds_and_hz(tmp_path, tone):
     assert len(hertz) >= 3 and 1000 <= max(hertz) <= 1.03 * SR / 2 and min(hertz) >= 0  # mel axis, in Hz
     assert ax.get_ylim()[1] == pytest.approx(SR / 2, rel=0.03)  # librosa's top mel-bin edge
     assert ax.get_xlim()[1] == pytest.approx(0.6, abs=0.011)
+
+
+def test_panels_show_the_models_own_front_end(tone):
+    """Each panel holds exactly what ``LogMel`` gives the model (HTK mels, dB), on one colour scale."""
+    _, stereo = tone
+    wavs = [torch.from_numpy(stereo.T.copy()), 0.1 * torch.from_numpy(stereo[:, 0].copy())]
+    front_end = LogMel(LogMelConfig(sample_rate=SR, n_mels=40))
+    fig = plot_logmels(wavs, SR, ["a", "b"], front_end=front_end)
+    drawn = [ax.collections[0] for ax in fig.axes[:2]]
+    for mesh, wav in zip(drawn, wavs):
+        expected = front_end(wav.reshape(1, -1, wav.shape[-1]))[0, 0].numpy()  # (40, frames)
+        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(expected.shape), expected, rtol=1e-6)
+    top = max(float(front_end(w.reshape(1, -1, w.shape[-1])).max()) for w in wavs)
+    for mesh in drawn:
+        assert mesh.get_clim() == pytest.approx((top - front_end.config.top_db, top))
+    with pytest.raises(ValueError, match="8000 Hz"):
+        plot_logmels(wavs, SR, ["a", "b"], front_end=LogMel(LogMelConfig(sample_rate=8000)))
 
 
 def test_augment_command_with_a_chain_file_and_relative_background(tmp_path, tone):

@@ -33,7 +33,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
+
+from audioconv.augment import dsp
 
 __all__ = [
     "CLASSES",
@@ -399,12 +402,10 @@ def render_event(params: dict, sample_rate: int = 16000, clip_s: float = 1.0) ->
 
 def colored_noise(n: int, slope_db_per_octave: float, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
     """Gaussian noise whose power spectrum falls by ``slope_db_per_octave`` per octave (0 = white,
-    -3 = pink, -6 = brown), ``(n,)`` float64 with unit RMS. Below 20 Hz the spectrum is held flat."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
-    gain = (np.maximum(freqs, 20.0) / 1000.0) ** (slope_db_per_octave / (20 * math.log10(2)))
-    x = np.fft.irfft(spec * gain, n=n)
-    return x / max(np.sqrt(np.mean(x**2)), 1e-12)
+    -3 = pink, -6 = brown), ``(n,)`` float64 with unit RMS: ``rng``'s white noise shaped by
+    :func:`audioconv.augment.dsp.colored_noise`, the spectrum held flat below 20 Hz (down to DC)."""
+    white = torch.from_numpy(rng.standard_normal(n))
+    return dsp.colored_noise(white, slope_db_per_octave, flat_below_bin=20.0 * n / sample_rate).numpy()
 
 
 def synthesize_clip(params: dict, sample_rate: int = 16000, clip_s: float = 1.0) -> np.ndarray:

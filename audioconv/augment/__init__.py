@@ -9,7 +9,7 @@ y = aug.apply(x, params)                              # replays the same draw
 ```
 See ``base`` for the contract shared by every augmentation.
 """
-from .chain import chain_from_config, chain_to_config, default_chain, load_chain, save_chain
+from .chain import chain_from_config, chain_to_config, default_chain, describe_example, load_chain, save_chain
 from .base import Augmentation, Compose, OneOf
 from .params import Params, params_from_json, params_select, params_to, params_to_json
 from .eq import RandomEQ, biquad_coefficients, eq_biquads, eq_response
@@ -26,5 +26,5 @@ __all__ = [
     "PolarityInversion", "RandomEQ", "Reverb", "AddNoise", "BatchMix", "Gain", "TimeShift", "SpeedPerturb",
     "synthetic_rir", "biquad_coefficients", "eq_biquads", "eq_response",
     "params_to", "params_select", "params_to_json", "params_from_json",
-    "chain_from_config", "chain_to_config", "default_chain", "load_chain", "save_chain",
+    "chain_from_config", "chain_to_config", "default_chain", "load_chain", "save_chain", "describe_example",
 ]

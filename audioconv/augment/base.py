@@ -28,7 +28,12 @@ import torch
 from .params import Params, check_params, params_select, params_to, restrict
 from .validation import as_batch, check_generator, check_lengths, check_probability
 
-__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "uniform", "log_uniform"]
+__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "uniform", "log_uniform",
+           "CHAIN_IN_PLACE"]
+
+# Chains write the rows of each step after the first into memory they own (see ``Augmentation``);
+# ``False`` turns that off, for the ablation in ``benchmarks/augment_bench.py --ablation``.
+CHAIN_IN_PLACE = True
 
 
 # ----------------------------------------------------------------------------------- random draws
@@ -43,30 +48,47 @@ def log_uniform(lo: float, hi: float, shape: tuple[int, ...], generator, device)
     return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
 
 
+def keep_padding(y: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``y`` ``(B, C, T)`` with each example's padding (samples ``lengths[b]`` on) taken from ``x``;
+    ``y`` itself when ``lengths`` is None."""
+    if lengths is None:
+        return y
+    real = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, T)
+    return torch.where(real[:, None, :], y, x)
+
+
 # ----------------------------------------------------------------------------------- base class
 class Augmentation:
-    """Base class: per-example coin flip, shape handling and row selection.
+    """Base class: per-example coin flip, shape and parameter checks, row selection, padding.
 
-    A subclass sets ``param_keys``, implements ``_draw(batch, generator, device) -> Params``
-    (its own per-example parameters, drawn on ``device`` with ``generator``) and
-    ``_transform(x, params, lengths) -> y`` on a ``(N, C, T)`` batch holding only the selected
-    examples (``y`` in new memory). A transform that only scales each example instead implements
-    ``_scale(params) -> (B,)`` (the factor of an applied example); it runs as one multiplication
-    of the whole batch. One that is cheaper to run on every row than to gather the selected ones
-    sets ``whole_batch = True``; its ``_transform`` then gets the whole batch and must leave the
-    rows whose ``params["apply"]`` is false unchanged. One that can stream the selected rows
-    straight into the output, or work in place, overrides ``_transform_rows`` instead.
+    A subclass sets ``param_keys`` (the keys ``apply`` requires), implements
+    ``_draw(batch, generator, device) -> Params`` (its own per-example parameters, drawn on
+    ``device`` with ``generator``) and ONE of:
 
-    Inside a ``Compose``/``OneOf``, every step after the first that wrote new memory may work in
-    place on that memory (a batch is a few MB, and each pass over it costs as much as the
-    arithmetic); the caller's tensor is never written.
+    * ``_transform(x, params, lengths) -> y``: the transform of the selected examples only —
+      ``x`` ``(N, C, T)`` holds the examples whose coin flip came up (float32 or float64),
+      ``params`` and ``lengths`` (``(N,)`` or ``None``) hold their rows; ``y`` ``(N, C, T)`` is new
+      memory, never a view of ``x`` (which may be the caller's tensor: it must not be written).
+      The base class gathers those rows, restores each example's padding (the samples from
+      ``lengths[n]`` on) and writes the results at their rows of a copy of the batch (inside a
+      chain, of the chain's own memory); the other examples keep their values.
+    * ``_scale(params) -> (B,)``: for a pure gain, the factor of each example if applied. It
+      runs as one multiplication of the whole batch (no rows gathered).
+
+    Only steps that are not per-example override ``_apply_batch`` instead: the composites
+    (``Compose``, ``OneOf``) and ``BatchMix``, which reads other examples of the batch.
+
+    ``apply`` returns new memory (or ``x`` itself when nothing changed). Inside a chain, once a
+    step has returned new memory, the steps after it write their selected rows into that memory
+    instead of into a copy of the batch (without that the default chain took 7-20 % longer on
+    the CPU: ``benchmarks/augment_bench.py --ablation``); the caller's tensor is never written,
+    and nothing is written in place under autograd.
 
     Args:
         p (float): probability, per example, that the augmentation is applied. Default 0.5.
     """
 
     param_keys: tuple[str, ...] = ()
-    whole_batch: bool = False
 
     def __init__(self, p: float = 0.5):
         self.p = check_probability("p", p)
@@ -109,16 +131,15 @@ class Augmentation:
                 each example. Level measurements use only those samples and padding stays as it was.
 
         Returns:
-            Tensor with the shape, dtype and device of ``x``. When no example is selected ``x``
-            itself is returned.
+            Tensor with the shape, dtype and device of ``x``, in new memory (``x`` is never
+            written). When no example is changed ``x`` itself may be returned.
         """
         return self._apply(x, params, lengths, inplace=False)
 
     def _apply(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
-        """``apply``; with ``inplace`` the result may be written into ``x``'s memory. Composites pass
-        it for the intermediate results they own, never for the caller's tensor; it is ignored
-        under autograd. With ``lengths`` the padded examples are kept aside to restore their
-        padding."""
+        """``apply``; with ``inplace`` (a chain passes it for memory it owns, never the caller's)
+        the selected rows may be written into ``x`` itself. Returns ``x`` (unchanged, or changed in
+        place) or new memory."""
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
         name = type(self).__name__
@@ -127,64 +148,40 @@ class Augmentation:
         if missing:
             raise ValueError(f"params for {name} lack {missing}; draw them with {name}.sample()")
         lengths = check_lengths(lengths, batch, time, xb.device)
-        params = params_to(params, xb.device)
+        y = self._apply_batch(xb, params_to(params, xb.device), lengths, inplace and not xb.requires_grad)
+        return x if y is xb else y.reshape(shape)
+
+    def _apply_batch(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None,
+                     inplace: bool) -> torch.Tensor:
+        """``params`` applied to the checked batch ``x`` ``(B, C, T)`` (any float dtype; params and
+        ``lengths`` on its device): ``_scale`` as one multiplication, else ``_transform`` on the
+        selected rows, written back into ``x`` itself with ``inplace`` (float32/64 only). Returns
+        ``x`` itself when no example is selected."""
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         mask = params["apply"].to(torch.bool)
-        work = xb if xb.dtype in (torch.float32, torch.float64) else xb.float()
-        inplace = (inplace or work is not xb) and not work.requires_grad
-        padded = None
-        if lengths is not None and inplace:  # keep the padded examples' padding to put back
-            short = (lengths < time).nonzero().squeeze(1)
-            padded = (short, work[short]) if short.numel() else None
-        if type(self)._scale is not Augmentation._scale:
-            factor = torch.where(mask, self._scale(params).to(work.dtype), torch.ones((), dtype=work.dtype,
-                                                                                       device=work.device))
-            y = work.mul_(factor[:, None, None]) if inplace else work * factor[:, None, None]
-        elif self.whole_batch:
-            y = self._transform_rows(work, None, params, lengths, inplace)
-        else:
-            index = mask.nonzero().squeeze(1)
-            if index.numel() == 0:
-                return x
-            if index.numel() < batch:
-                params = params_select(params, index)
-            y = self._transform_rows(work, index, params, None if lengths is None else lengths[index], inplace)
-        if lengths is not None and not inplace:
-            real = torch.arange(time, device=xb.device) < lengths[:, None]
-            y = torch.where(real[:, None, :], y, work)
-        elif lengths is not None and padded is not None:
-            short, before = padded
-            real = torch.arange(time, device=xb.device) < lengths[short, None]
-            y[short] = torch.where(real[:, None, :], y[short], before)
-        return y.to(xb.dtype).reshape(shape)
+        factor = self._scale(params)
+        if factor is not None:  # out of place: in place saved nothing measurable here
+            one = torch.ones((), dtype=work.dtype, device=work.device)
+            y = keep_padding(work * torch.where(mask, factor.to(work.dtype), one)[:, None, None], work, lengths)
+            return y.to(x.dtype)
+        index = mask.nonzero().squeeze(1)
+        if index.numel() == 0:
+            return x
+        if index.numel() == x.shape[0]:
+            return keep_padding(self._transform(work, params, lengths), work, lengths).to(x.dtype)
+        rows, part = work.index_select(0, index), None if lengths is None else lengths[index]  # whole-row
+        # copies: work[index] goes element by element, several times slower on the CPU
+        y = keep_padding(self._transform(rows, params_select(params, index), part), rows, part).to(work.dtype)
+        return (work.index_copy_(0, index, y) if inplace else work.index_copy(0, index, y)).to(x.dtype)
 
     def _transform(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """The selected examples ``x`` ``(N, C, T)`` transformed by their ``params`` (see the class doc)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _transform or _scale")
 
-    def _transform_rows(self, x: torch.Tensor, index: torch.Tensor | None, params: Params,
-                        lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:
-        """The batch ``x`` ``(B, C, T)`` with its rows ``index`` ``(N,)`` transformed (``None``: a
-        ``whole_batch`` transform, all rows, full ``params``); ``params`` and ``lengths`` hold only
-        those rows. With ``inplace`` the result may be written into ``x``. By default the rows
-        are gathered and passed to ``_transform`` (which returns new memory, never a view of its
-        input); the FFT filters override this to stream the rows through ``fft_convolve``."""
-        if index is None or index.numel() == x.shape[0]:
-            return self._transform(x, params, lengths)
-        rows = self._transform(x[index], params, lengths).to(x.dtype)
-        return x.index_copy_(0, index, rows) if inplace else x.index_copy(0, index, rows)
-
-    @staticmethod
-    def _rows_out(x: torch.Tensor, index: torch.Tensor,
-                  inplace: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(rows, out)`` for ``fft_convolve`` to write the rows ``index`` of ``x`` into ``x`` itself
-        (``inplace``) or a copy of it; ``rows`` is ``None`` when it is every row, and ``out`` is
-        ``None`` when a new tensor would be overwritten whole anyway."""
-        every = index.numel() == x.shape[0]
-        if inplace:
-            return (None if every else index), x
-        return (None, None) if every else (index, x.clone())
-
-    def _scale(self, params: Params) -> torch.Tensor:
-        raise NotImplementedError
+    def _scale(self, params: Params) -> torch.Tensor | None:
+        """``(B,)`` factor of each example if applied, for a pure gain; ``None`` (the default) for
+        a transform that implements ``_transform``."""
+        return None
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
                  lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,10 +227,6 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- composites
-def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-
-
 class _Composite(Augmentation):
     def __init__(self, transforms: Iterable[Augmentation], p: float):
         super().__init__(p)
@@ -242,6 +235,11 @@ class _Composite(Augmentation):
             if not isinstance(t, Augmentation):
                 raise ValueError(f"transforms[{i}] must be an Augmentation, got {type(t).__name__}")
         self._keys = [f"{i}.{type(t).__name__}" for i, t in enumerate(self.transforms)]
+        self.param_keys = tuple(self._keys)
+
+    def named_transforms(self) -> list[tuple[str, Augmentation]]:
+        """``(key, transform)`` pairs: each transform with the key of its params in this chain's."""
+        return list(zip(self._keys, self.transforms))
 
     def _draw(self, batch, generator, device):
         return {key: t.sample(batch, generator, device) for key, t in zip(self._keys, self.transforms)}
@@ -250,21 +248,15 @@ class _Composite(Augmentation):
         for key in self._keys:
             restrict(params[key], params["apply"])
 
-    def _apply(self, x, params, lengths, inplace):
-        xb, _ = as_batch(x)
-        check_params(params, xb.shape[0], type(self).__name__)
-        missing = [k for k in self._keys if k not in params]
-        if missing:
-            raise ValueError(f"params for {type(self).__name__} lack {missing}; "
-                             f"draw them with the same chain's sample()")
-        caller = None if inplace else x  # whose memory must not be written
+    def _apply_batch(self, x, params, lengths, inplace):
+        """The steps in order. Once a step has returned new memory, that memory is the chain's own
+        and the steps after it write their rows into it (``inplace``); the caller's is never written."""
         for key, t in zip(self._keys, self.transforms):
-            if type(t).apply is not Augmentation.apply:  # a subclass with its own apply(): call that,
-                x = caller = t.apply(x, params[key], lengths)  # and never write into what it returns
+            if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
+                x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
                 continue
-            y = t._apply(x, params[key], lengths, inplace=caller is None)
-            if caller is not None and not _same_memory(y, caller):
-                caller = None  # y is this chain's own: the next steps may work in place
+            y = t._apply(x, params[key], lengths, inplace)
+            inplace = CHAIN_IN_PLACE and (inplace or y is not x)  # a step returns x itself or memory of its own
             x = y
         return x
 

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from audioconv.io.files import write_json
+from audioconv.utils import accepts_keyword
+
 from .base import Augmentation, Compose, OneOf
 from .eq import RandomEQ
 from .gain import Gain
@@ -27,7 +30,8 @@ from .reverb import Reverb
 from .shift import TimeShift
 from .speed import SpeedPerturb
 
-__all__ = ["TRANSFORMS", "chain_from_config", "chain_to_config", "default_chain", "load_chain", "save_chain"]
+__all__ = ["TRANSFORMS", "SHORT_NAMES", "chain_from_config", "chain_to_config", "default_chain", "load_chain",
+           "save_chain", "describe_example"]
 
 TRANSFORMS: dict[str, type[Augmentation]] = {
     cls.__name__: cls
@@ -35,6 +39,8 @@ TRANSFORMS: dict[str, type[Augmentation]] = {
                 SpeedPerturb)
 }
 PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's folder
+SHORT_NAMES = {"PolarityInversion": "polarity", "RandomEQ": "EQ", "Reverb": "reverb", "AddNoise": "noise",
+               "Gain": "gain", "TimeShift": "shift", "SpeedPerturb": "speed"}
 
 
 def default_chain(sample_rate: int) -> Compose:
@@ -92,7 +98,7 @@ def _build(cfg: Any, sample_rate: int, base_dir: Path | None, where: str) -> Aug
     for key in PATH_ARGUMENTS:
         if base_dir is not None and cfg.get(key) is not None:
             cfg[key] = _resolve_paths(cfg[key], base_dir)
-    if "sample_rate" in accepted:
+    if accepts_keyword(cls, "sample_rate"):
         cfg["sample_rate"] = sample_rate
     try:
         return cls(**cfg)
@@ -140,8 +146,18 @@ def load_chain(path: str | os.PathLike, sample_rate: int) -> Compose:
 
 
 def save_chain(aug: Augmentation, path: str | os.PathLike) -> Path:
-    """Write ``chain_to_config(aug)`` as JSON to ``path``; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(chain_to_config(aug), indent=2) + "\n", encoding="utf-8")
-    return path
+    """Write ``chain_to_config(aug)`` as JSON to ``path`` (atomically, folders created); returns the path."""
+    return write_json(path, chain_to_config(aug), indent=2)
+
+
+def describe_example(chain: Augmentation, params: dict, index: int) -> str:
+    """Short names (``SHORT_NAMES``) of the transforms of ``chain`` that ``params`` apply to example
+    ``index``, in order, e.g. ``"EQ+reverb+noise"``; ``"unchanged"`` if none."""
+    def applied(aug: Augmentation, p: dict) -> list[str]:
+        if not bool(p["apply"][index]):
+            return []
+        if isinstance(aug, (Compose, OneOf)):
+            return [name for key, t in aug.named_transforms() for name in applied(t, p[key])]
+        return [SHORT_NAMES.get(type(aug).__name__, type(aug).__name__)]
+
+    return "+".join(applied(chain, params)) or "unchanged"

@@ -1,5 +1,6 @@
 """DSP helpers shared by the augmentations: power over real samples, FFT convolution padded to a
-fast length, coloured-noise banks and a per-device tensor cache."""
+fast length, coloured noise (the package's one implementation), noise banks and a per-device
+tensor cache."""
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ from typing import Callable
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_convolve", "noise_bank", "shared_noise_bank",
-           "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
+__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_convolve", "colored_noise", "noise_bank",
+           "shared_noise_bank", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
 # slope -10*log10(2)*beta ≈ -3.01*beta).
@@ -51,19 +52,24 @@ _COST_BY_TWOS = {0: 4.5, 1: 2.0, 2: 1.75}
 _COST_MANY_TWOS = 1.3
 
 
-def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, apply: torch.Tensor,
-               lengths: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
+def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengths: torch.Tensor | None = None,
+               apply: torch.Tensor | None = None) -> torch.Tensor:
     """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
     added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
-    ``apply`` is false or either signal is silent (never NaN).
+    either signal is silent (never NaN), and where ``apply`` is false.
 
     Args:
-        x, other: ``(B, C, T)``. snr_db, apply: ``(B,)``. lengths: ``(B,)`` ints or None.
-        inplace (bool): write the sum into ``x``.
+        x, other: ``(B, C, T)``. snr_db: ``(B,)`` dB. lengths: ``(B,)`` ints or None.
+        apply: ``(B,)`` bool or None (every example).
+
+    Returns:
+        ``(B, C, T)``, new memory.
     """
     target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
-    gain = (gain_to_power(target, mean_power(other, lengths)) * apply)[:, None, None]
-    return x.addcmul_(other, gain) if inplace else torch.addcmul(x, other, gain)
+    gain = gain_to_power(target, mean_power(other, lengths))
+    if apply is not None:
+        gain = gain * apply
+    return torch.addcmul(x, other, gain[:, None, None])
 
 
 def _relative_cost(n: int) -> float:
@@ -94,60 +100,87 @@ def fast_length(n: int) -> int:
 CHUNK_SAMPLES = 2 ** 19  # on the CPU, convolve this many transform samples at a time (cache-sized)
 
 
-def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None, rows: torch.Tensor | None = None,
-                 out: torch.Tensor | None = None,
+def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
                  finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
-    """Linear convolution of rows of ``x`` ``(B, ..., T)`` with ``h`` ``(N or 1, ..., L)`` along time, by FFT.
+    """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
 
     Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
     wraps around. (``torchaudio.functional.fftconvolve`` transforms
     at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
-    first broadcast, so ``h`` ``(N, 1, L)`` is transformed once for all channels of
+    first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
     ``x`` ``(B, C, T)``. On the CPU the rows go through in slices of about ``CHUNK_SAMPLES``
     transform samples: each slice is read from ``x``, transformed, finished and written out while
     it is in cache, so a large batch is streamed through memory once.
 
     Args:
         keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
-        rows (Tensor or None): ``(N,)`` int64, the rows of ``x`` to convolve, in the order of
-            ``h``'s rows (default all, ``N = B``).
-        out (Tensor or None): where the results go: its rows ``rows`` (all rows when ``rows`` is
-            None) are overwritten and the others left as they are. It may be ``x`` itself (each
-            slice is read before it is written). Default a new ``(N, ...)`` tensor.
         finish (callable or None): ``finish(y, x_rows, start, stop) -> y`` post-processes the
-            results ``y`` of ``rows[start:stop]`` (e.g. a gain per row, a crop) before they are
+            results ``y`` of rows ``start:stop`` (e.g. a gain per row, a crop) before they are
             written; ``x_rows`` are those rows of ``x``.
 
     Returns:
-        ``out``, or ``(N, ..., keep)`` (after ``finish``).
+        ``(B, ..., keep)`` (after ``finish``), new memory.
     """
     full = x.shape[-1] + h.shape[-1] - 1
     keep = full if keep is None else min(keep, full)
     n = fast_length(full)
-    count = x.shape[0] if rows is None else rows.numel()
-    step = count
+    count = step = x.shape[0]
     if x.device.type == "cpu":
         step = max(1, CHUNK_SAMPLES // (n * max(1, x[0].numel() // x.shape[-1])))
     if count == 0:
-        return out if out is not None else x.new_empty((0,) + x.shape[1:-1] + (keep,))
-    scatter = rows is not None and out is not None
+        return x.new_empty((0,) + x.shape[1:-1] + (keep,))
+    out = None
     for start in range(0, count, step):
         stop = min(start + step, count)
-        xs = x[start:stop] if rows is None else x[rows[start:stop]]
+        xs = x[start:stop]
         spectrum = torch.fft.rfft(xs, n=n)
         spectrum *= torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
         y = torch.fft.irfft(spectrum, n=n)[..., :keep]
         if finish is not None:
             y = finish(y, xs, start, stop)
-        if out is None and stop == count:  # one slice: return it as it is
+        if stop == count and out is None:  # one slice: return it as it is
             return y
         if out is None:
             out = y.new_empty((count,) + y.shape[1:])
-        if scatter:
-            out.index_copy_(0, rows[start:stop], y.to(out.dtype))
-        else:
-            out[start:stop] = y
+        out[start:stop] = y
     return out
+
+
+def colored_noise(white: torch.Tensor, slope_db_per_octave: float, flat_below_bin: float | None = None) -> torch.Tensor:
+    """Shape white noise so that its power spectrum falls by ``slope_db_per_octave`` dB per octave
+    (0 white, -3.01 pink, -6.02 brown; positive slopes rise).
+
+    The last dimension is taken as one period, and bin ``k`` of its real FFT (``k / T`` cycles
+    per sample, ``k * sample_rate / T`` Hz) is multiplied by ``k ** e``, ``e = slope / (20 log10 2)``
+    (amplitude ∝ frequency ** e). Bin 0 (DC), where the power law has no finite value, is set to
+    zero: the result has zero mean. With ``flat_below_bin = b`` the gain is ``max(k, b) ** e``
+    instead, for every bin down to and including DC: the spectrum is held flat below bin ``b``.
+    Any window of the result, wrapping around the end, has the requested colour.
+
+    Args:
+        white (Tensor): ``(..., T)`` real white noise (e.g. ``torch.randn``).
+        slope_db_per_octave (float): dB per octave.
+        flat_below_bin (float or None): bin (``hz * T / sample_rate``, > 0) below which the
+            spectrum is held flat; ``None`` (default): the pure power law, DC removed.
+
+    Returns:
+        ``(..., T)`` in ``white``'s dtype with unit RMS along the last dimension (zeros stay zeros).
+    """
+    if flat_below_bin is not None and not flat_below_bin > 0:
+        raise ValueError(f"flat_below_bin must be > 0 (an FFT bin) or None, got {flat_below_bin!r}")
+    exponent = slope_db_per_octave / (20 * math.log10(2))  # amplitude ∝ f ** exponent
+    if exponent == 0.0:  # no FFT round trip: removing DC is subtracting the mean
+        noise = white if flat_below_bin is not None else white - white.mean(-1, keepdim=True)
+    else:
+        spectrum = torch.fft.rfft(white)
+        bins = torch.arange(spectrum.shape[-1], dtype=white.dtype, device=white.device)
+        if flat_below_bin is None:
+            gain = torch.where(bins > 0, bins.clamp(min=1) ** exponent, torch.zeros((), dtype=white.dtype))
+        else:
+            gain = bins.clamp(min=flat_below_bin) ** exponent
+        noise = torch.fft.irfft(spectrum * gain, n=white.shape[-1])
+    rms = noise.square().mean(-1, keepdim=True).sqrt()
+    return noise / rms.clamp_min(torch.finfo(noise.dtype).tiny)
 
 
 def noise_bank(slope_db_per_octave: float, seed: int = 0, n_samples: int = NOISE_BANK_SAMPLES) -> torch.Tensor:
@@ -155,23 +188,15 @@ def noise_bank(slope_db_per_octave: float, seed: int = 0, n_samples: int = NOISE
     ``slope_db_per_octave`` dB per octave (0 white, −3.01 pink, −6.02 brown).
 
     Made on the CPU in float64 from ``torch.Generator().manual_seed(seed)``: the same numbers on
-    every machine and device. Gaussian white noise is shaped in the frequency domain (DC removed),
-    so any window of it, wrapping around the end, has the requested colour.
+    every machine and device. Gaussian white noise shaped by ``colored_noise`` (DC removed), so
+    any window of it, wrapping around the end, has the requested colour.
 
     Returns:
         ``(n_samples,)`` float32, zero mean, unit RMS.
     """
     g = torch.Generator().manual_seed(int(seed))
     white = torch.randn(n_samples, generator=g, dtype=torch.float64)
-    if slope_db_per_octave == 0.0:
-        noise = white - white.mean()
-    else:
-        spectrum = torch.fft.rfft(white)
-        bins = torch.arange(spectrum.shape[-1], dtype=torch.float64)
-        exponent = slope_db_per_octave / (20 * math.log10(2))  # amplitude ∝ f ** exponent
-        gain = torch.where(bins > 0, bins.clamp(min=1) ** exponent, torch.zeros(()))
-        noise = torch.fft.irfft(spectrum * gain, n=n_samples)
-    return (noise / noise.square().mean().sqrt()).float()
+    return colored_noise(white, slope_db_per_octave).float()
 
 
 class DeviceCache:
@@ -238,5 +263,5 @@ def circular_windows(signal: torch.Tensor, start: torch.Tensor, length: int, per
     period = period or signal.shape[0]
     start = start % period
     if signal.shape[0] >= period + length - 1:  # the repeat holds every window: copy rows, no modulo
-        return signal.unfold(0, length, 1)[start]
+        return signal.unfold(0, length, 1).index_select(0, start.reshape(-1)).reshape(*start.shape, length)
     return signal[(start[..., None] + t) % period]

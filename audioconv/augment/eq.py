@@ -267,11 +267,10 @@ class RandomEQ(Augmentation):
                 params[f"{kind}_shelf_gain_db"] = uniform(*self.shelf_gain_db, (batch,), generator, device)
         return params
 
-    def _transform_rows(self, x, index, params, lengths, inplace):
+    def _transform(self, x, params, lengths):
         b, a = eq_biquads(params, self.sample_rate)
         # FIR as long as these sections need (the sharpest rings down to RING_TOLERANCE), at most
         # the range's worst case: a typical batch needs ~2/3 of it, and the FFTs shrink with it.
         taps = min(self.fir_taps, fast_length(_ring_length(a)))
         fir = eq_fir(b, a, taps, x.dtype)
-        rows, out = self._rows_out(x, index, inplace)
-        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1], rows=rows, out=out)
+        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])

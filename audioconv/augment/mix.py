@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Augmentation, uniform
+from .base import Augmentation, keep_padding, uniform
 from .dsp import add_at_snr
 from .validation import check_range
 
@@ -29,7 +29,6 @@ class BatchMix(Augmentation):
     fraction of the clip, in [0, 1)), each ``(B,)``.
     """
 
-    whole_batch = True
     param_keys = ("snr_db", "partner_pos", "shift")
 
     def __init__(self, snr_db=(5.0, 20.0), p: float = 0.5):
@@ -48,12 +47,16 @@ class BatchMix(Augmentation):
         step = 1 + (params["partner_pos"].double() * (batch - 1)).long().clamp(max=max(batch - 2, 0))
         return (torch.arange(batch, device=step.device) + step) % max(batch, 1)
 
-    def _transform_rows(self, x, index, params, lengths, inplace):
+    def _apply_batch(self, x, params, lengths, inplace):
+        """Not per-example (it reads other rows), so it works on the whole batch, out of place: every
+        row gets its partner at a gain that is 0 where ``params["apply"]`` is false."""
         batch, channels, time = x.shape
         if batch < 2:
-            return x if inplace else x.clone()
+            return x
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         shift = (params["shift"].double() * time).long()  # (B,)
         t = (torch.arange(time, device=x.device) + shift[:, None]) % time  # (B, T)
-        other = x[self.partners(params)[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
-                  t[:, None, :]]  # (B, C, T): the partners, shifted (a copy, read before x changes)
-        return add_at_snr(x, other, params["snr_db"], params["apply"], lengths, inplace)
+        other = work[self.partners(params)[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
+                     t[:, None, :]]  # (B, C, T): the partners, shifted
+        y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"])
+        return keep_padding(y, work, lengths).to(x.dtype)

@@ -41,8 +41,6 @@ class AddNoise(Augmentation):
     background also ``noise_index`` ``(B,)`` int64.
     """
 
-    whole_batch = True  # adding zero-scaled noise to the rows left alone beats gathering rows
-
     def __init__(self, snr_db=(0.0, 30.0), color: str | float = "white", background: ClipSource | None = None,
                  sample_rate: int | None = None, p: float = 0.5):
         super().__init__(p)
@@ -83,6 +81,6 @@ class AddNoise(Augmentation):
             return circular_windows(signal, start, time, period=NOISE_BANK_SAMPLES)
         return circular_windows(signal, start, time, clip_start=clip_start, clip_len=clip_len[:, None])
 
-    def _transform_rows(self, x, index, params, lengths, inplace):
+    def _transform(self, x, params, lengths):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
-        return add_at_snr(x, noise, params["snr_db"], params["apply"], lengths, inplace)
+        return add_at_snr(x, noise, params["snr_db"], lengths)

@@ -143,7 +143,7 @@ class Reverb(Augmentation):
                                  period=NOISE_BANK_SAMPLES)
         return shape_rir(noise, params["rt60_s"], self.sample_rate, params.get("drr_db"))
 
-    def _transform_rows(self, x, index, params, lengths, inplace):
+    def _transform(self, x, params, lengths):
         channels, time = x.shape[1:]
         rir = self.rirs_for(params, x.dtype)
         if self._bank is None and self.drr_db is not None and self.drr_db[0] >= 0:
@@ -157,7 +157,6 @@ class Reverb(Augmentation):
                 shift = (peak[start:stop, None] + torch.arange(time, device=x.device)).expand(channels, -1, -1)
                 wet = torch.gather(wet, -1, shift.transpose(0, 1))
             part = None if lengths is None else lengths[start:stop]
-            return wet.mul_(gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None])
+            return wet * gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None]
 
-        rows, out = self._rows_out(x, index, inplace)
-        return fft_convolve(x, rir[:, None, :], keep=latest + time, rows=rows, out=out, finish=finish)
+        return fft_convolve(x, rir[:, None, :], keep=latest + time, finish=finish)

@@ -1,8 +1,7 @@
 """`audioconv augment`: preview an augmentation chain on one file — N augmented WAVs, the drawn
-parameters as JSON, and a PNG of their log-mel spectrograms."""
+parameters as JSON, and a PNG of their log-mel spectrograms as the model's front end computes them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -25,13 +24,15 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    from audioconv.augment import chain_to_config, default_chain, describe_example, load_chain, params_to_json
     from audioconv.io.audio import load, save
-    from audioconv.augment import chain_to_config, default_chain, load_chain, params_to_json
-    from audioconv.plots.augment_preview import describe_example, plot_logmels
+    from audioconv.io.files import write_json
+    from audioconv.plots.augment_preview import plot_logmels
+    from audioconv.utils import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     wav, sr = load(args.input, sample_rate=args.sample_rate)
     chain = load_chain(args.chain, sr) if args.chain else default_chain(sr)
     out = Path(args.out)
@@ -50,9 +51,9 @@ def run(args) -> int:
     record = {"input": str(Path(args.input).resolve()), "sample_rate": sr, "seed": args.seed, "n": args.n,
               "device": str(device), "files": files, "chain": chain_to_config(chain),
               "params": params_to_json(params)}
-    (out / "params.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_json(out / "params.json", record, indent=1)
     png = out / "logmels.png"
-    plot_logmels([wav, *augmented], sr, titles, png)
+    plot_logmels([wav, *augmented], sr, titles, path=png)
 
     print(f"augmented {args.input} ({wav.shape[0]} ch, {wav.shape[1] / sr:.2f} s at {sr} Hz) "
           f"{args.n} times on {device}")
