@@ -71,7 +71,7 @@ def test_learns_and_writes_the_run_folder(corpus, tmp_path):
     assert not model.training and labels == sorted(CLASSES)
     ds = ManifestDataset(corpus["val"], SAMPLE_RATE, CLIP_S, labels=labels, crop="center")
     with torch.no_grad():
-        hits = sum(int(model(x[None]).argmax()) == y for x, y in ds)
+        hits = sum(int(model(x[None]).argmax()) == y for x, y, _ in ds)
     assert hits / len(ds) == pytest.approx(best["metrics"]["val_accuracy"])
     # last.pt holds the final weights
     last = load_checkpoint(run / "last.pt")

@@ -107,6 +107,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from audioconv.commands._skipped import skipped_lines
     from audioconv.training import distributed
     from audioconv.training.loop import fit
 
@@ -124,6 +125,11 @@ def run(args) -> int:
         print(f"last epoch: val accuracy {final['val_accuracy']:.4f}, val macro-F1 {final['val_macro_f1']:.4f}, "
               f"train loss {final['train_loss']:.4f}, {final['clips_per_s']:.0f} clips/s")
         print(f"best: epoch {summary['best_epoch']} ({summary['best_metric']} {summary['best_value']:.4f})")
+    for name, part in summary["data"].items():  # what --skip-bad left out, once
+        for line in skipped_lines(name, part["skipped"], part["clips"]):
+            print(line)
+    if final.get("val_clips") is not None and final["val_clips"] < summary["data"]["validation"]["clips"]:
+        print(f"validation scored {final['val_clips']} of {summary['data']['validation']['clips']} clips")
     print(f"checkpoints: {summary['best_checkpoint']} (best), {summary['last_checkpoint']} (last); "
           f"metrics: {Path(summary['out']) / 'metrics.jsonl'}")
     sys.stdout.flush()

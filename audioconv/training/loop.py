@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from audioconv.io.files import write_json, write_text
 from audioconv.training import distributed
-from audioconv.training.batches import TrainData, available_cores, build_data
+from audioconv.training.batches import TrainData, available_cores, build_data, data_report
 from audioconv.training.checkpoint import (load_checkpoint, load_model_state, rng_state, save_checkpoint,
                                            set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
@@ -538,14 +538,14 @@ def validate(state: TrainState) -> dict:
     """``{"val_loss", "val_accuracy", "val_macro_f1"}`` of the model on the validation set, summed
     over all ranks (collective); ``None`` values without a validation set."""
     if state.data.val_loader is None:
-        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
+        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None, "val_clips": None}
     confusion, loss_sum, _ = run_validation(state.model, state.data.val_loader, state.device, len(state.labels),
                                             state.amp_dtype, state.progress)
     distributed.all_reduce_sum(confusion, state.info)
     distributed.all_reduce_sum(loss_sum, state.info)
     n_val = int(confusion.sum())
     return {"val_loss": float(loss_sum) / max(1, n_val), "val_accuracy": accuracy(confusion.cpu()),
-            "val_macro_f1": macro_f1(confusion.cpu())}
+            "val_macro_f1": macro_f1(confusion.cpu()), "val_clips": n_val}
 
 
 def _update_best(state: TrainState, metrics: dict) -> bool:
@@ -646,7 +646,8 @@ def _summary(state: TrainState) -> dict:
             "best_metric": state.config.best_metric if state.data.val_loader is not None else "epoch",
             "best_value": state.best_value, "best_checkpoint": str(out / "best.pt"),
             "last_checkpoint": str(out / "last.pt"), "final": state.last_metrics, "time_s": state.elapsed_s,
-            "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model)}
+            "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model),
+            "data": data_report(state.data, state.info)}
 
 
 def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
@@ -665,7 +666,8 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
     Returns:
         JSON-ready dict: ``out``, ``labels``, ``epochs``, ``steps``, ``best_epoch``, ``best_metric``,
         ``best_value``, ``best_checkpoint``, ``last_checkpoint``, ``final`` (the last metrics line),
-        ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights).
+        ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights), ``data``
+        (per set: ``clips`` selected and ``skipped`` ``{"manifest:line": reason}`` by ``skip_bad``).
 
     Raises:
         ValueError / FileNotFoundError: bad settings or data (empty training set, one class, labels
