@@ -447,3 +447,16 @@ def test_random_crops_of_an_mp3_shorter_than_its_header_stay_in_what_decodes(tmp
         # a crop of the decoded audio resampled whole, starting on the grid where 441 input samples = 160 output
         errors = [(w[0] - whole[q:q + 4000]).abs().max().item() for q in range(0, len(whole) - 4000 + 1, 160)]
         assert min(errors) < 1e-4
+
+
+def test_a_transform_sees_the_clip_and_the_padding_stays_silent(tmp_path):
+    from audioconv.augment import AddNoise
+
+    short = tmp_path / "short.wav"
+    sf.write(short, sine(TARGET_SR, 0.3), TARGET_SR, subtype="FLOAT")
+    ds = ManifestDataset([rec(short)], TARGET_SR, 1.0, crop="start", transform=AddNoise(snr_db=(10.0, 10.0), p=1.0), seed=0)
+    clean = ManifestDataset([rec(short)], TARGET_SR, 1.0, crop="start")[0][0]
+    noisy, _, n = ds[0]
+    assert n == 4800 and torch.count_nonzero(noisy[0, 4800:]) == 0
+    snr_db = 10 * torch.log10(clean[0, :4800].pow(2).mean() / (noisy - clean)[0, :4800].pow(2).mean()).item()
+    assert snr_db == pytest.approx(10.0, abs=0.3)  # measured on the clip: the padding did not dilute its level

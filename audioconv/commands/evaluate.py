@@ -39,7 +39,7 @@ def format_table(result: dict) -> str:
              f"n          {result['n']} of {result.get('n_clips', result['n'])} clips"]
     if result["unknown"]:
         lines.append(f"unknown    {result['unknown']} clips skipped: {result['unknown_labels']}")
-    lines += skipped_lines("skipped", result.get("skipped") or {}, result.get("n_clips", result["n"]))
+    lines += skipped_lines("evaluate", result.get("skipped") or {}, result.get("n_clips", result["n"]))
     width = max(8, *(len(lab) for lab in labels))
     lines += ["", f"{'class':<{width}}  recall   support"]
     for lab, row in zip(labels, result["confusion"]):

@@ -173,7 +173,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         channels: ``"mono"`` (mean of the channels, ``C = 1``) or ``"keep"``.
         crop: where a long clip is cut: ``"random"`` (uniform start), ``"center"``, ``"start"``.
         transform: CPU callable on ``(C, T)`` returning ``(C, T)``; receives ``generator=`` (a
-            ``torch.Generator``) when its signature accepts it.
+            ``torch.Generator``) when its signature accepts it. It is given the clip's real samples
+            only (before the zero padding), so an ``AddNoise`` measures the clip's own level.
         skip_bad: leave out unusable clips instead of raising. Missing, empty, undecodable or
             truncated files, offsets past the end and zero-length clips are found when the dataset
             is built (they are not indexed; one :class:`SkippedClipWarning` for all of them);
@@ -449,6 +450,17 @@ class ManifestDataset(torch.utils.data.Dataset):
         wav = wav[..., j0 : j0 + length]
         return self._pad(wav[..., : min(wav.shape[-1], n_out - q)])
 
+    def _transformed(self, wav: torch.Tensor, real: int, generator) -> tuple[torch.Tensor, int]:
+        """The transform of the clip's real samples, zero-padded again after it: noise is scaled
+        to the clip, not to its padding, and the padding stays silent."""
+        clip = wav[..., :real]
+        out = self.transform(clip, generator=generator) if self._transform_takes_generator else self.transform(clip)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ValueError(f"transform must return a (C, T) tensor, got {type(out).__name__} {getattr(out, 'shape', '')}")
+        if self.clip_samples is None:
+            return out, out.shape[-1]
+        return audio.fix_length(out, self.clip_samples, offset=0), min(out.shape[-1], self.clip_samples)
+
     def _generator(self, index: int) -> torch.Generator | None:
         if self.crop != "random" and not self._transform_takes_generator:
             return None
@@ -476,10 +488,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             warnings.warn(f"skipping bad clip {message}", SkippedClipWarning, stacklevel=2)
             return None
         if self.transform is not None:
-            wav = self.transform(wav, generator=generator) if self._transform_takes_generator else self.transform(wav)
-            if not isinstance(wav, torch.Tensor) or wav.dim() != 2:
-                raise ValueError(f"transform must return a (C, T) tensor, got {type(wav).__name__} {getattr(wav, 'shape', '')}")
-            real = min(real, wav.shape[-1])
+            wav, real = self._transformed(wav, real, generator)
         label = self.targets[index]
         return (wav, label, real) if self.return_length else (wav, label)
 
