@@ -125,23 +125,29 @@ def clip_frames(offset_s: float | None, duration_s: float | None, sample_rate: i
 
 def _riff_data_chunk(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
     """``(declared data bytes, data bytes present, block align, fmt tag)`` of a RIFF/WAVE file, or
-    ``None`` when it is not one or has no ``data`` chunk (libsndfile then decides)."""
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    ``None`` when it is not one or has no ``data`` chunk (libsndfile then decides). One 4-KiB read
+    covers the usual headers; chunks beyond it are reached by seeking."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        buf, buf_at = os.read(fd, 4096), 0
+        if len(buf) < 12 or buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
             return None
-        size = os.fstat(fh.fileno()).st_size
         pos, block_align, tag = 12, 0, 0
         while pos + 8 <= size:
-            fh.seek(pos)
-            chunk = fh.read(24)
+            if pos < buf_at or pos + 24 > buf_at + len(buf):  # the chunk header is not in the buffer
+                os.lseek(fd, pos, os.SEEK_SET)
+                buf, buf_at = os.read(fd, 4096), pos
+            chunk = buf[pos - buf_at : pos - buf_at + 24]
             cid, n = chunk[:4], int.from_bytes(chunk[4:8], "little")
             if cid == b"fmt " and len(chunk) >= 22:
                 tag, block_align = int.from_bytes(chunk[8:10], "little"), int.from_bytes(chunk[20:22], "little")
             if cid == b"data":
                 return n, size - pos - 8, block_align, tag
             pos += 8 + n + (n & 1)
-    return None
+        return None
+    finally:
+        os.close(fd)
 
 
 def _check_wav_complete(path: str | os.PathLike) -> None:
