@@ -150,6 +150,7 @@ def test_check_finds_the_broken_files_and_accepts_the_cut_compressed_ones(broken
     assert report["n_ok"] == 9 + 2
 
 
+@pytest.mark.filterwarnings("ignore::audioconv.data.dataset.SkippedClipWarning")  # evaluate's and topk's: counted below
 def test_skip_bad_reports_every_bad_clip_once_in_train_evaluate_and_topk(broken, capsys):
     root = broken["root"]
     with warnings.catch_warnings(record=True) as caught:

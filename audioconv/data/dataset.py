@@ -262,8 +262,14 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.clips = [Clip.from_dict(r) for r in records]
         self.sources = sources
         self.targets = [self.label_to_index[r["label"]] for r in records]
-        # 1 = this clip failed when read; shared memory, so DataLoader workers' marks reach this process
-        self._failed = torch.zeros(len(records), dtype=torch.uint8).share_memory_()
+        # 1 = this clip failed when read (skip_bad); in shared memory, so that DataLoader workers' marks
+        # reach this process (where shared memory is refused, a worker's finds stay in its warnings)
+        self._failed = torch.zeros(len(records), dtype=torch.uint8)
+        if skip_bad:
+            try:
+                self._failed.share_memory_()
+            except RuntimeError:
+                pass
         self._reasons: dict[int, str] = {}  # failures seen in this process
 
     # -- construction helpers
