@@ -128,7 +128,7 @@ class TrainState:
     device: torch.device
     out: Path
     labels: list[str]
-    model: nn.Module  # the SpectrogramCNN (front end + classifier)
+    model: nn.Module  # the model (front end + classifier: frontend, classify)
     net: nn.Module  # what the optimizer step runs: the classifier, wrapped in DDP under torchrun
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -187,12 +187,20 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
 
 
 def build_model(config: TrainConfig, n_classes: int):
-    """The :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` a config asks for (on CPU)."""
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    """The model ``config.model`` names (:func:`audioconv.models.registry.build_model`), on CPU:
+    ``cnn`` with ``channels``/``activation``/``dropout``, ``bcresnet`` with ``dropout``, or a
+    factory's model (checked with one forward of a clip-sized log-mel); ``width`` and ``n_mels`` for all."""
+    from audioconv.features import LogMelConfig
+    from audioconv.models.registry import BUILTIN, build_model as build
 
-    return SpectrogramCNN(n_classes, sample_rate=int(config.sample_rate), channels=config.channels,
-                          activation=config.activation, dropout=config.dropout,
-                          frontend={"n_mels": int(config.n_mels)})
+    options = {}
+    if config.model == "cnn":
+        options = dict(channels=tuple(config.channels), activation=config.activation)
+    if config.model in BUILTIN:
+        options["dropout"] = config.dropout
+    n_frames = int(round(config.clip_s * config.sample_rate)) // LogMelConfig.hop_length + 1
+    return build(config.model, n_classes, int(config.sample_rate), width=config.width,
+                 frontend={"n_mels": int(config.n_mels)}, n_frames=n_frames, **options)
 
 
 def build_augment(config: TrainConfig):
@@ -282,7 +290,13 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_classes)
     if ckpt is not None:
-        saved, wanted = ckpt["model_config"], model.config.to_dict()
+        from audioconv.models.registry import describe
+
+        spec, wanted = describe(model)
+        saved_spec, saved = ckpt.get("model_spec", "cnn"), ckpt["model_config"]
+        if saved_spec != spec:
+            raise ValueError(f"resume: {out / 'last.pt'} holds model {saved_spec!r}, this run asks for {spec!r}; "
+                             f"use the same --model or a new output folder")
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
@@ -340,7 +354,7 @@ def _write_run_info(state: TrainState) -> None:
     save_labels(state.out / "labels.json", state.labels)
     d = state.data
     write_json(state.out / "config.json", {
-        "train_config": state.config.to_dict(), "model_config": state.model.config.to_dict(),
+        "train_config": state.config.to_dict(), **_model_record(state.model),
         "augment": _chain_description(state.chain),
         "specaugment": state.specaug.to_dict() if state.specaug is not None else None,
         "labels": state.labels, "world_size": state.info.world_size, "device": str(state.device),
@@ -561,8 +575,16 @@ def _update_best(state: TrainState, metrics: dict) -> bool:
 
 
 # =============================================================================== checkpoints
+def _model_record(model: nn.Module) -> dict:
+    """``{"model_spec", "model_config"}``: what :func:`~audioconv.training.checkpoint.load_model` rebuilds."""
+    from audioconv.models.registry import describe
+
+    spec, config = describe(model)
+    return {"model_spec": spec, "model_config": config}
+
+
 def _weights_checkpoint(state: TrainState) -> dict:
-    return {"kind": "model", "model": state.model.state_dict(), "model_config": state.model.config.to_dict(),
+    return {"kind": "model", "model": state.model.state_dict(), **_model_record(state.model),
             "labels": list(state.labels), "train_config": state.config.to_dict(), "epoch": state.epoch,
             "step": state.step, "metrics": state.last_metrics}
 
