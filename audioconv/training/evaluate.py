@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.training.checkpoint import load_checkpoint, load_model_state, run_clip_s
+from audioconv.training.checkpoint import load_checkpoint, model_from_checkpoint, run_clip_s
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
 
@@ -74,16 +74,13 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         unknown label), ``unknown_labels`` ``{label: count}``, ``checkpoint``, ``manifest``.
     """
     from audioconv.data.dataset import ManifestDataset, collate
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model = SpectrogramCNN.from_config(ckpt["model_config"])
-    load_model_state(model, ckpt["model"], source=f"checkpoint {checkpoint}")
+    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}")
     model.to(dev).eval()
-    labels = list(ckpt["labels"])
     ds = ManifestDataset(manifest, sample_rate=int(model.config.sample_rate), clip_s=run_clip_s(ckpt), labels=labels,
                          crop="center", split=split, allow_unknown=allow_unknown, return_length=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
