@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores", "TrainingWarning", "even_batches"]
+__all__ = ["TrainData", "build_data", "available_cores", "TrainingWarning", "even_batches", "ClipNames"]
 
 
 class TrainingWarning(UserWarning):
@@ -97,13 +98,25 @@ class TrainData:
         return _loader(self.train_ds, self.workers, self.device, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank),
                        batch_sampler=_EvenBatchSampler(self.sampler, self.steps_per_epoch, skip_batches))
 
-    def epoch_batches(self, epoch: int) -> list[list[str]]:
-        """The clips (``manifest:line (audio file)``) of each of this rank's batches of epoch ``epoch``,
-        in the order :meth:`epoch_loader` gives them (for messages that name a batch's clips)."""
+    def epoch_batches(self, epoch: int) -> list["ClipNames"]:
+        """The clips of each of this rank's batches of epoch ``epoch``, in the order
+        :meth:`epoch_loader` gives them, as :class:`ClipNames` (for messages that name a batch's clips)."""
         self.sampler.set_epoch(epoch)
-        ds = self.train_ds
-        return [[f"{ds.sources[i]} ({ds.records[i]['audio_filepath']})" for i in batch]
-                for batch in even_batches(list(self.sampler), self.steps_per_epoch)]
+        return [ClipNames(self.train_ds, batch) for batch in even_batches(list(self.sampler), self.steps_per_epoch)]
+
+
+class ClipNames(Sequence):
+    """The names ``manifest:line (audio file)`` of some clips of a dataset, made only when read."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> str:
+        k = self.indices[i]
+        return f"{self.dataset.sources[k]} ({self.dataset.records[k]['audio_filepath']})"
 
 
 def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> list[str]:
