@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from audioconv.io.files import atomic_write
+
 __all__ = ["plot_confusion"]
 
 
@@ -50,6 +52,6 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
     ax.set_title(f"accuracy {result['accuracy']:.3f}   macro-F1 {result['macro_f1']:.3f}   n = {result['n']}")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as f:  # a clear OutputError when the folder cannot be written
+        fig.savefig(f, format="png", dpi=100)
     return path
