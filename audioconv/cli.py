@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evolve", "demo"]
+COMMANDS = ["manifest", "augment", "train", "evaluate", "predict", "project", "topk", "evolve", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,11 +185,10 @@ def test_default_top_k_on_padded_clips_is_one_hit_per_clip_on_the_sound(tmp_path
 def test_ties_follow_example_then_position_order_and_a_dead_unit_has_no_hits(tmp_path):
     ds = ManifestDataset(write_clips(tmp_path, n=5), sample_rate=SR, clip_s=0.4, crop="center")
     model = tiny_model(dead_channel=2)
-    with torch.no_grad():  # channel 1: a constant 0.5 everywhere (all ties)
+    with torch.no_grad():  # channel 1: a constant 0.5 everywhere (all ties): bn(0) = b - mean * w / sqrt(var + eps)
+        bn = model.features.bn1
         model.features.conv1.weight[1] = 0.0
-        model.features.bn1.bias[1] = 0.5 * (model.features.bn1.running_var[1] + 1e-5).sqrt() / model.features.bn1.weight[1] \
-            * model.features.bn1.weight[1] / (model.features.bn1.running_var[1] + 1e-5).sqrt() \
-            + model.features.bn1.running_mean[1] * model.features.bn1.weight[1] / (model.features.bn1.running_var[1] + 1e-5).sqrt()
+        bn.bias[1] = 0.5 + bn.running_mean[1] * bn.weight[1] / (bn.running_var[1] + bn.eps).sqrt()
     res = top_k(model, ds, "conv1", channels=[1, 2, 0], k=4, batch_size=2, device="cpu", progress=False,
                 max_per_clip=None, silence_db=None)
     assert list(res.channels) == [1, 2, 0]
