@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from audioconv.io import audio
 from audioconv.utils import eval_mode, model_device, resolve_device
 
-__all__ = ["FilePrediction", "AGGREGATION", "window_starts", "predict_waveform", "predict_file", "predict_files"]
+__all__ = ["FilePrediction", "AGGREGATION", "window_starts", "predict_waveform", "predict_file", "predict_files",
+           "predict_dataset"]
 
 AGGREGATION = "mean of the window probabilities over the non-silent windows"
 
@@ -190,3 +191,24 @@ def predict_files(checkpoint: str | os.PathLike, paths, device: str = "auto", wi
     window_s = run_clip_s(load_checkpoint(checkpoint)) if window_s is None else float(window_s)
     return [predict_file(model, labels, p, window_s, hop_s, batch_size, silence_db)
             for p in tqdm(paths, disable=not progress, desc="predict", unit="file")]
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset, batch_size: int = 64, progress: bool = True,
+                    workers: int = 0) -> np.ndarray:
+    """Class probabilities ``(N, K)`` (softmax, float64) of every item of a labelled waveform dataset,
+    in order — each clip exactly as :func:`audioconv.training.evaluate.evaluate` scores it when the
+    dataset is built the same way (a :class:`~audioconv.data.dataset.ManifestDataset` with
+    ``crop="center"`` and the run's ``clip_s``). The model runs in eval mode on its own device."""
+    from audioconv.data.dataset import collate
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=int(batch_size), shuffle=False,
+                                         num_workers=int(workers), collate_fn=collate)
+    device, out = model_device(model), []
+    with eval_mode(model):
+        for x, _, _ in tqdm(loader, disable=not progress, desc="classify", unit="batch"):
+            out.append(torch.softmax(model(x.to(device)).double(), dim=-1).cpu())
+    probs = torch.cat(out).numpy()
+    if probs.shape[0] != len(dataset):
+        raise ValueError(f"{len(dataset) - probs.shape[0]} of {len(dataset)} clips could not be read")
+    return probs
