@@ -236,3 +236,26 @@ def test_topk_command_on_an_esc50_like_corpus_gives_one_hit_per_clip_on_the_soun
                 centre_s = sum(hit["seconds_range"]) / 2
                 a, b = int((centre_s - 0.02) * sr), int((centre_s + 0.02) * sr)
                 assert b > 0 and a < wav.shape[-1] and float(wav[:, max(a, 0):b].abs().max()) > 0.01, hit
+
+
+def test_topk_command_reports_units_without_hits_and_silent_clips(setup, capsys):
+    root, _ = setup
+    dead = tiny_cnn(0)
+    with torch.no_grad():
+        dead.features.bn1.bias[2] = -1e3  # conv1 unit 2 is 0 everywhere
+    save_checkpoint(root / "dead.pt", {"kind": "model", "model": dead.state_dict(), "model_config": dead.config.to_dict(),
+                                       "labels": ["a", "b"], "epoch": 1, "train_config": {"clip_s": 0.5}})
+    sf.write(root / "silence.wav", np.zeros(SR // 2, dtype=np.float32), SR)
+    with open(root / "m.jsonl", "a") as f:
+        f.write(json.dumps({"audio_filepath": "silence.wav", "label": "a"}) + "\n")
+    rc = main(["topk", "--checkpoint", str(root / "dead.pt"), "--manifest", str(root / "m.jsonl"), "--layers", "conv1",
+               "--k", "3", "--device", "cpu", "--no-progress", "-o", str(root / "dead_topk")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "conv1: no activation above zero on the real, non-silent frames of any clip: unit(s) 2" in printed
+    assert "conv1: 1 of 4 clips have no non-silent frames and were left out" in printed
+    unit = json.loads((root / "dead_topk" / "index.json").read_text())["layers"]["conv1"]["units"][2]
+    assert unit == {"channel": 2, "n_hits": 0, "top": []}
+    rc = main(["topk", "--checkpoint", str(root / "dead.pt"), "--manifest", str(root / "m.jsonl"), "--layers", "conv1",
+               "--max-per-clip", "-1", "--device", "cpu", "-o", str(root / "x")])
+    assert rc == 2 and "--max-per-clip must be >= 1, or 0 for no limit; got -1" in capsys.readouterr().err

@@ -242,6 +242,10 @@ def test_bad_arguments(tmp_path):
         top_k(model, ds, "conv2", channels=[8], device="cpu", progress=False)
     with pytest.raises(ValueError, match="k must be"):
         top_k(model, ds, "conv2", k=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"max_per_clip must be a positive int or None \(no limit\), got 0"):
+        top_k(model, ds, "conv2", max_per_clip=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"silence_db must be >= 0 dB or None"):
+        top_k(model, ds, "conv2", silence_db=-3, device="cpu", progress=False)
 
 
 def test_top_k_with_a_projector_uses_its_mode_and_agrees_with_the_function(tmp_path):

@@ -1,18 +1,24 @@
 """Top-k activations of each unit over a dataset, each projected back to the input (Zeiler & Fergus Fig. 2).
 
 :func:`top_k` runs one batched pass without gradients over the dataset, keeping for every channel
-of a layer its ``k`` strongest activations over all examples *and* all feature-map positions
-(a running top-k merge: memory ``O(channels * k)`` plus the log-mel of the examples currently
-in some channel's top-k). Each kept ``(example, channel, position)`` is then projected with the
+of a layer its ``k`` strongest activations over all examples and feature-map positions (a running
+top-k merge: memory ``O(channels * k)`` plus the log-mel of the examples currently in some
+channel's top-k). Each kept ``(example, channel, position)`` is then projected with the
 :class:`~audioconv.interpret.projector.Projector` and cropped to the position's receptive field, next
 to the input patch under that receptive field.
+
+What counts as a hit (real corpora are full of long, zero-padded clips): an activation above zero,
+at a position whose receptive field is centred on a real (unpadded), non-silent frame
+(:mod:`audioconv.interpret.frames`), and by default at most one per clip (``max_per_clip``), so
+the k hits of a unit show k different clips instead of k neighbouring positions of one.
 
 The scan runs the model up to the layer along the projector's traced path
 (:class:`~audioconv.interpret.traced.TracedModel`), so any model the projector accepts works: a model
 with a LogMel ``frontend`` scans a dataset of waveforms, a plain CNN a dataset of log-mel items.
 
 Ordering: descending activation; ties are broken by lower example index, then lower feature-map
-row ``f``, then column ``t`` — the same order a stable sort of all activations would give.
+row ``f``, then column ``t`` — the same order a stable sort of all hits would give; with
+``max_per_clip`` each clip's best positions are chosen in that same order first.
 """
 from __future__ import annotations
 
