@@ -314,6 +314,17 @@ def _summary_rows(run_dir: Path, checkpoint: Path, config: dict, metrics: list[d
     return rows
 
 
+def _mistakes_note(ds, probs: np.ndarray, shown: int, unknown: int) -> str:
+    n_wrong = int((probs.argmax(axis=1) != np.asarray(ds.targets)).sum())
+    note = f"{n_wrong} of {len(ds)} test clips misclassified"
+    if n_wrong > shown:
+        note += f"; the {shown} most confident mistakes"
+    if unknown:
+        note += f". {unknown} clips with labels the model does not know were left out"
+    return note + (f". Audio: each clip as the model heard it ({ds.clip_s:g} s at {ds.sample_rate} Hz, centre crop "
+                   f"or zero padding).")
+
+
 def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, checkpoint=None, test=None,
                      test_split: str | None = None, interpretation=(), device: str = "auto",
                      max_misclassified: int = 24, train_flags=None, progress: bool = True) -> ReportContent:
@@ -345,14 +356,7 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
         content.evaluation = result
         content.confusion_png = plot_confusion(result, media_dir / "confusion.png")
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
-        n_wrong = int((probs.argmax(axis=1) != np.asarray(ds.targets)).sum())
-        content.misclassified_note = (f"{n_wrong} of {len(ds)} test clips misclassified"
-                                      + (f"; the {len(content.misclassified)} most confident mistakes" if n_wrong > len(
-                                          content.misclassified) else "")
-                                      + (f". {result['unknown']} clips with labels the model does not know were left "
-                                         f"out" if result["unknown"] else "")
-                                      + f". Audio: each clip as the model heard it ({ds.clip_s:g} s at {ds.sample_rate} Hz, "
-                                        f"centre crop or zero padding).")
+        content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
     else:
         content.notes.append(f"No test evaluation: {found}.")
     content.layers, content.convergence_png = find_interpretation([run_dir, *interpretation])
