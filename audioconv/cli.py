@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-COMMANDS = ["manifest", "augment", "train", "cv", "evaluate", "project", "topk", "evolve", "demo"]
+COMMANDS = ["manifest", "augment", "train", "cv", "evaluate", "predict", "project", "topk", "evolve", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

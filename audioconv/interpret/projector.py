@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.interpret.frames import allowed_positions
 from audioconv.interpret.receptive_field import receptive_field_boxes
 from audioconv.interpret.rules import MODES, Path, Signal
 from audioconv.interpret.traced import TracedModel
@@ -154,7 +155,8 @@ class Projector:
 
     # ---- projection ---------------------------------------------------------------------------
     def project(self, inputs, layer: str, channels=None, position="max", *, batch_size: int = 64,
-                progress: bool = True, crop: bool | None = None, input_kind: str = "auto") -> Projection:
+                progress: bool = True, crop: bool | None = None, input_kind: str = "auto",
+                frames=None) -> Projection:
         """Project K units of ``layer`` for each input.
 
         Args:
@@ -171,6 +173,11 @@ class Projector:
             crop: compute single-position maps on the receptive-field crop (``True``), on the full
                 plane (``False``), or whichever is less work (``None``). The numbers are the same.
             input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"`` (see :meth:`to_logmel`).
+            frames: ``(B, T)`` bool over the input frames, for ``"max"`` (and the reported argmax of
+                ``"map"``): only positions whose receptive-field centre frame is ``True`` compete,
+                e.g. :func:`~audioconv.interpret.frames.active_frames` (real, non-silent frames).
+                ``None``: every position. The strongest allowed activation may be 0 (the unit is
+                silent there; its map is then all zero).
 
         Returns:
             :class:`Projection` (CPU tensors).
@@ -186,6 +193,7 @@ class Projector:
             C, H, W = fm0.shape[1:]
             chan = _channels(channels, B, C, layer).to(x.device)  # (B, K)
             seeding, pos = _positions(position, B, chan.shape[1], H, W, layer, x.device)
+            allowed = None if frames is None or pos is not None else _allowed(path, frames, B, (H, W), (F_, T_))
             if crop is None:  # the crop is exact either way; use it when it is less work
                 crop = _unit_elements(path, rec0, fm0, True) < _unit_elements(path, rec0, fm0, False)
             crop_now = seeding == "position" and bool(crop)
@@ -196,7 +204,8 @@ class Projector:
                 fwd = first if s == 0 else path.forward(x[s:e], self.mode)
                 first = None
                 m, a, p = self._project_chunk(path, fwd, x.shape[-2:], chan[s:e], seeding,
-                                              None if pos is None else pos[s:e], crop_now)
+                                              None if pos is None else pos[s:e], crop_now,
+                                              None if allowed is None else allowed[s:e])
                 maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
             positions = torch.cat(where)
             hz, seconds = self.traced.axes(F_, T_)
@@ -207,16 +216,19 @@ class Projector:
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
 
-    def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop):
-        """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions)."""
+    def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop, allowed=None):
+        """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions).
+
+        ``allowed`` ``(B, H, W)`` bool: the cells the argmax of ``"max"``/``"map"`` may pick (``None``: all)."""
         fm, records = forward
         B, K = chan.shape
         dev = fm.device
         bi = torch.arange(B, device=dev)[:, None]
         sel = fm[bi, chan]  # (B, K, H, W)
         H, W = sel.shape[-2:]
-        if pos is None:  # "max" or "map": argmax of each unit's map
-            flat = sel.flatten(2).argmax(-1)
+        if pos is None:  # "max" or "map": argmax of each unit's map (over the allowed cells)
+            cand = sel if allowed is None else sel.masked_fill(~allowed.to(dev)[:, None], float("-inf"))
+            flat = cand.flatten(2).argmax(-1)
             pos = torch.stack([flat // W, flat % W], dim=-1)
         acts = sel[bi, torch.arange(K, device=dev)[None], pos[..., 0], pos[..., 1]]  # (B, K)
         per_unit = _unit_elements(path, records, fm, crop)
@@ -242,6 +254,20 @@ class Projector:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def _allowed(path: Path, frames, B: int, feature_hw, input_hw) -> torch.Tensor:
+    """``frames`` ``(B, T)`` → the ``(B, H, W)`` cells a "max" position may take (ValueError when none)."""
+    frames = torch.as_tensor(frames)
+    if frames.dtype != torch.bool or frames.shape != (B, int(input_hw[1])):
+        raise ValueError(f"frames must be a (B={B}, T={int(input_hw[1])}) bool tensor, got {tuple(frames.shape)} "
+                         f"{frames.dtype}")
+    allowed = allowed_positions(path, frames.cpu(), feature_hw, input_hw)
+    empty = torch.nonzero(~allowed.flatten(1).any(1)).flatten().tolist()
+    if empty:
+        raise ValueError(f"input {empty[0]} has no position whose receptive field is centred on an allowed frame "
+                         f"(frames is False everywhere it matters)")
+    return allowed
+
+
 def _per_input(channels) -> bool:
     return isinstance(channels, torch.Tensor) and channels.dim() == 2
 
