@@ -8,6 +8,8 @@ import importlib
 import sys
 
 COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evolve", "demo"]
+COMMANDS += ["sanity"]
+COMMANDS += ["faithfulness"]
 
 
 def build_parser() -> argparse.ArgumentParser:
