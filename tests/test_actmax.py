@@ -36,7 +36,8 @@ def test_ascent_equals_an_independent_adam_loop():
     model = tiny_cnn(0).double()
     steps, lr, lam_s, lam_2, level, noise, seed = 25, 0.7, 0.03, 0.002, -40.0, 1.0, 3
     result = maximize_activation(model, Unit("conv2", 3), size=(16, 30), steps=steps, lr_db=lr, jitter=(0, 0),
-                                 smoothness=lam_s, l2=lam_2, noise_db=noise, seed=seed, device="cpu", progress=False)
+                                 smoothness=lam_s, l2=lam_2, start_db=level, noise_db=noise, bounds_db=(-80, 0),
+                                 seed=seed, device="cpu", progress=False)
     g = torch.Generator().manual_seed(seed)
     start = (level + noise * torch.randn(1, 1, 16, 30, generator=g, dtype=torch.float64)).clamp(-80, 0)
     x0 = start.clone().requires_grad_(True)
@@ -74,7 +75,9 @@ def test_the_result_excites_the_unit_far_more_than_random_or_flat_inputs():
     # measured: 0.71 against 0.22 for the best of 64 random inputs and 0.09 at the start
     assert result.score > 2.5 * random_best and result.score > 2.5 * max(flat_score, result.score_start)
     assert result.history["score"][-1] > result.history["score"][0]
-    assert float(result.logmel.min()) >= -80.0 and float(result.logmel.max()) <= 0.0  # bounds_db
+    # default bounds: the input BatchNorm's running mean −40 dB ± 3 × its std 20 dB
+    assert result.settings["start_db"] == pytest.approx(-40.0) and result.settings["bounds_db"] == pytest.approx([-100, 20])
+    assert float(result.logmel.min()) >= -100.0 and float(result.logmel.max()) <= 20.0
 
 
 def test_the_smoothness_prior_and_the_l2_term_do_what_they_say():
@@ -86,6 +89,19 @@ def test_the_smoothness_prior_and_the_l2_term_do_what_they_say():
     assert smooth.score > smooth.score_start  # the ascent still makes progress
     near = maximize_activation(model, 1, smoothness=0.0, l2=1.0, **common)
     assert float((near.logmel + 40).abs().mean()) < 0.3 * float((rough.logmel + 40).abs().mean())
+
+
+def test_start_and_bounds_come_from_a_reference_batch():
+    model = tiny_cnn(0)
+    ref = torch.randn(3, 1, 16, 30, generator=torch.Generator().manual_seed(0)) * 5 - 20
+    r = maximize_activation(model, 1, reference=ref, size=(16, 30), steps=5, device="cpu", progress=False)
+    assert r.settings["start_db"] == pytest.approx(float(ref.double().mean()))
+    assert r.settings["bounds_db"] == pytest.approx([float(ref.min()), float(ref.max())])
+    assert float(r.logmel.min()) >= float(ref.min()) and float(r.logmel.max()) <= float(ref.max())
+    r = maximize_activation(model, 1, reference=ref, start_db=-30.0, bounds_db=(-60, 10), size=(16, 30), steps=5,
+                            noise_db=0.0, device="cpu", progress=False)
+    assert r.settings["start_db"] == -30.0 and r.settings["bounds_db"] == [-60.0, 10.0]
+    assert torch.equal(r.start, torch.full((16, 30), -30.0))
 
 
 def test_a_seed_makes_it_deterministic():

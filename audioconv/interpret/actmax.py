@@ -18,10 +18,14 @@ noise), each step maximises
   so with ``λ_s = 0.05`` a cell 5 dB above its four neighbours is pulled back as hard as the score pushes;
 * ``L2(x) = ½ Σ (x − x₀)²`` (dB², :func:`l2_penalty`, ``x₀`` the flat start level): stay near the start.
 
-Steps are Adam updates of ``lr_db`` dB; after each, ``x`` is clipped to ``bounds_db`` (for a model
-with a LogMel front end, by default its dynamic range ``[−top_db, 0]`` dB around a start level of
-``−top_db / 2``). Randomness (start noise, jitter) comes from one ``torch.Generator`` seeded with
-``seed``: the same seed gives the same result on the same device.
+Steps are Adam updates of ``lr_db`` dB; after each, ``x`` is clipped to ``bounds_db``. Where the
+input lives is a property of the training data, not of the front end (dB re full-scale power:
+the demo's clips span about −51 … +38 dB), so the start level and the bounds come from, in order:
+the arguments; a ``reference`` batch of real inputs (its mean; its min and max); the running
+statistics of a ``BatchNorm2d`` that normalises the input first (the built-in model's
+``input_norm``: mean, and mean ± 3 std); else 0 dB and no bounds. Randomness (start noise, jitter)
+comes from one ``torch.Generator`` seeded with ``seed``: the same seed gives the same result on the
+same device.
 
 :func:`actmax_audio` makes the result audible: the log-mel is inverted by the front end
 (:meth:`~audioconv.features.LogMel.db_to_waveform`: mel → linear magnitude by non-negative least
@@ -89,9 +93,33 @@ class ActMaxResult:
                 "score_history": [float(v) for v in self.history.get("score", [])]}
 
 
-def _defaults(traced: TracedModel, size, start_db, bounds_db):
-    """(F, T), start level (dB), bounds (lo, hi) or None, from the model's front end when not given."""
-    fe = traced.frontend
+def _input_statistics(traced: TracedModel, size: tuple[int, int]):
+    """(mean, std) in dB from the running statistics of a 1-channel BatchNorm2d that the log-mel input
+    enters first (the built-in model's ``input_norm``), or ``None``."""
+    x = torch.zeros(1, 1, *size, dtype=traced.dtype, device=traced.device)
+    found = []
+
+    def hook(module, args):
+        if args and args[0] is x and not found:
+            found.append(module)
+
+    bns = [m for m in traced.model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == 1
+           and m.running_mean is not None]
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    try:
+        with torch.no_grad(), eval_mode(traced.model):
+            traced.entry(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        return None
+    bn = found[0]
+    return float(bn.running_mean[0]), float(bn.running_var[0].clamp_min(0).sqrt())
+
+
+def _defaults(traced: TracedModel, size, start_db, bounds_db, reference):
+    """(F, T), start level (dB), bounds (lo, hi) or None (module docstring: where they come from)."""
     if size is None:
         size = traced.default_size
         if size is None:
@@ -99,17 +127,22 @@ def _defaults(traced: TracedModel, size, start_db, bounds_db):
     F_, T_ = (int(v) for v in size)
     if F_ < 1 or T_ < 1:
         raise ValueError(f"size must be two positive ints (n_mels, frames), got {size!r}")
-    top = fe.config.top_db if fe is not None else None
-    if start_db is None:
-        start_db = -top / 2 if top is not None else 0.0
-    if bounds_db is None and top is not None:
-        bounds_db = (-float(top), 0.0)
-    if bounds_db is not None:
-        lo, hi = (float(v) for v in bounds_db)
+    level, bounds = 0.0, None
+    if reference is not None:
+        ref = traced.to_logmel(reference).double()
+        level, bounds = float(ref.mean()), (float(ref.min()), float(ref.max()))
+    else:
+        stats = _input_statistics(traced, (F_, T_))
+        if stats is not None:
+            level, bounds = stats[0], (stats[0] - 3 * stats[1], stats[0] + 3 * stats[1])
+    level = float(start_db) if start_db is not None else level
+    bounds = bounds_db if bounds_db is not None else bounds
+    if bounds is not None:
+        lo, hi = (float(v) for v in bounds)
         if not lo < hi:
-            raise ValueError(f"bounds_db must be (low, high) with low < high, got {bounds_db!r}")
-        bounds_db = (lo, hi)
-    return (F_, T_), float(start_db), bounds_db
+            raise ValueError(f"bounds_db must be (low, high) with low < high, got {bounds!r}")
+        bounds = (lo, hi)
+    return (F_, T_), level, bounds
 
 
 def _check(steps, lr_db, jitter, smoothness, l2):
@@ -130,7 +163,7 @@ def _check(steps, lr_db, jitter, smoothness, l2):
 
 def maximize_activation(model: torch.nn.Module, target, *, size=None, steps: int = 200, lr_db: float = 1.0,
                         jitter=(1, 4), smoothness: float = 0.05, l2: float = 0.0, start_db: float | None = None,
-                        noise_db: float = 1.0, bounds_db=None, seed: int = 0,
+                        noise_db: float = 3.0, bounds_db=None, reference=None, seed: int = 0,
                         device: str | torch.device | None = None, progress: bool = True) -> ActMaxResult:
     """Regularised gradient ascent on a log-mel input for one unit or class (module docstring).
 
@@ -143,10 +176,11 @@ def maximize_activation(model: torch.nn.Module, target, *, size=None, steps: int
         steps: Adam steps; lr_db: step size in dB.
         jitter: ``(freq_bins, frames)`` largest random circular shift per step (``(0, 0)``: none).
         smoothness: ``λ_s``, weight of :func:`smoothness_penalty`; l2: ``λ_2``, of :func:`l2_penalty`.
-        start_db: the flat start level (default ``−top_db/2`` with a LogMel front end, else 0).
+        start_db: the flat start level in dB (default: see the module docstring).
         noise_db: std of the seeded Gaussian noise added to the start.
-        bounds_db: ``(low, high)`` clip after each step (default ``(−top_db, 0)`` with a front end,
-            else none).
+        bounds_db: ``(low, high)`` dB clip after each step (default: see the module docstring).
+        reference: real inputs (waveforms or log-mel, as the projector takes them) whose mean
+            is the start level and whose min / max are the bounds, unless those are given.
         seed: seeds the start noise and the jitter.
         device: where to compute; progress: a tqdm bar over the steps.
 
@@ -157,7 +191,7 @@ def maximize_activation(model: torch.nn.Module, target, *, size=None, steps: int
         raise ValueError(f"target must be one Unit or one class index, got {target!r}")
     jf, jt = _check(steps, lr_db, jitter, smoothness, l2)
     traced = TracedModel(model, device)
-    (F_, T_), level, bounds = _defaults(traced, size, start_db, bounds_db)
+    (F_, T_), level, bounds = _defaults(traced, size, start_db, bounds_db, reference)
     g = torch.Generator().manual_seed(int(seed))
     start = (level + float(noise_db) * torch.randn(1, 1, F_, T_, generator=g, dtype=torch.float64)).to(traced.dtype)
     start = start.to(traced.device) if bounds is None else start.clamp(*bounds).to(traced.device)
