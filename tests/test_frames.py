@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audioconv.features import LogMel
-from audioconv.interpret.frames import active_frames, allowed_positions, centre_frames
+from audioconv.interpret.frames import active_frames, centre_frames
 from audioconv.interpret.projector import Projector
 from audioconv.interpret.receptive_field import receptive_field
 

@@ -224,7 +224,7 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
         trained = fit(cfg, progress=progress)
     with _stage(log, timings, "evaluate"):
         result = evaluate(run_dir / "best.pt", manifests["test"], device=str(dev), progress=progress)
-        confusion_png = plot_confusion(result, figures / "confusion.png")
+        confusion_png = save_figure(plot_confusion(result), figures / "confusion.png", dpi=100)
         write_json(figures / "evaluation.json", result)
     with _stage(log, timings, "top-k"):
         test = _load_test_set(run_dir / "best.pt", manifests["test"], dev)

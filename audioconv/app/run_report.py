@@ -28,7 +28,6 @@ import os
 import shlex
 import statistics
 import tempfile
-from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -333,6 +332,7 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
 
     Args: see :func:`write_run_report`.
     """
+    from audioconv.app.figures import save_figure
     from audioconv.plots.confusion import plot_confusion
 
     run_dir, media_dir = Path(run_dir), Path(media_dir)
@@ -354,7 +354,7 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     if test_path is not None:
         result, ds, probs, labels = _evaluate(checkpoint, test_path, split, device, progress)
         content.evaluation = result
-        content.confusion_png = plot_confusion(result, media_dir / "confusion.png")
+        content.confusion_png = save_figure(plot_confusion(result), media_dir / "confusion.png", dpi=100)
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
         content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
     else:

@@ -57,6 +57,7 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
+    from audioconv.app.figures import save_figure
     from audioconv.plots.confusion import plot_confusion
     from audioconv.training.evaluate import evaluate
 
@@ -69,7 +70,7 @@ def run(args) -> int:
     # the result first, so that a picture that cannot be written (a read-only run folder) loses nothing
     print(json.dumps(result, indent=1) if args.json else format_table(result), flush=True)
     if png is not None:
-        plot_confusion(result, png)
+        save_figure(plot_confusion(result), png, dpi=100)
         if not args.json:
             print(f"\nconfusion matrix picture: {png}")
     return 0
