@@ -7,7 +7,9 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evolve", "demo"]
+COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evolve", "demo",
+            "shards",
+            "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
