@@ -60,6 +60,7 @@ def test_shards_hold_the_files_bytes_and_metadata_within_max_size(tones):
     for entry in index["shards"]:
         path = root / "sh" / entry["name"]
         assert path.stat().st_size == entry["bytes"] <= 40 * 1024  # the index's size is the file's, under --max-size
+        assert path.read_bytes()[156:157] == b"0"  # plain USTAR members: no PAX header blocks to parse
         with tarfile.open(path) as tar:
             names = tar.getnames()
             assert names == sorted(names) and len(names) == 2 * entry["clips"]
@@ -249,3 +250,22 @@ def test_two_processes_two_workers_see_every_clip_once_per_epoch(tones, tmp_path
         assert sorted(seen) == every  # every clip exactly once per epoch, across the two processes
     assert ranks[0]["summary"]["state_sha1"] == ranks[1]["summary"]["state_sha1"]
     assert ranks[0]["summary"]["final"]["val_clips"] == 24
+
+
+def test_a_clip_that_does_not_decode_is_named_or_skipped(tones, tmp_path):
+    write_shards(write_manifest(tmp_path / "m.jsonl", read_manifest(tones["corpus"]["test"])[:5]),
+                 str(tmp_path / "s-%06d.tar"))
+    with tarfile.open(tmp_path / "s-000000.tar") as tar:  # the same shard with clip 2's audio replaced by junk
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tmp_path / "s-000000.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for m, data in members:
+            data = b"not audio at all" if m.name == "000000002.wav" else data
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    spec = str(tmp_path / "s-000000.tar")
+    with pytest.raises(ValueError, match=r"cannot decode audio data .*s-000000\.tar:000000002: .*Format not recognised"):
+        list(ShardLoader(ShardClips(spec, SAMPLE_RATE, CLIP_S, shuffle=False), 0, 4))
+    ds = ShardClips(spec, SAMPLE_RATE, CLIP_S, shuffle=False, skip_bad=True)
+    with pytest.warns(UserWarning, match="skipping bad clip"):
+        sizes = [x.shape[0] for x, _, _ in ShardLoader(ds, 0, 4)]
+    assert sizes == [3, 1] and list(ds.skipped) == [f"{spec}[2]"]

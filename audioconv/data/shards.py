@@ -145,7 +145,7 @@ class _Sink:
             self.close()
             path = self.pattern % len(self.written)
             tar = self.stack.enter_context(atomic_write(path, "wb"))
-            self.writer = _wds().TarWriter(tar, encoder=False, mtime=0.0)
+            self.writer = _wds().TarWriter(tar, encoder=False, mtime=0)  # an int: a float mtime adds a PAX header per member
             self.written.append({"name": Path(path).name, "clips": 0, "bytes": 0, "seconds": 0.0})
         self.writer.write({"__key__": key, **members})
         self.payload += size
@@ -567,7 +567,9 @@ class ShardClips(torch.utils.data.IterableDataset):
                 raise
             self._failed[sample["__index__"]] = 1
             self._reasons[sample["__index__"]] = str(e)
-            warnings.warn(f"skipping bad clip {e}", stacklevel=2)
+            from audioconv.data.dataset import SkippedClipWarning
+
+            warnings.warn(f"skipping bad clip {e}", SkippedClipWarning, stacklevel=2)
             return None
 
     def _piece(self, worker: int, number: int, items: list) -> tuple:
