@@ -16,8 +16,8 @@ import os
 import sys
 import warnings
 
-COMMANDS = ["manifest", "augment", "train", "cv", "evaluate", "predict", "project", "topk", "evolve", "sanity",
-            "faithfulness", "report", "demo"]
+COMMANDS = ["manifest", "shards", "augment", "train", "cv", "evaluate", "predict", "export", "project", "topk",
+            "evolve", "sanity", "faithfulness", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

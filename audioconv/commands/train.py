@@ -21,7 +21,7 @@ multi-node: run on every node
 _FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
            "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
-           "skip_bad", "deterministic", "overwrite", "model", "width")
+           "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer")
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -48,8 +48,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     data = p.add_argument_group("data")
-    data.add_argument("--train", help="training manifest (JSONL)")
-    data.add_argument("--val", help="validation manifest (JSONL); optional")
+    data.add_argument("--train", help="training manifest (JSONL), or WebDataset shards written by `audioconv shards`: "
+                                      "'DIR/train-{000000..000123}.tar'")
+    data.add_argument("--val", help="validation manifest (JSONL), or shards when --train names shards; optional")
     data.add_argument("--manifest", help="one manifest whose 'split' key says train / validation (instead of --train/--val)")
     data.add_argument("--train-split", help="with --manifest: the split(s) to train on, comma list (default train)")
     data.add_argument("--val-split", help="with --manifest: the split(s) to validate on, comma list, or none "
@@ -57,6 +58,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     data.add_argument("--out", help=f"run folder (default {d.out})")
     data.add_argument("--clip-s", type=float, help=f"clip length in seconds, crop or zero-pad (default {d.clip_s})")
     data.add_argument("--sample-rate", type=int, help=f"Hz; clips are resampled (default {d.sample_rate})")
+    data.add_argument("--shuffle-buffer", type=int, help=f"shards: clips each DataLoader worker holds to shuffle "
+                      f"its stream (default {d.shuffle_buffer})")
     data.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable clips (counted) instead of stopping")
     model = p.add_argument_group("model")
     model.add_argument("--model", metavar="SPEC",

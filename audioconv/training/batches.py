@@ -236,6 +236,11 @@ def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.devic
         ValueError: an empty training or validation set, one class only, validation labels that
             training lacks, or labels that differ from ``labels``.
     """
+    from audioconv.training.shard_data import build_shard_data, uses_shards
+
+    if uses_shards(cfg):  # WebDataset shards: --train 'DIR/train-{000000..000123}.tar'
+        workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
+        return build_shard_data(cfg, info, device, workers, labels)
     train_ds, val_ds, labels = _datasets(cfg, labels)
     workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
     sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,

@@ -30,6 +30,8 @@ class TrainConfig:
     ``train_split`` / ``val_split`` (each a tuple of split names, e.g. ``("fold1", "fold2", "fold3",
     "fold4")``; a string ``"fold1,fold2"`` is accepted; ``val_split=()`` trains without validation).
     ``val`` may be left out (then ``best.pt`` is the last epoch).
+    ``train``/``val`` may name WebDataset shards instead (``DIR/train-{000000..000123}.tar``,
+    :mod:`audioconv.training.shard_data`), shuffled by each DataLoader worker in a buffer of ``shuffle_buffer`` clips.
     Model: ``model`` is ``"cnn"`` (:class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`:
     ``channels`` per conv block, ``activation``, ``dropout`` before the head), ``"bcresnet"``
     (:class:`~audioconv.models.bcresnet.BCResNet`; ``dropout`` on each block's temporal feature) or
@@ -61,6 +63,7 @@ class TrainConfig:
     sample_rate: int = 16000
     clip_s: float = 1.0
     skip_bad: bool = False
+    shuffle_buffer: int = 1000
     # model
     model: str = "cnn"
     width: float | None = None
@@ -162,6 +165,8 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if self.best_metric not in ("val_macro_f1", "val_accuracy"):
             raise ValueError(f"best_metric must be 'val_macro_f1' or 'val_accuracy', got {self.best_metric!r}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 clips, got {self.shuffle_buffer}")
         if self.checkpoint_every_steps < 0 or self.threads < 0 or self.workers < -1:
             raise ValueError(f"checkpoint_every_steps and threads must be >= 0, workers >= -1; got "
                              f"{self.checkpoint_every_steps}, {self.threads}, {self.workers}")
