@@ -9,10 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audioconv.augment import (AddNoise, Augmentation, BatchMix, Compose, Gain, OneOf, PolarityInversion, RandomEQ,
-                               Reverb, SpeedPerturb, TimeShift, chain_from_config, chain_to_config, default_chain,
-                               describe_example, load_chain, params_from_json, params_select, params_to_json,
-                               save_chain)
+from audioconv.augment import (AddEvents, AddNoise, Augmentation, BandPass, BandStop, BatchMix, BitCrush, Clip, Codec,
+                               Compose, Distortion, Gain, GainTransition, HighPass, LowPass, OneOf, PitchShift,
+                               PolarityInversion, RandomEQ, Reverb, SpeedPerturb, TimeMask, TimeShift, TimeStretch,
+                               chain_from_config, chain_to_config, default_chain, describe_example, load_chain,
+                               params_from_json, params_select, params_to_json, save_chain)
 
 SR = 8000
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -30,6 +31,21 @@ def builders(p: float) -> dict:
         "speed": lambda: SpeedPerturb(SR, factors=(0.9, 1.1), p=p),
         "compose": lambda: Compose([Gain((1, 6), p=1.0), PolarityInversion(p=1.0)], p=p),
         "oneof": lambda: OneOf([Gain((1, 6), p=1.0), TimeShift(SR, (0.002, 0.01), p=1.0)], p=p),
+        "pitch": lambda: PitchShift(SR, semitones=(1, 4), p=p),
+        "stretch": lambda: TimeStretch(SR, rate=(1.1, 1.25), p=p),
+        "lowpass": lambda: LowPass(SR, cutoff_hz=(500, 2000), p=p),
+        "highpass": lambda: HighPass(SR, cutoff_hz=(200, 1000), p=p),
+        "bandpass": lambda: BandPass(SR, centre_hz=(300, 1500), p=p),
+        "bandstop": lambda: BandStop(SR, centre_hz=(300, 1500), p=p),
+        "clip": lambda: Clip(threshold_db=(-12, -3), p=p),
+        "clip_percentile": lambda: Clip(percentile=(5, 20), p=p),
+        "distortion": lambda: Distortion(drive_db=(0, 12), p=p),
+        "bitcrush": lambda: BitCrush(bits=(2, 4), p=p),
+        "codec": lambda: Codec(SR, formats=("mulaw", "alaw", "gsm", "vorbis", "mp3"), p=p),
+        "events": lambda: AddEvents(SR, background=signal((2, 3000), torch.float32, "cpu", seed=5), n=(1, 3),
+                                    snr_db=(0, 10), duration_s=(0.01, 0.05), p=p),
+        "fade": lambda: GainTransition(SR, gain_db=(-12, -3), duration_s=(0.01, 0.2), p=p),
+        "time_mask": lambda: TimeMask(SR, max_s=0.03, min_s=0.005, n=(1, 3), p=p),
     }
 
 
@@ -108,7 +124,7 @@ def test_different_examples_get_different_draws(name):
         assert distinct > 1 and (distinct == 64 or name in ("speed",)), (name, values)
     x = signal((64, 1, 256), torch.float32, "cpu")
     y = aug(x, generator=torch.Generator().manual_seed(3))
-    if name not in ("polarity", "speed"):
+    if name not in ("polarity", "speed", "bitcrush"):  # bitcrush: 3 bit depths for 64 examples
         assert torch.unique((y - x).reshape(64, -1), dim=0).shape[0] == 64
 
 
@@ -354,7 +370,7 @@ def test_a_batch_equals_its_examples_one_by_one(name):
     y = aug.apply(x, params, lengths)
     # RandomEQ's FIR is as long as the batch's sharpest section needs (ringing held to -80 dB), so
     # an example on its own may get a shorter one: equal to that precision of the 0.1-RMS signal
-    atol = 1e-4 if name == "eq" else 1e-6
+    atol = 1e-4 if name in ("eq", "lowpass", "highpass", "bandpass", "bandstop") else 1e-6
     for b in range(7):
         one = aug.apply(x[b:b + 1], params_select(params, b), lengths[b:b + 1])
         torch.testing.assert_close(y[b:b + 1], one, atol=atol, rtol=1e-5)

@@ -11,7 +11,7 @@ from typing import Callable
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_convolve", "colored_noise", "noise_bank",
+__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "colored_noise", "noise_bank",
            "shared_noise_bank", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
@@ -100,20 +100,23 @@ def fast_length(n: int) -> int:
 CHUNK_SAMPLES = 2 ** 19  # on the CPU, convolve this many transform samples at a time (cache-sized)
 
 
-def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
-                 finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
-    """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
+def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_fft: int, keep: int | None = None,
+               finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Filter the rows of ``x`` ``(B, ..., T)`` by a frequency response, by FFT at length ``n_fft``.
 
-    Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
-    wraps around. (``torchaudio.functional.fftconvolve`` transforms
-    at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
-    first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
-    ``x`` ``(B, C, T)``. On the CPU the rows go through in slices of about ``CHUNK_SAMPLES``
-    transform samples: each slice is read from ``x``, transformed, finished and written out while
-    it is in cache, so a large batch is streamed through memory once.
+    ``y = irfft(rfft(x, n_fft) * response(start, stop), n_fft)``: a circular convolution, linear
+    as long as ``n_fft`` holds the signal and the filter's impulse response (``T`` plus its
+    ringing; for a zero-phase response, its ringing on either side). On the CPU the rows go
+    through in slices of about ``CHUNK_SAMPLES`` transform samples: each slice is read from ``x``,
+    transformed, finished and written out while it is in cache, so a large batch is streamed
+    through memory once.
 
     Args:
-        keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
+        response (callable): ``response(start, stop)`` -> the response of rows ``start:stop`` on
+            the ``n_fft // 2 + 1`` real-FFT bins, real or complex, broadcastable to
+            ``(stop - start, ..., n_fft // 2 + 1)`` (a leading 1 for all rows alike).
+        n_fft (int): transform length.
+        keep (int or None): keep only the first ``keep`` output samples (default ``T``).
         finish (callable or None): ``finish(y, x_rows, start, stop) -> y`` post-processes the
             results ``y`` of rows ``start:stop`` (e.g. a gain per row, a crop) before they are
             written; ``x_rows`` are those rows of ``x``.
@@ -121,21 +124,19 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
     Returns:
         ``(B, ..., keep)`` (after ``finish``), new memory.
     """
-    full = x.shape[-1] + h.shape[-1] - 1
-    keep = full if keep is None else min(keep, full)
-    n = fast_length(full)
+    keep = x.shape[-1] if keep is None else min(keep, n_fft)
     count = step = x.shape[0]
     if x.device.type == "cpu":
-        step = max(1, CHUNK_SAMPLES // (n * max(1, x[0].numel() // x.shape[-1])))
+        step = max(1, CHUNK_SAMPLES // (n_fft * max(1, x[0].numel() // x.shape[-1])))
     if count == 0:
         return x.new_empty((0,) + x.shape[1:-1] + (keep,))
     out = None
     for start in range(0, count, step):
         stop = min(start + step, count)
         xs = x[start:stop]
-        spectrum = torch.fft.rfft(xs, n=n)
-        spectrum *= torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
-        y = torch.fft.irfft(spectrum, n=n)[..., :keep]
+        spectrum = torch.fft.rfft(xs, n=n_fft)
+        spectrum *= response(start, stop)
+        y = torch.fft.irfft(spectrum, n=n_fft)[..., :keep]
         if finish is not None:
             y = finish(y, xs, start, stop)
         if stop == count and out is None:  # one slice: return it as it is
@@ -144,6 +145,33 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
             out = y.new_empty((count,) + y.shape[1:])
         out[start:stop] = y
     return out
+
+
+def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
+                 finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
+
+    Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
+    wraps around. (``torchaudio.functional.fftconvolve`` transforms
+    at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
+    first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
+    ``x`` ``(B, C, T)``. The rows go through ``fft_filter`` (in cache-sized slices on the CPU),
+    each slice of ``h`` transformed with its rows.
+
+    Args:
+        keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
+        finish (callable or None): as in ``fft_filter``.
+
+    Returns:
+        ``(B, ..., keep)`` (after ``finish``), new memory.
+    """
+    full = x.shape[-1] + h.shape[-1] - 1
+    n = fast_length(full)
+
+    def response(start: int, stop: int) -> torch.Tensor:
+        return torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
+
+    return fft_filter(x, response, n, keep=full if keep is None else min(keep, full), finish=finish)
 
 
 def colored_noise(white: torch.Tensor, slope_db_per_octave: float, flat_below_bin: float | None = None) -> torch.Tensor:

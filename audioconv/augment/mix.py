@@ -60,3 +60,6 @@ class BatchMix(Augmentation):
                      t[:, None, :]]  # (B, C, T): the partners, shifted
         y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"])
         return keep_padding(y, work, lengths).to(x.dtype)
+
+    def describe(self, params, index):
+        return f"SIR {float(params['snr_db'][index]):.1f} dB"

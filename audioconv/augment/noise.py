@@ -84,3 +84,7 @@ class AddNoise(Augmentation):
     def _transform(self, x, params, lengths):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
         return add_at_snr(x, noise, params["snr_db"], lengths)
+
+    def describe(self, params, index):
+        source = f"clip {int(params['noise_index'][index])}, " if "noise_index" in params else ""
+        return f"{source}SNR {float(params['snr_db'][index]):.1f} dB"

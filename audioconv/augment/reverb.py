@@ -160,3 +160,8 @@ class Reverb(Augmentation):
             return wet * gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None]
 
         return fft_convolve(x, rir[:, None, :], keep=latest + time, finish=finish)
+
+    def describe(self, params, index):
+        if "rir_index" in params:
+            return f"RIR {int(params['rir_index'][index])}"
+        return f"RT60 {float(params['rt60_s'][index]):.2f} s"
