@@ -411,3 +411,39 @@ def test_describe_example_names_what_each_example_got():
     assert describe_example(chain, params, 0) == "gain+noise"
     assert describe_example(chain, params, 1) == "reverb+BatchMix"
     assert describe_example(chain, params, 2) == "unchanged"
+
+
+@pytest.mark.parametrize("name", NAMES + ["batch_mix"])
+def test_non_finite_samples_raise_naming_the_examples(name):
+    """NaN or inf in a batch is an error naming the examples, before any transform could spread it
+    over the clip (FFT filters) or to another example (BatchMix)."""
+    aug = BatchMix(p=1.0) if name == "batch_mix" else builders(1.0)[name]()
+    x = signal((5, 2, 400), torch.float32, "cpu")
+    x[1, 0, 7] = float("nan")
+    x[3, 1, 0] = float("-inf")
+    with pytest.raises(ValueError, match=r"2 of 5 example\(s\) \(index 1, 3\)"):
+        aug(x, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"index 1, 3"):
+        aug.apply(x, aug.sample(5, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match=r"1 of 1 example\(s\) \(index 0\)"):
+        aug(x[1, 0], generator=torch.Generator().manual_seed(0))
+
+
+def test_finite_samples_whose_sum_overflows_pass_the_check():
+    x = torch.full((2, 1, 100), 3e38)
+    assert torch.equal(PolarityInversion(p=1.0)(x), -x)
+
+
+def test_describe_example_with_the_drawn_values():
+    chain = Compose([Gain(gain_db=3.0), OneOf([Reverb(SR), AddNoise()]), PitchShift(SR), LowPass(SR)])
+    params = {"apply": torch.tensor([True, True]),
+              "0.Gain": {"apply": torch.tensor([True, False]), "gain_db": torch.tensor([-4.06, 0.0])},
+              "1.OneOf": {"apply": torch.tensor([True, True]), "choice": torch.tensor([1, 0]),
+                          "0.Reverb": {"apply": torch.tensor([False, True]), "rt60_s": torch.tensor([0.0, 0.4213])},
+                          "1.AddNoise": {"apply": torch.tensor([True, False]), "snr_db": torch.tensor([12.34, 0.0])}},
+              "2.PitchShift": {"apply": torch.tensor([True, False]), "semitones": torch.tensor([-2.26, 0.0])},
+              "3.LowPass": {"apply": torch.tensor([False, True]), "cutoff_hz": torch.tensor([0.0, 2500.4]),
+                            "order": torch.tensor([2, 3])}}
+    assert describe_example(chain, params, 0, values=True) == "gain -4.1 dB, noise SNR 12.3 dB, pitch -2.3 semitones"
+    assert describe_example(chain, params, 1, values=True) == "reverb RT60 0.42 s, low-pass 2500 Hz, 18 dB/oct"
+    assert describe_example(chain, params, 0) == "gain+noise+pitch"

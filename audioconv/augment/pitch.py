@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, uniform
+from .dsp import gain_to_power, mean_power
 from .validation import check_range, check_sample_rate
 from .vocoder import istft, shift_frames, stft, stft_size
 
@@ -19,7 +20,9 @@ class PitchShift(Augmentation):
     with a different shift per example, is one set of tensor operations on any device, and the
     timing of every event is unchanged (no resampling, no time stretch). Like every phase
     vocoder it blurs sharp attacks a little and can sound "phasey" at large shifts; formants
-    move with the pitch (a shifted voice sounds like a smaller or larger speaker).
+    move with the pitch (a shifted voice sounds like a smaller or larger speaker). The output
+    has the input's RMS, per example (over the real samples): moving partials by whole bins
+    costs up to ~1 dB, which is given back.
 
     Padding (samples from ``lengths[b]`` on) is left out of the analysis and stays as it was.
 
@@ -49,7 +52,8 @@ class PitchShift(Augmentation):
         n_fft, hop = stft_size(self.sample_rate)
         ratio = (2.0 ** (params["semitones"].double() / 12)).repeat_interleave(channels)
         spectrum = shift_frames(stft(x.reshape(batch * channels, time), n_fft, hop), ratio, hop, n_fft)
-        return istft(spectrum, n_fft, hop, time).reshape(batch, channels, time)
+        y = istft(spectrum, n_fft, hop, time).reshape(batch, channels, time)
+        return y * gain_to_power(mean_power(x, lengths), mean_power(y, lengths))[:, None, None]
 
     def describe(self, params, index):
         return f"{float(params['semitones'][index]):+.1f} semitones"
