@@ -232,7 +232,7 @@ class HighPass(ButterworthFilter):
 class _BandFilter(ButterworthFilter):
     param_keys = ("centre_hz", "bandwidth_octaves", "order")
 
-    def __init__(self, sample_rate: int, centre_hz=(200.0, 4000.0), bandwidth_octaves=(0.5, 2.0), order=(1, 3),
+    def __init__(self, sample_rate: int, centre_hz=(200.0, 4000.0), bandwidth_octaves=(0.5, 2.0), order=(2, 4),
                  p: float = 0.5):
         self._setup(sample_rate, order, p)
         self.centre_hz = check_range("centre_hz", centre_hz, **self._hz)
@@ -251,7 +251,7 @@ class BandPass(_BandFilter):
         centre_hz ((min, max) in Hz): geometric centre of the band. Default (200, 4000).
         bandwidth_octaves ((min, max), > 0): width of the band in octaves. Default (0.5, 2).
         order (int or (min, max) ints in [1, 12]): order of the prototype (the filter has twice as
-            many poles). Default (1, 3).
+            many poles); 6 * order dB/octave on each side. Default (2, 4).
         p (float): per-example probability. Default 0.5.
 
     Params: ``centre_hz``, ``bandwidth_octaves`` ``(B,)``, ``order`` ``(B,)`` int64.

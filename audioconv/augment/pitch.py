@@ -6,7 +6,7 @@ import torch
 from .base import Augmentation, uniform
 from .dsp import gain_to_power, mean_power
 from .validation import check_range, check_sample_rate
-from .vocoder import istft, shift_frames, stft, stft_size
+from .vocoder import shift_frames, vocode
 
 __all__ = ["PitchShift"]
 
@@ -49,10 +49,8 @@ class PitchShift(Augmentation):
         batch, channels, time = x.shape
         if lengths is not None:  # the padding takes no part
             x = x * (torch.arange(time, device=x.device) < lengths[:, None])[:, None, :]
-        n_fft, hop = stft_size(self.sample_rate)
         ratio = (2.0 ** (params["semitones"].double() / 12)).repeat_interleave(channels)
-        spectrum = shift_frames(stft(x.reshape(batch * channels, time), n_fft, hop), ratio, hop, n_fft)
-        y = istft(spectrum, n_fft, hop, time).reshape(batch, channels, time)
+        y = vocode(x.reshape(batch * channels, time), self.sample_rate, shift_frames, ratio).reshape(x.shape)
         return y * gain_to_power(mean_power(x, lengths), mean_power(y, lengths))[:, None, None]
 
     def describe(self, params, index):

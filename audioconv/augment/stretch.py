@@ -5,7 +5,7 @@ import torch
 
 from .base import Augmentation, uniform
 from .validation import check_range, check_sample_rate
-from .vocoder import istft, stft, stft_size, stretch_frames
+from .vocoder import stretch_frames, vocode
 
 __all__ = ["TimeStretch"]
 
@@ -64,10 +64,8 @@ class TimeStretch(Augmentation):
         t = torch.arange(time, device=x.device)
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
         x = x * (t < real[:, None])[:, None, :] if lengths is not None else x
-        n_fft, hop = stft_size(self.sample_rate)
         rate = params["rate"].double().repeat_interleave(channels)
-        y = istft(stretch_frames(stft(x.reshape(batch * channels, time), n_fft, hop), rate, hop, n_fft),
-                  n_fft, hop, time).reshape(batch, channels, time)
+        y = vocode(x.reshape(batch * channels, time), self.sample_rate, stretch_frames, rate).reshape(x.shape)
         return y * (t < self._stretched(params["rate"], real)[:, None])[:, None, :]
 
     def describe(self, params, index):
