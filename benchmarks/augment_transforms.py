@@ -59,7 +59,7 @@ def rows(sr: int, events_dir: Path) -> list[tuple[str, object, object, object]]:
         ("GainTransition", A.GainTransition(sr, duration_s=(0.2, 1.0), p=1.0),
          lambda: _am("GainTransition", min_duration=0.2, max_duration=1.0), None),
         ("TimeMask", A.TimeMask(sr, max_s=0.1, n=(1, 3), p=1.0), lambda: _am("TimeMask"),
-         lambda: _ta("SpliceOut", sr)),
+         lambda: _ta("SpliceOut", sr, num_time_intervals=3, max_width=100)),
         ("AddEvents", A.AddEvents(sr, background=events, n=(1, 4), p=1.0),
          lambda: _am("AddShortNoises", sounds_path=events_dir, min_time_between_sounds=0.1,
                      max_time_between_sounds=0.5, min_snr_db=0, max_snr_db=20), None),

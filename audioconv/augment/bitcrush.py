@@ -37,7 +37,7 @@ class BitCrush(Augmentation):
 
     def _transform(self, x, params, lengths):
         levels = torch.pow(2.0, params["bits"].to(x.dtype) - 1)[:, None, None]  # 1 / step
-        return torch.round(x * levels).div_(levels)
+        return (x * levels).round_().div_(levels)
 
     def describe(self, params, index):
         return f"{int(params['bits'][index])} bits"

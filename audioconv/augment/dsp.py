@@ -12,7 +12,7 @@ import scipy.fft
 import torch
 
 __all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "colored_noise", "noise_bank",
-           "shared_noise_bank", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
+           "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
 # slope -10*log10(2)*beta ≈ -3.01*beta).
@@ -53,7 +53,7 @@ _COST_MANY_TWOS = 1.3
 
 
 def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengths: torch.Tensor | None = None,
-               apply: torch.Tensor | None = None) -> torch.Tensor:
+               apply: torch.Tensor | None = None, other_power: torch.Tensor | None = None) -> torch.Tensor:
     """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
     added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
     either signal is silent (never NaN), and where ``apply`` is false.
@@ -61,12 +61,13 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
     Args:
         x, other: ``(B, C, T)``. snr_db: ``(B,)`` dB. lengths: ``(B,)`` ints or None.
         apply: ``(B,)`` bool or None (every example).
+        other_power: ``(B,)`` ``mean_power(other, lengths)`` when the caller knows it already.
 
     Returns:
         ``(B, C, T)``, new memory.
     """
     target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
-    gain = gain_to_power(target, mean_power(other, lengths))
+    gain = gain_to_power(target, mean_power(other, lengths) if other_power is None else other_power.to(x.dtype))
     if apply is not None:
         gain = gain * apply
     return torch.addcmul(x, other, gain[:, None, None])
@@ -131,10 +132,16 @@ def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_
     if count == 0:
         return x.new_empty((0,) + x.shape[1:-1] + (keep,))
     out = None
+    time = x.shape[-1]
+    padded = x.new_zeros((min(step, count),) + x.shape[1:-1] + (n_fft,)) if time < n_fft and step < count else None
     for start in range(0, count, step):
         stop = min(start + step, count)
         xs = x[start:stop]
-        spectrum = torch.fft.rfft(xs, n=n_fft)
+        if padded is not None:  # the zeros after sample T are written once, not for every slice
+            padded[: stop - start, ..., :time] = xs
+            spectrum = torch.fft.rfft(padded[: stop - start])
+        else:
+            spectrum = torch.fft.rfft(xs, n=n_fft)
         spectrum *= response(start, stop)
         y = torch.fft.irfft(spectrum, n=n_fft)[..., :keep]
         if finish is not None:
@@ -254,6 +261,7 @@ class DeviceCache:
 
 
 _BANKS: dict[tuple[float, int], DeviceCache] = {}
+_ENERGIES: dict[tuple[float, int], DeviceCache] = {}
 
 
 def shared_noise_bank(slope_db_per_octave: float, seed: int, device: torch.device | str,
@@ -268,6 +276,20 @@ def shared_noise_bank(slope_db_per_octave: float, seed: int, device: torch.devic
 
         _BANKS[key] = DeviceCache(make)
     return _BANKS[key].get(device, dtype)
+
+
+def shared_bank_energy(slope_db_per_octave: float, seed: int, device: torch.device | str) -> torch.Tensor:
+    """Cumulative energy of ``shared_noise_bank(slope_db_per_octave, seed, ...)`` (float32 samples,
+    summed in float64), ``(N + 1,)`` float64 on ``device``: ``e[j] - e[i]`` is the energy of samples
+    ``i`` to ``j - 1``, so the power of any window costs two reads instead of a pass over it."""
+    key = (float(slope_db_per_octave), int(seed))
+    if key not in _ENERGIES:
+        def make(key=key):
+            bank = shared_noise_bank(*key, "cpu").double()
+            return torch.cat([bank.new_zeros(1), bank.square().cumsum(0)])
+
+        _ENERGIES[key] = DeviceCache(make)
+    return _ENERGIES[key].get(device)
 
 
 def circular_windows(signal: torch.Tensor, start: torch.Tensor, length: int, period: int | None = None,

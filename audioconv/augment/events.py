@@ -7,7 +7,7 @@ import torch
 
 from .base import Augmentation, uniform
 from .clips import ClipBank, ClipSource
-from .dsp import circular_windows, gain_to_power, mean_power
+from .dsp import gain_to_power, mean_power
 from .validation import check_int_range, check_range, check_sample_rate
 
 __all__ = ["AddEvents"]
@@ -66,23 +66,39 @@ class AddEvents(Augmentation):
                 "duration_s": uniform(*self.duration_s, slots, generator, device),
                 "snr_db": uniform(*self.snr_db, slots, generator, device)}
 
+    def _padded_signal(self, device, dtype, width: int) -> torch.Tensor:
+        """The bank's clips end to end followed by ``width`` zeros (cached per device, dtype and width),
+        so that a window of ``width`` samples from any place in it reads contiguous memory."""
+        key = (str(device), dtype, width)
+        cache = self.__dict__.setdefault("_padded", {})
+        if key not in cache:
+            signal = self._bank.signal(device, dtype)
+            cache.clear()
+            cache[key] = torch.cat([signal, signal.new_zeros(width)])
+        return cache[key]
+
+    def __getstate__(self):  # picklable without the padded copies (rebuilt on first use)
+        state = dict(self.__dict__)
+        state.pop("_padded", None)
+        return state
+
     def events_for(self, params, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """The faded excerpts ``(B, K, E)`` (``E`` the longest excerpt the range allows) and their
-        lengths ``(B, K)`` int64 that ``params`` (on the target device) pick; unscaled."""
+        """The faded excerpts ``(B, K, E)`` (``E``: the longest excerpt the range and the bank allow)
+        and their lengths ``(B, K)`` int64 that ``params`` (on the target device) pick; unscaled."""
         device = params["event_pos"].device
-        signal = self._bank.signal(device, dtype)
         starts, lengths = self._bank.layout(device)
         clip_start, clip_len = starts[params["event_index"]], lengths[params["event_index"]]  # (B, K)
-        width = math.ceil(self.duration_s[1] * self.sample_rate)
+        width = min(math.ceil(self.duration_s[1] * self.sample_rate), int(lengths.max()))
         length = torch.minimum(torch.round(params["duration_s"].double() * self.sample_rate).long().clamp(min=1),
                                clip_len)
-        offset = (params["event_pos"].double() * (clip_len - length + 1)).long()
-        excerpts = circular_windows(signal, offset, width, clip_start=clip_start, clip_len=clip_len)  # (B, K, E)
+        first = clip_start + (params["event_pos"].double() * (clip_len - length + 1)).long()  # (B, K)
+        windows = self._padded_signal(device, dtype, width).unfold(0, width, 1)  # (N + 1, E) views
+        excerpts = windows.index_select(0, first.reshape(-1)).reshape(*first.shape, width)  # row copies
         t = torch.arange(width, device=device, dtype=dtype)
-        edge = torch.minimum(t + 0.5, length[..., None].to(dtype) - t - 0.5)  # distance to the nearer end
         fade = max(self.fade_s * self.sample_rate, 1e-9)
-        envelope = torch.sin(torch.pi / 2 * (edge / fade).clamp(0, 1)).square() * (edge > 0)
-        return excerpts * envelope, length
+        ramp = torch.minimum((t + 0.5) / fade, (length[..., None].to(dtype) - 0.5 - t).div_(fade))
+        envelope = ramp.clamp_(0, 1).mul_(torch.pi / 2).sin_().square_()  # sin^2 fades; 0 past the end
+        return excerpts.mul_(envelope), length
 
     def _transform(self, x, params, lengths):
         batch, _, time = x.shape
@@ -95,10 +111,9 @@ class AddEvents(Augmentation):
         gain = gain_to_power(target, power) * used  # (N, K); 0 for unused slots and silent examples
         start = (params["start_pos"].double() * real[:, None]).long()  # (N, K)
         where = start[..., None] + torch.arange(width, device=x.device)  # (N, K, E) sample indices
-        inside = where < real[:, None, None]
-        where = torch.where(inside, where, torch.full_like(where, time))  # the rest lands in a spare sample
-        added = torch.zeros(batch, time + 1, dtype=x.dtype, device=x.device)
-        added.scatter_add_(1, where.reshape(batch, -1), (events * (gain[..., None] * inside)).reshape(batch, -1))
+        events.mul_(gain[..., None]).mul_(where < real[:, None, None])  # nothing past the real samples
+        added = torch.zeros(batch, time + 1, dtype=x.dtype, device=x.device)  # sample `time` takes the overflow
+        added.scatter_add_(1, where.clamp_(max=time).reshape(batch, -1), events.reshape(batch, -1))
         return x + added[:, None, :time]
 
     def describe(self, params, index):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .base import Augmentation, log_uniform, uniform
-from .dsp import fast_length, fft_filter
+from .dsp import fast_length, fft_convolve
 from .validation import check_int_range, check_range, check_sample_rate
 
 __all__ = ["LowPass", "HighPass", "BandPass", "BandStop", "ButterworthFilter", "butterworth_response",
@@ -21,7 +21,7 @@ __all__ = ["LowPass", "HighPass", "BandPass", "BandStop", "ButterworthFilter", "
 
 KINDS = ("lowpass", "highpass", "bandpass", "bandstop")
 MAX_ORDER = 12
-RING_TOLERANCE = 1e-6  # the FFT is long enough for the impulse response to fall to -120 dB
+RING_TOLERANCE = 1e-8  # the FIR is long enough for the impulse response to fall to -160 dB
 MAX_RING_SAMPLES = 2 ** 17
 EDGE_LIMIT = 0.49  # band edges are kept below this fraction of the sample rate
 MAX_U = 1e10  # |u| beyond this (bins at 0 Hz, Nyquist or a notch) is this: |H| <= 1e-10 ** order
@@ -122,14 +122,14 @@ def _ring_samples(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample
 class ButterworthFilter(Augmentation):
     """A Butterworth filter of ``kind`` with per-example frequencies and orders (see the module doc).
 
-    Each example is multiplied, in the frequency domain, by the frequency response of the
-    digital Butterworth filter of its drawn order and corner frequencies — exactly that of
-    ``scipy.signal.butter(order, edges, kind, fs=sample_rate)`` (``butterworth_response``) — at an
-    FFT length that holds the batch's slowest-decaying impulse response down to -120 dB
-    (``fast_length``). The output is what ``scipy.signal.sosfilt`` gives (causal, the filter's own
-    phase; the filter starts at rest), to that precision, batched over examples on any device
-    without a sequential loop over time. The roll-off is ``6 * order`` dB per octave (band filters:
-    on each side).
+    Each example is convolved, by FFT, with the impulse response of the digital Butterworth filter
+    of its drawn order and corner frequencies: the inverse FFT of its exact frequency response
+    (that of ``scipy.signal.butter(order, edges, kind, fs=sample_rate)``, ``butterworth_response``,
+    in float64) on a grid as long as the batch's slowest-decaying filter needs to ring down to
+    -160 dB — the approach of ``RandomEQ``. The output is what ``scipy.signal.sosfilt`` gives
+    (causal, the filter's own phase; the filter starts at rest) to that precision, batched over
+    examples on any device without a sequential loop over time. The roll-off is ``6 * order`` dB
+    per octave (band filters: on each side).
 
     Use the subclasses ``LowPass``, ``HighPass``, ``BandPass``, ``BandStop``.
     """
@@ -155,17 +155,17 @@ class ButterworthFilter(Augmentation):
         return butterworth_response(self.kind, params["order"], filter_edges_hz(self.kind, params, self.sample_rate),
                                     self.sample_rate, n_fft)
 
+    def impulse_response(self, params: dict, taps: int) -> torch.Tensor:
+        """The filters' impulse responses folded onto ``taps`` samples, ``(B, taps)`` float64: the
+        inverse real FFT of ``response`` on a ``taps``-point grid (once they have rung down within
+        ``taps`` samples, their impulse responses to that precision)."""
+        return torch.fft.irfft(self.response(params, taps), n=taps)
+
     def _transform(self, x, params, lengths):
         edges = filter_edges_hz(self.kind, params, self.sample_rate)
-        ring = _ring_samples(self.kind, params["order"].cpu(), edges.cpu(), self.sample_rate)
-        n_fft = fast_length(x.shape[-1] + ring)
-        complex_dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-
-        def response(start, stop):
-            rows = {k: v[start:stop] for k, v in params.items()}
-            return self.response(rows, n_fft).to(complex_dtype)[:, None, :]  # (rows, 1, bins): all channels
-
-        return fft_filter(x, response, n_fft)
+        taps = fast_length(_ring_samples(self.kind, params["order"].cpu(), edges.cpu(), self.sample_rate))
+        fir = self.impulse_response(params, taps).to(x.dtype)
+        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
 
     def describe(self, params, index):
         order = int(params["order"][index])

@@ -157,7 +157,7 @@ class Reverb(Augmentation):
                 shift = (peak[start:stop, None] + torch.arange(time, device=x.device)).expand(channels, -1, -1)
                 wet = torch.gather(wet, -1, shift.transpose(0, 1))
             part = None if lengths is None else lengths[start:stop]
-            return wet * gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None]
+            return wet.mul_(gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None])
 
         return fft_convolve(x, rir[:, None, :], keep=latest + time, finish=finish)
 

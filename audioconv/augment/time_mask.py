@@ -61,6 +61,13 @@ class TimeMask(Augmentation):
         batch, _, time = x.shape
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
         start, stop = time_mask_spans(params, real, self.sample_rate)
+        if x.device.type == "cpu":  # a few spans per example: zero them in a copy (memsets), no mask
+            y = x.clone()
+            for n, (first, last) in enumerate(zip(start.tolist(), stop.tolist())):
+                for a, b in zip(first, last):
+                    if b > a:
+                        y[n, :, a:b] = 0
+            return y
         edges = torch.zeros(batch, time + 1, device=x.device, dtype=torch.int32)
         edges.scatter_add_(1, start, torch.ones_like(start, dtype=torch.int32))
         edges.scatter_add_(1, stop, torch.full_like(stop, -1, dtype=torch.int32))
