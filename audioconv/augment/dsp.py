@@ -133,7 +133,8 @@ def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_
         return x.new_empty((0,) + x.shape[1:-1] + (keep,))
     out = None
     time = x.shape[-1]
-    padded = x.new_zeros((min(step, count),) + x.shape[1:-1] + (n_fft,)) if time < n_fft and step < count else None
+    reuse = time < n_fft and step < count and not x.requires_grad
+    padded = x.new_zeros((min(step, count),) + x.shape[1:-1] + (n_fft,)) if reuse else None
     for start in range(0, count, step):
         stop = min(start + step, count)
         xs = x[start:stop]
