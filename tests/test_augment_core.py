@@ -447,3 +447,12 @@ def test_describe_example_with_the_drawn_values():
     assert describe_example(chain, params, 0, values=True) == "gain -4.1 dB, noise SNR 12.3 dB, pitch -2.3 semitones"
     assert describe_example(chain, params, 1, values=True) == "reverb RT60 0.42 s, low-pass 2500 Hz, 18 dB/oct"
     assert describe_example(chain, params, 0) == "gain+noise+pitch"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("codec", "bitcrush")])  # no gradient / zero
+def test_gradients_flow_through_every_transform(name):
+    aug = builders(1.0)[name]()
+    x = signal((3, 1, 800), torch.float64, "cpu").requires_grad_()
+    y = aug(x, generator=torch.Generator().manual_seed(0))
+    (y * x.detach()).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

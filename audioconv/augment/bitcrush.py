@@ -16,7 +16,8 @@ class BitCrush(Augmentation):
     ``[-1, 1)`` holds ``2 ** bits`` levels (16 bits: CD quality; 8 bits: old games; 4 bits: very
     crunchy). Rounding is to the nearest level, ties to even (``torch.round``, like
     ``numpy.round``). The level is full scale, not the example's own: a quiet example loses more
-    of its detail than a loud one, as in a real recording. Samples beyond ±1 are not clipped.
+    of its detail than a loud one, as in a real recording. Samples beyond ±1 are not clipped. Its
+    gradient is zero almost everywhere (rounding).
 
     Args:
         bits (int or (min, max) ints in [1, 24]): bit depth, drawn evenly among the integers.

@@ -81,7 +81,8 @@ class Codec(Augmentation):
     zero-padded to the input's length; only the real samples (``lengths``) are encoded. Samples
     beyond ±1 clip, as in any file.
 
-    CPU only, one example at a time (libsndfile): slow next to the batched transforms (a few to
+    Not differentiable (the output carries no gradient). CPU only, one example at a time
+    (libsndfile): slow next to the batched transforms (a few to
     tens of ms per second of audio), so put it in the DataLoader's ``transform``, which runs in
     the worker processes. Given a CUDA batch it copies the selected rows to the CPU and back
     (one synchronisation) rather than failing.

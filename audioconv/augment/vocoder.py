@@ -118,7 +118,7 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     centre = torch.arange(bins, device=re.device, dtype=re.dtype) * (2 * math.pi * hop / n_fft)
     advance = _wrap((angle[row, second] - angle[row, first]).sub_(centre)).add_(centre)
     phase = torch.cat([angle[:, :1], advance[:, :-1]], 1).cumsum_(1)
-    return _complex(mag * torch.cos(phase), mag.mul_(torch.sin(phase)))
+    return _complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
 
 LOBE_BINS = 2  # half-width of a Hann window's main lobe, in bins
@@ -164,15 +164,15 @@ def shift_frames(spectrum: torch.Tensor, ratio: torch.Tensor, hop: int, n_fft: i
     ratio = ratio.to(re.dtype)[:, None, None]
     frequency = instantaneous_frequency(torch.atan2(im, re), hop, n_fft)  # (R, M, F) radians per sample
     rotation = ((ratio - 1) * hop * frequency).cumsum_(1)  # the phase turn of a partial staying in bin k
-    peak = _local_peak(torch.addcmul(re * re, im, im))
+    peak = _local_peak(torch.addcmul(re * re, im, im).detach())
     move = torch.gather(frequency, 2, peak).mul_((ratio - 1) * (n_fft / (2 * math.pi))).round_().long()  # bins
     destination = move.add_(torch.arange(bins, device=re.device))
     outside = (destination < 0) | (destination >= bins)
     destination.masked_fill_(outside, bins)  # bin F collects what is dropped
     turn = torch.gather(rotation, 2, peak)
-    cos, sin = torch.cos(turn), turn.sin_()
+    cos, sin = torch.cos(turn), torch.sin(turn)
     out_re = torch.zeros(rows, frames, bins + 1, dtype=re.dtype, device=re.device)
     out_im = torch.zeros_like(out_re)
-    out_re.scatter_add_(2, destination, re * cos - im * sin)
-    out_im.scatter_add_(2, destination, re.mul_(sin).addcmul_(im, cos))
+    out_re = out_re.scatter_add(2, destination, re * cos - im * sin)
+    out_im = out_im.scatter_add(2, destination, torch.addcmul(re * sin, im, cos))
     return _complex(out_re[..., :bins], out_im[..., :bins])
