@@ -17,11 +17,11 @@ Waveforms may be ``(time,)``, ``(channels, time)`` or ``(batch, channels, time)`
 tensors on any device; the output has the input's shape, dtype and device. All channels of one
 example share its parameters.
 
-Non-finite samples: ``apply`` (and calling an augmentation) raises ``ValueError`` naming the
-examples that hold NaN or infinite samples, before anything is computed. One such sample would
-otherwise turn its whole example into NaN (every FFT filter spreads it over the clip) and, through
-``BatchMix``, its partner too. The check is one reduction over the batch per call of the outermost
-augmentation (the steps of a chain are not checked again).
+Non-finite samples pass through, example by example: an example holding NaN or inf comes out
+non-finite (an FFT filter spreads one NaN over its whole clip), and no other example is touched —
+``BatchMix`` never takes a non-finite partner, ``Codec`` leaves such an example as it was. Nothing
+is checked here (it would cost a pass over every batch); the trainer stops on a non-finite loss,
+naming the step, before a weight moves.
 
 Lengths: a transform that moves where each example's real samples end (``TimeStretch``) says so
 in ``output_lengths(params, lengths, time)``; chains pass the updated lengths to their later
@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .params import Params, check_params, params_select, params_to, restrict
-from .validation import as_batch, check_finite, check_generator, check_lengths, check_probability
+from .validation import as_batch, check_generator, check_lengths, check_probability
 
 __all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "uniform", "log_uniform",
            "CHAIN_IN_PLACE"]
@@ -145,10 +145,8 @@ class Augmentation:
             written). When no example is changed ``x`` itself may be returned.
 
         Raises:
-            ValueError: ``x`` holds NaN or infinite samples (the message names the examples), or
-                ``params``/``lengths`` do not fit ``x``.
+            ValueError: ``x`` is not a waveform batch, or ``params``/``lengths`` do not fit it.
         """
-        check_finite(x)
         return self._apply(x, params, lengths, inplace=False)
 
     def _apply(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None, inplace: bool) -> torch.Tensor:

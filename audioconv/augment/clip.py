@@ -44,7 +44,8 @@ def clip_threshold(x: torch.Tensor, params: dict, lengths: torch.Tensor | None =
     for value in k.unique().tolist():  # one selection per distinct rank (one for a fixed percentile)
         rows = (k == value).nonzero().squeeze(1)
         out[rows] = torch.kthvalue(magnitude[rows], int(value), dim=1).values
-    return out.clamp(min=0)
+    finite = torch.isfinite(magnitude).all(1)  # NaN or inf stays so: no finite level for such an example
+    return torch.where(finite, out.clamp(min=0), torch.full_like(out, float("inf")))
 
 
 class Clip(Augmentation):

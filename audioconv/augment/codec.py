@@ -79,7 +79,7 @@ class Codec(Augmentation):
     to 8 kHz, so the telephone band) and back. The decoded signal is aligned to the input (the
     codecs' delays removed: MP3's 1105 samples when the file has no gapless tag) and cut or
     zero-padded to the input's length; only the real samples (``lengths``) are encoded. Samples
-    beyond ±1 clip, as in any file.
+    beyond ±1 clip, as in any file; an example holding NaN or inf is left as it was.
 
     Not differentiable (the output carries no gradient). CPU only, one example at a time
     (libsndfile): slow next to the batched transforms (a few to
@@ -123,7 +123,11 @@ class Codec(Augmentation):
         real = [time] * x.shape[0] if lengths is None else lengths.tolist()
         which, levels = params["format_index"].tolist(), params["compression_level"].tolist()
         y = torch.zeros_like(x)
+        finite = torch.isfinite(x).flatten(1).all(1).tolist()
         for i, (n, f, level) in enumerate(zip(real, which, levels)):
+            if not finite[i]:  # an encoder would turn NaN into noise: the example passes as it was
+                y[i] = x[i]
+                continue
             if n == 0:
                 continue
             name = self.formats[f]

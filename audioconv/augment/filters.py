@@ -150,6 +150,14 @@ class ButterworthFilter(Augmentation):
                 "bandwidth_octaves": uniform(*self.bandwidth_octaves, (batch,), generator, device),
                 "order": order}
 
+    def to_config(self) -> dict:
+        """As ``Augmentation.to_config``; a sample-rate-dependent default range is written as ``null``
+        (so that the chain loads at any rate)."""
+        cfg = super().to_config()
+        if getattr(self, "_defaulted", False):
+            cfg["cutoff_hz" if self.kind in ("lowpass", "highpass") else "centre_hz"] = None
+        return cfg
+
     def response(self, params: dict, n_fft: int) -> torch.Tensor:
         """``H`` ``(B, n_fft // 2 + 1)`` complex128 of the filters ``params`` describe (applied or not)."""
         return butterworth_response(self.kind, params["order"], filter_edges_hz(self.kind, params, self.sample_rate),
@@ -201,13 +209,6 @@ class LowPass(ButterworthFilter):
         self._defaulted = cutoff_hz is None
         self.cutoff_hz = check_range("cutoff_hz", default if cutoff_hz is None else cutoff_hz, **self._hz)
 
-    def to_config(self) -> dict:
-        """As ``Augmentation.to_config``; a default (sample-rate-dependent) range is written as ``null``."""
-        cfg = super().to_config()
-        if self._defaulted:
-            cfg["cutoff_hz"] = None
-        return cfg
-
 
 class HighPass(ButterworthFilter):
     """Butterworth high-pass at a cutoff drawn evenly on a log scale (see ``ButterworthFilter``).
@@ -232,10 +233,12 @@ class HighPass(ButterworthFilter):
 class _BandFilter(ButterworthFilter):
     param_keys = ("centre_hz", "bandwidth_octaves", "order")
 
-    def __init__(self, sample_rate: int, centre_hz=(200.0, 4000.0), bandwidth_octaves=(0.5, 2.0), order=(2, 4),
+    def __init__(self, sample_rate: int, centre_hz=None, bandwidth_octaves=(0.5, 2.0), order=(2, 4),
                  p: float = 0.5):
         self._setup(sample_rate, order, p)
-        self.centre_hz = check_range("centre_hz", centre_hz, **self._hz)
+        self._defaulted = centre_hz is None
+        default = (min(200.0, 0.05 * self.sample_rate), min(4000.0, 0.3 * self.sample_rate))
+        self.centre_hz = check_range("centre_hz", default if centre_hz is None else centre_hz, **self._hz)
         self.bandwidth_octaves = check_range("bandwidth_octaves", bandwidth_octaves, low=0.0, low_inclusive=False,
                                              high=10.0, unit="octaves")
 
@@ -248,7 +251,8 @@ class BandPass(_BandFilter):
 
     Args:
         sample_rate (int): Hz.
-        centre_hz ((min, max) in Hz): geometric centre of the band. Default (200, 4000).
+        centre_hz ((min, max) in Hz): geometric centre of the band. Default
+            (min(200, 0.05 sample_rate), min(4000, 0.3 sample_rate)).
         bandwidth_octaves ((min, max), > 0): width of the band in octaves. Default (0.5, 2).
         order (int or (min, max) ints in [1, 12]): order of the prototype (the filter has twice as
             many poles); 6 * order dB/octave on each side. Default (2, 4).

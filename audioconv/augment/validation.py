@@ -7,7 +7,7 @@ from typing import Any, Sequence, Union
 import torch
 
 __all__ = ["check_range", "check_sample_rate", "check_probability", "as_batch", "check_lengths",
-           "check_generator", "check_finite", "check_int_range"]
+           "check_generator", "check_int_range"]
 
 Range = Union[float, Sequence[float]]
 
@@ -125,22 +125,3 @@ def check_int_range(name: str, value: Any, *, low: int, high: int | None = None)
         raise ValueError(f"{name} must be {bounds}, got ({lo}, {hi})")
     return int(lo), int(hi)
 
-
-def check_finite(x: torch.Tensor, name: str = "x") -> None:
-    """Raise ``ValueError`` naming the examples of ``x`` (``(T,)``, ``(C, T)`` or ``(B, C, T)``)
-    that hold NaN or infinite samples.
-
-    One float32 sum over the batch when every sample is finite; the examples are looked for only
-    when that sum is not finite (a sum that overflows with finite samples passes)."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
-        return  # as_batch reports these
-    data = x.detach()
-    if bool(torch.isfinite(data.sum(dtype=torch.float32))):
-        return
-    rows = data.reshape(x.shape[0] if x.dim() == 3 else 1, -1)
-    bad = (~torch.isfinite(rows).all(1)).nonzero().squeeze(1).tolist()
-    if not bad:
-        return
-    shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if len(bad) > 10 else "")
-    raise ValueError(f"{name} holds NaN or infinite samples in {len(bad)} of {rows.shape[0]} example(s) "
-                     f"(index {shown}); augmentations need finite waveforms: check the clips they came from")
