@@ -53,7 +53,8 @@ _COST_MANY_TWOS = 1.3
 
 
 def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengths: torch.Tensor | None = None,
-               apply: torch.Tensor | None = None, other_power: torch.Tensor | None = None) -> torch.Tensor:
+               apply: torch.Tensor | None = None, other_power: torch.Tensor | None = None,
+               into_other: bool = False) -> torch.Tensor:
     """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
     added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
     either signal is silent (never NaN), and where ``apply`` is false.
@@ -62,14 +63,18 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
         x, other: ``(B, C, T)``. snr_db: ``(B,)`` dB. lengths: ``(B,)`` ints or None.
         apply: ``(B,)`` bool or None (every example).
         other_power: ``(B,)`` ``mean_power(other, lengths)`` when the caller knows it already.
+        into_other (bool): write the sum into ``other`` (memory the caller owns and no longer needs)
+            instead of allocating; not under autograd.
 
     Returns:
-        ``(B, C, T)``, new memory.
+        ``(B, C, T)``: new memory, or ``other`` itself with ``into_other``.
     """
     target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
     gain = gain_to_power(target, mean_power(other, lengths) if other_power is None else other_power.to(x.dtype))
     if apply is not None:
         gain = gain * apply
+    if into_other and not (other.requires_grad or x.requires_grad):
+        return torch.addcmul(x, other, gain[:, None, None], out=other)
     return torch.addcmul(x, other, gain[:, None, None])
 
 
@@ -175,9 +180,16 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
     """
     full = x.shape[-1] + h.shape[-1] - 1
     n = fast_length(full)
+    padded: list[torch.Tensor] = []  # one zero-padded buffer for the slices of h, made at the first
 
     def response(start: int, stop: int) -> torch.Tensor:
-        return torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
+        if h.shape[0] == 1 or h.requires_grad or h.shape[-1] >= n:
+            return torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
+        if not padded:
+            padded.append(h.new_zeros((stop - start,) + h.shape[1:-1] + (n,)))
+        buffer = padded[0][: stop - start]
+        buffer[..., : h.shape[-1]] = h[start:stop]
+        return torch.fft.rfft(buffer)
 
     return fft_filter(x, response, n, keep=full if keep is None else min(keep, full), finish=finish)
 

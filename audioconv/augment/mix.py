@@ -61,7 +61,7 @@ class BatchMix(Augmentation):
                      t[:, None, :]]  # (B, C, T): the partners, shifted
         finite = torch.isfinite(other).flatten(1).all(1)  # a non-finite partner would spread to its example
         other = torch.where(finite[:, None, None], other, torch.zeros((), dtype=other.dtype, device=other.device))
-        y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"])
+        y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"], into_other=True)
         return keep_padding(y, work, lengths).to(x.dtype)
 
     def describe(self, params, index):

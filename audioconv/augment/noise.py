@@ -104,7 +104,7 @@ class AddNoise(Augmentation):
     def _transform(self, x, params, lengths):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
         power = self._noise_power(params, x.shape[1], x.shape[2], lengths)
-        return add_at_snr(x, noise, params["snr_db"], lengths, other_power=power)
+        return add_at_snr(x, noise, params["snr_db"], lengths, other_power=power, into_other=True)
 
     def describe(self, params, index):
         source = f"clip {int(params['noise_index'][index])}, " if "noise_index" in params else ""
