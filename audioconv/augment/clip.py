@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, uniform
+from .dsp import real_peak
 from .validation import check_range
 
 __all__ = ["Clip", "clip_threshold"]
@@ -31,10 +32,9 @@ def clip_threshold(x: torch.Tensor, params: dict, lengths: torch.Tensor | None =
         x: ``(N, C, T)``. params: ``{"threshold_db": (N,)}`` or ``{"percentile": (N,)}``.
         lengths: ``(N,)`` real samples per example, or None (all).
     """
-    magnitude = _real_magnitudes(x, lengths)
     if "threshold_db" in params:
-        peak = magnitude.amax(1)
-        return peak * 10.0 ** (params["threshold_db"].to(x.dtype) / 20)
+        return real_peak(x, lengths) * 10.0 ** (params["threshold_db"].to(x.dtype) / 20)
+    magnitude = _real_magnitudes(x, lengths)
     count = magnitude.shape[1] if lengths is None else lengths * x.shape[1]
     count = torch.as_tensor(count, device=x.device)
     keep = 1.0 - params["percentile"].double() / 100
@@ -91,7 +91,7 @@ class Clip(Augmentation):
 
     def _transform(self, x, params, lengths):
         threshold = clip_threshold(x, params, lengths)[:, None, None]
-        return torch.minimum(torch.maximum(x, -threshold), threshold)
+        return torch.clamp(x, min=-threshold, max=threshold)
 
     def describe(self, params, index):
         if "percentile" in params:

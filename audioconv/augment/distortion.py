@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, uniform
+from .dsp import real_peak
 from .validation import check_range
 
 __all__ = ["Distortion"]
@@ -36,14 +37,14 @@ class Distortion(Augmentation):
         return {"drive_db": uniform(*self.drive_db, (batch,), generator, device)}
 
     def _transform(self, x, params, lengths):
-        magnitude = x.abs()
-        if lengths is not None:
-            magnitude = magnitude * (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None, :]
-        peak = magnitude.amax((1, 2))
+        peak = real_peak(x, lengths)
         drive = 10.0 ** (params["drive_db"].to(x.dtype) / 20)
         scale = torch.where(peak > 0, drive / peak.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(peak))
         out = peak / torch.tanh(drive)  # (N,): tanh(g x / peak) times this
-        return torch.tanh(x * scale[:, None, None]) * out[:, None, None]
+        y = torch.mul(x, scale[:, None, None])  # one buffer, then in place (not under autograd)
+        if y.requires_grad:
+            return torch.tanh(y) * out[:, None, None]
+        return y.tanh_().mul_(out[:, None, None])
 
     def describe(self, params, index):
         return f"drive {float(params['drive_db'][index]):+.1f} dB"

@@ -11,7 +11,7 @@ from typing import Callable
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "colored_noise", "noise_bank",
+__all__ = ["mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "colored_noise", "noise_bank",
            "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
@@ -36,6 +36,14 @@ def mean_power(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Te
     energy = torch.linalg.vector_norm(x * real[:, None, :], dim=(1, 2)).square()
     count = (lengths * x.shape[1]).clamp(min=1).to(x.dtype)
     return energy / count
+
+
+def real_peak(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Largest ``|x|`` of each example of ``x`` ``(B, C, T)`` over its channels and real samples (the
+    first ``lengths[b]``), ``(B,)`` in ``x``'s dtype; 0 for an example with none; NaN if it holds NaN."""
+    if lengths is not None:
+        x = x * (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None, :]
+    return torch.linalg.vector_norm(x, ord=float("inf"), dim=(1, 2))
 
 
 def gain_to_power(target_power: torch.Tensor, power: torch.Tensor) -> torch.Tensor:

@@ -67,10 +67,11 @@ class GainTransition(Augmentation):
         t0 = params["start_pos"].to(x.dtype) * (real.to(x.dtype) - d)
         ln = math.log(10) / 20  # dB to natural-log amplitude
         g0, g1 = params["start_gain_db"].to(x.dtype) * ln, params["end_gain_db"].to(x.dtype) * ln
-        # in place on one (N, T) buffer: ramp = clamp((t - t0) / d, 0, 1); gain = exp(g0 + (g1 - g0) ramp)
-        gain = torch.arange(time, device=x.device, dtype=x.dtype).expand(batch, time) - t0[:, None]
-        gain.mul_((1 / d.clamp(min=1e-9))[:, None]).clamp_(0, 1)
-        gain.mul_((g1 - g0)[:, None]).add_(g0[:, None]).exp_()
+        # one (N, T) buffer: ramp = clamp(t / d - t0 / d, 0, 1), then gain = exp(g0 + (g1 - g0) ramp) in place
+        inverse = 1 / d.clamp(min=1e-9)
+        t = torch.arange(time, device=x.device, dtype=x.dtype)
+        gain = torch.addcmul((-t0 * inverse)[:, None], t[None, :], inverse[:, None]).clamp_(0, 1)
+        gain = torch.addcmul(g0[:, None], gain, (g1 - g0)[:, None], out=gain).exp_()
         return x * gain[:, None, :]
 
     def describe(self, params, index):
