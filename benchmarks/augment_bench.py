@@ -16,6 +16,10 @@ one, on CUDA.
   f_decay 0 (white). It has no EQ, so its chain is one step shorter than the others.
 
 Peers that are not installed are skipped (``pip install audiomentations torch-audiomentations``).
+``--transforms`` times instead each transform on its own (p = 1, the same batch) against the nearest
+transform of each peer, in the same run (``benchmarks/augment_transforms.py``; codecs in DataLoader
+workers: ``--codec-workers``). ``--against REV ...`` times this version's chains against earlier git
+revisions of ``audioconv/augment`` in one process (``benchmarks/augment_history.py``).
 ``--ablation`` times instead what the chains' in-place writes earn (``audioconv.augment.base.CHAIN_IN_PLACE``
 on and off; same params, equal outputs) for the default training chain and this chain, with and
 without ``lengths`` (a third of the clips padded).
@@ -174,9 +178,27 @@ def main(argv=None) -> int:
                         help="torch CPU threads (default: torch's choice; 1 = one core, like audiomentations)")
     parser.add_argument("--ablation", action="store_true",
                         help="time the chains with and without their in-place writes instead of the peers (CPU)")
+    parser.add_argument("--transforms", action="store_true",
+                        help="time each transform on its own against the peers' nearest one (CPU), and the codecs "
+                             "in DataLoader workers")
+    parser.add_argument("--only", default=None, help="with --transforms: comma-separated names of the rows to run")
+    parser.add_argument("--codec-workers", type=int, default=2, help="with --transforms: DataLoader workers (default 2)")
+    parser.add_argument("--against", nargs="+", metavar="REV",
+                        help="time this version's chains against these git revisions of audioconv/augment, in one "
+                             "process, the same draws in turns (e.g. --against 43d5258 b76b12f)")
+    parser.add_argument("--rounds", type=int, default=40, help="with --against: rounds (default 40)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.against:
+        from augment_history import run_history
+
+        return run_history(args.against, args.batch, args.seconds, args.sample_rate, args.rounds)
+    if args.transforms:
+        from augment_transforms import run_transform_table
+
+        return run_transform_table(args.batch, args.seconds, args.sample_rate, args.repeats, args.codec_workers,
+                                   None if args.only is None else args.only.split(","))
     if args.ablation:
         print(f"batch {args.batch} x {args.seconds} s at {args.sample_rate} Hz; {torch.get_num_threads()} CPU "
               f"threads; median CPU time per call of {args.repeats} interleaved runs")

@@ -9,10 +9,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audioconv.augment import (AddNoise, Augmentation, BatchMix, Compose, Gain, OneOf, PolarityInversion, RandomEQ,
-                               Reverb, SpeedPerturb, TimeShift, chain_from_config, chain_to_config, default_chain,
-                               describe_example, load_chain, params_from_json, params_select, params_to_json,
-                               save_chain)
+from audioconv.augment import (AddEvents, AddNoise, Augmentation, BandPass, BandStop, BatchMix, BitCrush, Clip, Codec,
+                               Compose, Distortion, Gain, GainTransition, HighPass, LowPass, OneOf, PitchShift,
+                               PolarityInversion, RandomEQ, Reverb, SpeedPerturb, TimeMask, TimeShift, TimeStretch,
+                               chain_from_config, chain_to_config, default_chain, describe_example, load_chain,
+                               params_from_json, params_select, params_to_json, save_chain)
 
 SR = 8000
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -30,6 +31,21 @@ def builders(p: float) -> dict:
         "speed": lambda: SpeedPerturb(SR, factors=(0.9, 1.1), p=p),
         "compose": lambda: Compose([Gain((1, 6), p=1.0), PolarityInversion(p=1.0)], p=p),
         "oneof": lambda: OneOf([Gain((1, 6), p=1.0), TimeShift(SR, (0.002, 0.01), p=1.0)], p=p),
+        "pitch": lambda: PitchShift(SR, semitones=(1, 4), p=p),
+        "stretch": lambda: TimeStretch(SR, rate=(1.1, 1.25), p=p),
+        "lowpass": lambda: LowPass(SR, cutoff_hz=(500, 2000), p=p),
+        "highpass": lambda: HighPass(SR, cutoff_hz=(200, 1000), p=p),
+        "bandpass": lambda: BandPass(SR, centre_hz=(300, 1500), p=p),
+        "bandstop": lambda: BandStop(SR, centre_hz=(300, 1500), p=p),
+        "clip": lambda: Clip(threshold_db=(-12, -3), p=p),
+        "clip_percentile": lambda: Clip(percentile=(5, 20), p=p),
+        "distortion": lambda: Distortion(drive_db=(0, 12), p=p),
+        "bitcrush": lambda: BitCrush(bits=(2, 4), p=p),
+        "codec": lambda: Codec(SR, formats=("mulaw", "alaw", "gsm", "vorbis", "mp3"), p=p),
+        "events": lambda: AddEvents(SR, background=signal((2, 3000), torch.float32, "cpu", seed=5), n=(1, 3),
+                                    snr_db=(0, 10), duration_s=(0.01, 0.05), p=p),
+        "fade": lambda: GainTransition(SR, gain_db=(-12, -3), duration_s=(0.01, 0.2), p=p),
+        "time_mask": lambda: TimeMask(SR, max_s=0.03, min_s=0.005, n=(1, 3), p=p),
     }
 
 
@@ -108,7 +124,7 @@ def test_different_examples_get_different_draws(name):
         assert distinct > 1 and (distinct == 64 or name in ("speed",)), (name, values)
     x = signal((64, 1, 256), torch.float32, "cpu")
     y = aug(x, generator=torch.Generator().manual_seed(3))
-    if name not in ("polarity", "speed"):
+    if name not in ("polarity", "speed", "bitcrush"):  # bitcrush: 3 bit depths for 64 examples
         assert torch.unique((y - x).reshape(64, -1), dim=0).shape[0] == 64
 
 
@@ -354,7 +370,7 @@ def test_a_batch_equals_its_examples_one_by_one(name):
     y = aug.apply(x, params, lengths)
     # RandomEQ's FIR is as long as the batch's sharpest section needs (ringing held to -80 dB), so
     # an example on its own may get a shorter one: equal to that precision of the 0.1-RMS signal
-    atol = 1e-4 if name == "eq" else 1e-6
+    atol = 1e-4 if name in ("eq", "lowpass", "highpass", "bandpass", "bandstop") else 1e-6
     for b in range(7):
         one = aug.apply(x[b:b + 1], params_select(params, b), lengths[b:b + 1])
         torch.testing.assert_close(y[b:b + 1], one, atol=atol, rtol=1e-5)
@@ -395,3 +411,66 @@ def test_describe_example_names_what_each_example_got():
     assert describe_example(chain, params, 0) == "gain+noise"
     assert describe_example(chain, params, 1) == "reverb+BatchMix"
     assert describe_example(chain, params, 2) == "unchanged"
+
+
+@pytest.mark.parametrize("name", NAMES + ["batch_mix"])
+def test_non_finite_examples_pass_through_and_spread_to_no_other(name):
+    """An example holding NaN or inf comes out non-finite and leaves the others as they would be
+    without it: BatchMix takes no non-finite partner, FFT filters keep NaN in its own row."""
+    aug = BatchMix(p=1.0) if name == "batch_mix" else builders(1.0)[name]()
+    x = signal((6, 2, 400), torch.float32, "cpu")
+    bad = x.clone()
+    bad[1] = float("nan")
+    bad[3, :, ::50] = float("inf")
+    clean = bad.clone()
+    clean[1], clean[3] = 0.0, 0.0  # the same batch with silent examples in their place
+    params = aug.sample(6, generator=torch.Generator().manual_seed(0))
+    y, reference = aug.apply(bad, params), aug.apply(clean, params)
+    good = [0, 2, 4, 5]
+    atol = 1e-4 if name in ("eq", "lowpass", "highpass", "bandpass", "bandstop") else 1e-6
+    torch.testing.assert_close(y[good], reference[good], atol=atol, rtol=1e-5)
+    assert not torch.isfinite(y[1]).all() and not torch.isfinite(y[3]).all()
+
+
+def test_describe_example_with_the_drawn_values():
+    chain = Compose([Gain(gain_db=3.0), OneOf([Reverb(SR), AddNoise()]), PitchShift(SR), LowPass(SR)])
+    params = {"apply": torch.tensor([True, True]),
+              "0.Gain": {"apply": torch.tensor([True, False]), "gain_db": torch.tensor([-4.06, 0.0])},
+              "1.OneOf": {"apply": torch.tensor([True, True]), "choice": torch.tensor([1, 0]),
+                          "0.Reverb": {"apply": torch.tensor([False, True]), "rt60_s": torch.tensor([0.0, 0.4213])},
+                          "1.AddNoise": {"apply": torch.tensor([True, False]), "snr_db": torch.tensor([12.34, 0.0])}},
+              "2.PitchShift": {"apply": torch.tensor([True, False]), "semitones": torch.tensor([-2.26, 0.0])},
+              "3.LowPass": {"apply": torch.tensor([False, True]), "cutoff_hz": torch.tensor([0.0, 2500.4]),
+                            "order": torch.tensor([2, 3])}}
+    assert describe_example(chain, params, 0, values=True) == "gain -4.1 dB, noise SNR 12.3 dB, pitch -2.3 semitones"
+    assert describe_example(chain, params, 1, values=True) == "reverb RT60 0.42 s, low-pass 2500 Hz, 18 dB/oct"
+    assert describe_example(chain, params, 0) == "gain+noise+pitch"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("codec", "bitcrush")])  # no gradient / zero
+def test_gradients_flow_through_every_transform(name):
+    aug = builders(1.0)[name]()
+    x = signal((3, 1, 800), torch.float64, "cpu").requires_grad_()
+    y = aug(x, generator=torch.Generator().manual_seed(0))
+    (y * x.detach()).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_every_new_transform_round_trips_through_a_chain_file(tmp_path):
+    import soundfile as sf
+
+    (tmp_path / "events").mkdir()
+    sf.write(tmp_path / "events" / "beep.wav", (0.3 * torch.randn(800)).numpy(), SR)
+    chain = Compose([
+        PitchShift(SR, semitones=(-2, 2)), TimeStretch(SR, rate=(0.9, 1.1)), LowPass(SR), HighPass(SR, order=3),
+        BandPass(SR, bandwidth_octaves=(1, 2)), BandStop(SR), Clip(percentile=(1, 5)), Clip(threshold_db=(-9, -3)),
+        Distortion(drive_db=(3, 6)), BitCrush(bits=(6, 8)), Codec(SR, formats=["mulaw", "gsm"]),
+        AddEvents(SR, background=str(tmp_path / "events"), n=(0, 2)), GainTransition(SR), TimeMask(SR, min_s=0.01),
+    ])
+    path = save_chain(chain, tmp_path / "chain.json")
+    loaded = load_chain(path, SR)
+    assert chain_to_config(loaded) == chain_to_config(chain)
+    assert chain_to_config(load_chain(path, 16000))["transforms"][2]["cutoff_hz"] is None  # rate-dependent default
+    x = signal((4, 1, 4000), torch.float32, "cpu")
+    params = chain.sample(4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.apply(x, params), chain.apply(x, params))

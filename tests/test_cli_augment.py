@@ -104,3 +104,37 @@ def test_augment_command_with_a_chain_file_and_relative_background(tmp_path, ton
 def test_augment_command_reports_a_missing_file(tmp_path, capsys):
     assert main(["augment", str(tmp_path / "nope.wav"), "-o", str(tmp_path / "o")]) == 2
     assert "nope.wav" in capsys.readouterr().err
+
+
+def test_preview_titles_show_the_drawn_values_on_one_db_scale(tmp_path, tone, monkeypatch, capsys):
+    """Each panel is titled with what was drawn for it (``describe_example(..., values=True)``), and
+    all panels share one colour scale, so a -20 dB gain shows as a panel 20 dB darker."""
+    import audioconv.plots.augment_preview as preview
+
+    drawn = {}
+
+    def spy(wavs, sample_rate, titles, path=None, **kwargs):
+        fig = plot_logmels(wavs, sample_rate, titles, path, **kwargs)
+        drawn.update(fig=fig, titles=titles)
+        return fig
+
+    monkeypatch.setattr(preview, "plot_logmels", spy)
+    path, _ = tone
+    chain = tmp_path / "chain.json"
+    chain.write_text(json.dumps([{"type": "Gain", "gain_db": [-20, -20], "p": 1.0},
+                                 {"type": "PitchShift", "semitones": [-3, 3], "p": 0.5},
+                                 {"type": "AddNoise", "snr_db": [20, 40], "p": 1.0}]))
+    out = tmp_path / "out"
+    assert main(["augment", str(path), "-o", str(out), "--n", "3", "--chain", str(chain), "--device", "cpu"]) == 0
+    record = json.loads((out / "params.json").read_text())
+    printed = capsys.readouterr().out
+    for i, title in enumerate(drawn["titles"][1:]):
+        flat = " ".join(title.split())
+        assert flat.startswith(f"{i:02d}: gain -20.0 dB") and "noise SNR" in flat
+        assert flat.split(": ", 1)[1] in " ".join(printed.split())  # and printed
+        shift = record["params"]["1.PitchShift"]
+        assert (f"pitch {shift['semitones'][i]:+.1f} semitones" in flat) == shift["apply"][i]
+    meshes = [ax.collections[0] for ax in drawn["fig"].axes[:4]]
+    assert len({m.get_clim() for m in meshes}) == 1  # one dB scale
+    peaks = [float(np.asarray(m.get_array()).max()) for m in meshes]
+    assert peaks[0] - max(peaks[1:]) == pytest.approx(20, abs=1.5)  # the gain shows

@@ -16,6 +16,16 @@ CUDA batch.
 Waveforms may be ``(time,)``, ``(channels, time)`` or ``(batch, channels, time)`` floating-point
 tensors on any device; the output has the input's shape, dtype and device. All channels of one
 example share its parameters.
+
+Non-finite samples pass through, example by example: an example holding NaN or inf comes out
+non-finite (an FFT filter spreads one NaN over its whole clip), and no other example is touched —
+``BatchMix`` never takes a non-finite partner, ``Codec`` leaves such an example as it was. Nothing
+is checked here (it would cost a pass over every batch); the trainer stops on a non-finite loss,
+naming the step, before a weight moves.
+
+Lengths: a transform that moves where each example's real samples end (``TimeStretch``) says so
+in ``output_lengths(params, lengths, time)``; chains pass the updated lengths to their later
+steps, and return them from their own ``output_lengths``.
 """
 from __future__ import annotations
 
@@ -133,6 +143,9 @@ class Augmentation:
         Returns:
             Tensor with the shape, dtype and device of ``x``, in new memory (``x`` is never
             written). When no example is changed ``x`` itself may be returned.
+
+        Raises:
+            ValueError: ``x`` is not a waveform batch, or ``params``/``lengths`` do not fit it.
         """
         return self._apply(x, params, lengths, inplace=False)
 
@@ -182,6 +195,25 @@ class Augmentation:
         """``(B,)`` factor of each example if applied, for a pure gain; ``None`` (the default) for
         a transform that implements ``_transform``."""
         return None
+
+    def output_lengths(self, params: Params, lengths: torch.Tensor | None, time: int) -> torch.Tensor | None:
+        """Where each example's real samples end after ``apply(x, params, lengths)``.
+
+        Args:
+            params (dict): as given to ``apply``.
+            lengths (Tensor or None): ``(B,)`` real samples per example before (``None``: all ``time``).
+            time (int): samples per example (the last dimension of ``x``).
+
+        Returns:
+            ``(B,)`` int64, or ``lengths`` itself (possibly ``None``) for the transforms that do not
+            move them — all but ``TimeStretch`` (and chains holding one).
+        """
+        return lengths
+
+    def describe(self, params: Params, index: int) -> str:
+        """The values drawn for example ``index`` in words (``"SNR 12.3 dB"``), for titles and logs;
+        ``""`` when there is nothing to say beyond the transform's name."""
+        return ""
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
                  lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -250,15 +282,25 @@ class _Composite(Augmentation):
 
     def _apply_batch(self, x, params, lengths, inplace):
         """The steps in order. Once a step has returned new memory, that memory is the chain's own
-        and the steps after it write their rows into it (``inplace``); the caller's is never written."""
+        and the steps after it write their rows into it (``inplace``); the caller's is never written.
+        A step that moves the examples' ends (``output_lengths``) hands the new lengths on."""
+        time = x.shape[-1]
         for key, t in zip(self._keys, self.transforms):
+            after = t.output_lengths(params[key], lengths, time)  # the step reads the old lengths
             if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
                 x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
-                continue
-            y = t._apply(x, params[key], lengths, inplace)
-            inplace = CHAIN_IN_PLACE and (inplace or y is not x)  # a step returns x itself or memory of its own
-            x = y
+            else:
+                y = t._apply(x, params[key], lengths, inplace)
+                inplace = CHAIN_IN_PLACE and (inplace or y is not x)  # a step returns x itself or memory of its own
+                x = y
+            lengths = after
         return x
+
+    def output_lengths(self, params, lengths, time):
+        """The lengths after every step in turn (see ``Augmentation.output_lengths``)."""
+        for key, t in zip(self._keys, self.transforms):
+            lengths = t.output_lengths(params[key], lengths, time)
+        return lengths
 
     def __len__(self) -> int:
         return len(self.transforms)

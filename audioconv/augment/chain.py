@@ -21,14 +21,24 @@ from audioconv.io.files import write_json
 from audioconv.utils import accepts_keyword
 
 from .base import Augmentation, Compose, OneOf
+from .bitcrush import BitCrush
+from .clip import Clip
+from .codec import Codec
+from .distortion import Distortion
 from .eq import RandomEQ
+from .events import AddEvents
+from .filters import BandPass, BandStop, HighPass, LowPass
 from .gain import Gain
+from .gain_transition import GainTransition
 from .mix import BatchMix
 from .noise import AddNoise
+from .pitch import PitchShift
 from .polarity import PolarityInversion
 from .reverb import Reverb
 from .shift import TimeShift
 from .speed import SpeedPerturb
+from .stretch import TimeStretch
+from .time_mask import TimeMask
 
 __all__ = ["TRANSFORMS", "SHORT_NAMES", "chain_from_config", "chain_to_config", "default_chain", "load_chain",
            "save_chain", "describe_example"]
@@ -36,11 +46,15 @@ __all__ = ["TRANSFORMS", "SHORT_NAMES", "chain_from_config", "chain_to_config", 
 TRANSFORMS: dict[str, type[Augmentation]] = {
     cls.__name__: cls
     for cls in (Compose, OneOf, PolarityInversion, RandomEQ, Reverb, AddNoise, BatchMix, Gain, TimeShift,
-                SpeedPerturb)
+                SpeedPerturb, PitchShift, TimeStretch, LowPass, HighPass, BandPass, BandStop, Clip, Distortion,
+                BitCrush, Codec, AddEvents, GainTransition, TimeMask)
 }
 PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's folder
 SHORT_NAMES = {"PolarityInversion": "polarity", "RandomEQ": "EQ", "Reverb": "reverb", "AddNoise": "noise",
-               "Gain": "gain", "TimeShift": "shift", "SpeedPerturb": "speed"}
+               "Gain": "gain", "TimeShift": "shift", "SpeedPerturb": "speed", "PitchShift": "pitch",
+               "TimeStretch": "stretch", "LowPass": "low-pass", "HighPass": "high-pass", "BandPass": "band-pass",
+               "BandStop": "band-stop", "Clip": "clip", "Distortion": "distortion", "BitCrush": "bit crush",
+               "Codec": "codec", "AddEvents": "events", "GainTransition": "fade", "TimeMask": "time mask"}
 
 
 def default_chain(sample_rate: int) -> Compose:
@@ -150,14 +164,18 @@ def save_chain(aug: Augmentation, path: str | os.PathLike) -> Path:
     return write_json(path, chain_to_config(aug), indent=2)
 
 
-def describe_example(chain: Augmentation, params: dict, index: int) -> str:
+def describe_example(chain: Augmentation, params: dict, index: int, values: bool = False) -> str:
     """Short names (``SHORT_NAMES``) of the transforms of ``chain`` that ``params`` apply to example
-    ``index``, in order, e.g. ``"EQ+reverb+noise"``; ``"unchanged"`` if none."""
+    ``index``, in order, e.g. ``"EQ+reverb+noise"``; ``"unchanged"`` if none. With ``values``, each
+    with the values drawn for it (``Augmentation.describe``), comma-separated:
+    ``"EQ peak +9 dB at 1200 Hz, reverb RT60 0.42 s, noise SNR 12.3 dB"``."""
     def applied(aug: Augmentation, p: dict) -> list[str]:
         if not bool(p["apply"][index]):
             return []
         if isinstance(aug, (Compose, OneOf)):
             return [name for key, t in aug.named_transforms() for name in applied(t, p[key])]
-        return [SHORT_NAMES.get(type(aug).__name__, type(aug).__name__)]
+        name = SHORT_NAMES.get(type(aug).__name__, type(aug).__name__)
+        detail = aug.describe(p, index) if values else ""
+        return [f"{name} {detail}" if detail else name]
 
-    return "+".join(applied(chain, params)) or "unchanged"
+    return (", " if values else "+").join(applied(chain, params)) or "unchanged"

@@ -11,8 +11,8 @@ from typing import Callable
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "gain_to_power", "add_at_snr", "fast_length", "fft_convolve", "colored_noise", "noise_bank",
-           "shared_noise_bank", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
+__all__ = ["mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "colored_noise", "noise_bank",
+           "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
 # slope -10*log10(2)*beta ≈ -3.01*beta).
@@ -38,6 +38,14 @@ def mean_power(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Te
     return energy / count
 
 
+def real_peak(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Largest ``|x|`` of each example of ``x`` ``(B, C, T)`` over its channels and real samples (the
+    first ``lengths[b]``), ``(B,)`` in ``x``'s dtype; 0 for an example with none; NaN if it holds NaN."""
+    if lengths is not None:
+        x = x * (torch.arange(x.shape[-1], device=x.device) < lengths[:, None])[:, None, :]
+    return torch.linalg.vector_norm(x, ord=float("inf"), dim=(1, 2))
+
+
 def gain_to_power(target_power: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
     """Amplitude gain ``sqrt(target_power / power)`` that brings a signal of mean power ``power``
     to ``target_power``; 0 where ``power`` is 0 (a silent signal stays silent, never NaN/inf)."""
@@ -53,7 +61,8 @@ _COST_MANY_TWOS = 1.3
 
 
 def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengths: torch.Tensor | None = None,
-               apply: torch.Tensor | None = None) -> torch.Tensor:
+               apply: torch.Tensor | None = None, other_power: torch.Tensor | None = None,
+               into_other: bool = False) -> torch.Tensor:
     """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
     added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
     either signal is silent (never NaN), and where ``apply`` is false.
@@ -61,14 +70,19 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
     Args:
         x, other: ``(B, C, T)``. snr_db: ``(B,)`` dB. lengths: ``(B,)`` ints or None.
         apply: ``(B,)`` bool or None (every example).
+        other_power: ``(B,)`` ``mean_power(other, lengths)`` when the caller knows it already.
+        into_other (bool): write the sum into ``other`` (memory the caller owns and no longer needs)
+            instead of allocating; not under autograd.
 
     Returns:
-        ``(B, C, T)``, new memory.
+        ``(B, C, T)``: new memory, or ``other`` itself with ``into_other``.
     """
     target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
-    gain = gain_to_power(target, mean_power(other, lengths))
+    gain = gain_to_power(target, mean_power(other, lengths) if other_power is None else other_power.to(x.dtype))
     if apply is not None:
         gain = gain * apply
+    if into_other and not (other.requires_grad or x.requires_grad):
+        return torch.addcmul(x, other, gain[:, None, None], out=other)
     return torch.addcmul(x, other, gain[:, None, None])
 
 
@@ -100,20 +114,23 @@ def fast_length(n: int) -> int:
 CHUNK_SAMPLES = 2 ** 19  # on the CPU, convolve this many transform samples at a time (cache-sized)
 
 
-def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
-                 finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
-    """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
+def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_fft: int, keep: int | None = None,
+               finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Filter the rows of ``x`` ``(B, ..., T)`` by a frequency response, by FFT at length ``n_fft``.
 
-    Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
-    wraps around. (``torchaudio.functional.fftconvolve`` transforms
-    at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
-    first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
-    ``x`` ``(B, C, T)``. On the CPU the rows go through in slices of about ``CHUNK_SAMPLES``
-    transform samples: each slice is read from ``x``, transformed, finished and written out while
-    it is in cache, so a large batch is streamed through memory once.
+    ``y = irfft(rfft(x, n_fft) * response(start, stop), n_fft)``: a circular convolution, linear
+    as long as ``n_fft`` holds the signal and the filter's impulse response (``T`` plus its
+    ringing; for a zero-phase response, its ringing on either side). On the CPU the rows go
+    through in slices of about ``CHUNK_SAMPLES`` transform samples: each slice is read from ``x``,
+    transformed, finished and written out while it is in cache, so a large batch is streamed
+    through memory once.
 
     Args:
-        keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
+        response (callable): ``response(start, stop)`` -> the response of rows ``start:stop`` on
+            the ``n_fft // 2 + 1`` real-FFT bins, real or complex, broadcastable to
+            ``(stop - start, ..., n_fft // 2 + 1)`` (a leading 1 for all rows alike).
+        n_fft (int): transform length.
+        keep (int or None): keep only the first ``keep`` output samples (default ``T``).
         finish (callable or None): ``finish(y, x_rows, start, stop) -> y`` post-processes the
             results ``y`` of rows ``start:stop`` (e.g. a gain per row, a crop) before they are
             written; ``x_rows`` are those rows of ``x``.
@@ -121,21 +138,26 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
     Returns:
         ``(B, ..., keep)`` (after ``finish``), new memory.
     """
-    full = x.shape[-1] + h.shape[-1] - 1
-    keep = full if keep is None else min(keep, full)
-    n = fast_length(full)
+    keep = x.shape[-1] if keep is None else min(keep, n_fft)
     count = step = x.shape[0]
     if x.device.type == "cpu":
-        step = max(1, CHUNK_SAMPLES // (n * max(1, x[0].numel() // x.shape[-1])))
+        step = max(1, CHUNK_SAMPLES // (n_fft * max(1, x[0].numel() // x.shape[-1])))
     if count == 0:
         return x.new_empty((0,) + x.shape[1:-1] + (keep,))
     out = None
+    time = x.shape[-1]
+    reuse = time < n_fft and step < count and not x.requires_grad
+    padded = x.new_zeros((min(step, count),) + x.shape[1:-1] + (n_fft,)) if reuse else None
     for start in range(0, count, step):
         stop = min(start + step, count)
         xs = x[start:stop]
-        spectrum = torch.fft.rfft(xs, n=n)
-        spectrum *= torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
-        y = torch.fft.irfft(spectrum, n=n)[..., :keep]
+        if padded is not None:  # the zeros after sample T are written once, not for every slice
+            padded[: stop - start, ..., :time] = xs
+            spectrum = torch.fft.rfft(padded[: stop - start])
+        else:
+            spectrum = torch.fft.rfft(xs, n=n_fft)
+        spectrum *= response(start, stop)
+        y = torch.fft.irfft(spectrum, n=n_fft)[..., :keep]
         if finish is not None:
             y = finish(y, xs, start, stop)
         if stop == count and out is None:  # one slice: return it as it is
@@ -144,6 +166,40 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
             out = y.new_empty((count,) + y.shape[1:])
         out[start:stop] = y
     return out
+
+
+def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
+                 finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
+
+    Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
+    wraps around. (``torchaudio.functional.fftconvolve`` transforms
+    at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
+    first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
+    ``x`` ``(B, C, T)``. The rows go through ``fft_filter`` (in cache-sized slices on the CPU),
+    each slice of ``h`` transformed with its rows.
+
+    Args:
+        keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
+        finish (callable or None): as in ``fft_filter``.
+
+    Returns:
+        ``(B, ..., keep)`` (after ``finish``), new memory.
+    """
+    full = x.shape[-1] + h.shape[-1] - 1
+    n = fast_length(full)
+    padded: list[torch.Tensor] = []  # one zero-padded buffer for the slices of h, made at the first
+
+    def response(start: int, stop: int) -> torch.Tensor:
+        if h.shape[0] == 1 or h.requires_grad or h.shape[-1] >= n:
+            return torch.fft.rfft(h if h.shape[0] == 1 else h[start:stop], n=n)
+        if not padded:
+            padded.append(h.new_zeros((stop - start,) + h.shape[1:-1] + (n,)))
+        buffer = padded[0][: stop - start]
+        buffer[..., : h.shape[-1]] = h[start:stop]
+        return torch.fft.rfft(buffer)
+
+    return fft_filter(x, response, n, keep=full if keep is None else min(keep, full), finish=finish)
 
 
 def colored_noise(white: torch.Tensor, slope_db_per_octave: float, flat_below_bin: float | None = None) -> torch.Tensor:
@@ -226,6 +282,7 @@ class DeviceCache:
 
 
 _BANKS: dict[tuple[float, int], DeviceCache] = {}
+_ENERGIES: dict[tuple[float, int], DeviceCache] = {}
 
 
 def shared_noise_bank(slope_db_per_octave: float, seed: int, device: torch.device | str,
@@ -240,6 +297,20 @@ def shared_noise_bank(slope_db_per_octave: float, seed: int, device: torch.devic
 
         _BANKS[key] = DeviceCache(make)
     return _BANKS[key].get(device, dtype)
+
+
+def shared_bank_energy(slope_db_per_octave: float, seed: int, device: torch.device | str) -> torch.Tensor:
+    """Cumulative energy of ``shared_noise_bank(slope_db_per_octave, seed, ...)`` (float32 samples,
+    summed in float64), ``(N + 1,)`` float64 on ``device``: ``e[j] - e[i]`` is the energy of samples
+    ``i`` to ``j - 1``, so the power of any window costs two reads instead of a pass over it."""
+    key = (float(slope_db_per_octave), int(seed))
+    if key not in _ENERGIES:
+        def make(key=key):
+            bank = shared_noise_bank(*key, "cpu").double()
+            return torch.cat([bank.new_zeros(1), bank.square().cumsum(0)])
+
+        _ENERGIES[key] = DeviceCache(make)
+    return _ENERGIES[key].get(device)
 
 
 def circular_windows(signal: torch.Tensor, start: torch.Tensor, length: int, period: int | None = None,

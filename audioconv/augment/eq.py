@@ -274,3 +274,10 @@ class RandomEQ(Augmentation):
         taps = min(self.fir_taps, fast_length(_ring_length(a)))
         fir = eq_fir(b, a, taps, x.dtype)
         return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
+
+    def describe(self, params, index):
+        gains, freqs = params["gain_db"][index], params["freq_hz"][index]
+        if gains.numel() == 0:
+            return "shelves"
+        k = int(gains.abs().argmax())
+        return f"peak {float(gains[k]):+.0f} dB at {float(freqs[k]):.0f} Hz"

@@ -28,3 +28,6 @@ class Gain(Augmentation):
 
     def _scale(self, params):
         return 10.0 ** (params["gain_db"].double() / 20)
+
+    def describe(self, params, index):
+        return f"{float(params['gain_db'][index]):+.1f} dB"

@@ -15,7 +15,7 @@ class BatchMix(Augmentation):
 
     The example keeps its own label: the model learns to follow the louder source, as with
     babble or a second talker in the room. Per example the partner is another row of the batch
-    (never itself), circularly shifted in time by a drawn fraction of the clip, and scaled so
+    (never itself, never one holding NaN or inf: such a partner adds nothing), circularly shifted in time by a drawn fraction of the clip, and scaled so
     that the ratio of the example's mean power to the added partner's is ``snr_db`` (over the
     example's real samples when ``lengths`` is given; padding gets nothing). A silent partner
     adds nothing. The partner is read from the batch as it is when this step runs (after the
@@ -56,7 +56,13 @@ class BatchMix(Augmentation):
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         shift = (params["shift"].double() * time).long()  # (B,)
         t = (torch.arange(time, device=x.device) + shift[:, None]) % time  # (B, T)
-        other = work[self.partners(params)[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
+        partner = self.partners(params)
+        other = work[partner[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
                      t[:, None, :]]  # (B, C, T): the partners, shifted
-        y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"])
+        finite = torch.isfinite(other).flatten(1).all(1)  # a non-finite partner would spread to its example
+        other = torch.where(finite[:, None, None], other, torch.zeros((), dtype=other.dtype, device=other.device))
+        y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"], into_other=True)
         return keep_padding(y, work, lengths).to(x.dtype)
+
+    def describe(self, params, index):
+        return f"SIR {float(params['snr_db'][index]):.1f} dB"

@@ -5,7 +5,8 @@ import torch
 
 from .clips import ClipBank, ClipSource
 from .base import Augmentation, uniform
-from .dsp import COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, add_at_snr, circular_windows, shared_noise_bank
+from .dsp import (COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, add_at_snr, circular_windows, shared_bank_energy,
+                  shared_noise_bank)
 from .validation import check_range, check_sample_rate
 
 __all__ = ["AddNoise"]
@@ -81,6 +82,30 @@ class AddNoise(Augmentation):
             return circular_windows(signal, start, time, period=NOISE_BANK_SAMPLES)
         return circular_windows(signal, start, time, clip_start=clip_start, clip_len=clip_len[:, None])
 
+    def _noise_power(self, params, channels: int, time: int, lengths) -> torch.Tensor | None:
+        """Mean power ``(B,)`` of the coloured-bank windows ``noise_for`` reads (over the real samples),
+        from the bank's cumulative energy: no pass over the noise. ``None`` for a recorded background."""
+        if self._bank is not None:
+            return None
+        device = params["snr_db"].device
+        energy = shared_bank_energy(self.slope_db_per_octave, NOISE_SEED, device)
+        offset = (params["noise_pos"].double() * NOISE_BANK_SAMPLES).long()
+        start = (offset[:, None] + torch.arange(channels, device=device) * (NOISE_BANK_SAMPLES // channels))
+        start = start % NOISE_BANK_SAMPLES  # (B, C)
+        count = torch.full_like(offset, time) if lengths is None else lengths.to(device)
+        period = NOISE_BANK_SAMPLES
+        laps, rest = (count // period)[:, None], (count % period)[:, None]  # whole periods, then the rest
+        end = start + rest
+        partial = torch.where(end <= period, energy[end.clamp(max=period)] - energy[start],
+                              energy[period] - energy[start] + energy[(end - period).clamp(min=0)])
+        total = (laps * energy[period] + partial).sum(1)
+        return total / (count * channels).clamp(min=1)
+
     def _transform(self, x, params, lengths):
         noise = self.noise_for(params, x.shape[1], x.shape[2], x.dtype)
-        return add_at_snr(x, noise, params["snr_db"], lengths)
+        power = self._noise_power(params, x.shape[1], x.shape[2], lengths)
+        return add_at_snr(x, noise, params["snr_db"], lengths, other_power=power, into_other=True)
+
+    def describe(self, params, index):
+        source = f"clip {int(params['noise_index'][index])}, " if "noise_index" in params else ""
+        return f"{source}SNR {float(params['snr_db'][index]):.1f} dB"

@@ -157,6 +157,12 @@ class Reverb(Augmentation):
                 shift = (peak[start:stop, None] + torch.arange(time, device=x.device)).expand(channels, -1, -1)
                 wet = torch.gather(wet, -1, shift.transpose(0, 1))
             part = None if lengths is None else lengths[start:stop]
-            return wet * gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None]
+            gain = gain_to_power(mean_power(dry, part), mean_power(wet, part))[:, None, None]
+            return wet * gain if wet.requires_grad else wet.mul_(gain)  # (autograd keeps wet for the power)
 
         return fft_convolve(x, rir[:, None, :], keep=latest + time, finish=finish)
+
+    def describe(self, params, index):
+        if "rir_index" in params:
+            return f"RIR {int(params['rir_index'][index])}"
+        return f"RT60 {float(params['rt60_s'][index]):.2f} s"

@@ -43,3 +43,6 @@ class TimeShift(Augmentation):
         inside = (source >= 0) & (source < time)
         y = torch.gather(x, -1, source.clamp(0, time - 1)[:, None, :].expand(batch, channels, time))
         return y * inside[:, None, :]
+
+    def describe(self, params, index):
+        return f"{1000 * float(params['shift_s'][index]):+.0f} ms"

@@ -56,3 +56,6 @@ class SpeedPerturb(Augmentation):
             out = out[..., :time] if out.shape[-1] >= time else torch.nn.functional.pad(out, (0, time - out.shape[-1]))
             y[rows] = out
         return y
+
+    def describe(self, params, index):
+        return f"x{float(params['factor'][index]):.2f}"

@@ -7,7 +7,7 @@ from typing import Any, Sequence, Union
 import torch
 
 __all__ = ["check_range", "check_sample_rate", "check_probability", "as_batch", "check_lengths",
-           "check_generator"]
+           "check_generator", "check_int_range"]
 
 Range = Union[float, Sequence[float]]
 
@@ -106,3 +106,22 @@ def check_generator(generator: Any) -> torch.device:
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator.device
+
+
+def check_int_range(name: str, value: Any, *, low: int, high: int | None = None) -> tuple[int, int]:
+    """``(min, max)`` integers from an int or a pair of ints in ``[low, high]``, else ``ValueError`` naming ``name``."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        lo, hi = pair
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer or a (min, max) pair of integers, got {value!r}")
+    if lo > hi:
+        raise ValueError(f"{name}: min {lo} is greater than max {hi}")
+    if lo < low or (high is not None and hi > high):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}, got ({lo}, {hi})")
+    return int(lo), int(hi)
+

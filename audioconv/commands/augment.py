@@ -1,7 +1,9 @@
 """`audioconv augment`: preview an augmentation chain on one file — N augmented WAVs, the drawn
-parameters as JSON, and a PNG of their log-mel spectrograms as the model's front end computes them."""
+parameters as JSON, and a PNG of their log-mel spectrograms as the model's front end computes them
+(titled with the values drawn for each: SNR, gain, RT60, semitones …; one dB scale for all panels)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 
@@ -9,6 +11,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "augment", help="preview an augmentation chain on a file: WAVs, params, spectrograms",
         description="Preview an augmentation chain on one file: N augmented WAVs (aug_NN.wav, 32-bit float), "
+                    "each titled in the PNG with the values drawn for it (SNR, gain, RT60, semitones ...), "
                     "the drawn parameters (params.json, replayable) and a PNG of their log-mel spectrograms "
                     "(logmels.png). The same --seed gives the same result on any device.")
     p.add_argument("input", metavar="IN.wav", help="audio file to augment")
@@ -43,11 +46,12 @@ def run(args) -> int:
     params = chain.sample(args.n, generator, device)
     augmented = chain.apply(batch, params).cpu()
 
-    files, titles = [], ["input"]
+    files, titles, drawn = [], ["input"], []
     for i, y in enumerate(augmented):
         path = save(out / f"aug_{i:02d}.wav", y, sr, subtype="FLOAT")
         files.append(path.name)
-        titles.append(f"{i:02d}: {describe_example(chain, params, i)}")
+        drawn.append(describe_example(chain, params, i, values=True))
+        titles.append(textwrap.fill(f"{i:02d}: {drawn[-1]}", width=52))
     record = {"input": str(Path(args.input).resolve()), "sample_rate": sr, "seed": args.seed, "n": args.n,
               "device": str(device), "files": files, "chain": chain_to_config(chain),
               "params": params_to_json(params)}
@@ -57,8 +61,8 @@ def run(args) -> int:
 
     print(f"augmented {args.input} ({wav.shape[0]} ch, {wav.shape[1] / sr:.2f} s at {sr} Hz) "
           f"{args.n} times on {device}")
-    for name, title in zip(files, titles[1:]):
-        print(f"  {out / name}  {title.split(': ', 1)[1]}")
+    for name, values in zip(files, drawn):
+        print(f"  {out / name}  {values}")
     print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(params)))")
     print(f"  {png}  log-mel spectrograms")
     return 0

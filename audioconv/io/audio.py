@@ -457,3 +457,40 @@ def decode(data: bytes, offset_s: float | None = None, duration_s: float | None 
 
 
 __all__ += ["decode"]
+
+
+def codec_round_trip(waveform: torch.Tensor, sample_rate: int, file_format: str, subtype: str,
+                     compression_level: float | None = None, bitrate_mode: str | None = None) -> tuple[torch.Tensor, int]:
+    """Encode ``(channels, time)`` float samples to a file in memory with libsndfile and decode it again.
+
+    Args:
+        waveform (Tensor): ``(channels, time)`` on the CPU; samples beyond ±1 clip as in any file.
+        sample_rate (int): Hz; it must be one the codec takes (Opus: 8, 12, 16, 24, 48 kHz).
+        file_format (str), subtype (str): soundfile's names, e.g. ``("MP3", "MPEG_LAYER_III")``,
+            ``("OGG", "VORBIS")``, ``("OGG", "OPUS")``, ``("WAV", "GSM610")``, ``("WAV", "ULAW")``.
+        compression_level (float or None): libsndfile's compression level in [0, 1] (0: best
+            quality, highest bitrate) for MP3, Vorbis and Opus; None: the codec's default.
+        bitrate_mode (str or None): ``"CONSTANT"``, ``"AVERAGE"`` or ``"VARIABLE"`` (MP3, Opus).
+
+    Returns:
+        ``(decoded (channels, frames) float32, encoded size in bytes)``; ``frames`` may differ
+        from ``time`` (codecs that pad their last frame, or keep their delay).
+
+    Raises:
+        ValueError: the codec refuses the settings (libsndfile's message, with the format named).
+    """
+    data = np.ascontiguousarray(waveform.detach().to("cpu", torch.float32).numpy().T)
+    encoded = io.BytesIO()
+    extra = {k: v for k, v in (("compression_level", compression_level), ("bitrate_mode", bitrate_mode))
+             if v is not None}
+    try:
+        sf.write(encoded, data, int(sample_rate), subtype=subtype, format=file_format, **extra)
+        size = encoded.tell()
+        encoded.seek(0)
+        decoded, _ = sf.read(encoded, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{file_format}/{subtype} at {sample_rate} Hz ({extra or 'defaults'}): {e}") from None
+    return torch.from_numpy(decoded.T.copy()), size
+
+
+__all__ += ["codec_round_trip"]

@@ -1,0 +1,79 @@
+"""A fade from one gain to another over a drawn stretch of each example."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Augmentation, uniform
+from .validation import check_range, check_sample_rate
+
+__all__ = ["GainTransition", "transition_gain_db"]
+
+
+def transition_gain_db(params: dict, lengths: torch.Tensor, time: int, sample_rate: int) -> torch.Tensor:
+    """The gain curve in dB ``(N, time)`` a ``GainTransition`` draw describes.
+
+    ``g(t) = g0 + (g1 - g0) * clamp((t - t0) / d, 0, 1)`` at sample ``t``, with ``g0``/``g1`` the
+    drawn start/end gains in dB, ``d = duration_s * sample_rate`` samples and
+    ``t0 = start_pos * (L - d)`` where ``L`` is the example's real length (``lengths``): a fade
+    shorter than the example lies inside it; a longer one covers it and goes on past its ends.
+    """
+    d = (params["duration_s"].double() * sample_rate).clamp(min=1e-9)  # (N,) samples
+    t0 = params["start_pos"].double() * (lengths.double() - d)
+    t = torch.arange(time, device=d.device, dtype=torch.float64)
+    ramp = ((t - t0[:, None]) / d[:, None]).clamp_(0, 1)
+    g0, g1 = params["start_gain_db"].double(), params["end_gain_db"].double()
+    return g0[:, None] + (g1 - g0)[:, None] * ramp
+
+
+class GainTransition(Augmentation):
+    """Fade each example from one gain to another, linearly in dB, over a drawn duration.
+
+    Per example: a start gain and an end gain, each drawn evenly in ``gain_db``; a duration drawn
+    evenly in ``duration_s``; and where the fade sits, drawn evenly so that a fade shorter than the
+    example lies within it (a longer one covers the whole example and runs past both ends). Before
+    the fade the example has the start gain, after it the end gain; in between the gain in dB moves
+    linearly: ``y[t] = x[t] * 10 ** (g(t) / 20)`` (``transition_gain_db`` gives ``g``). It
+    mimics a speaker walking towards or away from the microphone, or a level control moved.
+
+    Args:
+        sample_rate (int): Hz.
+        gain_db ((min, max) in dB): gains at the two ends of the fade. Default (-24, 6).
+        duration_s ((min, max) in s, > 0): length of the fade. Default (0.2, 2.0).
+        p (float): per-example probability. Default 0.5.
+
+    Params: ``start_gain_db``, ``end_gain_db``, ``duration_s``, ``start_pos`` (in [0, 1)), each ``(B,)``.
+    """
+
+    param_keys = ("start_gain_db", "end_gain_db", "duration_s", "start_pos")
+
+    def __init__(self, sample_rate: int, gain_db=(-24.0, 6.0), duration_s=(0.2, 2.0), p: float = 0.5):
+        super().__init__(p)
+        self.sample_rate = check_sample_rate(sample_rate)
+        self.gain_db = check_range("gain_db", gain_db, unit="dB")
+        self.duration_s = check_range("duration_s", duration_s, low=0.0, low_inclusive=False, unit="s")
+
+    def _draw(self, batch, generator, device):
+        return {"start_gain_db": uniform(*self.gain_db, (batch,), generator, device),
+                "end_gain_db": uniform(*self.gain_db, (batch,), generator, device),
+                "duration_s": uniform(*self.duration_s, (batch,), generator, device),
+                "start_pos": torch.rand(batch, generator=generator, device=device)}
+
+    def _transform(self, x, params, lengths):
+        batch, _, time = x.shape
+        real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
+        d = params["duration_s"].to(x.dtype) * self.sample_rate
+        t0 = params["start_pos"].to(x.dtype) * (real.to(x.dtype) - d)
+        ln = math.log(10) / 20  # dB to natural-log amplitude
+        g0, g1 = params["start_gain_db"].to(x.dtype) * ln, params["end_gain_db"].to(x.dtype) * ln
+        # one (N, T) buffer: ramp = clamp(t / d - t0 / d, 0, 1), then gain = exp(g0 + (g1 - g0) ramp) in place
+        inverse = 1 / d.clamp(min=1e-9)
+        t = torch.arange(time, device=x.device, dtype=x.dtype)
+        gain = torch.addcmul((-t0 * inverse)[:, None], t[None, :], inverse[:, None]).clamp_(0, 1)
+        gain = torch.addcmul(g0[:, None], gain, (g1 - g0)[:, None], out=gain).exp_()
+        return x * gain[:, None, :]
+
+    def describe(self, params, index):
+        g0, g1 = float(params["start_gain_db"][index]), float(params["end_gain_db"][index])
+        return f"{g0:+.0f} to {g1:+.0f} dB over {float(params['duration_s'][index]):.2f} s"
