@@ -7,6 +7,15 @@ Task: 64 units (all channels) of ``conv2`` of the package's default SpectrogramC
 
     python benchmarks/project_bench.py [--batch 8] [--units 64] [--layer conv2] [--repeats 3] [--device cpu]
 
+Residual case (``--model resnet``): a ResNet-18-style audio network on the same log-mel inputs —
+a 3×3 stem (64 channels), BatchNorm, ReLU, 2×2 max-pool, then stages of two basic blocks (conv-BN-ReLU-
+conv-BN, ``out += shortcut``, ReLU; a strided 1×1-conv shortcut where the shape changes) of
+``--widths`` channels (default 64,128,256), global average pool, linear — and a layer named by its
+module path::
+
+    python benchmarks/project_bench.py --model resnet --layer layer1.1.relu2 --topk-clips 0
+    python benchmarks/project_bench.py --model resnet --layer layer2.1.relu2 --topk-clips 0
+
 Contestants (all produce the same 8 × 64 maps; the script checks that they agree):
 
 * ``audioconv`` — :class:`audioconv.interpret.Projector` (one forward per input, all units batched,
@@ -37,6 +46,48 @@ import time
 
 import torch
 from torch import nn
+
+
+class _Block(nn.Module):
+    """A ResNet basic block: conv3×3-BN-ReLU-conv3×3-BN, ``out += shortcut(x)``, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu2 = nn.ReLU()
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        out += self.shortcut(x)
+        return self.relu2(out)
+
+
+class AudioResNet(nn.Module):
+    """ResNet-18-style stages on log-mel ``(B, 1, F, T)`` (module docstring)."""
+
+    def __init__(self, widths=(64, 128, 256), n_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(2))
+        c = widths[0]
+        for i, w in enumerate(widths, start=1):
+            setattr(self, f"layer{i}", nn.Sequential(_Block(c, w, 1 if i == 1 else 2), _Block(w, w)))
+            c = w
+        self.n_stages = len(widths)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        for i in range(1, self.n_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.head(x)
 
 
 class _Classify(nn.Module):
@@ -77,7 +128,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--units", type=int, default=64)
-    ap.add_argument("--layer", default="conv2")
+    ap.add_argument("--layer", default=None, help="default conv2 (cnn), layer1.1.relu2 (resnet)")
+    ap.add_argument("--model", default="cnn", choices=["cnn", "resnet"],
+                    help="the package's SpectrogramCNN or the residual AudioResNet (module docstring)")
+    ap.add_argument("--widths", default="64,128,256", help="AudioResNet stage widths")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--no-replicate", action="store_true", help="skip the replicate baseline (memory)")
@@ -98,15 +152,30 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     dev = torch.device(args.device)
     home = torch.device(args.model_device or args.device)
-    model = SpectrogramCNN(n_classes=10).to(dev).eval()
+    args.layer = args.layer or ("conv2" if args.model == "cnn" else "layer1.1.relu2")
+    cnn = SpectrogramCNN(n_classes=10).to(dev).eval()
     wav = torch.randn(args.batch, 1, 16000, device=dev) * 0.1
     with torch.no_grad():
-        x = model.frontend(wav)  # (B, 1, 64, 101)
+        x = cnn.frontend(wav)  # (B, 1, 64, 101)
+
+    def build():
+        torch.manual_seed(0)
+        if args.model == "cnn":
+            return SpectrogramCNN(n_classes=10).eval()
+        return AudioResNet(tuple(int(w) for w in args.widths.split(","))).eval()
+
+    model = build().to(dev)
     units = list(range(args.units))
-    act_module = model.feature_module(args.layer)
+    if args.model == "cnn":
+        act_module, wrapped = model.feature_module(args.layer), _Classify(model)
+    else:
+        act_module, wrapped = dict(model.named_modules())[args.layer], model
     B, K = x.shape[0], len(units)
     clips = [w for w in torch.randn(args.topk_clips, 1, 16000, generator=torch.Generator().manual_seed(1)) * 0.1]
-    caller_model = model if home == dev else SpectrogramCNN(n_classes=10).eval()
+    if args.model == "resnet":
+        with torch.no_grad():  # a model without front end scans log-mel items
+            clips = [c for c in cnn.frontend(torch.stack(clips))[:, 0]] if clips else []
+    caller_model = model if home == dev else build()
     if caller_model is not model:
         caller_model.load_state_dict(model.state_dict())
         caller_model.to(home)
@@ -115,7 +184,6 @@ def main(argv=None) -> int:
     project = lambda crop: projector.project(x, args.layer, units, "max", progress=False, crop=crop)  # noqa: E731
     project(True)  # warm-up
 
-    wrapped = _Classify(model)
     deconv = NeuronDeconvolution(wrapped, act_module)
     bi = torch.arange(B, device=dev)
 
@@ -162,7 +230,8 @@ def main(argv=None) -> int:
         diff = "" if ref is None else f"   max rel diff vs ours {rel(ref(out), ours.maps):.1e}"
         print(f"{label:34s}{wall * 1e3:10.1f} ms wall {cpu * 1e3:10.1f} ms CPU{diff}")
 
-    print(f"device={dev} model on {home} torch={torch.__version__} threads={torch.get_num_threads()} "
+    name = "SpectrogramCNN" if args.model == "cnn" else f"AudioResNet({args.widths})"
+    print(f"model={name} device={dev} model on {home} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"repeats={args.repeats} (best of, interleaved)")
     print(f"task: {K} units of {args.layer}, position=max, batch {B} x log-mel {tuple(x.shape[-2:])}, mode deconv")
     line("audioconv Projector (crop)", "ours")
