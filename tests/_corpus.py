@@ -101,3 +101,13 @@ def make_folder(root: Path, n_per_class: int = 6, seed: int = 2) -> Path:
     for i, label, fmt, clip_s, event_s, rng in _clips(n_per_class, seed):
         write_clip(root / label / f"spk{i % 4}_nohash_{i}", label, fmt, rng, clip_s, event_s)
     return root
+
+
+def cut_short(path: Path, out: Path, keep: float = 0.75) -> Path:
+    """A copy of ``path`` with only the first ``keep`` of its bytes, as an interrupted copy or
+    download leaves it: a WAV's data chunk then declares more than is there, an MP3's Xing frame
+    and a FLAC's STREAMINFO promise more frames than decode."""
+    data = path.read_bytes()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data[: int(len(data) * keep)])
+    return out

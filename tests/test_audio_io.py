@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import audioconv
 from audioconv.data import ManifestDataset
 from audioconv.io import audio
 from audioconv.io.manifest import check_manifest
+
+from _corpus import cut_short
 
 SR = 16000
 
@@ -159,3 +162,84 @@ def test_save_failure_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
         audio.save(path, torch.ones(1, 100) * 0.5, SR)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wav"]
+
+
+# ----------------------------------------------------------------------------- files that are not what their headers say
+def _tremolo_mp3(path: Path, seconds: float = 3.0, sr: int = 44100) -> Path:
+    """A 440-Hz tone with a 3-Hz tremolo as MP3: a signal on which libsndfile's MP3 seeks land on
+    thousands of zero frames (measured), unlike noise."""
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    sf.write(path, x.astype(np.float32), sr, format="MP3", subtype="MPEG_LAYER_III")
+    return path
+
+
+def test_a_wav_cut_short_is_refused_when_opened_naming_both_sizes(tmp_path):
+    path = _ramp(tmp_path / "r.wav", 1000, channels=2)  # 32-bit float stereo: 8 bytes a frame, 8000 bytes of data
+    size = path.stat().st_size
+    cut = cut_short(path, tmp_path / "cut.wav", keep=(size - 8000 + 2400) / size)  # 300 frames left
+    assert sf.info(str(cut)).frames == 300  # libsndfile alone would quietly give the shorter clip
+    message = rf"truncated WAV file .*cut\.wav: its data chunk declares 1000 frames \(8000 bytes\) but the file holds only 300 frames \(2400 bytes\)$"
+    for opener in (audio.open_audio, audio.info, audio.load):
+        with pytest.raises(ValueError, match=message):
+            opener(cut)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "cut.wav", "label": "a"}) + "\n")
+    for decode in (True, False):  # found from the header alone
+        assert re.search(message, check_manifest(tmp_path / "m.jsonl", decode=decode, progress=False).bad[0]["error"])
+
+
+def test_wavs_of_unknown_length_or_with_trailing_bytes_are_read_whole(tmp_path):
+    path = _ramp(tmp_path / "r.wav", 500)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    streamed = bytearray(data)
+    streamed[at:at + 4] = (0xFFFFFFFF).to_bytes(4, "little")  # what a writer that could not seek back leaves
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    (tmp_path / "trailing.wav").write_bytes(bytes(data) + b"LIST\x04\x00\x00\x00abcd")
+    for name in ("streamed.wav", "trailing.wav"):
+        reference, _ = sf.read(tmp_path / name, dtype="float32", always_2d=True)
+        wav, _ = audio.load(tmp_path / name)
+        assert wav.shape == (1, 500)
+        np.testing.assert_array_equal(wav.numpy(), reference.T)
+
+
+def test_an_mp3_shorter_than_its_header_gives_the_frames_that_decode(tmp_path):
+    cut = cut_short(_tremolo_mp3(tmp_path / "full.mp3", seconds=1.0), tmp_path / "cut.mp3")
+    header = sf.info(str(cut)).frames
+    reference, sr = sf.read(cut, dtype="float32", always_2d=True)  # soundfile decoding from the start
+    n = len(reference)
+    assert header == 44100 and 0.5 * header < n < header  # the Xing frame promises the uncut length
+    wav, _ = audio.load(cut)
+    np.testing.assert_allclose(wav.numpy(), reference.T, rtol=0, atol=1e-6)
+    with audio.open_audio(cut) as f:
+        assert f.read(n - 100, 1000).shape == (1, 100) and (f.frames, f.header_frames) == (n, header)
+    with audio.open_audio(cut) as f:  # a read that starts past the real end finds that end too
+        assert f.read(n + 10, 50).shape == (1, 0) and f.frames == n
+    with pytest.raises(ValueError, match=rf"offset .* s is past the end of .*cut\.mp3 \({n / sr:.3f} s long\)"):
+        audio.load(cut, offset_s=(n + 10) / sr)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio_filepath": "cut.mp3", "label": "a", "duration": 1.0}) + "\n")
+    report = check_manifest(tmp_path / "m.jsonl", progress=False)
+    assert report.ok and report.records[0]["duration"] == round(n / sr, 6)
+    assert report.warnings[0]["error"] == (f"the header says {header} frames (1.000000 s) but {n} decode "
+                                           f"({n / sr:.6f} s); the decoded length is used")
+
+
+def test_a_flac_cut_short_gives_the_frames_before_the_cut(tmp_path):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (22050, 2)).astype(np.float32)
+    sf.write(tmp_path / "full.flac", x, 22050, subtype="PCM_16")
+    original, _ = sf.read(tmp_path / "full.flac", dtype="float32", always_2d=True)
+    cut = cut_short(tmp_path / "full.flac", tmp_path / "cut.flac")
+    with pytest.raises(sf.LibsndfileError):  # soundfile alone: one read of the whole file fails
+        sf.read(cut)
+    wav, _ = audio.load(cut)
+    n = wav.shape[-1]
+    assert 0.5 * len(original) < n < len(original)
+    np.testing.assert_array_equal(wav.numpy(), original[:n].T)
+
+
+@pytest.mark.parametrize("first", [3000, 5000, 44100, 100000])
+def test_mp3_reads_anywhere_equal_a_decode_from_the_start(tmp_path, first):
+    path = _tremolo_mp3(tmp_path / "t.mp3")
+    reference, _ = sf.read(path, dtype="float32")
+    with audio.open_audio(path) as f:
+        np.testing.assert_allclose(f.read(first, 2000)[0].numpy(), reference[first:first + 2000], rtol=0, atol=1e-6)

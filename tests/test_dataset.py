@@ -3,6 +3,8 @@ the channel mean, sample indices written into the files, chi-square for the samp
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,15 @@ from scipy import signal, stats
 from torch.utils.data import DataLoader
 
 from audioconv.io import audio
-from audioconv.data.dataset import ClassBalancedSampler, ManifestDataset, collate, load_labels, save_labels
+from audioconv.data.dataset import (
+    ClassBalancedSampler,
+    ClipError,
+    ManifestDataset,
+    SkippedClipWarning,
+    collate,
+    load_labels,
+    save_labels,
+)
 from audioconv.io.manifest import write_manifest
 
 TARGET_SR = 16000
@@ -50,8 +60,8 @@ def test_resampled_sine_keeps_its_frequency_and_level(tmp_path, sr, subtype, suf
     path = tmp_path / f"tone{suffix}"
     sf.write(path, sine(sr, 1.5, 1000.0, channels), sr, subtype=subtype)
     ds = ManifestDataset([rec(path)], TARGET_SR, 1.0, crop="center")
-    w, label = ds[0]
-    assert w.dtype == torch.float32 and w.shape == (1, TARGET_SR) and label == 0
+    w, label, length = ds[0]
+    assert length == TARGET_SR and w.dtype == torch.float32 and w.shape == (1, TARGET_SR) and label == 0
     f, pxx = signal.periodogram(w[0].numpy(), fs=TARGET_SR, window="hann")
     assert f[np.argmax(pxx)] == pytest.approx(1000.0, abs=TARGET_SR / len(w[0]))
     # level: the mono mix of the channels' sines (amplitude of a sum of phase-shifted sines)
@@ -67,9 +77,10 @@ def test_same_rate_values_equal_soundfile_decoding(tmp_path):
         x = np.random.default_rng(0).uniform(-0.8, 0.8, (3000, 2)).astype(np.float32)
         sf.write(path, x, TARGET_SR, subtype=subtype)
         ref, _ = sf.read(str(path), dtype="float32", always_2d=True)
-        w, _ = ManifestDataset([rec(path)], TARGET_SR, None, channels="keep")[0]
+        w, _, n = ManifestDataset([rec(path)], TARGET_SR, None, channels="keep")[0]
+        assert n == 3000
         np.testing.assert_array_equal(w.numpy(), ref.T)
-        m, _ = ManifestDataset([rec(path)], TARGET_SR, None)[0]
+        m = ManifestDataset([rec(path)], TARGET_SR, None)[0][0]
         np.testing.assert_allclose(m.numpy()[0], ref.mean(axis=1), rtol=0, atol=1e-7)  # downmix = channel mean
 
 
@@ -77,8 +88,8 @@ def test_downmix_of_six_channels_is_the_mean_after_resampling(tmp_path):
     path = tmp_path / "six.wav"
     x = sine(48000, 0.5, 440.0, 6)
     sf.write(path, x, 48000, subtype="FLOAT")
-    mono, _ = ManifestDataset([rec(path)], TARGET_SR, None)[0]
-    keep, _ = ManifestDataset([rec(path)], TARGET_SR, None, channels="keep")[0]
+    mono = ManifestDataset([rec(path)], TARGET_SR, None)[0][0]
+    keep = ManifestDataset([rec(path)], TARGET_SR, None, channels="keep")[0][0]
     assert keep.shape == (6, 8000) and mono.shape == (1, 8000)
     torch.testing.assert_close(mono, keep.mean(0, keepdim=True), atol=1e-6, rtol=0)
     ref = audio.resample(torch.from_numpy(x.T.copy()), 48000, TARGET_SR)
@@ -87,14 +98,15 @@ def test_downmix_of_six_channels_is_the_mean_after_resampling(tmp_path):
 
 def test_offset_and_duration_read_exactly_those_samples(tmp_path):
     path = ramp_file(tmp_path / "ramp.wav", 1.5)
-    ds = ManifestDataset([rec(path, offset=0.25, duration=0.5)], TARGET_SR, 1.0, crop="start", return_length=True)
+    ds = ManifestDataset([rec(path, offset=0.25, duration=0.5)], TARGET_SR, 1.0, crop="start")
     w, _, n = ds[0]
     np.testing.assert_array_equal(sample_index(w[0, :8000]), np.arange(4000, 12000))
     assert n == 8000 and torch.count_nonzero(w[0, 8000:]) == 0  # zero padding after the real samples
     ds = ManifestDataset([rec(path, offset=0.25)], TARGET_SR, 0.5, crop="center")
-    w, _ = ds[0]  # clip = samples 4000..24000, centred 8000-sample crop starts at 4000 + 6000
+    w, _, n = ds[0]  # clip = samples 4000..24000, centred 8000-sample crop starts at 4000 + 6000
+    assert n == 8000
     np.testing.assert_array_equal(sample_index(w[0]), np.arange(10000, 18000))
-    w, _ = ManifestDataset([rec(path, offset=0.25)], TARGET_SR, 0.5, crop="start")[0]
+    w = ManifestDataset([rec(path, offset=0.25)], TARGET_SR, 0.5, crop="start")[0][0]
     np.testing.assert_array_equal(sample_index(w[0]), np.arange(4000, 12000))
 
 
@@ -120,7 +132,7 @@ def test_crop_after_resampling_equals_resampling_the_whole_clip(tmp_path, sr):
     whole = whole.mean(0)
     grid = sr // np.gcd(sr, TARGET_SR)  # input samples per aligned step
     for crop in ("start", "center", "random"):
-        ds = ManifestDataset([rec(path, offset=0.1, duration=1.1)], TARGET_SR, 0.4, crop=crop, seed=5, return_length=True)
+        ds = ManifestDataset([rec(path, offset=0.1, duration=1.1)], TARGET_SR, 0.4, crop=crop, seed=5)
         for epoch in range(3):
             ds.set_epoch(epoch)
             w, _, n = ds[0]
@@ -137,7 +149,7 @@ def test_short_clip_is_padded_and_lengths_are_real_counts(tmp_path):
     a = ramp_file(tmp_path / "a.wav", 0.3)
     b = tmp_path / "b.wav"
     sf.write(b, sine(44100, 0.1), 44100)
-    ds = ManifestDataset([rec(a), rec(b, "b")], TARGET_SR, 0.5, return_length=True)
+    ds = ManifestDataset([rec(a), rec(b, "b")], TARGET_SR, 0.5)
     waves, labels, lengths = collate([ds[0], ds[1]])
     assert waves.shape == (2, 1, 8000) and labels.tolist() == [0, 1]
     assert lengths.tolist() == [4800, 1600]
@@ -244,21 +256,53 @@ def test_bad_clip_raises_naming_manifest_line_and_file(bad_manifest, line, exc, 
         ds[line - 1]
 
 
-def test_truncated_wav_gives_the_samples_present(bad_manifest):
-    w, _, n = ManifestDataset(bad_manifest, TARGET_SR, 0.1, crop="start", return_length=True)[7]
-    assert n == 1000  # documented behaviour: what libsndfile can read, then zero padding
-    np.testing.assert_array_equal(sample_index(w[0, :1000]), np.arange(1000))
+def test_truncated_wav_is_refused_naming_both_sizes(bad_manifest):
+    # the file was cut after 1000 of its 8000 16-bit frames: 44-byte header + 2000 bytes of data
+    with pytest.raises(ClipError, match=r"m\.jsonl:8: truncated WAV file .*truncated\.wav: its data chunk declares "
+                                         r"8000 frames \(16000 bytes\) but the file holds only 1000 frames \(2000 bytes\)$"):
+        ManifestDataset(bad_manifest, TARGET_SR, 0.1, crop="start")[7]
 
 
-def test_skip_bad_drops_and_lists_bad_clips(bad_manifest):
-    ds = ManifestDataset(bad_manifest, TARGET_SR, 0.1, skip_bad=True)
-    assert len(ds) == 3  # good, nan (fails only when decoded), truncated
-    assert sorted(int(b["source"].rsplit(":", 1)[1]) for b in ds.bad) == [2, 3, 4, 6, 7]
-    with pytest.warns(UserWarning, match=r"m\.jsonl:5: .*non-finite"):
+def test_skip_bad_counts_each_bad_clip_once_and_warns_once(bad_manifest):
+    with pytest.warns(SkippedClipWarning, match=r"skipping 6 of 8 clips that cannot be used \(first: .*m\.jsonl:2: "
+                                                  r"audio file not found"):
+        ds = ManifestDataset(bad_manifest, TARGET_SR, 0.1, skip_bad=True)
+    assert len(ds) == 2 and ds.n_selected == 8  # good, nan (fails only when decoded)
+    assert sorted(int(source.rsplit(":", 1)[1]) for source in ds.skipped) == [2, 3, 4, 6, 7, 8]
+    with pytest.warns(SkippedClipWarning, match=r"m\.jsonl:5: .*non-finite") as caught:
         items = [ds[i] for i in range(len(ds))]
-    assert items[1] is None and len(ds.bad) == 6
+    assert items[1] is None and len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second epoch neither warns nor counts it again
+        assert ds[1] is None
+    assert len(ds.skipped) == 7 and "non-finite" in ds.skipped[f"{bad_manifest}:5"]
+    assert [b["source"] for b in ds.bad] == [f"{bad_manifest}:{n}" for n in (2, 3, 4, 6, 7, 8, 5)]
     waves, labels, lengths = collate(items)
-    assert waves.shape == (2, 1, 1600)
+    assert waves.shape == (1, 1, 1600) and lengths.tolist() == [1600]
+
+
+def test_skip_bad_counts_clips_that_fail_in_dataloader_workers(bad_manifest, capfd):
+    with pytest.warns(SkippedClipWarning):
+        ds = ManifestDataset(bad_manifest, TARGET_SR, 0.1, skip_bad=True)
+    loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate)
+    with warnings.catch_warnings():  # warnings of the forked workers go to the real stderr, as outside pytest
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda msg, cat, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(msg, cat, filename, lineno, line))
+        for _ in range(3):  # three epochs, fresh worker processes each time
+            assert sum(len(y) for _, y, _ in loader) == 1
+    # the worker's failure reached this process, with its reason, once
+    assert ds.skipped[f"{bad_manifest}:5"].endswith("nan.wav contains non-finite samples (NaN or inf)")
+    assert capfd.readouterr().err.count("skipping bad clip") == 1
+
+
+def test_a_bad_clip_in_a_dataloader_worker_raises_one_line(bad_manifest):
+    ds = ManifestDataset(bad_manifest, TARGET_SR, 0.1, split=None)
+    records = [r for r in ds.records if r["audio_filepath"].endswith("nan.wav")]
+    loader = DataLoader(ManifestDataset(records, TARGET_SR, 0.1), batch_size=1, num_workers=1, collate_fn=collate)
+    with pytest.raises(ClipError) as caught:
+        next(iter(loader))
+    assert str(caught.value) == f"record 0: audio file {records[0]['audio_filepath']} contains non-finite samples (NaN or inf)"
 
 
 def test_duplicate_lines_in_a_manifest_are_refused(tmp_path):
@@ -310,7 +354,7 @@ def test_explicit_seed_does_not_depend_on_workers_or_order(ramp_dataset_records)
     in_main = _offsets(DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate))
     assert in_workers == in_main
     reversed_order = [ds[i] for i in reversed(range(len(ds)))]
-    assert [int(sample_index(w[0])[0]) - 80 * lab for w, lab in reversed(reversed_order)] == [o for b in in_main for o in b]
+    assert [int(sample_index(w[0])[0]) - 80 * lab for w, lab, _ in reversed(reversed_order)] == [o for b in in_main for o in b]
     ds.set_epoch(1)
     assert _offsets(DataLoader(ds, batch_size=4, num_workers=0, collate_fn=collate)) != in_main
 
@@ -359,3 +403,60 @@ def test_class_balanced_sampler_draws_classes_equally(tmp_path):
         ClassBalancedSampler(targets, 0)
     with pytest.raises(ValueError, match="label indices >= 0"):
         ClassBalancedSampler([0, -1])
+
+
+# ----------------------------------------------------------------------------- lengths and compressed files
+def test_items_carry_their_real_length_so_noise_snr_ignores_padding(tmp_path):
+    from audioconv.augment import AddNoise
+
+    short = tmp_path / "short.wav"
+    sf.write(short, sine(TARGET_SR, 0.3), TARGET_SR, subtype="FLOAT")
+    ds = ManifestDataset([rec(short)], TARGET_SR, 1.0, crop="start")  # 0.3 s of tone, 0.7 s of zero padding
+    wavs, _, lengths = next(iter(DataLoader(ds, batch_size=1, collate_fn=collate)))
+    assert lengths.tolist() == [4800]
+    noisy = AddNoise(snr_db=(10.0, 10.0), p=1.0)(wavs, generator=torch.Generator().manual_seed(0), lengths=lengths)
+    signal_power = wavs[0, 0, :4800].pow(2).mean()
+    noise_power = (noisy - wavs)[0, 0, :4800].pow(2).mean()
+    assert 10 * torch.log10(signal_power / noise_power).item() == pytest.approx(10.0, abs=0.3)  # measured SNR
+
+
+def test_return_length_is_deprecated(tmp_path):
+    path = ramp_file(tmp_path / "r.wav", 0.1)
+    with pytest.warns(DeprecationWarning, match="return_length"):
+        ds = ManifestDataset([rec(path)], TARGET_SR, 0.2, return_length=True)
+    assert len(ds[0]) == 3
+    with pytest.warns(DeprecationWarning, match="return_length"):
+        pairs = ManifestDataset([rec(path)], TARGET_SR, 0.2, return_length=False)
+    assert len(pairs[0]) == 2  # still honoured while deprecated
+
+
+def test_random_crops_of_an_mp3_shorter_than_its_header_stay_in_what_decodes(tmp_path):
+    from _corpus import cut_short
+
+    t = np.arange(44100) / 44100
+    sf.write(tmp_path / "full.mp3", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 44100, format="MP3")
+    cut = cut_short(tmp_path / "full.mp3", tmp_path / "cut.mp3", keep=0.6)
+    decoded, _ = sf.read(cut, dtype="float32")  # soundfile decoding from the start
+    assert sf.info(str(cut)).frames == 44100 and len(decoded) < 0.7 * 44100
+    whole = audio.resample(torch.from_numpy(decoded)[None], 44100, TARGET_SR)[0]
+    ds = ManifestDataset([rec(cut, duration=1.0)], TARGET_SR, 0.25, seed=0)  # the header's duration, as importers write it
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        w, _, n = ds[0]
+        assert n == 4000  # never a crop past the real end, never zero padding
+        # a crop of the decoded audio resampled whole, starting on the grid where 441 input samples = 160 output
+        errors = [(w[0] - whole[q:q + 4000]).abs().max().item() for q in range(0, len(whole) - 4000 + 1, 160)]
+        assert min(errors) < 1e-4
+
+
+def test_a_transform_sees_the_clip_and_the_padding_stays_silent(tmp_path):
+    from audioconv.augment import AddNoise
+
+    short = tmp_path / "short.wav"
+    sf.write(short, sine(TARGET_SR, 0.3), TARGET_SR, subtype="FLOAT")
+    ds = ManifestDataset([rec(short)], TARGET_SR, 1.0, crop="start", transform=AddNoise(snr_db=(10.0, 10.0), p=1.0), seed=0)
+    clean = ManifestDataset([rec(short)], TARGET_SR, 1.0, crop="start")[0][0]
+    noisy, _, n = ds[0]
+    assert n == 4800 and torch.count_nonzero(noisy[0, 4800:]) == 0
+    snr_db = 10 * torch.log10(clean[0, :4800].pow(2).mean() / (noisy - clean)[0, :4800].pow(2).mean()).item()
+    assert snr_db == pytest.approx(10.0, abs=0.3)  # measured on the clip: the padding did not dilute its level

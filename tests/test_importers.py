@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -356,3 +357,55 @@ def test_cli_folder_and_esc50(tmp_path, capsys):
     rc = cli_main(["manifest", "folder", str(tmp_path / "esc" / "meta"), "-o", str(tmp_path / "f.jsonl"), "-q", "--exact"])
     assert rc == 2  # no class folders with audio: a clean error, not a traceback
     assert "no audio files" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- relative paths
+def _corpus_of(layout: str, root: Path) -> Path:
+    import _corpus
+
+    maker = {"folder": _corpus.make_folder, "esc50": _corpus.make_esc50, "urbansound8k": _corpus.make_urbansound8k}[layout]
+    return maker(root, n_per_class=2)
+
+
+@pytest.mark.parametrize("layout", ["folder", "esc50", "urbansound8k", "speech-commands"])
+def test_a_relative_corpus_gives_manifests_that_point_at_it_from_any_folder(layout, speech_commands, tmp_path,
+                                                                             monkeypatch, capsys):
+    # `audioconv manifest LAYOUT corpora/words -o m2/words.jsonl` run in tmp_path, then checked from elsewhere
+    root = speech_commands[0] if layout == "speech-commands" else _corpus_of(layout, tmp_path / "corpora" / "words")
+    monkeypatch.chdir(tmp_path)
+    args = ["manifest", layout, os.path.relpath(root, tmp_path), "-o", "m2/words.jsonl", "--split-files", "-q"]
+    if layout == "speech-commands":
+        args += ["--background-out", "m3/background.jsonl"]
+    assert cli_main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    written = [summary["manifest"], *summary["split_files"].values(), *summary.get("background_split_files", {}).values()]
+    written += [summary["background_manifest"]] if "background_manifest" in summary else []
+    assert len(written) >= 2
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for manifest in written:
+        report = check_manifest(tmp_path / manifest, progress=False)
+        assert report.ok and report.n_ok == report.n_lines > 0, report.bad[:1]
+        assert {os.path.realpath(r["audio_filepath"]) for r in report.records} <= \
+            {os.path.realpath(p) for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_a_corpus_under_the_manifest_folder_is_written_relative(tmp_path, monkeypatch, capsys):
+    _corpus_of("folder", tmp_path / "project" / "words")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["manifest", "folder", "project/words", "-o", "project/words.jsonl", "-q"]) == 0
+    lines = [json.loads(s) for s in (tmp_path / "project" / "words.jsonl").read_text().splitlines()]
+    assert lines and all(r["audio_filepath"].startswith("words/") for r in lines)  # the folder can move as a whole
+    (tmp_path / "project").rename(tmp_path / "moved")
+    assert check_manifest(tmp_path / "moved" / "words.jsonl", progress=False).ok
+
+
+def test_importers_refuse_a_truncated_wav_unless_skip_bad(tmp_path):
+    write_audio(tmp_path / "a" / "one", 0.2, 0)  # 16-bit mono 16 kHz: 3200 frames, 6400 bytes of data
+    whole = write_audio(tmp_path / "b" / "two", 0.2, 0).read_bytes()
+    (tmp_path / "b" / "cut.wav").write_bytes(whole[: len(whole) - 6400 + 1000])
+    with pytest.raises(ValueError, match=r"truncated WAV file .*cut\.wav: its data chunk declares 3200 frames \(6400 bytes\) "
+                                         r"but the file holds only 500 frames \(1000 bytes\)"):
+        import_folder(tmp_path, progress=False)
+    result = import_folder(tmp_path, skip_bad=True, progress=False)
+    assert [Path(s["audio_filepath"]).name for s in result.skipped] == ["cut.wav"] and len(result.records) == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from audioconv.commands._skipped import skipped_lines
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="accuracy, macro-F1 and confusion matrix of a checkpoint on a manifest",
@@ -13,6 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", help="only clips whose 'split' key equals this (e.g. test)")
     p.add_argument("--allow-unknown", action="store_true",
                    help="count clips whose label the model does not know instead of stopping")
+    p.add_argument("--skip-bad", action="store_true", help="leave out clips that cannot be read (listed) instead of stopping")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
@@ -33,9 +36,10 @@ def format_table(result: dict) -> str:
     labels = result["labels"]
     lines = [f"checkpoint {result['checkpoint']}", f"manifest   {result['manifest']}",
              f"accuracy   {result['accuracy']:.4f}", f"macro-F1   {result['macro_f1']:.4f}",
-             f"n          {result['n']}"]
+             f"n          {result['n']} of {result.get('n_clips', result['n'])} clips"]
     if result["unknown"]:
         lines.append(f"unknown    {result['unknown']} clips skipped: {result['unknown_labels']}")
+    lines += skipped_lines("evaluate", result.get("skipped") or {}, result.get("n_clips", result["n"]))
     width = max(8, *(len(lab) for lab in labels))
     lines += ["", f"{'class':<{width}}  recall   support"]
     for lab, row in zip(labels, result["confusion"]):
@@ -56,7 +60,7 @@ def run(args) -> int:
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,
-                      workers=args.workers)
+                      workers=args.workers, skip_bad=args.skip_bad)
     png = Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest, args.split)
     result["png"] = str(plot_confusion(result, png))
     if args.json:

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
+    p.add_argument("--skip-bad", action="store_true", help="leave out clips that cannot be read (listed) instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.set_defaults(func=run)
@@ -47,6 +48,7 @@ def parse_units(text: str | None, n_channels: int, layer: str) -> list[int] | No
 
 def run(args) -> int:
     from audioconv.app.figures import write_topk
+    from audioconv.commands._skipped import skipped_lines
     from audioconv.data.dataset import ManifestDataset
     from audioconv.interpret.projector import Projector
     from audioconv.interpret.topk import top_k
@@ -66,7 +68,7 @@ def run(args) -> int:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     clip_s = args.clip_s if args.clip_s is not None else run_clip_s(load_checkpoint(args.checkpoint))
     dataset = ManifestDataset(args.manifest, sample_rate=model.config.sample_rate, clip_s=clip_s,
-                              channels="mono", crop="center")
+                              channels="mono", crop="center", skip_bad=args.skip_bad)
     out = Path(args.out)
     projector = Projector(model, mode=args.mode, device=device)
     index = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
@@ -78,5 +80,8 @@ def run(args) -> int:
         png = write_topk(result, out, index=False)["png"]
         index["layers"][layer] = {**result.to_dict(), "png": png.name}
         print(f"{layer}: {len(result.channels)} units × top {result.k} over {result.n_examples} clips → {png}")
+    index.update(n_clips=dataset.n_selected, skipped=dataset.skipped)  # after the scan: workers' finds included
+    for line in skipped_lines("topk", index["skipped"], index["n_clips"]):
+        print(line)
     print(f"wrote {write_json(out / 'index.json', index)}")
     return 0

@@ -20,7 +20,7 @@ multi-node: run on every node
 _FIELDS = ("train", "val", "manifest", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
            "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
-           "skip_bad", "deterministic", "overwrite")
+           "skip_bad", "deterministic", "overwrite", "model", "width")
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -49,10 +49,18 @@ def register(subparsers) -> None:
     data.add_argument("--sample-rate", type=int, help=f"Hz; clips are resampled (default {d.sample_rate})")
     data.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable clips (counted) instead of stopping")
     model = p.add_argument_group("model")
-    model.add_argument("--channels", type=_channels, help=f"conv channels per block (default {','.join(map(str, d.channels))})")
+    model.add_argument("--model", metavar="SPEC",
+                       help="cnn (default), bcresnet, or package.module:factory: called with n_classes=, sample_rate= "
+                            "(and width= with --width); returns a model with frontend/classify or a backbone "
+                            "taking log-mel (B, 1, F, T), which gets the log-mel front end")
+    model.add_argument("--width", type=float, help="size multiplier: bcresnet BC-ResNet-W (1 ~9k, 8 ~320k parameters; "
+                       "default 1), cnn channels x W, a factory's width=")
+    model.add_argument("--channels", type=_channels,
+                       help=f"cnn: conv channels per block (default {','.join(map(str, d.channels))})")
     model.add_argument("--n-mels", type=int, help=f"log-mel bins (default {d.n_mels})")
-    model.add_argument("--dropout", type=float, help=f"dropout before the head (default {d.dropout})")
-    model.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], help=f"(default {d.activation})")
+    model.add_argument("--dropout", type=float,
+                       help=f"cnn: before the head; bcresnet: on each block's temporal feature (default {d.dropout})")
+    model.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], help=f"cnn (default {d.activation})")
     aug = p.add_argument_group("augmentation")
     aug.add_argument("--augment", help="'default', 'none' or a chain JSON file (default 'default')")
     aug.add_argument("--specaugment", action=argparse.BooleanOptionalAction, default=None,
@@ -107,6 +115,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from audioconv.commands._skipped import skipped_lines
     from audioconv.training import distributed
     from audioconv.training.loop import fit
 
@@ -124,6 +133,11 @@ def run(args) -> int:
         print(f"last epoch: val accuracy {final['val_accuracy']:.4f}, val macro-F1 {final['val_macro_f1']:.4f}, "
               f"train loss {final['train_loss']:.4f}, {final['clips_per_s']:.0f} clips/s")
         print(f"best: epoch {summary['best_epoch']} ({summary['best_metric']} {summary['best_value']:.4f})")
+    for name, part in summary["data"].items():  # what --skip-bad left out, once
+        for line in skipped_lines(name, part["skipped"], part["clips"]):
+            print(line)
+    if final.get("val_clips") is not None and final["val_clips"] < summary["data"]["validation"]["clips"]:
+        print(f"validation scored {final['val_clips']} of {summary['data']['validation']['clips']} clips")
     print(f"checkpoints: {summary['best_checkpoint']} (best), {summary['last_checkpoint']} (last); "
           f"metrics: {Path(summary['out']) / 'metrics.jsonl'}")
     sys.stdout.flush()

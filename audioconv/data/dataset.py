@@ -1,5 +1,5 @@
-"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index)`` examples; the padding
-:func:`collate`; a class-balanced sampler; the per-example (worker) seeding.
+"""Manifest → DataLoader-ready ``(waveform (C, T) float32, label index, length)`` examples; the
+padding :func:`collate`; a class-balanced sampler; the per-example (worker) seeding.
 
 Runs in DataLoader workers (CPU only): decode with :mod:`audioconv.io.audio` (only the frames
 needed), resample, downmix, crop or pad. Features and augmentation belong on the batch's device
@@ -17,6 +17,11 @@ Randomness (random crops, and a ``transform`` that takes ``generator=``) comes f
 * ``seed=int``: each example's seed is a pure function of ``(seed, epoch, index)``: the result does
   not depend on ``num_workers``, order or any RNG state. Call :meth:`ManifestDataset.set_epoch`
   each epoch (persistent workers do not see it).
+
+Bad clips with ``skip_bad=True``: each is counted once, with its reason, in
+:attr:`ManifestDataset.skipped`, whether it was found when the dataset was built or when a
+DataLoader worker read it (the workers mark it in a flag array shared with the main process), and
+warned about once, not once per epoch.
 """
 from __future__ import annotations
 
@@ -39,11 +44,41 @@ from audioconv.io.files import write_json
 from audioconv.io.manifest import Clip, iter_manifest, validate_record
 from audioconv.utils import accepts_keyword, mix_seed
 
-__all__ = ["ManifestDataset", "collate", "ClassBalancedSampler", "save_labels", "load_labels"]
+__all__ = ["ManifestDataset", "collate", "ClassBalancedSampler", "save_labels", "load_labels", "ClipError",
+           "ClipNotFoundError", "SkippedClipWarning"]
 
 _LOWPASS_WIDTH = 6  # torchaudio.functional.resample's default lowpass_filter_width (zero crossings)
 _ROLLOFF = 0.99  # torchaudio's default rolloff
 _MAX_ALIGN_STEP = 4096  # above this many source samples per aligned unit, resample the whole clip
+
+
+# ----------------------------------------------------------------------------- errors
+def _first_message(message: str) -> str:
+    """The clip's own one-line message, also when a DataLoader re-raises it from a worker (it then
+    wraps it as "Caught ... in DataLoader worker process N. Original Traceback ... Name: message")."""
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = message.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
+class ClipError(ValueError):
+    """A clip that cannot be used; the message names the manifest line and the audio file, and stays
+    that one line when a DataLoader re-raises it from a worker process."""
+
+    def __init__(self, message: str):
+        super().__init__(_first_message(str(message)))
+
+
+class ClipNotFoundError(FileNotFoundError):
+    """A clip whose audio file does not exist (one line, as :class:`ClipError`)."""
+
+    def __init__(self, message: str):
+        super().__init__(_first_message(str(message)))
+
+
+class SkippedClipWarning(UserWarning):
+    """A clip left out by ``skip_bad=True`` (warned once per clip; listed in ``dataset.skipped``)."""
 
 
 # ----------------------------------------------------------------------------- labels.json
@@ -118,6 +153,10 @@ def _select_split(records: list[dict], sources: list[str], split, name: str) -> 
     return [records[i] for i in keep], [sources[i] for i in keep]
 
 
+class _ShorterThanHeader(Exception):
+    """A read found a compressed file's real end before the end its header promised."""
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Clips of a manifest as fixed-length float32 waveforms with integer labels.
 
@@ -134,26 +173,36 @@ class ManifestDataset(torch.utils.data.Dataset):
         channels: ``"mono"`` (mean of the channels, ``C = 1``) or ``"keep"``.
         crop: where a long clip is cut: ``"random"`` (uniform start), ``"center"``, ``"start"``.
         transform: CPU callable on ``(C, T)`` returning ``(C, T)``; receives ``generator=`` (a
-            ``torch.Generator``) when its signature accepts it.
-        skip_bad: leave out unusable clips instead of raising. Missing/empty/undecodable headers,
-            offsets past the end and zero-length clips are found when the dataset is built (they
-            are not indexed); clips failing later (e.g. NaN samples) make ``__getitem__`` return
-            ``None``, which :func:`collate` drops. Both are listed in ``self.bad`` (in the process
-            that saw them; worker processes also emit a ``UserWarning``).
+            ``torch.Generator``) when its signature accepts it. It is given the clip's real samples
+            only (before the zero padding), so an ``AddNoise`` measures the clip's own level.
+        skip_bad: leave out unusable clips instead of raising. Missing, empty, undecodable or
+            truncated files, offsets past the end and zero-length clips are found when the dataset
+            is built (they are not indexed; one :class:`SkippedClipWarning` for all of them);
+            clips failing later (e.g. NaN samples) make ``__getitem__`` return ``None``, which
+            :func:`collate` drops, and are warned about once (not every epoch). Both kinds are
+            counted once in :attr:`skipped`, also when a DataLoader worker found them.
         split: keep only records whose ``split`` equals this string (or is in this collection).
         allow_unknown: skip records whose label is not in ``labels`` (counted in ``self.unknown``,
             per label in ``self.unknown_labels``) instead of raising.
         seed: make random draws a pure function of ``(seed, epoch, index)`` (see module doc).
-        return_length: return ``(waveform, label, length)`` with ``length`` the number of real
-            (unpadded) samples; :func:`collate` uses it.
+        return_length: deprecated (items always carry their length); ``False`` still gives
+            ``(waveform, label)`` pairs, with a ``DeprecationWarning``.
         progress: tqdm bar for the header scan done with ``skip_bad``.
 
-    ``dataset[i]`` → ``(waveform (C, T) float32, label_index int)``.
+    ``dataset[i]`` → ``(waveform (C, T) float32, label_index int, length int)``, ``length`` the
+    number of real (unpadded) samples, which :func:`collate` turns into the batch's ``lengths``.
+
+    Attributes:
+        skipped: ``{"manifest.jsonl:LINE": reason}`` for each clip left out by ``skip_bad``.
+        n_selected: clips of the chosen split with known labels, before bad ones were left out
+            (``len(dataset)`` is what the header scan kept).
+        unknown, unknown_labels: clips left out by ``allow_unknown``.
 
     Raises:
         ValueError / FileNotFoundError: empty manifest or split, unknown label (naming label and
-            ``file:line``), bad arguments; on access, an unreadable clip names ``file:line`` and the
-            audio file (unless ``skip_bad``).
+            ``file:line``), bad arguments; on access, an unreadable clip raises :class:`ClipError`
+            or :class:`ClipNotFoundError` naming ``file:line`` and the audio file (unless
+            ``skip_bad``).
     """
 
     def __init__(
@@ -169,7 +218,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         split: str | Iterable[str] | None = None,
         allow_unknown: bool = False,
         seed: int | None = None,
-        return_length: bool = False,
+        return_length: bool | None = None,
         progress: bool = False,
     ):
         sample_rate = _check_arguments(sample_rate, clip_s, channels, crop, transform)
@@ -184,8 +233,11 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.allow_unknown = allow_unknown
         self.seed = seed
         self.epoch = 0
-        self.return_length = return_length
-        self.bad: list[dict] = []
+        if return_length is not None:
+            warnings.warn("ManifestDataset(return_length=...) is deprecated: items are always (waveform, label, length)",
+                          DeprecationWarning, stacklevel=2)
+        self.return_length = return_length is not False
+        self._scan_bad: list[dict] = []  # clips the header scan left out: {"source", "audio_filepath", "error"}
 
         records, sources, name = self._load_records(manifest)
         if not records:
@@ -200,14 +252,25 @@ class ManifestDataset(torch.utils.data.Dataset):
         if split is not None:
             records, sources = _select_split(records, sources, split, name)
         records, sources = self._drop_unknown_labels(records, sources)
+        self.n_selected = len(records)
         if skip_bad:
-            records, sources = self._scan_headers(records, sources, progress)
+            records, sources = self._scan_headers(records, sources, progress, name)
         if not records:
-            raise ValueError(f"manifest {name}: no usable clips left (unknown labels: {self.unknown}, bad: {len(self.bad)})")
+            raise ValueError(f"manifest {name}: no usable clips left (unknown labels: {self.unknown}, "
+                             f"bad: {len(self._scan_bad)}{': ' + self._scan_bad[0]['error'] if self._scan_bad else ''})")
         self.records = records  # the record dicts (absolute paths), as other code reads them
         self.clips = [Clip.from_dict(r) for r in records]
         self.sources = sources
         self.targets = [self.label_to_index[r["label"]] for r in records]
+        # 1 = this clip failed when read (skip_bad); in shared memory, so that DataLoader workers' marks
+        # reach this process (where shared memory is refused, a worker's finds stay in its warnings)
+        self._failed = torch.zeros(len(records), dtype=torch.uint8)
+        if skip_bad:
+            try:
+                self._failed.share_memory_()
+            except RuntimeError:
+                pass
+        self._reasons: dict[int, str] = {}  # failures seen in this process
 
     # -- construction helpers
     @staticmethod
@@ -240,17 +303,24 @@ class ManifestDataset(torch.utils.data.Dataset):
             kept_sources.append(src)
         return kept_records, kept_sources
 
-    def _scan_headers(self, records, sources, progress):
+    def _scan_headers(self, records, sources, progress, name: str):
+        """The records whose file opens and holds the clip; the others go to ``_scan_bad``, with one
+        warning for all of them."""
         keep_r, keep_s = [], []
         for rec, src in zip(tqdm(records, disable=not progress, desc="scan", unit="clip"), sources):
             try:
                 meta = audio.info(rec["audio_filepath"])
                 Clip.from_dict(rec).frames(meta.sample_rate, meta.frames)
             except (ValueError, FileNotFoundError) as e:
-                self.bad.append({"source": src, "audio_filepath": rec["audio_filepath"], "error": str(e)})
+                self._scan_bad.append({"source": src, "audio_filepath": rec["audio_filepath"], "error": str(e)})
                 continue
             keep_r.append(rec)
             keep_s.append(src)
+        if self._scan_bad:
+            first = self._scan_bad[0]
+            warnings.warn(f"{name}: skipping {len(self._scan_bad)} of {len(records)} clips that cannot be used "
+                          f"(first: {first['source']}: {first['error']}); see ManifestDataset.skipped",
+                          SkippedClipWarning, stacklevel=3)
         return keep_r, keep_s
 
     # -- public helpers
@@ -265,6 +335,35 @@ class ManifestDataset(torch.utils.data.Dataset):
         """Change the epoch mixed into per-example seeds when ``seed`` was given."""
         self.epoch = int(epoch)
 
+    @property
+    def skipped(self) -> dict[str, str]:
+        """``{"manifest.jsonl:LINE": reason}``: every clip left out by ``skip_bad``, once, whether the
+        header scan, this process or a DataLoader worker found it (a worker's reason is found again
+        here by decoding the clip)."""
+        out = {b["source"]: b["error"] for b in self._scan_bad}
+        for i in torch.nonzero(self._failed).flatten().tolist():
+            if i not in self._reasons:
+                self._reasons[i] = self._failure_reason(i)
+            out[self.sources[i]] = self._reasons[i]
+        return out
+
+    @property
+    def bad(self) -> list[dict]:
+        """:attr:`skipped` as ``{"source", "audio_filepath", "error"}`` dicts."""
+        reasons = self.skipped
+        failed = torch.nonzero(self._failed).flatten().tolist()
+        return [*self._scan_bad, *({"source": self.sources[i], "audio_filepath": self.clips[i].audio_filepath,
+                                    "error": reasons[self.sources[i]]} for i in failed)]
+
+    def _failure_reason(self, index: int) -> str:
+        """Why clip ``index`` cannot be read, found by decoding it whole in this process."""
+        clip = self.clips[index]
+        try:
+            audio.load(clip.audio_filepath, clip.offset_s or 0.0, clip.duration_s)
+        except (ValueError, FileNotFoundError) as e:
+            return str(e)
+        return f"{clip.audio_filepath} could not be read in a DataLoader worker (it reads now: a passing failure?)"
+
     def class_counts(self) -> list[int]:
         """Number of clips per label index."""
         counts = Counter(self.targets)
@@ -275,8 +374,14 @@ class ManifestDataset(torch.utils.data.Dataset):
         return _cached_resampler(orig_sr, self.sample_rate)
 
     def _read(self, f: audio.AudioReader, first: int, count: int) -> torch.Tensor:
-        """Frames ``first .. first + count`` of the open file as ``(C, count)``, downmixed if mono."""
+        """Frames ``first .. first + count`` of the open file as ``(C, count)``, downmixed if mono.
+
+        Raises ``_ShorterThanHeader`` when the read found that the file (compressed) ends before
+        its header said: the crop was placed on a wrong length and :meth:`load_clip` places it again."""
+        known = f.frames
         wav = f.read(first, count)
+        if f.frames < known:
+            raise _ShorterThanHeader
         if self.channels == "mono" and wav.shape[0] > 1:
             wav = audio.to_mono(wav)
         return wav
@@ -304,10 +409,16 @@ class ManifestDataset(torch.utils.data.Dataset):
         """
         clip = self.clips[index]
         with audio.open_audio(clip.audio_filepath) as f:
-            first, n_clip = clip.frames(f.sample_rate, f.frames)
-            if f.sample_rate == self.sample_rate:
-                return self._load_native(f, first, n_clip, generator)
-            return self._load_resampled(f, first, n_clip, generator)
+            try:
+                return self._load_open(f, clip, generator)
+            except _ShorterThanHeader:  # a compressed file that ends early: crop again inside what decodes
+                return self._load_open(f, clip, generator)
+
+    def _load_open(self, f: audio.AudioReader, clip: Clip, generator) -> tuple[torch.Tensor, int]:
+        first, n_clip = clip.frames(f.sample_rate, f.frames)
+        if f.sample_rate == self.sample_rate:
+            return self._load_native(f, first, n_clip, generator)
+        return self._load_resampled(f, first, n_clip, generator)
 
     def _pad(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``(wav zero-padded at the end to clip_samples, its real length)``."""
@@ -345,6 +456,17 @@ class ManifestDataset(torch.utils.data.Dataset):
         wav = wav[..., j0 : j0 + length]
         return self._pad(wav[..., : min(wav.shape[-1], n_out - q)])
 
+    def _transformed(self, wav: torch.Tensor, real: int, generator) -> tuple[torch.Tensor, int]:
+        """The transform of the clip's real samples, zero-padded again after it: noise is scaled
+        to the clip, not to its padding, and the padding stays silent."""
+        clip = wav[..., :real]
+        out = self.transform(clip, generator=generator) if self._transform_takes_generator else self.transform(clip)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ValueError(f"transform must return a (C, T) tensor, got {type(out).__name__} {getattr(out, 'shape', '')}")
+        if self.clip_samples is None:
+            return out, out.shape[-1]
+        return audio.fix_length(out, self.clip_samples, offset=0), min(out.shape[-1], self.clip_samples)
+
     def _generator(self, index: int) -> torch.Generator | None:
         if self.crop != "random" and not self._transform_takes_generator:
             return None
@@ -358,21 +480,21 @@ class ManifestDataset(torch.utils.data.Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} clips")
         index %= len(self)
+        if self._failed[index]:  # found bad before (this epoch or an earlier one): skipped, not warned again
+            return None
         generator = self._generator(index)
         try:
             wav, real = self.load_clip(index, generator)
         except (ValueError, FileNotFoundError) as e:
             message = f"{self.sources[index]}: {e}"
             if not self.skip_bad:
-                raise type(e)(message) from None
-            self.bad.append({"source": self.sources[index], "audio_filepath": self.clips[index].audio_filepath, "error": str(e)})
-            warnings.warn(f"skipping bad clip {message}", stacklevel=2)
+                raise (ClipNotFoundError if isinstance(e, FileNotFoundError) else ClipError)(message) from None
+            self._failed[index] = 1
+            self._reasons[index] = str(e)
+            warnings.warn(f"skipping bad clip {message}", SkippedClipWarning, stacklevel=2)
             return None
         if self.transform is not None:
-            wav = self.transform(wav, generator=generator) if self._transform_takes_generator else self.transform(wav)
-            if not isinstance(wav, torch.Tensor) or wav.dim() != 2:
-                raise ValueError(f"transform must return a (C, T) tensor, got {type(wav).__name__} {getattr(wav, 'shape', '')}")
-            real = min(real, wav.shape[-1])
+            wav, real = self._transformed(wav, real, generator)
         label = self.targets[index]
         return (wav, label, real) if self.return_length else (wav, label)
 

@@ -4,6 +4,18 @@ The package's only soundfile user: headers (:func:`info`), an open file's frame 
 (:func:`open_audio`), the one clip-range check (:func:`clip_frames`), whole or partial decoding
 (:func:`load`) and atomic writing (:func:`save`).
 
+Real files are not always what their headers say, and every reader of the package (the manifest
+check, the dataset, :func:`load`, the importers) sees the same two rules, because they all read
+through :class:`AudioReader`:
+
+* a WAV file whose ``data`` chunk declares more bytes than the file holds (a cut-off copy or
+  download) is refused when it is opened, naming both sizes (libsndfile would quietly decode the
+  shorter clip);
+* a compressed file (MP3, Ogg Vorbis/Opus, FLAC) may decode to fewer frames than its header
+  promises (an estimated MP3 length, a truncated download): that is its real length, not an
+  error. A read returns the frames that decode and the reader's ``frames`` becomes the real length
+  (``header_frames`` keeps what the header said).
+
 Every waveform here is a float32 tensor shaped ``(channels, time)``; sample rates are in Hz and
 times in seconds. ``torchaudio.load`` is not used: since torchaudio 2.9 it needs torchcodec.
 """
@@ -23,8 +35,17 @@ import torchaudio.functional as AF
 from audioconv.io.files import atomic_write
 
 __all__ = [
-    "AudioInfo", "AudioReader", "info", "open_audio", "clip_frames", "load", "save", "resample", "to_mono", "fix_length",
+    "AudioInfo", "AudioReader", "COMPRESSED_FORMATS", "info", "open_audio", "clip_frames", "load", "save", "resample", "to_mono", "fix_length",
 ]
+
+
+#: libsndfile formats whose frame count is an estimate or can promise more than the file decodes.
+COMPRESSED_FORMATS = frozenset({"MP3", "MPEG", "OGG", "FLAC"})
+_SALVAGE_BLOCK = 1024  # frames per read when a compressed file is decoded up to where it fails
+# libsndfile's MP3 seeks can land on up to ~3000 frames of zeros or garbage (bit reservoir, decoder
+# warm-up; measured at 16-48 kHz): a read starts this many frames early and drops them (exact then)
+_MP3_PREROLL = 4096
+_RIFF_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streaming writers put these in a data chunk of unknown length
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,8 @@ def info(path: str | os.PathLike) -> AudioInfo:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is a folder, empty, or not a format soundfile can decode.
+        ValueError: the file is a folder, empty, not a format soundfile can decode, or a truncated
+            WAV file.
     """
     with open_audio(path) as f:
         return f.info
@@ -101,6 +123,49 @@ def clip_frames(offset_s: float | None, duration_s: float | None, sample_rate: i
     return first, count
 
 
+def _riff_data_chunk(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """``(declared data bytes, data bytes present, block align, fmt tag)`` of a RIFF/WAVE file, or
+    ``None`` when it is not one or has no ``data`` chunk (libsndfile then decides). One 4-KiB read
+    covers the usual headers; chunks beyond it are reached by seeking."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        buf, buf_at = os.read(fd, 4096), 0
+        if len(buf) < 12 or buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
+            return None
+        pos, block_align, tag = 12, 0, 0
+        while pos + 8 <= size:
+            if pos < buf_at or pos + 24 > buf_at + len(buf):  # the chunk header is not in the buffer
+                os.lseek(fd, pos, os.SEEK_SET)
+                buf, buf_at = os.read(fd, 4096), pos
+            chunk = buf[pos - buf_at : pos - buf_at + 24]
+            cid, n = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if cid == b"fmt " and len(chunk) >= 22:
+                tag, block_align = int.from_bytes(chunk[8:10], "little"), int.from_bytes(chunk[20:22], "little")
+            if cid == b"data":
+                return n, size - pos - 8, block_align, tag
+            pos += 8 + n + (n & 1)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _check_wav_complete(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when a WAV file's ``data`` chunk declares more bytes than the file holds,
+    naming the file and both sizes (in frames too for PCM and float data)."""
+    found = _riff_data_chunk(path)
+    if found is None:
+        return
+    declared, present, block_align, tag = found
+    if declared in _RIFF_UNKNOWN_SIZES or declared <= present:
+        return
+    sizes = f"{declared} bytes but only {present} bytes are present"
+    if block_align > 0 and tag in (1, 3, 6, 7, 0xFFFE):  # PCM, float, A-law, mu-law, extensible: fixed frames
+        sizes = (f"{declared // block_align} frames ({declared} bytes) but the file holds only "
+                 f"{present // block_align} frames ({present} bytes)")
+    raise ValueError(f"truncated WAV file {path}: its data chunk declares {sizes}")
+
+
 class AudioReader:
     """An open audio file: its header and reads of any frame range (one open for both).
 
@@ -109,9 +174,17 @@ class AudioReader:
     Attributes:
         path: the file.
         sample_rate: Hz.
-        frames: length in frames per channel, as the header says.
+        frames: length in frames per channel: what the header says until a read of a compressed
+            file finds the real (shorter) end, then that.
+        header_frames: the header's length in frames, unchanged.
         channels: channel count.
+        compressed: the format is one of :data:`COMPRESSED_FORMATS` (a short read is its real end).
         info: the whole header as an :class:`AudioInfo`.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: a folder, an empty file, a format soundfile cannot decode, or a truncated WAV
+            file (its data chunk declares more bytes than are present).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -121,29 +194,91 @@ class AudioReader:
             self._file = sf.SoundFile(str(path))
         except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
             raise ValueError(f"cannot decode audio file {path}: {e}") from None
+        try:
+            if self._file.format in ("WAV", "WAVEX"):
+                _check_wav_complete(path)
+        except BaseException:
+            self._file.close()
+            raise
         self.sample_rate = int(self._file.samplerate)
-        self.frames = int(self._file.frames)
+        self.header_frames = self.frames = int(self._file.frames)
         self.channels = int(self._file.channels)
+        self.compressed = self._file.format in COMPRESSED_FORMATS
         self.info = AudioInfo(self.sample_rate, self.frames, self.channels, self.frames / self.sample_rate,
                               str(self._file.subtype))
 
     def read(self, first: int, count: int) -> torch.Tensor:
-        """Frames ``first .. first + count`` as a float32 ``(channels, count)`` tensor.
+        """Frames ``first .. first + count`` as a float32 ``(channels, n)`` tensor.
+
+        ``n == count``, except for a compressed file that ends before ``first + count`` although
+        its header says otherwise: then ``n`` is what decodes (0 when ``first`` is past the real
+        end) and :attr:`frames` becomes the real length. An MP3 is read from a few thousand frames
+        earlier, so that the frames equal a decode from the start (libsndfile's MP3 seeks are not
+        sample-exact).
 
         Raises:
-            ValueError: libsndfile fails on the data, fewer than ``count`` frames come back (the
-                header promised more than the file holds), or a sample is NaN/inf.
+            ValueError: libsndfile fails on the data (of a compressed file: before its first
+                frame decodes), an uncompressed file returns fewer than ``count`` frames, or a
+                sample is NaN/inf.
         """
+        lead = min(first, _MP3_PREROLL) if self._file.format == "MP3" else 0
         try:
-            self._file.seek(first)
-            data = self._file.read(count, dtype="float32", always_2d=True)
-        except Exception as e:  # libsndfile errors on corrupt data
-            raise ValueError(f"cannot decode audio file {self.path}: {e}") from None
+            self._file.seek(first - lead)
+            data = self._file.read(count + lead, dtype="float32", always_2d=True)[lead:]
+        except Exception as e:  # libsndfile errors on corrupt data; a cut FLAC stops with one
+            if not self.compressed:
+                raise ValueError(f"cannot decode audio file {self.path}: {e}") from None
+            data = self._decode_from_start(first, count)
+            if self.frames == 0:
+                raise ValueError(f"cannot decode audio file {self.path}: {e}") from None
         if data.shape[0] != count:
-            raise ValueError(f"read {data.shape[0]} frames instead of {count} from {self.path}")
+            if not self.compressed:
+                raise ValueError(f"read {data.shape[0]} frames instead of {count} from {self.path}")
+            if data.shape[0]:  # a read stops only at the end of the file
+                self.frames = min(self.frames, first + data.shape[0])
+            else:  # an MP3 seeks past its real end without a word: find that end
+                data = self._decode_from_start(first, count)
         if not np.isfinite(data).all():
             raise ValueError(f"audio file {self.path} contains non-finite samples (NaN or inf)")
         return torch.from_numpy(np.ascontiguousarray(data.T))
+
+    def _decode_from_start(self, first: int, count: int) -> np.ndarray:
+        """Frames ``first .. first + count`` of a compressed file that one seek-and-read could not
+        give: a fresh handle decodes from frame 0, without seeking, in small blocks, up to that
+        range's end, the file's real end or the decoder's first error (where a cut FLAC stops).
+        When it stops early, :attr:`frames` becomes the number of frames that decoded."""
+        self._file.close()
+        self._file = sf.SoundFile(str(self.path))  # after an error libsndfile refuses every call on a handle
+        stop, done, kept = first + count, 0, []
+        with sf.SoundFile(str(self.path)) as fresh:
+            while done < stop:
+                want = min(_SALVAGE_BLOCK, stop - done)
+                try:
+                    block = fresh.read(want, dtype="float32", always_2d=True)
+                except Exception:  # the decoder gave up: the frames before are the file's audio
+                    block = np.zeros((0, self.channels), np.float32)
+                if block.shape[0] > max(0, first - done):
+                    kept.append(block[max(0, first - done):])
+                done += block.shape[0]
+                if block.shape[0] < want:
+                    self.frames = min(self.frames, done)
+                    break
+        return np.concatenate(kept) if kept else np.zeros((0, self.channels), np.float32)
+
+    def read_clip(self, offset_s: float | None, duration_s: float | None) -> torch.Tensor:
+        """The clip from ``offset_s`` lasting ``duration_s`` (``None``: to the end) as ``(channels, n)``:
+        :func:`clip_frames` on the file's length, then :meth:`read` (a compressed file's real end
+        cuts the clip there). What :func:`load` and the manifest check decode.
+
+        Raises:
+            ValueError: as :func:`clip_frames` (also when a compressed file really ends before
+                ``offset_s``) and :meth:`read`.
+        """
+        first, count = clip_frames(offset_s, duration_s, self.sample_rate, self.frames, self.path)
+        wav = self.read(first, count)
+        if wav.shape[-1] == 0:  # the file really ends before the clip: say so with its real length
+            clip_frames(offset_s, duration_s, self.sample_rate, self.frames, self.path)
+        return wav
 
     def close(self) -> None:
         self._file.close()
@@ -160,7 +295,8 @@ def open_audio(path: str | os.PathLike) -> AudioReader:
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: a folder, an empty (0-byte) file, or a format soundfile cannot decode.
+        ValueError: a folder, an empty (0-byte) file, a format soundfile cannot decode, or a
+            truncated WAV file (naming the declared and the present size).
     """
     return AudioReader(path)
 
@@ -174,7 +310,8 @@ def load(
     """Decode (part of) an audio file to a float32 tensor.
 
     Only the frames from ``offset_s`` to ``offset_s + duration_s`` are read from disk
-    (see :func:`clip_frames`; a duration running past the end is cut there).
+    (see :func:`clip_frames`; a duration running past the end is cut there, and so is a compressed
+    file that decodes to fewer frames than its header says: :meth:`AudioReader.read_clip`).
 
     Args:
         path: WAV/FLAC/OGG/... file readable by soundfile.
@@ -188,13 +325,12 @@ def load(
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: empty/undecodable file, a file without samples, offset at or past the end,
-            zero-length excerpt, negative times, fewer frames than the header says, or
-            non-finite samples (NaN/inf) in the file.
+        ValueError: empty/undecodable file, a truncated WAV file, a file without samples, offset
+            at or past the end, zero-length excerpt, negative times, an uncompressed file with
+            fewer frames than its header says, or non-finite samples (NaN/inf) in the file.
     """
     with open_audio(path) as f:
-        first, count = clip_frames(offset_s, duration_s, f.sample_rate, f.frames, path)
-        wav, sr = f.read(first, count), f.sample_rate
+        wav, sr = f.read_clip(offset_s, duration_s), f.sample_rate
     if sample_rate is not None and sample_rate != sr:
         wav = resample(wav, sr, sample_rate)
         sr = sample_rate

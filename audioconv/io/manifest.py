@@ -369,26 +369,33 @@ class CheckReport:
 
 
 def _check_clip(rec: dict, decode: bool) -> tuple[dict, str | None, audio.AudioInfo]:
-    """Return (record with measured duration/sample_rate, warning or None, header); raise if bad."""
+    """Return (record with measured duration/sample_rate, warning or None, header); raise if bad.
+
+    Decodes as the dataset does (:meth:`audioconv.io.audio.AudioReader.read_clip`): a compressed
+    file that decodes to fewer frames than its header says is measured by what decodes (a warning)."""
     clip = Clip.from_dict(rec)
     with audio.open_audio(clip.audio_filepath) as f:  # one open: header and samples
         meta = f.info
-        first, count = clip.frames(meta.sample_rate, meta.frames)  # raises: no samples, past the end
         if decode:
-            f.read(first, count)  # the loader's own read: decode errors, short reads, NaN/inf
+            f.read_clip(clip.offset_s, clip.duration_s)  # the loader's own read: decode errors, NaN/inf
+        first, count = clip.frames(meta.sample_rate, f.frames)  # raises: no samples, past the end
+        n_frames = f.frames
     offset_s = clip.offset_s or 0.0
-    available_s = meta.frames / meta.sample_rate - offset_s
+    available_s = n_frames / meta.sample_rate - offset_s
     want_s = clip.duration_s
-    warning = None
-    if want_s is not None and round(want_s * meta.sample_rate) > count + 1:
-        warning = f"duration {want_s} s runs past the end of the file (only {available_s:.6f} s from offset {offset_s} s)"
+    warnings = []
+    if n_frames < meta.frames:
+        warnings.append(f"the header says {meta.frames} frames ({meta.duration_s:.6f} s) but {n_frames} decode "
+                        f"({n_frames / meta.sample_rate:.6f} s); the decoded length is used")
+    elif want_s is not None and round(want_s * meta.sample_rate) > count + 1:
+        warnings.append(f"duration {want_s} s runs past the end of the file (only {available_s:.6f} s from offset {offset_s} s)")
     said_sr = clip.extra.get("sample_rate")
     if said_sr is not None and said_sr != meta.sample_rate:
-        warning = f"manifest says sample_rate {said_sr} Hz but the file is {meta.sample_rate} Hz"
+        warnings.append(f"manifest says sample_rate {said_sr} Hz but the file is {meta.sample_rate} Hz")
     out = dict(rec)
     out["duration"] = round(available_s if want_s is None else min(float(want_s), available_s), 6)
     out["sample_rate"] = meta.sample_rate
-    return out, warning, meta
+    return out, "; ".join(warnings) or None, meta
 
 
 def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bool = True) -> CheckReport:
@@ -397,7 +404,9 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
 
     Unlike :func:`read_manifest`, problems do not stop the scan: each bad line is recorded in
     ``report.bad`` with its line number and reason. Duplicate lines are bad (the second names the
-    first). ``report.ok`` is False for an empty manifest.
+    first). ``report.ok`` is False for an empty manifest. Clips are decoded as the dataset decodes
+    them: a truncated WAV file is bad (both sizes named); a compressed file that decodes to fewer
+    frames than its header says is good, measured by what decodes, with a warning.
 
     Args:
         path: the ``.jsonl`` manifest.

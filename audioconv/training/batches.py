@@ -18,7 +18,7 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores"]
+__all__ = ["TrainData", "build_data", "available_cores", "data_report"]
 
 _CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5
 
@@ -80,6 +80,18 @@ class TrainData:
                        self.workers, self.device, self.drop_last, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank))
 
 
+def data_report(data: TrainData, info: distributed.DistInfo) -> dict:
+    """``{"train": {"clips", "skipped"}, "validation": {...}}``: clips selected per set and those left
+    out by ``skip_bad`` (``{"manifest:line": reason}``, gathered from every rank: collective)."""
+    sets = {"train": data.train_ds, "validation": None if data.val_loader is None else data.val_loader.dataset}
+    mine = {name: ds.skipped for name, ds in sets.items() if ds is not None}
+    merged: dict[str, dict] = {name: {} for name in mine}
+    for theirs in distributed.all_gather_object(mine, info):
+        for name, skipped in theirs.items():
+            merged[name].update(skipped)
+    return {name: {"clips": sets[name].n_selected, "skipped": merged[name]} for name in mine}
+
+
 def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
     """Labels of a manifest's records (of one split), with clear errors for empty inputs."""
     from audioconv.io.manifest import iter_manifest
@@ -113,8 +125,7 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
         extra = [lab for lab in val_labels if lab not in labels]
         if extra:
             raise ValueError(f"validation set {val_src} has labels that are not in the training set: {extra}")
-    common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels,
-                  skip_bad=cfg.skip_bad, return_length=True)
+    common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels, skip_bad=cfg.skip_bad)
     train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
     val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
     return train_ds, val_ds, labels

@@ -8,7 +8,9 @@ opened without running arbitrary code:
 ``kind``               ``"train"`` (``RUN/last.pt``: everything needed to resume) or
                        ``"model"`` (``RUN/best.pt``, snapshots: weights only)
 ``model``              ``model.state_dict()``
-``model_config``       :meth:`audioconv.models.spectrogram_cnn.ModelConfig.to_dict`
+``model_spec``         ``"cnn"`` (also when absent), ``"bcresnet"`` or ``"package.module:factory"``
+``model_config``       the model's config (:func:`audioconv.models.registry.describe`): what
+                       :func:`audioconv.models.registry.rebuild` needs with ``model_spec``
 ``labels``             class names, index order
 ``train_config``       :meth:`audioconv.training.config.TrainConfig.to_dict`
 ``epoch``, ``step``    epochs completed, optimizer steps taken
@@ -33,7 +35,8 @@ import torch
 from audioconv.io.files import atomic_write
 from audioconv.utils import resolve_device
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s",
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "model_from_checkpoint",
+           "load_model_state", "run_clip_s",
            "rng_state", "set_rng_state"]
 
 FORMAT = "audioconv-checkpoint"
@@ -120,23 +123,40 @@ def load_model(path: str | os.PathLike, device="cpu"):
             available; see :func:`audioconv.utils.resolve_device`).
 
     Returns:
-        ``(model, labels)``: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` in eval mode on ``device``
-        and the class names in output order.
-    """
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+        ``(model, labels)``: the model ``model_spec`` names (a
+        :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`, a
+        :class:`~audioconv.models.bcresnet.BCResNet`, or a factory's model — its module must be
+        importable here) in eval mode on ``device``, and the class names in output order.
 
+    Raises:
+        ValueError: a corrupt checkpoint, an unreadable model config, a factory that cannot be
+            imported or called (naming the spec), weights that do not fit the model.
+    """
     device = resolve_device(device)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    try:
-        model = SpectrogramCNN.from_config(ckpt["model_config"])
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} has an unreadable model_config: {e}") from None
-    load_model_state(model, ckpt["model"], source=f"checkpoint {path}")
-    labels = list(ckpt["labels"])
-    if len(labels) != model.config.n_classes:
-        raise ValueError(f"checkpoint {path} lists {len(labels)} labels for a model with "
-                         f"{model.config.n_classes} outputs")
+    model, labels = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), f"checkpoint {path}")
     return model.to(device).eval(), labels
+
+
+def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
+    """``(model, labels)`` from a checkpoint dict read by :func:`load_checkpoint`: the architecture
+    its ``model_spec``/``model_config`` name, with its weights, on CPU (train mode).
+
+    Raises:
+        ValueError: as :func:`load_model`; messages start with ``source``.
+    """
+    from audioconv.models.registry import rebuild
+
+    spec = ckpt.get("model_spec", "cnn")
+    try:
+        model = rebuild(spec, ckpt["model_config"])
+    except ValueError as e:
+        raise ValueError(f"{source} cannot rebuild its model: {e}") from None
+    load_model_state(model, ckpt["model"], source=source)
+    labels = list(ckpt["labels"])
+    n_classes = ckpt["model_config"].get("n_classes")
+    if len(labels) != n_classes:
+        raise ValueError(f"{source} lists {len(labels)} labels for a model with {n_classes} outputs")
+    return model, labels
 
 
 DEFAULT_CLIP_S = 1.0  # TrainConfig's default clip length; the one fallback for checkpoints that lack it

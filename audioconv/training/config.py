@@ -15,7 +15,12 @@ class TrainConfig:
 
     Data: ``train`` and ``val`` manifests, or one ``manifest`` whose ``split`` key says
     ``train_split`` / ``val_split``. ``val`` may be left out (then ``best.pt`` is the last epoch).
-    Model: ``channels`` per conv block, ``n_mels`` log-mel bins. Augmentation: ``augment`` is
+    Model: ``model`` is ``"cnn"`` (:class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`:
+    ``channels`` per conv block, ``activation``, ``dropout`` before the head), ``"bcresnet"``
+    (:class:`~audioconv.models.bcresnet.BCResNet`; ``dropout`` on each block's temporal feature) or
+    ``"package.module:factory"`` (:mod:`audioconv.models.registry`); ``width`` scales it (cnn:
+    channels × width; bcresnet: BC-ResNet-width, default 1; a factory gets ``width=``; ``None`` = the
+    model's own size); ``n_mels`` log-mel bins. Augmentation: ``augment`` is
     ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
     chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
     ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
@@ -42,6 +47,8 @@ class TrainConfig:
     clip_s: float = 1.0
     skip_bad: bool = False
     # model
+    model: str = "cnn"
+    width: float | None = None
     channels: tuple[int, ...] = (32, 64, 128, 128)
     activation: str = "relu"
     dropout: float = 0.2
@@ -110,6 +117,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive integers, got {self.channels}")
+        self._validate_model()
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
         if not 0.0 <= self.warmup_frac < 1.0:
@@ -131,6 +139,21 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every_steps and threads must be >= 0, workers >= -1; got "
                              f"{self.checkpoint_every_steps}, {self.threads}, {self.workers}")
         return self
+
+    def _validate_model(self) -> None:
+        """The model spec's form, ``width``, and no model-specific setting given for another model."""
+        from audioconv.models.registry import BUILTIN, check_spec
+
+        check_spec(self.model)
+        w = self.width
+        if w is not None and not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
+            raise ValueError(f"width must be > 0, got {w!r}")
+        default = TrainConfig()
+        for name, models in (("channels", ("cnn",)), ("activation", ("cnn",)), ("dropout", tuple(BUILTIN))):
+            value = getattr(self, name)
+            if self.model not in models and (tuple(value) if name == "channels" else value) != getattr(default, name):
+                raise ValueError(f"{name}={value!r} applies to model {' or '.join(models)} only, "
+                                 f"not to model {self.model!r}")
 
 
 def _cos_anneal(start: float, end: float, pct: float) -> float:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.training.checkpoint import load_checkpoint, load_model_state, run_clip_s
+from audioconv.training.checkpoint import load_checkpoint, model_from_checkpoint, run_clip_s
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
 
@@ -53,7 +53,8 @@ def run_validation(model: nn.Module, loader, device: torch.device, n_classes: in
 
 
 def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device: str = "auto", batch_size: int = 64,
-             allow_unknown: bool = False, progress: bool = True, split: str | None = None, workers: int = 0) -> dict:
+             allow_unknown: bool = False, progress: bool = True, split: str | None = None, workers: int = 0,
+             skip_bad: bool = False) -> dict:
     """Classify every clip of ``manifest`` with the model in ``checkpoint`` and score it.
 
     Args:
@@ -66,30 +67,31 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         progress: tqdm bar.
         split: only clips whose ``split`` key equals this (e.g. ``"test"``).
         workers: DataLoader worker processes for decoding.
+        skip_bad: leave out clips that cannot be read (listed in ``skipped``) instead of raising.
 
     Returns:
         JSON-ready dict: ``accuracy``, ``macro_f1``, ``n`` (clips scored), ``labels`` (row/column order),
         ``per_class_recall`` ``{label: recall or None}``, ``confusion`` ``[[int]]`` (rows = truth,
         columns = prediction), ``loss`` (mean cross-entropy, nats), ``unknown`` (clips skipped for an
-        unknown label), ``unknown_labels`` ``{label: count}``, ``checkpoint``, ``manifest``.
+        unknown label), ``unknown_labels`` ``{label: count}``, ``n_clips`` (clips with known labels:
+        ``n`` plus the skipped ones), ``skipped`` ``{"manifest:line": reason}`` (``skip_bad``),
+        ``checkpoint``, ``manifest``.
     """
     from audioconv.data.dataset import ManifestDataset, collate
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
 
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model = SpectrogramCNN.from_config(ckpt["model_config"])
-    load_model_state(model, ckpt["model"], source=f"checkpoint {checkpoint}")
+    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}")
     model.to(dev).eval()
-    labels = list(ckpt["labels"])
-    ds = ManifestDataset(manifest, sample_rate=int(model.config.sample_rate), clip_s=run_clip_s(ckpt), labels=labels,
-                         crop="center", split=split, allow_unknown=allow_unknown, return_length=True)
+    ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
+                         labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
     confusion, loss_sum, n = run_validation(model, loader, dev, len(labels), None, progress, desc="evaluate")
     result = summarize(confusion.cpu(), labels)
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
-                  unknown_labels=dict(ds.unknown_labels), checkpoint=str(checkpoint), manifest=str(manifest))
+                  unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
+                  checkpoint=str(checkpoint), manifest=str(manifest))
     return result

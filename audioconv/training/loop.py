@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from audioconv.io.files import write_json, write_text
 from audioconv.training import distributed
-from audioconv.training.batches import TrainData, available_cores, build_data
+from audioconv.training.batches import TrainData, available_cores, build_data, data_report
 from audioconv.training.checkpoint import (load_checkpoint, load_model_state, rng_state, save_checkpoint,
                                            set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
@@ -128,7 +128,7 @@ class TrainState:
     device: torch.device
     out: Path
     labels: list[str]
-    model: nn.Module  # the SpectrogramCNN (front end + classifier)
+    model: nn.Module  # the model (front end + classifier: frontend, classify)
     net: nn.Module  # what the optimizer step runs: the classifier, wrapped in DDP under torchrun
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -187,12 +187,20 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
 
 
 def build_model(config: TrainConfig, n_classes: int):
-    """The :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` a config asks for (on CPU)."""
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    """The model ``config.model`` names (:func:`audioconv.models.registry.build_model`), on CPU:
+    ``cnn`` with ``channels``/``activation``/``dropout``, ``bcresnet`` with ``dropout``, or a
+    factory's model (checked with one forward of a clip-sized log-mel); ``width`` and ``n_mels`` for all."""
+    from audioconv.features import LogMelConfig
+    from audioconv.models.registry import BUILTIN, build_model as build
 
-    return SpectrogramCNN(n_classes, sample_rate=int(config.sample_rate), channels=config.channels,
-                          activation=config.activation, dropout=config.dropout,
-                          frontend={"n_mels": int(config.n_mels)})
+    options = {}
+    if config.model == "cnn":
+        options = dict(channels=tuple(config.channels), activation=config.activation)
+    if config.model in BUILTIN:
+        options["dropout"] = config.dropout
+    n_frames = int(round(config.clip_s * config.sample_rate)) // LogMelConfig.hop_length + 1
+    return build(config.model, n_classes, int(config.sample_rate), width=config.width,
+                 frontend={"n_mels": int(config.n_mels)}, n_frames=n_frames, **options)
 
 
 def build_augment(config: TrainConfig):
@@ -282,7 +290,13 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_classes)
     if ckpt is not None:
-        saved, wanted = ckpt["model_config"], model.config.to_dict()
+        from audioconv.models.registry import describe
+
+        spec, wanted = describe(model)
+        saved_spec, saved = ckpt.get("model_spec", "cnn"), ckpt["model_config"]
+        if saved_spec != spec:
+            raise ValueError(f"resume: {out / 'last.pt'} holds model {saved_spec!r}, this run asks for {spec!r}; "
+                             f"use the same --model or a new output folder")
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
@@ -340,7 +354,7 @@ def _write_run_info(state: TrainState) -> None:
     save_labels(state.out / "labels.json", state.labels)
     d = state.data
     write_json(state.out / "config.json", {
-        "train_config": state.config.to_dict(), "model_config": state.model.config.to_dict(),
+        "train_config": state.config.to_dict(), **_model_record(state.model),
         "augment": _chain_description(state.chain),
         "specaugment": state.specaug.to_dict() if state.specaug is not None else None,
         "labels": state.labels, "world_size": state.info.world_size, "device": str(state.device),
@@ -538,14 +552,14 @@ def validate(state: TrainState) -> dict:
     """``{"val_loss", "val_accuracy", "val_macro_f1"}`` of the model on the validation set, summed
     over all ranks (collective); ``None`` values without a validation set."""
     if state.data.val_loader is None:
-        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None}
+        return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None, "val_clips": None}
     confusion, loss_sum, _ = run_validation(state.model, state.data.val_loader, state.device, len(state.labels),
                                             state.amp_dtype, state.progress)
     distributed.all_reduce_sum(confusion, state.info)
     distributed.all_reduce_sum(loss_sum, state.info)
     n_val = int(confusion.sum())
     return {"val_loss": float(loss_sum) / max(1, n_val), "val_accuracy": accuracy(confusion.cpu()),
-            "val_macro_f1": macro_f1(confusion.cpu())}
+            "val_macro_f1": macro_f1(confusion.cpu()), "val_clips": n_val}
 
 
 def _update_best(state: TrainState, metrics: dict) -> bool:
@@ -561,8 +575,16 @@ def _update_best(state: TrainState, metrics: dict) -> bool:
 
 
 # =============================================================================== checkpoints
+def _model_record(model: nn.Module) -> dict:
+    """``{"model_spec", "model_config"}``: what :func:`~audioconv.training.checkpoint.load_model` rebuilds."""
+    from audioconv.models.registry import describe
+
+    spec, config = describe(model)
+    return {"model_spec": spec, "model_config": config}
+
+
 def _weights_checkpoint(state: TrainState) -> dict:
-    return {"kind": "model", "model": state.model.state_dict(), "model_config": state.model.config.to_dict(),
+    return {"kind": "model", "model": state.model.state_dict(), **_model_record(state.model),
             "labels": list(state.labels), "train_config": state.config.to_dict(), "epoch": state.epoch,
             "step": state.step, "metrics": state.last_metrics}
 
@@ -646,7 +668,8 @@ def _summary(state: TrainState) -> dict:
             "best_metric": state.config.best_metric if state.data.val_loader is not None else "epoch",
             "best_value": state.best_value, "best_checkpoint": str(out / "best.pt"),
             "last_checkpoint": str(out / "last.pt"), "final": state.last_metrics, "time_s": state.elapsed_s,
-            "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model)}
+            "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model),
+            "data": data_report(state.data, state.info)}
 
 
 def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
@@ -665,7 +688,8 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
     Returns:
         JSON-ready dict: ``out``, ``labels``, ``epochs``, ``steps``, ``best_epoch``, ``best_metric``,
         ``best_value``, ``best_checkpoint``, ``last_checkpoint``, ``final`` (the last metrics line),
-        ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights).
+        ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights), ``data``
+        (per set: ``clips`` selected and ``skipped`` ``{"manifest:line": reason}`` by ``skip_bad``).
 
     Raises:
         ValueError / FileNotFoundError: bad settings or data (empty training set, one class, labels

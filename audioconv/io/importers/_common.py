@@ -45,13 +45,17 @@ class ImportResult:
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:
-    """Return ``path`` as a Path, or raise ``FileNotFoundError``/``ValueError`` naming ``what``."""
+    """``path`` as an absolute Path, or raise ``FileNotFoundError``/``ValueError`` naming ``what``.
+
+    Absolute, so that every path an importer builds from it is absolute: a manifest written
+    anywhere (``write_manifest`` relativizes what lies under its own folder) points at the files,
+    whatever the working directory was when the corpus was named by a relative path."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     if not path.is_dir():
         raise ValueError(f"{what} must be a folder: {path}")
-    return path
+    return Path(os.path.abspath(path))
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -106,9 +110,9 @@ def header_records(
             error = type(e)(f"{where}: {e}") if where else e
             if not skip_bad:
                 raise error from None
-            skipped.append({"audio_filepath": str(path), "error": str(error)})
+            skipped.append({"audio_filepath": os.path.abspath(path), "error": str(error)})
             continue
-        rec = {"audio_filepath": str(path), **fields}
+        rec = {"audio_filepath": os.path.abspath(path), **fields}
         rec["duration"] = round(meta.frames / meta.sample_rate, 6)
         rec["sample_rate"] = meta.sample_rate
         records.append(rec)
