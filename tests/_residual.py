@@ -1,5 +1,6 @@
 """Residual and branching CNNs on log-mel ``(B, 1, F, T)`` for the projector's graph tests, and an
-independent autograd reference for the deconv / guided / gradient rules on any graph.
+independent autograd reference for the deconv / guided / gradient rules on any graph (ReLU,
+LeakyReLU, tanh, and the SiLU/GELU rule of ``audioconv.interpret.rules``).
 
 * :func:`resnet_cnn` — ResNet basic blocks (identity and strided 1×1-conv shortcuts, ``out += identity``).
 * :func:`densenet_cnn` — DenseNet-style concatenation, a 1×1 transition conv and 2×2 average pooling.
@@ -230,6 +231,26 @@ class _Tanh(torch.autograd.Function):
         return (g if ctx.mode == "deconv" else g * (1 - y * y)), None
 
 
+class _Smooth(torch.autograd.Function):
+    """A smooth ReLU relative f (SiLU, GELU): deconv rectifies the signal, guided also multiplies by
+    f'(x), gradient is autograd's g·f'(x) (f' from autograd on a copy)."""
+
+    @staticmethod
+    def forward(ctx, x, fn, mode):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            (deriv,) = torch.autograd.grad(fn(xr).sum(), xr)
+        ctx.save_for_backward(deriv)
+        ctx.mode = mode
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (deriv,) = ctx.saved_tensors
+        return {"deconv": F.relu(g), "guided": F.relu(g) * deriv, "gradient": g * deriv}[ctx.mode], None, None
+
+
+_SMOOTH = {F.silu: F.silu, F.gelu: F.gelu}
 _RELU = {F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_, F.relu_}
 _LEAKY = {F.leaky_relu, F.leaky_relu_}
 _TANH = {torch.tanh, torch.Tensor.tanh, F.tanh}
@@ -252,11 +273,13 @@ class _SwapActivations(TorchFunctionMode):
             return _Rectified.apply(args[0], float(slope), self.mode)
         if func in _TANH:
             return _Tanh.apply(args[0], self.mode)
+        if func in _SMOOTH:
+            return _Smooth.apply(args[0], _SMOOTH[func], self.mode)
         return func(*args, **kwargs)
 
 
-def reference_maps(model: nn.Module, x: torch.Tensor, module: nn.Module, mode: str, seed_fn) -> torch.Tensor:
-    """``∂⟨seed, layer output⟩/∂x`` through ``model`` with the reference rules: ``(B, F, T)``.
+def reference_maps(model: nn.Module, x: torch.Tensor, module: nn.Module, mode: str, seed_fn, entry=None) -> torch.Tensor:
+    """``∂⟨seed, layer output⟩/∂x`` through ``entry`` (default ``model``) with the reference rules: ``(B, F, T)``.
 
     ``module``'s output is the layer (captured by a forward hook that hands a copy on, so later
     in-place operations cannot change it); ``seed_fn(output) → seed`` of the same shape.
@@ -271,7 +294,7 @@ def reference_maps(model: nn.Module, x: torch.Tensor, module: nn.Module, mode: s
     try:
         xr = x.clone().requires_grad_(True)
         with torch.enable_grad(), _SwapActivations(mode):
-            model(xr)
+            (entry or model)(xr)
         y = captured["y"]
         (grad,) = torch.autograd.grad(y, xr, seed_fn(y.detach()))
     finally:

@@ -118,8 +118,8 @@ def _conv(c=4):
 
 
 REFUSED = {
-    "gelu (deconv)": ("deconv", nn.GELU(), r"F\.gelu: gelu has no deconv rule"),
-    "silu (guided)": ("guided", nn.SiLU(), r"F\.silu: silu has no guided rule"),
+    "sigmoid (deconv)": ("deconv", nn.Sigmoid(), r"torch\.sigmoid: sigmoid has no deconv rule"),
+    "hardtanh (guided)": ("guided", nn.Hardtanh(), r"F\.hardtanh: hardtanh has no guided rule"),
     "gate x·sigmoid(x)": ("gradient", Fn(lambda m, x: x * torch.sigmoid(x)), r"Tensor\.mul: mul of two signals"),
     "softmax": ("deconv", nn.Softmax(dim=1), r"F\.softmax has no projection rule"),
     "layer_norm": ("deconv", nn.LayerNorm(14), r"F\.layer_norm has no projection rule"),
@@ -157,9 +157,9 @@ def test_an_operation_without_a_rule_is_refused_naming_it_and_its_module(case):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())  # hooks removed
 
 
-def test_smooth_activations_have_a_gradient_rule():
-    """gradient mode: SiLU and GELU are supported (the true gradient), only deconv/guided refuse them."""
-    model = Wrap(nn.Sequential(nn.SiLU(), _conv(), nn.GELU())).double().eval()
+def test_saturating_and_smooth_activations_have_a_gradient_rule():
+    """gradient mode: sigmoid, SiLU and GELU are supported (the true gradient)."""
+    model = Wrap(nn.Sequential(nn.SiLU(), _conv(), nn.GELU(), _conv(), nn.Sigmoid())).double().eval()
     x = _x()
     proj = Projector(model, "gradient", device="cpu").project(x, "out", [0, 2], (3, 4), progress=False)
     for k, c in enumerate([0, 2]):

@@ -162,3 +162,45 @@ def test_negative_activations_project_as_the_negated_neuron(mode):
         assert differs == 0
     else:
         assert differs >= 1  # the simple identity fails for some negative seed
+
+
+# ---- the package's own residual family ------------------------------------------------------------
+class _Classify(torch.nn.Module):
+    """``model.classify`` as a module (Captum runs ``forward``)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.classify(x)
+
+
+def _builtin_bcresnet():
+    from audioconv.models.bcresnet import BCResNet
+    from _residual import randomise_batchnorm
+
+    torch.manual_seed(0)
+    model = BCResNet(3, sample_rate=8000, width=0.5, frontend=dict(n_mels=20, n_fft=256, win_length=200, hop_length=80))
+    return randomise_batchnorm(model.double(), 4).eval()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_builtin_bcresnet_matches_the_reference_and_captum(mode):
+    """BCResNet: stage names, SiLU in the temporal branch (the ReLU-family rule), the frequency mean as
+    AdaptiveAvgPool2d((1, None)), SubSpectralNorm's reshape; crop and full plane."""
+    model = _builtin_bcresnet()
+    x = _x((2, 1, 20, 18), 6) * 5
+    p = Projector(model, mode, device="cpu")
+    modules = dict(model.named_modules())
+    for layer, module in (("stage1", model.feature_module("stage1")), ("stage2", model.feature_module("stage2")),
+                          ("blocks.2.temporal.act", modules["blocks.2.temporal.act"])):
+        for crop in (True, False):
+            proj = p.project(x, layer, [0, 1, 3], "max", progress=False, crop=crop)
+            for k in range(3):
+                ref = reference_maps(model, x, module, mode, _unit_seed(proj, k), entry=model.classify)
+                assert _rel(proj.maps[:, k], ref) <= TOL, (layer, mode, crop, k)
+                if mode == "gradient":
+                    cap = _captum(mode, _Classify(model), module, x, lambda out, k=k: out[
+                        torch.arange(2), proj.channel_of(0, k), proj.positions[:, k, 0], proj.positions[:, k, 1]])
+                    assert _rel(proj.maps[:, k], cap * proj.activations[:, k, None, None]) <= TOL

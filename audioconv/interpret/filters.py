@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.interpret.graph import backward
+from audioconv.interpret.graph import backward, whole_input_axes
 from audioconv.interpret.projector import _seed
 from audioconv.interpret.rules import Mode
 from audioconv.interpret.traced import TracedModel
@@ -63,6 +63,13 @@ def project_filters(model: nn.Module, layer: str, *, unpool: str = "center", bat
         fm = path.feature_map
         sel = fm.new_ones(1, K, H, W)
         seed = _seed(fm, sel, chan, pos, sel[:, :, 0, 0], "position", True)
-        g = backward(path, seed, Mode("linear", unpool, batchnorm), bounded=False).g[0]  # (K, C_in, F_rf, T_rf)
+        sig = backward(path, seed, Mode("linear", unpool, batchnorm), bounded=False)
+        g = sig.g[0]  # (K, C_in, F_rf, T_rf) on an unbounded plane
+        for axis, whole in enumerate(whole_input_axes(path)):  # a reduced axis: the input's own extent
+            if whole:
+                start = sig.start[axis]
+                start = int(start) if isinstance(start, int) else int(start.flatten()[0])
+                n = path.input_size[axis]
+                g = g.narrow(2 + axis, -start, n) if -start >= 0 and n - start <= g.shape[2 + axis] else g
     g = g.cpu()
     return g[:, 0] if g.shape[1] == 1 else g

@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from audioconv.interpret.rules import NO_SIGNAL, OPS, SUPPORTED, Call, Mode, Opaque, Rule, Unsupported, op_name
 from audioconv.interpret.signal import FULL, POINTWISE, Signal, merge
 
-__all__ = ["Node", "Graph", "Census", "trace", "census", "backward", "input_boxes", "unit_cells"]
+__all__ = ["Node", "Graph", "Census", "trace", "census", "backward", "input_boxes", "whole_input_axes", "unit_cells"]
 
 
 class _Stop(BaseException):
@@ -412,8 +412,7 @@ def _boxes(graph: Graph, f, t, size=(1, 1)) -> dict:
         boxes = pending.pop(node.index, None)
         if boxes is None:
             continue
-        box = _union_boxes(boxes, node.shape)
-        found[node.index] = None if box is None else [(lo, hi) for lo, hi, _ in box]
+        box = found[node.index] = _union_boxes(boxes, node.shape)
         for i, producer in enumerate(node.inputs):
             shape = nodes[producer].shape
             if len(shape) != 4:
@@ -436,7 +435,13 @@ def input_boxes(graph: Graph, f, t, size=(1, 1)):
         z = torch.zeros_like(f)
         return (z, z + F_), (z, z + T_)
     return tuple((torch.as_tensor(lo) + torch.zeros_like(f), torch.as_tensor(hi) + torch.zeros_like(f))
-                 for lo, hi in box)
+                 for lo, hi, _ in box)
+
+
+def whole_input_axes(graph: Graph) -> tuple[bool, bool]:
+    """Whether the layer sees the whole input along frequency and along time (an axis the model reduces)."""
+    box = _boxes(graph, 0, 0)[0]
+    return (True, True) if box is None else (bool(box[0][2]), bool(box[1][2]))
 
 
 def _back_box(geo, lo, hi, full: bool, n_in: int):
@@ -480,7 +485,7 @@ def unit_cells(graph: Graph, crop: bool) -> int:
             n *= int(v)
         box = boxes.get(node.index)
         if box is not None:
-            (f0, f1), (t0, t1) = box
+            (f0, f1, _), (t0, t1, _) = box
             H, W = node.shape[2:]
             n = int(node.shape[1]) * max(0, min(int(f1), H) - max(int(f0), 0)) * max(0, min(int(t1), W) - max(int(t0), 0))
         biggest = max(biggest, n)

@@ -140,7 +140,7 @@ class Projector:
 
     @property
     def layer_names(self) -> list[str]:
-        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        """The model's short layer names, else its activation modules (:attr:`TracedModel.layer_names`)."""
         return self.traced.layer_names
 
     def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:

@@ -19,7 +19,9 @@ pad (zeros), interpolate
 ReLU                        ``relu(g)``                           ``relu(g) · [x > 0]``        ``g · [x > 0]``
 LeakyReLU(a)                ``leaky_a(g)``                        ``leaky_a(g) · leaky_a'(x)`` ``g · leaky_a'(x)``
 tanh                        ``g`` (nothing to rectify)            ``g · (1 − tanh²x)``         ``g · (1 − tanh²x)``
-SiLU, GELU, sigmoid, ELU…   refused (no Z&F rule)                 refused                      ``g · f'(x)``
+SiLU, GELU, Mish, ELU,      ``relu(g)`` (as ReLU; our choice)     ``relu(g) · f'(x)``          ``g · f'(x)``
+softplus, hardswish, relu6
+sigmoid, hardtanh, …        refused                               refused                      ``g · f'(x)``
 add, sub, cat, stack        the signal to every branch/slice      same                         same
 mul/div by a constant       ``g · c`` (``g / c``)                 same                         same
 view, reshape, permute,     the inverse rearrangement             same                         same
@@ -35,9 +37,13 @@ linear                      ``g · W``                             same         
   (a tensor used twice) their signals add up. Broadcasting (a ``(B, C, 1, T)`` tensor added to a
   ``(B, C, F, T)`` one) sums the signal over the broadcast axis.
 * **LeakyReLU / tanh**: see ``docs/projection.md`` ("Can the deconvnet work with tanh?").
-* **Smooth activations** (SiLU, GELU, sigmoid, ELU, softplus, Mish, Hardswish, …) have a gradient
-  but no Zeiler & Fergus rectification (they are not positively homogeneous): ``gradient`` mode
-  supports them, ``deconv``/``guided`` refuse them.
+* **Smooth and clipped relatives of ReLU** (SiLU, GELU, Mish, ELU, softplus, Hardswish, ReLU6 —
+  BC-ResNet's temporal branch uses SiLU): Zeiler & Fergus define the rectification for ReLU only.
+  We rectify the backward signal as for ReLU (``relu(g)``, positively homogeneous, so a projection
+  still scales with its activation) and guided backprop gates it by the activation's own derivative
+  ``f'(x)`` (as for LeakyReLU and tanh). This is our definition; Captum has none and silently
+  returns the plain gradient there. **Saturating** activations (sigmoid, hardtanh, …) have no such
+  rectification: ``gradient`` mode supports them, ``deconv``/``guided`` refuse them.
 * The ``linear`` mode (input-free filter projection, :func:`~audioconv.interpret.filters.project_filters`)
   keeps only the linear part: activations pass the signal unchanged, max-pools unpool to a fixed
   cell of their window (``center``) or spread evenly over it (``spread``).
@@ -64,8 +70,8 @@ SUPPORTED = ("conv1d/conv2d (zero padding, any groups), batch_norm with running 
              "tanh, max_pool1d/2d, adaptive_max_pool, avg_pool1d/2d, adaptive_avg_pool, dropout (eval), "
              "add/sub (residual, broadcast), mul/div by a constant, cat, stack, view/reshape/flatten/squeeze/"
              "unsqueeze, permute/transpose, basic indexing, expand, mean/sum over non-batch dims, pad (zeros), "
-             "interpolate, linear, identity; in gradient mode also silu, gelu, sigmoid, elu, softplus, mish, "
-             "hardswish, hardsigmoid, hardtanh, relu6")
+             "interpolate, linear, identity, silu, gelu, mish, elu, softplus, hardswish, relu6; in gradient mode "
+             "also sigmoid, hardsigmoid, hardtanh, logsigmoid")
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,10 @@ class Activation(Rule):
     def __init__(self, name, slope=0.0, fn=None):
         self.name, self.slope, self.fn = name, float(slope), fn
 
+    @property
+    def relu_like(self) -> bool:
+        return self.name in ("relu", "leaky_relu") or self.name in _RELU_LIKE
+
     def run(self, call, mode):
         x = call.args[0]
         saved = None
@@ -259,7 +269,7 @@ class Activation(Rule):
         return call.func(*call.args, **call.kwargs), saved
 
     def _rectify(self, g):
-        if self.name == "tanh":
+        if not self.relu_like:  # tanh: nothing to rectify
             return g
         return F.leaky_relu(g, self.slope) if self.slope else F.relu(g)
 
@@ -646,9 +656,13 @@ def _batch_norm(call, mode):
     return BatchNorm(a.running_var.detach(), None if a.weight is None else a.weight.detach(), float(a.eps)), inputs
 
 
-_SMOOTH = {"silu": F.silu, "gelu": F.gelu, "sigmoid": torch.sigmoid, "elu": F.elu, "selu": F.selu, "celu": F.celu,
-           "softplus": F.softplus, "mish": F.mish, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
-           "hardtanh": F.hardtanh, "relu6": F.relu6, "logsigmoid": F.logsigmoid}
+# smooth or clipped relatives of ReLU (deconv rectifies like ReLU; guided gates by f'(x)) and
+# saturating activations (gradient mode only)
+_RELU_LIKE = {"silu": F.silu, "gelu": F.gelu, "mish": F.mish, "elu": F.elu, "selu": F.selu, "celu": F.celu,
+              "softplus": F.softplus, "hardswish": F.hardswish, "relu6": F.relu6}
+_SATURATING = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid, "hardtanh": F.hardtanh,
+               "logsigmoid": F.logsigmoid}
+_SMOOTH = {**_RELU_LIKE, **_SATURATING}
 
 
 def _activation(name):
@@ -660,10 +674,10 @@ def _activation(name):
         if name == "leaky_relu":
             slope = call.bind(("input", "negative_slope"), dict(negative_slope=0.01)).negative_slope
             return Activation(name, slope), inputs
-        if mode is not None and mode.rule in ("deconv", "guided"):
+        if name in _SATURATING and mode is not None and mode.rule in ("deconv", "guided"):
             raise Unsupported(f"{name} has no {mode.rule} rule: Zeiler & Fergus rectify the backward signal "
-                              "with the network's own positively homogeneous activation (ReLU, LeakyReLU); "
-                              "use mode='gradient' for this model")
+                              "like the network's ReLU-type activations, and a saturating one has no such "
+                              "rectification; use mode='gradient' for this model")
         fn = _SMOOTH[name]
         extra = dict(call.kwargs)
         extra.pop("inplace", None)
@@ -706,6 +720,24 @@ def _linear_vjp(name):
         rest, kw = call.args[1:], dict(call.kwargs)
         return LinearVJP(name, lambda z: call.func(z, *rest, **kw), x.shape), inputs
     return build
+
+
+def _adaptive_avg_pool(call, mode):
+    """A mean over the axes it collapses to 1 when it keeps every other axis (``(1, None)``: the mean over
+    frequency of BC-ResNet, ``1``: global average pooling); any other size: its linear transpose."""
+    a = call.bind(("input", "output_size"), {})
+    x, size = a.input, a.output_size
+    n = x.dim() - 2
+    size = (size,) * n if isinstance(size, int) else tuple(size)
+    axes = [2 + i for i in range(n)]
+    kept = [s is None or int(s) == x.shape[ax] for s, ax in zip(size, axes)]
+    collapsed = [s is not None and int(s) == 1 for s in size]
+    if all(k or c for k, c in zip(kept, collapsed)):
+        dims = [ax for ax, k, c in zip(axes, kept, collapsed) if c and not k]
+        if not dims:
+            return Identity("adaptive_avg_pool", x.dtype), call.only(x)
+        return Reduce("mean", dims, True, x.shape), call.only(x)
+    return _linear_vjp("adaptive_avg_pool")(call, mode)
 
 
 def _pad(call, mode):
@@ -916,7 +948,7 @@ def _table():
          "adaptive_max_pool", _max_pool(2, adaptive=True), (F,)),
         (("avg_pool2d",), "avg_pool", _avg_pool2d, (F, torch._C._nn)),
         (("avg_pool1d",), "avg_pool", _linear_vjp("avg_pool"), (torch, F)),
-        (("adaptive_avg_pool2d", "adaptive_avg_pool1d"), "adaptive_avg_pool", _linear_vjp("adaptive_avg_pool"),
+        (("adaptive_avg_pool2d", "adaptive_avg_pool1d"), "adaptive_avg_pool", _adaptive_avg_pool,
          (torch, F, torch._C._nn)),
         (("pad",), "pad", _pad, (F, torch._C._nn)),
         (("interpolate", "upsample"), "interpolate", _interpolate, (F,)),

@@ -36,6 +36,7 @@ from audioconv.utils import eval_mode, model_device, model_dtype, resolve_device
 __all__ = ["TracedModel", "model_entry"]
 
 _DEFAULT_SIZE = (64, 128)  # (F, T) traced with when a plain CNN gives no size and no example
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.Mish, nn.ReLU6, nn.Hardswish)
 
 
 def model_entry(model: nn.Module):
@@ -91,9 +92,13 @@ class TracedModel:
 
     @property
     def layer_names(self) -> list[str]:
-        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        """The model's short layer names (``conv1`` …, ``stage1`` …) when it has them, else the names of its
+        activation modules (ReLU, LeakyReLU, Tanh, SiLU, …: the usual feature maps), else all module names."""
         names = list(getattr(self.model, "layer_names", []) or [])
-        return names or [n for n, _ in self.model.named_modules() if n]
+        if names:
+            return names
+        acts = [n for n, m in self.model.named_modules() if n and isinstance(m, _ACTIVATIONS)]
+        return acts or [n for n, _ in self.model.named_modules() if n]
 
     # ---- inputs -----------------------------------------------------------------------------
     def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
