@@ -200,7 +200,6 @@ class _Tracer(TorchFunctionMode):
         where = self.stack[-1] if self.stack else ""
         entry = OPS.get(func)
         op = entry[0] if entry is not None else op_name(func)
-        name = self._name(f"{where}:{op}")
         rule, inputs, saved = None, live, None
         if self.record:
             if entry is None:
@@ -221,8 +220,9 @@ class _Tracer(TorchFunctionMode):
         if rule is not None and outs and (outs[0].dim() == 0 or outs[0].shape[0] != self.batch) \
                 and not isinstance(rule, Opaque):
             rule = Opaque(op, f"{_label(func)} changes the batch dimension (shape {tuple(outs[0].shape)})")
-        if outs or mutated:
-            self._add(name, rule, [self.live[id(t)] for t in inputs if id(t) in self.live], outs + mutated, where, saved)
+        if outs or mutated:  # (a call that makes no signal, such as x.shape, gets no name)
+            self._add(self._name(f"{where}:{op}"), rule, [self.live[id(t)] for t in inputs if id(t) in self.live],
+                      outs + mutated, where, saved)
             self._maybe_stop()
         return out
 

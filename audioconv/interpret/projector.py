@@ -204,11 +204,12 @@ class Projector:
                 m, a, p = self._project_chunk(graph, mode, x.shape[-2:], chan[s:e], seeding,
                                               None if pos is None else pos[s:e], crop_now, per_unit)
                 maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
-            positions = torch.cat(where)
+            cat = (lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts))  # no copy for one chunk
+            positions = cat(where)
             hz, seconds = self.traced.axes(F_, T_)
             chans = chan[0].cpu() if bool((chan == chan[:1]).all()) and not _per_input(channels) else chan.cpu()
             return Projection(
-                spectrograms=x[:, 0].detach().cpu(), maps=torch.cat(maps), activations=torch.cat(acts),
+                spectrograms=x[:, 0].detach().cpu(), maps=cat(maps), activations=cat(acts),
                 positions=positions, receptive_fields=receptive_field_boxes(path, positions, (F_, T_)),
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))

@@ -317,14 +317,22 @@ class MaxPool(Rule):
             fn = F.max_pool2d if len(self.kernel) == 2 else F.max_pool1d
             out, idx = fn(x, self.kernel, self.stride, self.padding, self.dilation, ceil_mode=self.ceil_mode,
                           return_indices=True)
-        saved = idx
-        if self.windowed and mode is not None:  # each switch's (row, column) inside its own window
-            Ho, Wo = out.shape[-2:]
-            top = (torch.arange(Ho, device=x.device) * self.stride[0] - self.padding[0]).view(Ho, 1)
-            left = (torch.arange(Wo, device=x.device) * self.stride[1] - self.padding[1]).view(1, Wo)
-            W_in = x.shape[-1]
-            saved = (idx // W_in - top, idx % W_in - left)
+        saved = {"idx": idx} if self.windowed else idx  # (offsets inside each window: made when needed)
         return ((out, idx) if wants_indices else out), saved
+
+    def _code(self, saved, S_t: int):
+        """``di · S_t + dj`` for each switch at (row ``di``, column ``dj``) inside its own pooling window,
+        ``(B, C, H', W')`` (cached per window width ``S_t``)."""
+        key = ("code", S_t)
+        if key not in saved:
+            idx = saved["idx"]
+            Ho, Wo = idx.shape[-2:]
+            W_in = self.in_shape[3]
+            top = (torch.arange(Ho, device=idx.device) * self.stride[0] - self.padding[0]).view(Ho, 1)
+            left = (torch.arange(Wo, device=idx.device) * self.stride[1] - self.padding[1]).view(1, Wo)
+            rows = idx // W_in
+            saved[key] = (rows - top) * S_t + (idx - rows * W_in - left)
+        return saved[key]
 
     def backward(self, sig, saved, mode):
         if mode.rule == "linear":
@@ -338,11 +346,17 @@ class MaxPool(Rule):
         gf, gt = self.geom
         B, K, C, h, w = sig.g.shape
         S_f, S_t = gf.back(0, h)[1], gt.back(0, w)[1]
-        # switch of output cell (i, j) of the window: input window cell (i·s_f + di, j·s_t + dj)
-        di, dj = (sig.take(v) for v in saved)  # (B, K|1, C', h, w)
-        base = (torch.arange(h, device=di.device) * (gf.stride * S_t)).view(h, 1) + \
-            (torch.arange(w, device=di.device) * gt.stride).view(1, w)
-        local = (di * S_t + dj + base).clamp_(0, S_f * S_t - 1)
+        if B * K * C * h * w < saved["idx"].numel():  # small windows: split the few switches they read
+            idx = sig.take(saved["idx"])  # (B, K|1, C', h, w) flat index into the input's H·W plane
+            W_in = self.in_shape[3]
+            a_f, a_t = (geo.back(s, 1)[0] for geo, s in zip(self.geom, sig.start))  # the window's top-left cell
+            a_f, a_t = (a if isinstance(a, int) else a[:, :, None, None, None] for a in (a_f, a_t))
+            local = ((idx // W_in - a_f) * S_t + (idx % W_in - a_t)).clamp_(0, S_f * S_t - 1)
+        else:  # switch of window cell (i, j): input window cell (i·s_f + di, j·s_t + dj)
+            code = sig.take(self._code(saved, S_t))  # (B, K|1, C', h, w)
+            base = (torch.arange(h, device=code.device) * (gf.stride * S_t)).view(h, 1) + \
+                (torch.arange(w, device=code.device) * gt.stride).view(1, w)
+            local = (code + base).clamp_(0, S_f * S_t - 1)
         local = local.expand(B, K, C, h, w).reshape(B, K, C, h * w)
         out = sig.g.new_zeros(B, K, C, S_f * S_t).scatter_add_(-1, local, sig.g.reshape(B, K, C, h * w))
         res = Signal(out.view(B, K, C, S_f, S_t), sig.chan, sig.start)

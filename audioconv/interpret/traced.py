@@ -159,10 +159,36 @@ class TracedModel:
 
     def key(self, layer: str, example: torch.Tensor | None = None, input_size=None) -> str:
         """Canonical name of ``layer`` (``"conv2"`` → ``"features.act2#1"``); ``ValueError`` listing the
-        valid layers for an unknown one, or the calls of an ambiguous one."""
+        valid layers for an unknown one, or the calls of an ambiguous one.
+
+        A model that wraps the user's network as ``backbone`` (a brought model behind the package's
+        front end) also takes the backbone's own names: ``layer1.0:add`` for ``backbone.layer1.0:add``.
+        """
+        try:
+            return self._key(layer, example, input_size)
+        except ValueError:
+            inner = self._backbone_name(layer)
+            if inner is None:
+                raise
+            try:
+                return self._key(inner, example, input_size)
+            except ValueError as e:
+                if "ambiguous" in str(e) or "call number" in str(e):  # the name exists inside the backbone
+                    raise ValueError(str(e).replace(repr(inner), repr(layer), 1)) from None
+            raise
+
+    def _key(self, layer, example, input_size) -> str:
         _, module = resolve_layer(self.model, layer)
         module_name = None if module is None else self._module_names().get(module)
         return self.census(example, input_size).key(layer, module_name)
+
+    def _backbone_name(self, layer: str) -> str | None:
+        """``layer`` seen from inside ``model.backbone``, or ``None`` when the model has no backbone."""
+        if not isinstance(getattr(self.model, "backbone", None), nn.Module) or not isinstance(layer, str) or not layer:
+            return None
+        if layer.startswith(":"):
+            return "backbone" + layer
+        return f"backbone.{layer}"
 
     def _module_names(self) -> dict:
         if "_names" not in self._census:
