@@ -12,7 +12,6 @@ from audioconv.interpret.projector import Projector
 from audioconv.io import audio
 from audioconv.models.registry import build_model, describe
 from audioconv.training.checkpoint import save_checkpoint
-from _byo_models import backbone
 from _tiny_cnn import FRONTEND, SR
 from test_interpret_residual import tiny_bcresnet
 

@@ -57,8 +57,7 @@ def test_a_module_called_twice_is_named_by_its_call():
         ref_model.relu.register_forward_hook(lambda m, i, o: captured.append(o) or (probe(o) if len(captured) == 2 else o))
         ref = reference_maps(ref_model, x, probe, "deconv", seed)
         assert _rel(second.maps[:, k], ref) <= 1e-9
-    # the functional ReLU of the model's own forward: ":relu" or, when no module has that name, "relu" is
-    # taken by the module here, so only the explicit form works
+    # the F.relu in the model's own forward is ":relu" (plain "relu" names the module here)
     top = p.feature_maps(x, ":relu")
     with torch.no_grad():
         assert torch.equal(top, model(x))

@@ -29,6 +29,7 @@ input of a residual block) the signals of all its consumers are summed.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -153,8 +154,10 @@ class _Tracer(TorchFunctionMode):
         self.batch = int(x.shape[0])
         self.module_names = {m: n for n, m in reversed(list(model.named_modules()))}
         self.nodes: list[Node] = [Node(0, "input", None, [], tuple(x.shape), "")]
-        self.live: dict[int, int] = {id(x): 0}
-        self.keep: list[torch.Tensor] = [x]  # tensors stay alive while traced, so ids stay unique
+        # id(tensor) → (weak reference, node): a freed tensor's id may be reused by a new one, which
+        # the weak reference tells apart (holding every tensor instead would keep the whole forward's
+        # memory alive)
+        self.live: dict[int, tuple] = {id(x): (weakref.ref(x), 0)}
         self.stack: list[str] = []
         self.counts: dict[str, int] = {}
         self.aliases: dict[str, int] = {}
@@ -163,7 +166,13 @@ class _Tracer(TorchFunctionMode):
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def is_live(self, t) -> bool:
-        return isinstance(t, torch.Tensor) and id(t) in self.live
+        if not isinstance(t, torch.Tensor):
+            return False
+        entry = self.live.get(id(t))
+        return entry is not None and entry[0]() is t
+
+    def node_of(self, t) -> int:
+        return self.live[id(t)][1]
 
     def _name(self, key: str) -> str:
         n = self.counts.get(key, 0) + 1
@@ -175,8 +184,7 @@ class _Tracer(TorchFunctionMode):
         node = Node(len(self.nodes), name, rule, inputs, shape, where, saved)
         self.nodes.append(node)
         for t in out_tensors:
-            self.live[id(t)] = node.index
-            self.keep.append(t)
+            self.live[id(t)] = (weakref.ref(t), node.index)
         self.aliases[name] = node.index
         if name in self.wanted and out_tensors:
             self._found(name, node.index, out_tensors[0])
@@ -221,7 +229,7 @@ class _Tracer(TorchFunctionMode):
                 and not isinstance(rule, Opaque):
             rule = Opaque(op, f"{_label(func)} changes the batch dimension (shape {tuple(outs[0].shape)})")
         if outs or mutated:  # (a call that makes no signal, such as x.shape, gets no name)
-            self._add(self._name(f"{where}:{op}"), rule, [self.live[id(t)] for t in inputs if id(t) in self.live],
+            self._add(self._name(f"{where}:{op}"), rule, [self.node_of(t) for t in inputs if self.is_live(t)],
                       outs + mutated, where, saved)
             self._maybe_stop()
         return out
@@ -250,9 +258,9 @@ class _Tracer(TorchFunctionMode):
         self.calls[name] = n
         key = f"{name}#{n}"
         if isinstance(out, torch.Tensor) and self.is_live(out):
-            self.aliases[key] = self.live[id(out)]
+            self.aliases[key] = self.node_of(out)
             if key in self.wanted:
-                self._found(key, self.live[id(out)], out)
+                self._found(key, self.node_of(out), out)
                 self._maybe_stop()
 
 
