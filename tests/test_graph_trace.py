@@ -57,10 +57,23 @@ def test_a_module_called_twice_is_named_by_its_call():
         ref_model.relu.register_forward_hook(lambda m, i, o: captured.append(o) or (probe(o) if len(captured) == 2 else o))
         ref = reference_maps(ref_model, x, probe, "deconv", seed)
         assert _rel(second.maps[:, k], ref) <= 1e-9
-    # the F.relu in the model's own forward is ":relu" (plain "relu" names the module here)
+    # the F.relu in the model's own forward is ":relu" (plain "relu" names the module here) ...
     top = p.feature_maps(x, ":relu")
     with torch.no_grad():
         assert torch.equal(top, model(x))
+
+    class Outer(nn.Module):  # ... and plain "relu" where no module has that name
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, t):
+            return F.relu(self.inner(t) - 0.2)
+
+    outer = Outer()
+    with torch.no_grad():
+        assert torch.equal(Projector(outer, device="cpu").feature_maps(x, "relu"), outer(x))
+        assert torch.equal(Projector(outer, device="cpu").feature_maps(x, "inner:relu"), model(x))
 
 
 def test_operation_names_address_the_same_tensors_as_module_names():

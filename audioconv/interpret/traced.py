@@ -178,7 +178,13 @@ class TracedModel:
             raise
 
     def _key(self, layer, example, input_size) -> str:
-        _, module = resolve_layer(self.model, layer)
+        try:
+            _, module = resolve_layer(self.model, layer)
+        except ValueError:  # not a module: perhaps an operation of the model's own forward ("relu")
+            base = layer.rsplit("#", 1)[0] if isinstance(layer, str) else layer
+            if not isinstance(layer, str) or f":{base}" not in self.census(example, input_size).ops:
+                raise
+            module = None
         module_name = None if module is None else self._module_names().get(module)
         return self.census(example, input_size).key(layer, module_name)
 
