@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(CONSTRAINTS) | $(PY)
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,onnx,shards]'
 	touch $@ $(STAMP)
 
 $(STAMP_BENCH): pyproject.toml $(CONSTRAINTS) | $(PY)
-	$(PIP) -e '.[test,bench]'
+	$(PIP) -e '.[test,onnx,shards,bench]'
 	touch $@ $(STAMP_TEST) $(STAMP)
 
 setup: $(STAMP)

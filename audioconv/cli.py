@@ -1,13 +1,23 @@
 """`audioconv` command line: parse, call the library, print. One module per subcommand in
 ``audioconv/commands/``; each has ``register(subparsers)`` which adds its parser and sets
-``func`` (a callable taking the parsed args and returning an exit code)."""
+``func`` (a callable taking the parsed args and returning an exit code).
+
+Every command ends the same way on a user's mistake: one line ``audioconv COMMAND: error: MESSAGE``
+on stderr and exit status 2 (bad settings, missing or unreadable files, outputs that cannot be
+written: the message names the path and the cause). Library warnings are one line each,
+``audioconv COMMAND: warning: MESSAGE``. Output cut short by the reader (``audioconv ... | head``)
+ends quietly with status 1, as Python's documentation recommends for a closed pipe.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
-COMMANDS = ["manifest", "augment", "train", "evaluate", "project", "topk", "evolve", "demo"]
+COMMANDS = ["manifest", "shards", "augment", "train", "cv", "evaluate", "predict", "export", "project", "topk",
+            "evolve", "sanity", "faithfulness", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,16 +38,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(error: BaseException) -> str:
+    """One line for a user-facing error: the message of ``ValueError``/``RuntimeError``..., and for
+    an ``OSError`` its file name(s) and cause (``x.wav: permission denied``)."""
+    if isinstance(error, OSError) and type(error).__str__ is OSError.__str__ and error.strerror:
+        names = [os.fsdecode(n) for n in (error.filename, error.filename2) if n is not None]
+        return (" -> ".join(names) + ": " if names else "") + error.strerror[0].lower() + error.strerror[1:]
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _quiet_closed_stdout() -> int:
+    """After a ``BrokenPipeError`` on stdout: point stdout at the null device, so the interpreter's
+    final flush does not raise again, and return 1 (the status Python uses for EPIPE)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout has no file descriptor (captured in tests)
+        pass
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prefix = f"audioconv {args.command}"
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: warning: {message}", file=sys.stderr, flush=True)
+
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"audioconv {args.command}: error: {e}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        return _quiet_closed_stdout()
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"{prefix}: error: {error_message(e)}", file=sys.stderr)
         return 2
 
 

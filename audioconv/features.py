@@ -1,13 +1,14 @@
 """Log-mel front end (torchaudio), its axes for rendering, and the way back to audio.
 
 Shapes: waveforms ``(batch, channels, time)`` or ``(batch, time)`` at ``sample_rate`` Hz;
-log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB (power re 1.0, or re each example's
-peak with ``LogMelConfig.relative_to_peak``).
+log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB re full scale (0 dB = a sine of amplitude
+1.0; see :class:`LogMel`), or re each example's peak with ``LogMelConfig.relative_to_peak``.
 The mel scale is HTK's (as ``librosa`` with ``htk=True``), without area normalisation, so that
 ``librosa.display.specshow(..., y_axis="mel", htk=True)`` labels the rows with the right Hz.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import librosa
@@ -27,8 +28,12 @@ class LogMelConfig:
     silence and zero padding do not produce -100 dB outliers.
     ``relative_to_peak``: give dB relative to each example's loudest cell (values in
     ``[-top_db, 0]``), so the model cannot depend on the recording level (a gain is an offset in
-    dB). Default ``False``: dB re a power of 1.0 (full scale); the default training chain's
+    dB). Default ``False``: dB re full scale (``db_reference``); the default training chain's
     ``Gain`` teaches level robustness instead.
+    ``db_reference``: what 0 dB is. ``"full_scale_sine"`` (default): the mel power a sine of
+    amplitude 1.0 puts into the bands (see :class:`LogMel`). ``"unit_power"``: a mel power of 1.0
+    as torchaudio computes it, about 42.8 dB above a full-scale sine with the default window —
+    what checkpoints written before version 2 were trained with (they load with it).
     """
 
     sample_rate: int = 16000
@@ -40,6 +45,7 @@ class LogMelConfig:
     f_max_hz: float | None = None
     top_db: float = 80.0
     relative_to_peak: bool = False
+    db_reference: str = "full_scale_sine"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,10 +60,21 @@ class LogMelConfig:
 
 
 class LogMel(torch.nn.Module):
-    """Waveform → log-mel power spectrogram in dB, ``(B, 1, n_mels, frames)``.
+    """Waveform → log-mel power spectrogram in dB re full scale, ``(B, 1, n_mels, frames)``.
 
     Args:
         config: :class:`LogMelConfig` (or keyword overrides of its fields).
+
+    Calibration (``db_reference="full_scale_sine"``): a sine ``A sin(2πft)`` has, in each STFT
+    frame, a one-sided spectral power ``Σ_k |X_k|² = (A/2)² · n_fft · Σ_n w[n]²`` (Parseval, for a
+    window ``w`` zero-padded to ``n_fft``). The HTK triangles (peak 1, no area normalisation) sum to
+    1 between the first and the last band centre, so the mel bands together receive exactly that
+    power. 0 dB is therefore the power ``n_fft · Σ w² / 4`` (``reference_power``; 19200 for the
+    default periodic Hann of 400 samples in 512 points, +42.83 dB re 1.0): the bands of a sine of
+    amplitude ``A`` sum to ``20 log10 A`` dB, and the band centred on it reads ``20 log10 A`` less
+    the share of the window's main lobe (±2.6 bins) that the triangle does not weigh fully: within
+    1 dB for bands at least three FFT bins wide, down to about -3 dB for a sine halfway between two
+    centres, lower in bands narrower than the main lobe (the lowest bands at 16 kHz).
 
     Frame ``j`` is centred at ``j * hop_length / sample_rate`` seconds (``center=True``), so a clip
     of ``T`` samples has ``T // hop_length + 1`` frames. Multi-channel input is averaged to mono.
@@ -71,6 +88,11 @@ class LogMel(torch.nn.Module):
             cfg = LogMelConfig(**{**cfg.to_dict(), **overrides})
         self._validate(cfg)
         self.config = cfg
+        if cfg.db_reference == "full_scale_sine":
+            window = torch.hann_window(cfg.win_length, dtype=torch.float64)  # torchaudio's Spectrogram window
+            self.reference_power = float(cfg.n_fft * window.square().sum() / 4.0)
+        else:
+            self.reference_power = 1.0
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=cfg.sample_rate,
             n_fft=cfg.n_fft,
@@ -100,6 +122,8 @@ class LogMel(torch.nn.Module):
             )
         if cfg.n_mels <= 0:
             raise ValueError(f"n_mels must be > 0, got {cfg.n_mels}")
+        if cfg.db_reference not in ("full_scale_sine", "unit_power"):
+            raise ValueError(f"db_reference must be 'full_scale_sine' or 'unit_power', got {cfg.db_reference!r}")
 
     # ---- forward ------------------------------------------------------------------------
     def power(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -117,15 +141,16 @@ class LogMel(torch.nn.Module):
         return self.to_db(self.power(waveform))
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
-        """Power → dB with the per-example ``top_db`` floor (and, with ``relative_to_peak``, minus
-        the example's peak); ``(B, ...)`` → same shape.
+        """Power → dB re full scale with the per-example ``top_db`` floor (and, with
+        ``relative_to_peak``, minus the example's peak); ``(B, ...)`` → same shape.
 
-        ``torchaudio.functional.amplitude_to_DB`` (``10 log10(max(power, 1e-10))``, floored at the peak
-        minus ``top_db``) on each example seen as one ``(1, 1, N)`` spectrogram, so the peak is the
-        example's own.
+        ``torchaudio.functional.amplitude_to_DB`` (``10 log10(max(power, 1e-10) / reference_power)``,
+        floored at the peak minus ``top_db``) on each example seen as one ``(1, 1, N)`` spectrogram,
+        so the peak is the example's own. The calibration is a constant offset: the floors, and so
+        every peak-relative value, are those of the uncalibrated power.
         """
         per_example = power.reshape(power.shape[0], 1, 1, -1)  # amplitude_to_DB floors per (C, F, T) item
-        db = AF.amplitude_to_DB(per_example, multiplier=10.0, amin=1e-10, db_multiplier=0.0,
+        db = AF.amplitude_to_DB(per_example, multiplier=10.0, amin=1e-10, db_multiplier=math.log10(self.reference_power),
                                 top_db=self.config.top_db).reshape(power.shape)
         if not self.config.relative_to_peak:
             return db
@@ -177,12 +202,13 @@ class LogMel(torch.nn.Module):
     def db_to_waveform(self, logmel_db: torch.Tensor, n_samples: int, n_iter: int = 32) -> torch.Tensor:
         """Invert a log-mel (dB) ``(..., n_mels, frames)`` to audio ``(..., n_samples)``.
 
-        dB → power (a peak-relative log-mel comes back with its loudest cell at power 1) →
+        dB → power (re full scale; a peak-relative log-mel comes back with its loudest cell at the
+        level of a full-scale sine) →
         linear-frequency magnitude by non-negative least squares
         (``torchaudio.transforms.InverseMelScale``) → phase by Griffin-Lim (``n_iter`` iterations).
         """
         c = self.config
-        power = torch.pow(10.0, logmel_db / 10.0)
+        power = torch.pow(10.0, logmel_db / 10.0) * self.reference_power
         inv = torchaudio.transforms.InverseMelScale(
             n_stft=c.n_fft // 2 + 1, n_mels=c.n_mels, sample_rate=c.sample_rate,
             f_min=c.f_min_hz, f_max=c.f_max, mel_scale="htk", norm=None,

@@ -1,4 +1,5 @@
-"""Clips per second through a DataLoader: decode + resample + downmix + crop, 0 and 2 workers.
+"""Clips per second through a DataLoader: decode + resample + downmix + crop, 0 and 2 workers; and
+files vs WebDataset shards of the same corpus.
 
 Compares, on the same Speech Commands-layout corpus and DataLoader settings:
 
@@ -6,6 +7,11 @@ Compares, on the same Speech Commands-layout corpus and DataLoader settings:
 * ``audio.load``  — the obvious hand-written dataset: ``audio.load(path, sample_rate=16000)`` of
                     the whole clip (torchaudio builds its sinc kernel at every call), mean, crop;
 * ``librosa``     — ``librosa.load(path, sr=16000, mono=True)`` (soxr resampler), crop.
+
+``--shards`` (default on when webdataset is installed) also writes the corpus as shards
+(``audioconv shards``, ``--shard-size``) and times, side by side with the same workers and batch
+size, ``ManifestDataset`` (one file per clip, shuffled order) against ``ShardClips`` + ``ShardLoader``
+(sequential reads of tar shards, shuffle buffer of 1000 clips per worker), both with random crops.
 
 Without ``--root`` a synthetic corpus is written to a temporary folder: ``--n16`` 1-s clips at
 16 kHz mono (no resampling needed) and ``--n44`` 1-s clips at 44.1 kHz stereo. Usage::
@@ -103,6 +109,42 @@ def time_epochs(dataset, workers: int, batch_size: int, epochs: int) -> list[flo
     return rates
 
 
+def time_shard_epochs(spec: str, labels, workers: int, batch_size: int, epochs: int, sample_rate: int,
+                      clip_s: float) -> list[float]:
+    """Clips/s of each epoch read from shards (worker start-up included)."""
+    from audioconv.data.shards import ShardClips, ShardLoader
+
+    rates = []
+    for epoch in range(epochs):
+        ds = ShardClips(spec, sample_rate, clip_s, labels=labels, seed=0, shuffle_buffer=1000)
+        t0 = time.perf_counter()
+        n = sum(waves.shape[0] for waves, _, _ in ShardLoader(ds, epoch, batch_size, workers))
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
+
+
+def files_vs_shards(records, labels, args, workers: list[int], tmp: Path) -> dict:
+    """``{"files": {workers: clips/s}, "shards": {...}}`` on the same clips (split keys dropped)."""
+    from audioconv.data.shards import write_shards
+    from audioconv.io.manifest import write_manifest
+
+    manifest = tmp / "all.jsonl"
+    write_manifest(manifest, [{k: v for k, v in r.items() if k != "split"} for r in records])
+    t0 = time.perf_counter()
+    written = write_shards(manifest, str(tmp / "shards" / "s-%06d.tar"), max_size=args.shard_size)["sets"]["all"]
+    print(f"shards: {len(written['shards'])} of up to {args.shard_size} ({written['bytes'] / 1e6:.1f} MB) written "
+          f"in {time.perf_counter() - t0:.1f} s")
+    out = {"files": {}, "shards": {}}
+    for w in workers:
+        out["files"][str(w)] = round(max(time_epochs(ManifestDataset(records, args.sample_rate, args.clip_s, labels=labels),
+                                                     w, args.batch_size, args.epochs)), 1)
+        out["shards"][str(w)] = round(max(time_shard_epochs(written["spec"], labels, w, args.batch_size, args.epochs,
+                                                            args.sample_rate, args.clip_s)), 1)
+    for name in ("files", "shards"):
+        print(f"{'all':<16}{name:<12}" + "".join(f"{out[name][str(w)]:>14.0f}" for w in workers), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, help="Speech Commands-layout corpus (default: synthetic, in a temp dir)")
@@ -117,6 +159,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in the main process (DataLoader workers always use 1); default 1")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--shards", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time files vs WebDataset shards (default: when webdataset is installed)")
+    p.add_argument("--shard-size", default="16MB", help="largest shard for --shards (default 16MB)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -159,6 +204,13 @@ def main(argv=None) -> int:
                     row[w] = max(time_epochs(make(rs), w, args.batch_size, args.epochs))
                 results["clips_per_s"].setdefault(subset, {})[name] = {str(w): round(v, 1) for w, v in row.items()}
                 print(f"{subset:<16}{name:<12}" + "".join(f"{row[w]:>14.0f}" for w in workers), flush=True)
+        if args.shards is None:
+            import importlib.util
+
+            args.shards = importlib.util.find_spec("webdataset") is not None
+        if args.shards:
+            results["files_vs_shards"] = files_vs_shards(records, labels, args, workers, Path(tmp))
+        results["load_average_1min_after"] = os.getloadavg()[0]
     print("clips/s = clips decoded, resampled to 16 kHz, downmixed, cropped/padded to 1 s and batched; best of "
           f"{args.epochs} epochs, DataLoader start-up included")
     if args.json:

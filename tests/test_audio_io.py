@@ -179,7 +179,7 @@ def test_a_wav_cut_short_is_refused_when_opened_naming_both_sizes(tmp_path):
     size = path.stat().st_size
     cut = cut_short(path, tmp_path / "cut.wav", keep=(size - 8000 + 2400) / size)  # 300 frames left
     assert sf.info(str(cut)).frames == 300  # libsndfile alone would quietly give the shorter clip
-    message = rf"truncated WAV file .*cut\.wav: its data chunk declares 1000 frames \(8000 bytes\) but the file holds only 300 frames \(2400 bytes\)$"
+    message = r"truncated WAV file .*cut\.wav: its data chunk declares 1000 frames \(8000 bytes\) but the file holds only 300 frames \(2400 bytes\)$"
     for opener in (audio.open_audio, audio.info, audio.load):
         with pytest.raises(ValueError, match=message):
             opener(cut)

@@ -231,20 +231,53 @@ def report_index(tmp_path_factory) -> Path:
     return out / "report" / "index.html"
 
 
-def test_report_loads_in_chromium(browser, report_index):
-    result = check_page(browser, report_index)
+def _assert_loads(result: dict, audio: bool = True) -> None:
     assert result["images"], "the report has no images"
-    assert result["audio"], "the report has no audio players"
+    assert result["audio"] or not audio, "the report has no audio players"
     broken = [i["src"] for i in result["images"] if not i["complete"] or i["naturalWidth"] <= 0]
     assert not broken, f"images that did not decode: {broken}"
     silent = [a["src"] for a in result["audio"]
               if a["readyState"] < 1 or a["error"] is not None or not a["duration"] or a["duration"] <= 0]
     assert not silent, f"audio that did not load: {silent}"
     assert not result["errors"], f"console errors: {result['errors']}"
+
+
+def test_report_loads_in_chromium(browser, report_index):
+    result = check_page(browser, report_index)
+    _assert_loads(result)
     shot = Path(os.environ.get("AUDIOCONV_SCREENSHOT") or report_index.parent.parent / "report_screenshot.png")
     browser.screenshot(shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+@pytest.fixture(scope="module")
+def run_report_index(tmp_path_factory) -> Path:
+    """`audioconv report` of a tiny run trained by `audioconv train` on a mixed-format corpus, with a
+    top-k scan saved in the run (so the report has misclassified clips, data tables and figures)."""
+    from audioconv.cli import main
+    from test_run_report import TRAIN_ARGS, _corpus
+
+    root = tmp_path_factory.mktemp("run")
+    manifest = _corpus(root / "corpus")
+    run = root / "run"
+    assert main(["train", "--manifest", str(manifest), "--out", str(run), *TRAIN_ARGS]) == 0
+    assert main(["topk", "--checkpoint", str(run / "best.pt"), "--manifest", str(manifest), "--layers", "conv1,conv2",
+                 "--k", "3", "--units", "2", "--device", "cpu", "--no-progress", "-o", str(run / "topk")]) == 0
+    assert main(["report", str(run), "--device", "cpu", "--no-progress", "--max-misclassified", "50"]) == 0
+    return run / "report" / "index.html"
+
+
+def test_run_report_loads_in_chromium(browser, run_report_index):
+    result = check_page(browser, run_report_index)
+    summary = json.loads((run_report_index.parent / "report.json").read_text())
+    _assert_loads(result, audio=summary["n_misclassified_shown"] > 0)
+    assert len(result["audio"]) == summary["n_misclassified_shown"]
+    assert all(a["duration"] == pytest.approx(1.0, abs=0.01) for a in result["audio"])  # the 1-s clips heard
+    assert sum("topk_conv" in i["src"] for i in result["images"]) == 2
+    shot = run_report_index.parent.parent / "run_report_screenshot.png"
+    browser.screenshot(shot)
+    assert shot.stat().st_size > 10_000
 
 
 def test_checker_catches_broken_report(browser, tmp_path):

@@ -62,13 +62,14 @@ def test_project_a_bcresnet_checkpoint_by_short_and_module_names(files):
     for layer in ("stage2", "blocks.1.temporal.act", "blocks.2:add"):
         out = files / layer.replace(":", "_")
         rc = main(["project", "--checkpoint", str(files / "run" / "best.pt"), "--audio", str(files / "tone1.wav"),
-                   "--layer", layer, "--unit", "1", "--device", "cpu", "-o", str(out)])
+                   "--layer", layer, "--unit", "1", "--keep-silence", "--device", "cpu", "-o", str(out)])
         assert rc == 0, layer
         info = json.loads((out / "projection.json").read_text())
         proj = Projector(model, device="cpu").project(wav[None], layer, [1], progress=False)
         assert info["activation"] == pytest.approx(float(proj.activations[0, 0]), rel=1e-5)
         assert info["receptive_field"]["cells"] == proj.receptive_fields[0, 0].tolist()
-        assert (out / "projection.png").is_file() and (out / "masked.wav").is_file()
+        written = (out / "projection.png").is_file() and (out / "masked.wav").is_file()
+        assert written == (info["activation"] > 0)  # an inactive unit gets no picture (issue 11)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
@@ -83,7 +84,7 @@ def test_project_a_brought_model(files, weights, capsys):
         torch.jit.script(model.backbone).save(str(files / "w.pt"))
     out = files / "out"
     rc = main(["project", *_args(files, BYO), "--weights", str(files / "w.pt"), "--audio", str(files / "tone2.wav"),
-               "--layer", "backbone.7", "--unit", "3,5", "-o", str(out)])
+               "--layer", "backbone.7", "--unit", "3,5", "--keep-silence", "-o", str(out)])
     assert rc == 0, capsys.readouterr().err
     info = json.loads((out / "projection.json").read_text())
     wav, _ = audio.load(files / "tone2.wav")
@@ -91,7 +92,8 @@ def test_project_a_brought_model(files, weights, capsys):
     for k, unit in enumerate(info["units"]):
         assert unit["activation"] == pytest.approx(float(proj.activations[0, k]), rel=1e-5)
         assert unit["position"] == proj.positions[0, k].tolist()
-    assert info["model"] == "_byo_models:backbone" and (out / "unit_5" / "griffinlim.wav").is_file()
+    assert info["model"] == "_byo_models:backbone"
+    assert (out / "unit_5" / "griffinlim.wav").is_file() == (info["units"][1]["activation"] > 0)
 
 
 def test_topk_and_evolve_with_a_brought_model(files, capsys):

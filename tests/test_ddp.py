@@ -31,8 +31,8 @@ SCRIPT = textwrap.dedent("""
             return y
         return recorded
 
-    def fit(config, progress=True, augment=None):
-        summary = real_fit(config, progress, augment)
+    def fit(config, progress=True, augment=None, **kwargs):
+        summary = real_fit(config, progress, augment, **kwargs)
         record["summary"] = summary
         return summary
 

@@ -101,10 +101,17 @@ def test_report_links_and_sounds(quick_demo):
     for _, url in parser.srcs:
         assert not url.startswith("/") and "://" not in url
         assert (index.parent / unquote(url)).is_file(), url
+    # the misclassified test clips (as many as the evaluation counts), then the projections' sounds
+    evaluation = json.loads((out / "figures" / "evaluation.json").read_text())
+    wrong = [u for u in audio if u.startswith("assets/misclassified_")]
+    assert len(wrong) == evaluation["n"] - int(np.trace(evaluation["confusion"]))
+    audio = [u for u in audio if u not in wrong]
     # 2 sound clips x 2 layers, each: input, masked, Griffin-Lim (the input is shared per clip)
     assert len(audio) == 12 and len(set(audio)) == 2 + 8
     # figures: metrics, confusion, (top-k + evolution) x 2 layers, convergence, 4 projections
     assert len(images) == 2 + 4 + 1 + 4
+    page = index.read_text(encoding="utf-8")
+    assert "audioconv train --train" in page and "Clips per label" in page  # the run report's sections
     # a projection-masked clip is the input under a mask in [0, 1]: never more energy than the input
     masked_files = sorted((out / "sounds").glob("*_masked.wav"))
     assert len(masked_files) == 4

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from _tones import CLIP_S, SAMPLE_RATE, make_corpus, tone, write_manifest
 from audioconv.training.checkpoint import load_model
+from audioconv.app.figures import save_figure
 from audioconv.plots.confusion import plot_confusion
 from audioconv.training.config import TrainConfig
 from audioconv.training.evaluate import evaluate
@@ -104,12 +105,12 @@ def test_unknown_labels(trained, tmp_path):
 def test_confusion_png(tmp_path):
     result = {"confusion": [[5, 1, 0], [0, 6, 0], [2, 0, 4]], "labels": ["a", "b", "c"], "accuracy": 15 / 18,
               "macro_f1": 0.83, "n": 18}
-    path = plot_confusion(result, tmp_path / "sub" / "c.png")
+    path = save_figure(plot_confusion(result), tmp_path / "sub" / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(path)
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     with pytest.raises(ValueError, match="3 labels"):
-        plot_confusion({**result, "confusion": [[1, 0], [0, 1]]}, tmp_path / "bad.png")
+        plot_confusion({**result, "confusion": [[1, 0], [0, 1]]})
 
 
 def test_command_line(trained, tmp_path, capsys):

@@ -1,10 +1,18 @@
-"""LogMel front end against librosa (an independent implementation) and the axis formulas."""
+"""LogMel front end against librosa (an independent implementation), its calibration in dB re full
+scale against sines of known amplitude, and the axis formulas."""
 import librosa
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 
 from audioconv.features import LogMel, LogMelConfig
+
+
+def _full_scale_power(cfg: LogMelConfig) -> float:
+    """Spectral power of a unit sine in one frame (Parseval): (1/2)² · n_fft · Σ w², scipy's periodic Hann."""
+    w = scipy.signal.get_window("hann", cfg.win_length, fftbins=True)
+    return cfg.n_fft * float(np.sum(w ** 2)) / 4
 
 
 def _reference_power(x: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
@@ -33,7 +41,7 @@ def test_db_has_a_top_db_floor_below_the_clip_peak():
     cfg = LogMelConfig(top_db=60.0)
     x = _tone_burst()
     db = LogMel(cfg)(torch.from_numpy(x)[None])[0, 0].double().numpy()
-    ref = 10 * np.log10(np.maximum(_reference_power(x, cfg), 1e-10))
+    ref = 10 * np.log10(np.maximum(_reference_power(x, cfg), 1e-10) / _full_scale_power(cfg))
     np.testing.assert_allclose(db, np.maximum(ref, ref.max() - 60.0), atol=0.05)
     assert db.max() - db.min() == pytest.approx(60.0)
 
@@ -86,3 +94,78 @@ def test_bad_waveforms_are_refused():
         fe(torch.zeros(1, 1, 1, 100))
     with pytest.raises(ValueError, match="float"):
         fe(torch.zeros(1, 100, dtype=torch.int16))
+
+
+# ------------------------------------------------------------------------------ calibration: dB re full scale
+def _sine(freq_hz: float, amplitude: float, sample_rate: int) -> torch.Tensor:
+    t = torch.arange(sample_rate, dtype=torch.float64) / sample_rate
+    return (amplitude * torch.sin(2 * np.pi * freq_hz * t + 0.3))[None]
+
+
+def _band_halfwidths_bins(fe: LogMel) -> tuple[np.ndarray, np.ndarray]:
+    """Each band's left and right half-width in FFT bins (HTK triangles between neighbouring centres)."""
+    c = fe.config
+    edges = np.concatenate([[c.f_min_hz], fe.mel_hz(), [c.f_max]])
+    bin_hz = c.sample_rate / c.n_fft
+    return np.diff(edges)[:-1] / bin_hz, np.diff(edges)[1:] / bin_hz
+
+
+def _main_lobe_mean_offset_bins(cfg: LogMelConfig) -> float:
+    """Energy-weighted mean |offset| (in FFT bins) of the window's spectrum, from scipy's Hann, finely sampled."""
+    w = scipy.signal.get_window("hann", cfg.win_length, fftbins=True)
+    fine = 64
+    power = np.abs(np.fft.fft(w, cfg.n_fft * fine)) ** 2
+    offset = np.abs(np.fft.fftfreq(cfg.n_fft * fine, 1 / (cfg.n_fft * fine))) / fine
+    return float((offset * power).sum() / power.sum())
+
+
+@pytest.mark.parametrize("sample_rate, n_mels", [(16000, 64), (8000, 32), (44100, 64)])
+def test_a_sine_of_amplitude_a_reads_20_log10_a_db(sample_rate, n_mels):
+    """0 dB is a full-scale sine. Two checks against formulas:
+
+    * the bands together: HTK triangles sum to 1 between the first and last centres, so a sine's
+      band powers add up to its spectral power, (A/2)² · n_fft · Σw² (Parseval): 20·log10(A) dB to
+      within float rounding (0.01 dB), at any frequency whose main lobe lies inside that range;
+    * its own band: the triangle weighs the main lobe by 1 - |d|/h (d the offset from the centre, h
+      the half-width, both in FFT bins), so a sine at a band centre reads 20·log10(A) +
+      10·log10(1 - E|d| (1/h_left + 1/h_right) / 2) with E|d| (≈ 0.6 bins) the energy-weighted mean
+      offset of scipy's Hann spectrum; within 0.15 dB (the bin grid samples the lobe at the
+      sine's fractional position), and so within 1 dB of 20·log10(A) for bands >= 3 bins wide.
+    """
+    fe = LogMel(sample_rate=sample_rate, n_mels=n_mels, top_db=250.0).double()
+    cfg, hz = fe.config, fe.mel_hz()
+    bin_hz = sample_rate / cfg.n_fft
+    amplitudes = np.array([1.0, 0.6, 0.1, 0.003])
+    freqs = np.geomspace(hz[0] + 4 * bin_hz, hz[-1] - 4 * bin_hz, 9)
+    grid = [(f, a) for f in freqs for a in amplitudes]
+    db = fe(torch.cat([_sine(f, a, sample_rate) for f, a in grid]))[:, 0, :, 3:-3]  # frames away from the ends
+    total = 10 * torch.log10(torch.pow(10.0, db / 10).sum(dim=1))  # (examples, frames)
+    want = torch.tensor([20 * np.log10(a) for _, a in grid], dtype=torch.float64)[:, None].expand_as(total)
+    torch.testing.assert_close(total, want, atol=0.01, rtol=0)
+
+    left, right = _band_halfwidths_bins(fe)
+    mean_offset = _main_lobe_mean_offset_bins(cfg)
+    wide = [m for m in range(n_mels) if min(left[m], right[m]) >= 3]
+    assert len(wide) >= n_mels // 3
+    grid = [(m, a) for m in wide for a in (1.0, 0.6, 0.01)]
+    db = fe(torch.cat([_sine(hz[m], a, sample_rate) for m, a in grid]))[:, 0, :, 3:-3]
+    for (m, amplitude), example in zip(grid, db):
+        reading = float(example[m].mean())
+        model = 20 * np.log10(amplitude) + 10 * np.log10(1 - mean_offset * (1 / left[m] + 1 / right[m]) / 2)
+        assert reading == pytest.approx(model, abs=0.15), (m, hz[m], amplitude)
+        assert 20 * np.log10(amplitude) - 1.0 <= reading <= 20 * np.log10(amplitude) + 0.01
+
+
+def test_the_issue_example_a_06_sine_reads_minus_4_db_not_plus_37():
+    fe = LogMel()  # the default front end: 16 kHz, 64 bands
+    db = fe(_sine(1000.0, 0.6, 16000).float())[0, 0, :, 3:-3]
+    total = 10 * torch.log10(torch.pow(10.0, db / 10).sum(dim=0))
+    assert float(total.mean()) == pytest.approx(20 * np.log10(0.6), abs=0.01)  # -4.44 dB
+    # its loudest band: 1 kHz lies between two centres (the power splits) in bands ~2 bins wide
+    assert 20 * np.log10(0.6) - 3.5 < float(db.amax(dim=0).mean()) < 20 * np.log10(0.6)  # it read +37 before
+    assert fe.reference_power == pytest.approx(_full_scale_power(fe.config))
+    # the old scale is one setting away (checkpoints from before version 2 load with it): +42.8 dB
+    old = LogMel(db_reference="unit_power")(_sine(1000.0, 0.6, 16000).float())[0, 0, :, 3:-3]
+    assert float((old - db).mean()) == pytest.approx(10 * np.log10(_full_scale_power(fe.config)), abs=1e-3)
+    with pytest.raises(ValueError, match="db_reference must be"):
+        LogMel(db_reference="dBFS")

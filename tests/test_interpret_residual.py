@@ -53,18 +53,23 @@ def _hooked_maps(model, logmel, layer):
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_top_k_of_bcresnet_matches_brute_force(layer):
+    """No limit per clip, silence allowed: the k strongest positive activations over all clips and positions
+    (the pre-activation residual sum has negative ones, which are never hits)."""
     model = tiny_bcresnet()
     clips = _clips()
-    res = top_k(model, clips, layer, channels=[0, 2, 3], k=4, batch_size=4, device="cpu", progress=False)
+    res = top_k(model, clips, layer, channels=[0, 2, 3], k=4, batch_size=4, device="cpu", progress=False,
+                max_per_clip=None, silence_db=None)
     acts = torch.cat([_hooked_maps(model, model.frontend(c[None]).double(), layer) for c in clips]).numpy()
     n, _, hh, ww = acts.shape
     e, f, t = np.unravel_index(np.arange(n * hh * ww), (n, hh, ww))
     for u, ch in enumerate([0, 2, 3]):
         v = acts[:, ch].reshape(-1)
-        order = np.lexsort((t, f, e, -v))[:4]
-        np.testing.assert_allclose(res.scores[u], v[order], rtol=1e-12)
-        np.testing.assert_array_equal(res.example_indices[u], e[order])
-        np.testing.assert_array_equal(res.positions[u], np.stack([f[order], t[order]], 1))
+        keep = v > 0
+        order = np.lexsort((t[keep], f[keep], e[keep], -v[keep]))[:4]
+        assert res.n_hits[u] == len(order) == 4
+        np.testing.assert_allclose(res.scores[u], v[keep][order], rtol=1e-12)
+        np.testing.assert_array_equal(res.example_indices[u], e[keep][order])
+        np.testing.assert_array_equal(res.positions[u], np.stack([f[keep][order], t[keep][order]], 1))
     ex, pos = int(res.example_indices[1, 0]), res.positions[1, 0]  # a hit's projection = the projector's
     p = Projector(model, device="cpu").project(clips[ex][None], layer, [2], torch.as_tensor(pos).view(1, 1, 2),
                                                progress=False)

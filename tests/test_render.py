@@ -91,57 +91,104 @@ def test_plot_projection_bad_index():
         plot_projection(proj, (0, 3))
 
 
-def _fake_topk(k=3, n_units=2):
+def _fake_topk(k=3, n_units=2, n_hits=None):
     lm = LogMel(n_mels=32)
     rng = np.random.default_rng(1)
-    rfs = np.array([[[2 + r, 10 + r, 5, 13] for r in range(k)] for _ in range(n_units)])
+    rfs = np.array([[[2 + r, 10 + r, 5 + 7 * r, 13 + 7 * r] for r in range(k)] for _ in range(n_units)])
     return SimpleNamespace(
         layer="conv2", mode="deconv", channels=np.array([0, 5][:n_units]), k=k,
         scores=np.sort(rng.random((n_units, k)))[:, ::-1], receptive_fields=rfs,
-        projections=[[rng.normal(size=(8, 8)) for _ in range(k)] for _ in range(n_units)],
+        projections=[[rng.normal(size=(8, 8)) * (r + 1) for r in range(k)] for _ in range(n_units)],
         patches=[[rng.normal(-30, 5, size=(8, 8)) for _ in range(k)] for _ in range(n_units)],
-        labels=[["yes"] * k for _ in range(n_units)], hz=lm.mel_hz(), seconds=lm.frame_s(51))
+        labels=[["yes"] * k for _ in range(n_units)], hz=lm.mel_hz(), seconds=lm.frame_s(51),
+        clip_ids=[[f"data/esc/{u}-{r}-dog_barking_far_away_take_{r}.wav@1.5s" for r in range(k)]
+                  for u in range(n_units)],
+        n_hits=np.array(n_hits if n_hits is not None else [k] * n_units))
 
 
-def test_plot_topk_grid(tmp_path):
+def _grid_cells(fig):
+    """(crop axes, colour-bar axes) of a grid figure."""
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    return [ax for ax in fig.axes if ax not in bars], bars
+
+
+def test_plot_topk_grid_is_readable(tmp_path):
     topk = _fake_topk()
     fig = plot_topk_grid(topk)
     save_figure(fig, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").is_file()
-    axes = [ax for ax in fig.axes]
-    assert len(axes) == 2 * 3 * 2
-    first = axes[0]
-    assert "Hz" in first.get_ylabel() and "unit 0" in first.get_ylabel()
-    assert "Time" in axes[-1].get_xlabel()
-    for j, ax in enumerate(axes[:6]):  # row 0: 3 projections then 3 patches
-        mesh = ax.collections[0]
-        if j < 3:
-            assert mesh.get_cmap().name == "RdBu_r" and mesh.norm.vmin == pytest.approx(-mesh.norm.vmax)
-            np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(8, 8), topk.projections[0][j])
-        else:
-            np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(8, 8), topk.patches[0][j - 3])
-        # the crop sits where its receptive field is: rows f0..f1 of the full mel axis
-        f0, f1 = topk.receptive_fields[0][j % 3][:2]
-        edges = hz_edges(topk.hz)
-        ys = mesh.get_coordinates()[:, 0, 1]
-        np.testing.assert_allclose(ys, edges[f0:f1 + 1])
+    cells, bars = _grid_cells(fig)
+    assert len(cells) == 2 * 2 * 3  # per unit: a row of projections over a row of patches
+    assert [b.get_ylabel() for b in bars] == ["projection (a.u.)", "dB"] * 2  # a colour bar at each row's end
+    rows = [cells[i:i + 3] for i in range(0, len(cells), 3)]
+    for i, row in enumerate(rows):
+        assert row[0].get_ylabel() == ("unit 0\nHz", "input\nHz", "unit 5\nHz", "input\nHz")[i]
+        for r, ax in enumerate(row):
+            f0, f1 = topk.receptive_fields[i // 2][r][:2]
+            ticks = ax.get_yticks()  # Hz ticks inside the crop's band, on every cell
+            assert topk.hz[f0] == pytest.approx(ticks[0]) and topk.hz[f1 - 1] == pytest.approx(ticks[-1])
+            labels = _tick_values(ax, "y")
+            assert (labels == [f"{h:.0f}" if h < 1000 else f"{h / 1000:.1f}k" for h in ticks]) if r == 0 else not labels
+            mesh = ax.collections[0]
+            if i % 2 == 0:  # projections: the unit's own scale, centred at zero, shared along the row
+                lim = max(np.abs(p).max() for p in topk.projections[i // 2])
+                assert (mesh.get_cmap().name, mesh.norm.vmin, mesh.norm.vmax) == ("RdBu_r", -lim, lim)
+                np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(8, 8), topk.projections[i // 2][r])
+                title = ax.get_title()
+                assert title.startswith(f"#{r + 1}  {topk.scores[i // 2][r]:.3g}  yes")
+                assert title.split("\n")[1] == f"{i // 2}-{r}-dog_bark…take_{r}@1.5s"  # the clip, shortened
+                assert not _tick_values(ax, "x")  # times are under the patch below
+            else:  # patches: one dB scale for the whole figure, time ticks under each crop
+                lo = min(p.min() for row_ in topk.patches for p in row_)
+                assert mesh.norm.vmin == pytest.approx(lo)
+                np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(8, 8), topk.patches[i // 2][r])
+                t0, t1 = topk.receptive_fields[i // 2][r][2:]
+                lo_s, hi_s = ax.get_xlim()
+                assert lo_s == pytest.approx(topk.seconds[t0] - 0.005) and hi_s == pytest.approx(topk.seconds[t1 - 1] + 0.005)
+                shown = [t for t in ax.get_xticklabels() if lo_s <= t.get_position()[0] <= hi_s]
+                assert shown and all(t.get_text() == f"{t.get_position()[0]:.2f}" for t in shown)
+            # the crop sits where its receptive field is: rows f0..f1 of the full mel axis
+            np.testing.assert_allclose(mesh.get_coordinates()[:, 0, 1], hz_edges(topk.hz)[f0:f1 + 1])
+    for text in [ax.title for ax in cells] + [t for ax in cells for t in ax.get_yticklabels()]:
+        assert text.get_fontsize() >= 6.5 or not text.get_text()
+
+
+def test_plot_topk_grid_shows_units_without_hits():
+    topk = _fake_topk(n_hits=[3, 0])
+    topk.projections[1] = [None] * 3
+    topk.patches[1] = [None] * 3
+    fig = plot_topk_grid(topk)
+    cells, bars = _grid_cells(fig)
+    empty = cells[6]  # unit 5's first projection cell
+    assert [t.get_text() for t in empty.texts] == ["no activation\nabove zero"] and not empty.collections
+    assert [b.get_ylabel() for b in bars if b.axison] == ["projection (a.u.)", "dB"]  # only the unit with hits
+    assert fig.axes  # drawing does not fail
+    fig.canvas.draw()
 
 
 def test_plot_evolution_grid_and_convergence(tmp_path):
     lm = LogMel(n_mels=32)
     rng = np.random.default_rng(2)
+    projections = [[rng.normal(size=(3, 3)) * (c + 1) for c in range(3)] for _ in range(2)]
+    projections[1][0] = None  # no hit at epoch 1
     grid = SimpleNamespace(layer="conv1", mode="deconv", epochs=[1, 2, 5], row_units=[0, 3], row_ranks=[0, 0],
-                           projections=[[rng.normal(size=(3, 3)) for _ in range(3)] for _ in range(2)],
-                           receptive_fields=[[np.array([4, 7, 10, 13])] * 3] * 2,
-                           activations=[[1.0, 2.0, 3.0]] * 2, hz=lm.mel_hz(), seconds=lm.frame_s(51))
+                           projections=projections, receptive_fields=[[np.array([4, 7, 10, 13])] * 3] * 2,
+                           activations=[[1.0, 2.0, 3.0]] * 2, hz=lm.mel_hz(), seconds=lm.frame_s(51),
+                           clip_ids=[["a/clip_one.wav"] * 3, ["b/clip_two.flac"] * 3])
     fig = plot_evolution_grid(grid)
     save_figure(fig, tmp_path / "evo.png")
     assert (tmp_path / "evo.png").is_file()
-    assert "epoch 5" in fig.axes[2].get_title()
-    assert "unit 3" in fig.axes[3].get_ylabel()
-    for ax in fig.axes:
-        m = ax.collections[0]
-        assert m.norm.vmin == pytest.approx(-m.norm.vmax)
+    cells, bars = _grid_cells(fig)
+    assert len(cells) == 6 and [b.get_ylabel() for b in bars] == ["projection (a.u.)"] * 2
+    assert cells[2].get_title() == "epoch 5\n3\nclip_one"
+    assert cells[4].get_title() == "2\nclip_two"
+    assert "unit 3" in cells[4].get_ylabel() and cells[3].texts[0].get_text() == "no activation\nabove zero"
+    for r, row in enumerate((cells[:3], cells[3:])):
+        assert _tick_values(row[0] if r == 0 else row[1], "y")  # Hz ticks on every row
+        lim = max(np.abs(p).max() for p in projections[r] if p is not None)
+        for ax in row:
+            if ax.collections:  # one scale per row, centred at zero
+                assert (ax.collections[0].norm.vmin, ax.collections[0].norm.vmax) == (-lim, lim)
     fig2 = plot_convergence({"conv1": [0.5, 0.9, 1.0], "conv2": [0.2, 0.6, 1.0]}, [1, 2, 5])
     save_figure(fig2, tmp_path / "conv.png")
     assert (tmp_path / "conv.png").is_file()

@@ -17,7 +17,8 @@ from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
 from audioconv.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from audioconv.data.dataset import ManifestDataset
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
-from audioconv.training.loop import NonFiniteLossError, build_augment, fit, save, setup, train_step
+from audioconv.training.loop import (NonFiniteBatchError, NonFiniteLossError, build_augment, fit, save, setup,
+                                     train_step)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,9 +200,13 @@ def test_train_step_alone_is_the_step_inside_fit(corpus, tmp_path):
     for k in now:
         assert torch.equal(now[k], after_fit["model"][k]), k
 
-    # a NaN batch stops the step before the optimizer moves a weight, naming the step
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 \(epoch 1, batch 1 of 18"):
-        train_step(state, x * float("nan"), y, lengths)
+    # a batch with a NaN clip stops the step before the optimizer moves a weight, naming the step and the clip
+    poisoned = x.clone()
+    poisoned[2, 0, 100] = float("nan")
+    names = ["a.jsonl:1", "a.jsonl:2", "a.jsonl:3", "a.jsonl:4"]
+    with pytest.raises(NonFiniteBatchError, match=r"non-finite samples \(NaN or inf\) in the training batch at step 2 "
+                                                  r"\(epoch 1, batch 1 of 18\): a.jsonl:3; not training on them"):
+        train_step(state, poisoned, y, lengths, clips=names)
     assert state.step == 1 and all(torch.equal(p, now[k]) for k, p in state.model.named_parameters())
 
 
@@ -252,10 +257,14 @@ def test_nan_loss_names_the_step(corpus, tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf) at step \d+ \(epoch 1, batch \d+ of 18"):
         fit(tiny(corpus, tmp_path / "run", lr=1e30), progress=False)
 
-    def poison(x, generator=None):  # NaN in the data at the very first step
-        return x * float("nan")
+    def poison(x, generator=None):  # an augmentation that makes NaN of the second clip of every batch
+        x = x.clone()
+        x[1] = float("nan")
+        return x
 
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 1 \(epoch 1, batch 1 of 18"):
+    with pytest.raises(NonFiniteBatchError, match=r"the augmentation chain made non-finite samples \(NaN or inf\) at "
+                                                  r"step 1 \(epoch 1, batch 1 of 18\) from .*train.jsonl:\d+ \(.*\.wav\); "
+                                                  r"not training on them"):
         fit(tiny(corpus, tmp_path / "run2"), progress=False, augment=poison)
     # the command line turns it into a one-line error and exit code 2
     r = subprocess.run([sys.executable, "-m", "audioconv", "train", "--train", str(corpus["train"]), "--val",
@@ -358,6 +367,7 @@ def test_freq_warp_option_and_the_resume_of_a_run_saved_before_it(tmp_path):
     old = TrainConfig(train="t.jsonl", out=str(tmp_path)).to_dict()
     del old["freq_warp"]
     (tmp_path / "config.json").write_text(json.dumps({"train_config": old}))
+    (tmp_path / "last.pt").write_bytes(b"")  # the run's checkpoint (only its presence matters here)
     resumed = config_from_args(parser.parse_args(["train", "--out", str(tmp_path), "--resume"]))
     assert resumed.freq_warp == 0.0 and resumed.resume
 

@@ -49,7 +49,8 @@ from audioconv.app.demo_corpus import CLASSES, make_corpus
 from audioconv.training.evaluate import evaluate
 from audioconv.plots.confusion import plot_confusion
 from audioconv.io.manifest import read_manifest
-from audioconv.app.report import LayerFigures, ReportContent, UnitSounds, read_metrics, write_report
+from audioconv.app.report import LayerFigures, UnitSounds, write_report
+from audioconv.app.run_report import build_run_report
 from audioconv.training.config import TrainConfig
 from audioconv.training.loop import fit
 from audioconv.utils import resolve_device
@@ -223,7 +224,7 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
         trained = fit(cfg, progress=progress)
     with _stage(log, timings, "evaluate"):
         result = evaluate(run_dir / "best.pt", manifests["test"], device=str(dev), progress=progress)
-        confusion_png = plot_confusion(result, figures / "confusion.png")
+        confusion_png = save_figure(plot_confusion(result), figures / "confusion.png", dpi=100)
         write_json(figures / "evaluation.json", result)
     with _stage(log, timings, "top-k"):
         test = _load_test_set(run_dir / "best.pt", manifests["test"], dev)
@@ -237,7 +238,8 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
     with _stage(log, timings, "report"):
         layer_figs = _layer_figures(test, units, topk_pngs, evo)
         rows = _summary_rows(s, result, trained, manifests, test, dev, timings, time.perf_counter() - t_start, run_dir)
-        index = _write_demo_report(out / "report", rows, run_dir, result, confusion_png, layer_figs, evo, unit_sounds)
+        index = _write_demo_report(out / "report", rows, run_dir, result, confusion_png, layer_figs, evo, unit_sounds,
+                                   manifests["test"], dev)
     summary = {
         "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n_test": result["n"],
         "report": str(index), "out": str(out), "device": str(dev), "settings": s.to_dict(),
@@ -360,12 +362,16 @@ def _summary_rows(s: DemoSettings, result: dict, trained: dict, manifests: dict,
 
 
 def _write_demo_report(report_dir: Path, rows: dict, run_dir: Path, result: dict, confusion_png, layer_figs,
-                       evo: dict, unit_sounds) -> Path:
-    content = ReportContent(
-        title="audioconv demo: what the units of a spectrogram CNN hear",
-        summary=rows, metrics=read_metrics(run_dir / "metrics.jsonl"), evaluation=result,
-        confusion_png=confusion_png, layers=layer_figs, convergence_png=evo["convergence_png"],
-        units=unit_sounds,
-        notes=["Projections use the Zeiler & Fergus deconvnet rule (max-pool switches, ReLU on the "
-               "backward signal, transposed filters); colours are signed and centred at zero."])
+                       evo: dict, unit_sounds, test_manifest, dev: torch.device) -> Path:
+    """The run report of :func:`audioconv.app.run_report.build_run_report` (reproducing command, data
+    tables, misclassified test clips) with the demo's own summary, evaluation and interpretation."""
+    content = build_run_report(run_dir, report_dir.parent / "figures" / "report_media", test=test_manifest,
+                               device=str(dev), progress=False)
+    content.title = "audioconv demo: what the units of a spectrogram CNN hear"
+    content.summary, content.evaluation, content.confusion_png = rows, result, confusion_png
+    content.layers, content.convergence_png, content.units = layer_figs, evo["convergence_png"], unit_sounds
+    content.command_note = ("The training step of this demo as a command (the demo also synthesized the corpus "
+                            "and runs the interpretation stages). " + content.command_note)
+    content.notes = ["Projections use the Zeiler & Fergus deconvnet rule (max-pool switches, ReLU on the "
+                     "backward signal, transposed filters); colours are signed and centred at zero."]
     return write_report(report_dir, content)

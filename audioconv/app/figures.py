@@ -63,3 +63,69 @@ def write_evolution(evolution, out_dir: str | os.PathLike, logmel=None) -> dict:
     summary["json"] = str(json_path)
     write_json(json_path, summary)
     return summary
+
+
+# ---- explanation methods (Grad-CAM, activation maximisation, sanity checks, faithfulness) ----------
+__all__ += ["write_explanation", "write_actmax", "write_sanity", "write_faithfulness"]
+
+
+def write_explanation(explanation, out_dir: str | os.PathLike, index: int = 0, logmel=None,
+                      name: str = "explanation", title: str = "") -> Path:
+    """Draw one example of an :class:`~audioconv.interpret.explain.Explanation` (input and every
+    method's map) into ``OUT/<name>.png``; returns the path."""
+    from audioconv.plots.explanations import plot_explanations
+
+    return save_figure(plot_explanations(explanation, index, title=title, logmel=logmel), Path(out_dir) / f"{name}.png")
+
+
+def write_actmax(results, out_dir: str | os.PathLike, logmel=None, n_iter: int = 32, name: str = "actmax") -> dict:
+    """Draw activation-maximisation results into ``OUT/<name>.png``, write ``OUT/<name>.json`` and, when
+    ``logmel`` (the model's :class:`~audioconv.features.LogMel`) is given, one WAV per result
+    (``OUT/<name>_<i>.wav``: the optimised log-mel inverted by Griffin-Lim).
+
+    Returns the JSON written: ``{"png", "json", "results": [ActMaxResult.to_dict() + "wav"]}``.
+    """
+    from audioconv.interpret.actmax import actmax_audio
+    from audioconv.io import audio
+    from audioconv.plots.actmax import plot_actmax
+
+    out_dir = Path(out_dir)
+    results = [results] if hasattr(results, "logmel") else list(results)
+    summary = {"png": str(save_figure(plot_actmax(results, logmel=logmel), out_dir / f"{name}.png")), "results": []}
+    for i, r in enumerate(results):
+        entry = r.to_dict()
+        if logmel is not None:
+            wav = actmax_audio(r, logmel, n_iter=n_iter)
+            entry["wav"] = str(audio.save(out_dir / f"{name}_{i}.wav", wav, logmel.config.sample_rate))
+        summary["results"].append(entry)
+    summary["json"] = str(out_dir / f"{name}.json")
+    write_json(out_dir / f"{name}.json", summary)
+    return summary
+
+
+def write_sanity(result, out_dir: str | os.PathLike, logmel=None, extra: dict | None = None) -> dict:
+    """Write a :class:`~audioconv.interpret.sanity.SanityResult`: ``OUT/sanity.png`` (ρ per method and
+    step), ``OUT/sanity_maps.png`` (one example's maps per step) and ``OUT/sanity.json``
+    (:meth:`~audioconv.interpret.sanity.SanityResult.to_dict` plus ``extra`` and the paths)."""
+    from audioconv.plots.sanity import plot_sanity, plot_sanity_maps
+
+    out_dir = Path(out_dir)
+    summary = {**(extra or {}), **result.to_dict()}
+    summary["png"] = str(save_figure(plot_sanity(result), out_dir / "sanity.png"))
+    summary["maps_png"] = str(save_figure(plot_sanity_maps(result, logmel=logmel), out_dir / "sanity_maps.png"))
+    summary["json"] = str(out_dir / "sanity.json")
+    write_json(out_dir / "sanity.json", summary)
+    return summary
+
+
+def write_faithfulness(result, out_dir: str | os.PathLike, extra: dict | None = None) -> dict:
+    """Write a :class:`~audioconv.interpret.faithfulness.FaithfulnessResult`: ``OUT/faithfulness.png``
+    (mean deletion and insertion curves) and ``OUT/faithfulness.json`` (its ``to_dict`` plus ``extra``)."""
+    from audioconv.plots.sanity import plot_faithfulness
+
+    out_dir = Path(out_dir)
+    summary = {**(extra or {}), **result.to_dict()}
+    summary["png"] = str(save_figure(plot_faithfulness(result), out_dir / "faithfulness.png"))
+    summary["json"] = str(out_dir / "faithfulness.json")
+    write_json(out_dir / "faithfulness.json", summary)
+    return summary

@@ -4,11 +4,15 @@ Everything the page shows is copied into ``REPORT_DIR/assets/`` and linked with 
 the report folder can be zipped, moved or opened from ``file://`` with no server and no network.
 All text that comes from data (labels, paths, layer names, config values) is HTML-escaped.
 
-Sections: run summary · metrics over epochs (:func:`audioconv.plots.curves.plot_metrics` of
-``metrics.jsonl``, saved into the assets) · test
-evaluation (confusion matrix PNG and table, per-class recall) · per layer the top-k grid and the
-feature-evolution grid, with the layer-convergence curve · per unit the projection figure and the
-sounds (input clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
+Sections (each only when its content is there): run summary · the command that reproduces the run
+(and its whole configuration) · data (tables: clips per split and label, durations, sample rates,
+formats) · metrics over epochs (:func:`audioconv.plots.curves.plot_metrics` of ``metrics.jsonl``,
+saved into the assets) · test evaluation (confusion matrix PNG and table, per-class recall, the
+misclassified clips with ``<audio>`` players) · per layer the top-k grid and the feature-evolution
+grid, with the layer-convergence curve · per unit the projection figure and the sounds (input
+clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
+
+:func:`audioconv.app.run_report.write_run_report` fills this for any training run.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from audioconv.app.figures import save_figure
 from audioconv.io.files import write_text
 from audioconv.plots.curves import plot_metrics
 
-__all__ = ["LayerFigures", "UnitSounds", "ReportContent", "read_metrics", "write_report"]
+__all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "ReportContent", "read_metrics", "write_report"]
 
 
 @dataclass
@@ -56,6 +60,29 @@ class UnitSounds:
 
 
 @dataclass
+class Table:
+    """A plain table: ``header`` names, ``rows`` of cells (numbers are formatted, text escaped)."""
+
+    title: str
+    header: list[str]
+    rows: list[list]
+    note: str = ""
+
+
+@dataclass
+class ClipAudio:
+    """A test clip the model got wrong: what it heard (a WAV) and what it said."""
+
+    name: str
+    wav: str | os.PathLike
+    true_label: str
+    predicted_label: str
+    probability: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass
 class ReportContent:
     """What goes into the report.
 
@@ -74,6 +101,13 @@ class ReportContent:
     convergence_png: str | os.PathLike | None = None
     units: list[UnitSounds] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    command: str | None = None  # the shell command that reproduces the run
+    config: dict | None = None  # the run's config.json, shown folded
+    command_note: str = ""
+    data_tables: list[Table] = field(default_factory=list)
+    data_note: str = ""
+    misclassified: list[ClipAudio] = field(default_factory=list)
+    misclassified_note: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +149,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}img{max-width:100%;height:auto;b
 .cm td{min-width:2.2em}.unit{border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}
 .sounds{display:flex;flex-wrap:wrap;gap:1.2em}.sounds figure{margin:0}figcaption{font-size:.85em;color:#555}
 nav a{margin-right:1em}.muted{color:#777}.narrow img{max-width:520px}.layer{margin-bottom:1.5em}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}.clips td{vertical-align:middle}
 """
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -207,19 +242,59 @@ def _evaluation_html(ev: dict, confusion_url: str | None) -> str:
     return "\n".join(parts)
 
 
+def _table_html(table: Table) -> str:
+    head = "".join(f'<th class="l">{_e(h)}</th>' if i == 0 else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(table.header))
+    body = "".join("<tr>" + "".join(f'<td class="l">{_e(_fmt(v))}</td>' if i == 0 else f"<td>{_e(_fmt(v))}</td>"
+                                    for i, v in enumerate(row)) + "</tr>" for row in table.rows)
+    note = f'<p class="muted">{_e(table.note)}</p>' if table.note else ""
+    return f"<h3>{_e(table.title)}</h3><table><tr>{head}</tr>{body}</table>{note}"
+
+
+def _command_html(command: str | None, config: dict | None, note: str) -> str:
+    parts = []
+    if command:
+        parts.append(f"<pre><code>{_e(command)}</code></pre>")
+    if note:
+        parts.append(f'<p class="muted">{_e(note)}</p>')
+    if config:
+        parts.append("<details><summary>the whole configuration (config.json)</summary><pre><code>"
+                     f"{_e(json.dumps(config, indent=1, ensure_ascii=False))}</code></pre></details>")
+    return "\n".join(parts)
+
+
+def _misclassified_html(clips: list[ClipAudio], note: str, assets: _Assets) -> str:
+    parts = [f"<h3>Misclassified test clips</h3><p>{_e(note)}</p>" if note else "<h3>Misclassified test clips</h3>"]
+    if clips:
+        rows = []
+        for c in clips:
+            url = assets.url(c.wav, "misclassified")
+            top = ", ".join(f"{lab} {p:.2f}" for lab, p in c.top)
+            rows.append(f'<tr><td class="l">{_e(c.name)}<br><span class="muted">{_e(c.source)}</span></td>'
+                        f'<td class="l">{_e(c.true_label)}</td><td class="l">{_e(c.predicted_label)} '
+                        f'({_e(f"{c.probability:.2f}")})</td><td class="l">{_e(top)}</td>'
+                        f'<td><audio controls preload="auto"><source src="{_e(url)}" type="audio/wav"></audio></td></tr>')
+        parts.append('<table class="clips"><tr><th class="l">clip</th><th class="l">true</th><th class="l">predicted'
+                     '</th><th class="l">top classes</th><th>what the model heard</th></tr>' + "".join(rows) + "</table>")
+    return "\n".join(parts)
+
+
 def _layers_html(layers: list[LayerFigures], assets: _Assets) -> str:
-    parts = ["<p>Per conv layer: the top-k strongest activations of each unit over the test set, "
-             "projected back to the time–frequency plane (Zeiler &amp; Fergus deconvnet; left: "
-             "projection, right: the input patch under its receptive field), and how each unit's "
-             "strongest projection evolved across the saved training epochs.</p>"]
+    parts = ["<p>Per conv layer: the top-k strongest activations of each unit (one per clip, on real, non-silent "
+             "frames), projected back to the time–frequency plane (Zeiler &amp; Fergus deconvnet; projections "
+             "above, the input patch under each receptive field below), and how each unit's strongest "
+             "projection evolved across the saved training epochs.</p>"]
     for lf in layers:
         anchor = "layer-" + _SAFE.sub("-", lf.layer)
         block = [f"<h3>{_e(lf.layer)}</h3>"]
         if lf.note:
             block.append(f"<p>{_e(lf.note)}</p>")
-        block.append("<h4>Top activations</h4>" + _img(assets.url(lf.topk_png, f"topk_{lf.layer}"), f"{lf.layer} top-k grid"))
-        block.append("<h4>Feature evolution over epochs</h4>"
-                     + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
+        if lf.topk_png is not None or lf.evolution_png is None:
+            block.append("<h4>Top activations</h4>"
+                         + _img(assets.url(lf.topk_png, f"topk_{lf.layer}"), f"{lf.layer} top-k grid"))
+        if lf.evolution_png is not None or lf.topk_png is None:
+            block.append("<h4>Feature evolution over epochs</h4>"
+                         + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
         if lf.convergence:
             cells = "".join(f"<td>{_e(int(ep))}: {_e(_fmt(float(v)))}</td>" for ep, v in lf.convergence)
             block.append(f'<table><tr><th class="l">linear CKA vs final epoch</th>{cells}</tr></table>')
@@ -278,6 +353,12 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
     assets = _Assets(report_dir)
     sections: list[tuple[str, str, str]] = [("summary", "Run summary", _summary_html(content.summary)
                                              + "".join(f"<p>{_e(n)}</p>" for n in content.notes))]
+    if content.command or content.config or content.command_note:
+        sections.append(("reproduce", "Reproduce this run",
+                         _command_html(content.command, content.config, content.command_note)))
+    if content.data_tables or content.data_note:
+        sections.append(("data", "Data", "".join(_table_html(t) for t in content.data_tables)
+                         + (f'<p class="muted">{_e(content.data_note)}</p>' if content.data_note else "")))
     if content.metrics:
         metrics_png = save_figure(plot_metrics(content.metrics), report_dir / "assets" / "metrics.png",
                                   bbox_inches=None)
@@ -285,7 +366,9 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
         sections.append(("training", "Metrics over epochs", _img("assets/metrics.png", "metrics over epochs")))
     if content.evaluation is not None:
         sections.append(("evaluation", "Test evaluation",
-                         _evaluation_html(content.evaluation, assets.url(content.confusion_png, "confusion"))))
+                         _evaluation_html(content.evaluation, assets.url(content.confusion_png, "confusion"))
+                         + (_misclassified_html(content.misclassified, content.misclassified_note, assets)
+                            if content.misclassified or content.misclassified_note else "")))
     if content.layers:
         sections.append(("layers", "Layers", _layers_html(content.layers, assets)))
     if content.convergence_png is not None:

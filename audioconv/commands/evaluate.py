@@ -17,7 +17,9 @@ def register(subparsers) -> None:
                    help="count clips whose label the model does not know instead of stopping")
     p.add_argument("--skip-bad", action="store_true", help="leave out clips that cannot be read (listed) instead of stopping")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint)")
+    p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint); written after the "
+                                 "result is printed")
+    p.add_argument("--no-png", action="store_true", help="do not draw the confusion-matrix picture")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
@@ -55,17 +57,20 @@ def format_table(result: dict) -> str:
 
 
 def run(args) -> int:
+    from audioconv.app.figures import save_figure
     from audioconv.plots.confusion import plot_confusion
     from audioconv.training.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,
                       workers=args.workers, skip_bad=args.skip_bad)
-    png = Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest, args.split)
-    result["png"] = str(plot_confusion(result, png))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(format_table(result))
-        print(f"\nconfusion matrix picture: {result['png']}")
+    png = None if args.no_png else Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest,
+                                                                                     args.split)
+    result["png"] = None if png is None else str(png)
+    # the result first, so that a picture that cannot be written (a read-only run folder) loses nothing
+    print(json.dumps(result, indent=1) if args.json else format_table(result), flush=True)
+    if png is not None:
+        save_figure(plot_confusion(result), png, dpi=100)
+        if not args.json:
+            print(f"\nconfusion matrix picture: {png}")
     return 0

@@ -8,6 +8,11 @@ One unit → files directly in OUT; several → ``OUT/unit_<c>/``.
 The model: ``--checkpoint`` (any model a run recorded) or ``--model SPEC --weights FILE --labels FILE``
 (bring your own; see :mod:`audioconv.commands._model`). ``--layer`` takes the model's short names
 (``conv2``, ``stage2``), module names (``layer1.0.relu2``) and operation names (``layer1.0:add``).
+
+``--position max`` looks only at positions whose receptive field is centred on a non-silent frame
+(:mod:`audioconv.interpret.frames`; ``--keep-silence`` lifts that). A unit whose strongest
+activation there is not above zero gets no picture and no sounds (they would be all zero): the
+command says so and records it in ``projection.json`` (``"files": {}``, ``"note"``).
 """
 from __future__ import annotations
 
@@ -30,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--position", default="max",
                    help="'max' (strongest position), 'F,T' (feature-map cell) or 'map' (whole map)")
     p.add_argument("--mode", default="deconv", choices=["deconv", "guided", "gradient"])
+    p.add_argument("--keep-silence", action="store_true",
+                   help="let 'max' pick positions over silent frames (default: only frames more than 6 dB above "
+                        "the clip's floor)")
     p.add_argument("--offset-s", type=float, default=0.0, help="start of the excerpt (s)")
     p.add_argument("--duration-s", type=float, default=None, help="length of the excerpt (s); default to the end")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
@@ -93,6 +101,20 @@ def _write_unit(folder: Path, proj, k: int, mono: torch.Tensor, logmel_cpu, sr: 
     audio.save(folder / "griffinlim.wav", griffin_lim_audio(pmap, logmel_cpu, mono.shape[-1], n_iter=n_iter), sr)
 
 
+def _max_frames(projector, mono, args):
+    """The frames ``position="max"`` may use: the non-silent ones (all with ``--keep-silence``); a clip
+    without any is an error naming the file."""
+    from audioconv.interpret.frames import SILENCE_DB, active_frames
+
+    frames = active_frames(projector.to_logmel(mono[None], "waveform"), None,
+                           None if args.keep_silence else SILENCE_DB).cpu()
+    if not bool(frames.any()):
+        raise ValueError(f"{args.audio}: every frame is silent (no mel bin more than {SILENCE_DB:g} dB above the "
+                         f"clip's floor), so there is no strongest position to project; give --position F,T "
+                         f"or --keep-silence")
+    return frames
+
+
 def run(args) -> int:
     from audioconv.features import LogMel
     from audioconv.interpret.projector import Projector
@@ -116,22 +138,32 @@ def run(args) -> int:
     wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
     mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
 
-    proj = projector.project(mono[None], args.layer, units, position=position, progress=False)
+    frames = _max_frames(projector, mono, args) if position == "max" else None
+    proj = projector.project(mono[None], args.layer, units, position=position, progress=False, frames=frames)
     logmel_cpu = LogMel(model.frontend.config)  # a CPU copy of the front end for rendering and sound
     out = Path(args.out)
     entries = []
     for k, unit in enumerate(units):
         folder = out if len(units) == 1 else out / f"unit_{unit}"
         info = _describe(proj, 0, k, proj.hz, proj.seconds)
-        _write_unit(folder, proj, k, mono, logmel_cpu, sr, args.griffin_lim_iters)
-        info["files"] = {name: str((folder / name).relative_to(out))
-                         for name in ("projection.png", "masked.wav", "griffinlim.wav")}
+        if info["activation"] > 0:
+            _write_unit(folder, proj, k, mono, logmel_cpu, sr, args.griffin_lim_iters)
+            info["files"] = {name: str((folder / name).relative_to(out))
+                             for name in ("projection.png", "masked.wav", "griffinlim.wav")}
+            print(f"{args.layer} unit {unit}: activation {info['activation']:.4g} at {tuple(info['position'])} "
+                  f"≈ {info['centre_s']:.2f} s, {info['centre_hz']:.0f} Hz → {folder}")
+        else:
+            where = ("at that position" if isinstance(position, tuple) else "anywhere in the clip"
+                     if position == "map" or args.keep_silence else "on the clip's non-silent frames")
+            info["files"] = {}
+            info["note"] = (f"no activation above zero {where} (strongest {info['activation']:.4g}); "
+                            f"its projection is all zero, so no picture and no sounds were written")
+            print(f"{args.layer} unit {unit}: {info['note']}")
         entries.append(info)
-        print(f"{args.layer} unit {unit}: activation {info['activation']:.4g} at {tuple(info['position'])} "
-              f"≈ {info['centre_s']:.2f} s, {info['centre_hz']:.0f} Hz → {folder}")
     summary = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
                "model": args.model, "weights": args.weights, "audio": str(args.audio), "layer": args.layer,
-               "mode": args.mode, "position": args.position, "sample_rate": sr, "units": entries}
+               "mode": args.mode, "position": args.position, "keep_silence": bool(args.keep_silence),
+               "sample_rate": sr, "units": entries}
     if len(entries) == 1:
         summary.update({key: entries[0][key] for key in ("channel", "activation", "position", "receptive_field",
                                                          "centre_hz", "centre_s")})

@@ -21,6 +21,11 @@ def register(subparsers) -> None:
                    help="N (the first N units of each layer) or a comma list of unit indices (a single unit: '5,'); "
                         "default all")
     p.add_argument("--mode", default="deconv", choices=["deconv", "guided", "gradient"])
+    p.add_argument("--max-per-clip", type=int, default=1,
+                   help="hits per clip and unit (default 1: the k hits come from k clips; 0 = no limit)")
+    p.add_argument("--keep-silence", action="store_true",
+                   help="let hits sit on silent frames (default: only frames more than 6 dB above the clip's floor; "
+                        "zero padding is always left out)")
     p.add_argument("--clip-s", type=float, default=None,
                    help="clip length in seconds (centre crop / zero pad); default the run's training clip_s")
     p.add_argument("--batch-size", type=int, default=32)
@@ -52,10 +57,25 @@ def parse_units(text: str | None, n_channels: int, layer: str) -> list[int] | No
     return units
 
 
+def _print_gaps(layer: str, result) -> None:
+    """Say which units fired on fewer than k clips, and how many clips had nothing to offer."""
+    where = "real frames" if result.silence_db is None else "real, non-silent frames"
+    dead = [int(c) for c, n in zip(result.channels, result.n_hits) if n == 0]
+    short = [f"{int(c)} ({int(n)})" for c, n in zip(result.channels, result.n_hits) if 0 < n < result.k]
+    if dead:
+        print(f"  {layer}: no activation above zero on the {where} of any clip: unit(s) {', '.join(map(str, dead))}")
+    if short:
+        print(f"  {layer}: fewer than {result.k} hits: unit(s) {', '.join(short)}")
+    if result.n_silent:
+        print(f"  {layer}: {result.n_silent} of {result.n_examples} clips have no {where.replace('real, ', '')} "
+              f"and were left out")
+
+
 def run(args) -> int:
     from audioconv.app.figures import write_topk
     from audioconv.commands._skipped import skipped_lines
     from audioconv.data.dataset import ManifestDataset
+    from audioconv.interpret.frames import SILENCE_DB
     from audioconv.interpret.projector import Projector
     from audioconv.interpret.topk import top_k
     from audioconv.io.files import write_json
@@ -76,6 +96,8 @@ def run(args) -> int:
             raise ValueError(f"--layers: {e}") from None
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.max_per_clip < 0:
+        raise ValueError(f"--max-per-clip must be >= 1, or 0 for no limit; got {args.max_per_clip}")
     if args.clip_s is not None:
         clip_s = args.clip_s
     else:
@@ -89,10 +111,12 @@ def run(args) -> int:
     for layer in layers:
         units = parse_units(args.units, channels[layer], layer)
         result = top_k(projector, dataset, layer, units, k=args.k, batch_size=args.batch_size,
-                       progress=not args.no_progress, num_workers=args.num_workers)
+                       progress=not args.no_progress, num_workers=args.num_workers,
+                       max_per_clip=args.max_per_clip or None, silence_db=None if args.keep_silence else SILENCE_DB)
         png = write_topk(result, out, index=False)["png"]
         index["layers"][layer] = {**result.to_dict(), "png": png.name}
         print(f"{layer}: {len(result.channels)} units × top {result.k} over {result.n_examples} clips → {png}")
+        _print_gaps(layer, result)
     index.update(n_clips=dataset.n_selected, skipped=dataset.skipped)  # after the scan: workers' finds included
     for line in skipped_lines("topk", index["skipped"], index["n_clips"]):
         print(line)

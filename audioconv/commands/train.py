@@ -9,6 +9,7 @@ from pathlib import Path
 EPILOG = """examples:
   audioconv train --train kws_train.jsonl --val kws_validation.jsonl --out runs/kws
   audioconv train --manifest kws.jsonl --out runs/kws            # splits "train" / "validation"
+  audioconv train --manifest esc50.jsonl --train-split fold1,fold2,fold3,fold4 --val-split fold5 --out runs/esc
   audioconv train --out runs/kws --resume                          # continue runs/kws/last.pt
   torchrun --standalone --nproc_per_node=2 -m audioconv train --train T.jsonl --val V.jsonl --out RUN
 multi-node: run on every node
@@ -17,10 +18,10 @@ multi-node: run on every node
 """
 
 # argparse dest -> TrainConfig field, for options given on the command line (None = not given)
-_FIELDS = ("train", "val", "manifest", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
+_FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
            "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
-           "skip_bad", "deterministic", "overwrite", "model", "width")
+           "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer")
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -34,19 +35,31 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from audioconv.training.config import TrainConfig
-
-    d = TrainConfig()
     p = subparsers.add_parser("train", help="train a log-mel CNN classifier from manifests",
                               description=__doc__.split("\n")[0], epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p)
+    p.set_defaults(func=run)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The training options (shared with ``audioconv cv``); unset options are ``None``."""
+    from audioconv.training.config import TrainConfig
+
+    d = TrainConfig()
     data = p.add_argument_group("data")
-    data.add_argument("--train", help="training manifest (JSONL)")
-    data.add_argument("--val", help="validation manifest (JSONL); optional")
+    data.add_argument("--train", help="training manifest (JSONL), or WebDataset shards written by `audioconv shards`: "
+                                      "'DIR/train-{000000..000123}.tar'")
+    data.add_argument("--val", help="validation manifest (JSONL), or shards when --train names shards; optional")
     data.add_argument("--manifest", help="one manifest whose 'split' key says train / validation (instead of --train/--val)")
+    data.add_argument("--train-split", help="with --manifest: the split(s) to train on, comma list (default train)")
+    data.add_argument("--val-split", help="with --manifest: the split(s) to validate on, comma list, or none "
+                                          "(default validation)")
     data.add_argument("--out", help=f"run folder (default {d.out})")
     data.add_argument("--clip-s", type=float, help=f"clip length in seconds, crop or zero-pad (default {d.clip_s})")
     data.add_argument("--sample-rate", type=int, help=f"Hz; clips are resampled (default {d.sample_rate})")
+    data.add_argument("--shuffle-buffer", type=int, help=f"shards: clips each DataLoader worker holds to shuffle "
+                      f"its stream (default {d.shuffle_buffer})")
     data.add_argument("--skip-bad", action="store_true", default=None, help="skip unreadable clips (counted) instead of stopping")
     model = p.add_argument_group("model")
     model.add_argument("--model", metavar="SPEC",
@@ -89,7 +102,6 @@ def register(subparsers) -> None:
     system.add_argument("--best-metric", choices=["val_macro_f1", "val_accuracy"], help="what picks best.pt")
     system.add_argument("--no-progress", action="store_true", help="no progress bars")
     system.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run)
 
 
 def config_from_args(args):
@@ -98,12 +110,7 @@ def config_from_args(args):
 
     base = TrainConfig().to_dict()
     if args.resume:
-        if not args.out:
-            raise ValueError("--resume needs --out RUN (the folder holding last.pt and config.json)")
-        saved = Path(args.out) / "config.json"
-        if saved.exists():
-            # a run saved before the warp existed trained without it
-            base.update({"freq_warp": 0.0, **json.loads(saved.read_text(encoding="utf-8"))["train_config"]})
+        base.update(_saved_config(args.out))
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
     if "manifest" in given:
         base.update(train=None, val=None)
@@ -114,13 +121,35 @@ def config_from_args(args):
     return TrainConfig.from_dict(base)
 
 
+def _saved_config(out: str | None) -> dict:
+    """The settings of the run to resume: OUT/config.json, else the ones stored in OUT/last.pt."""
+    from audioconv.training.checkpoint import load_checkpoint
+
+    if not out:
+        raise ValueError("--resume needs --out RUN (the folder holding last.pt and config.json)")
+    last, saved = Path(out) / "last.pt", Path(out) / "config.json"
+    if not last.is_file():
+        hint = (" (the run stopped before its first checkpoint: start it again with --overwrite instead of --resume)"
+                if saved.is_file() else "")
+        raise FileNotFoundError(f"--resume: there is no run to resume at {last}{hint}")
+    if saved.is_file():
+        try:
+            config = json.loads(saved.read_text(encoding="utf-8"))["train_config"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"--resume: {saved} is not a run's config.json (no train_config)") from None
+    else:
+        config = load_checkpoint(last).get("train_config") or {}
+    return {"freq_warp": 0.0, **config}  # a run saved before the warp existed trained without it
+
+
 def run(args) -> int:
     from audioconv.commands._skipped import skipped_lines
     from audioconv.training import distributed
     from audioconv.training.loop import fit
 
     config = config_from_args(args)
-    summary = fit(config, progress=not args.no_progress)
+    summary = fit(config, progress=not args.no_progress,
+                  log=lambda note: print(f"audioconv train: {note}", file=sys.stderr, flush=True))
     if not distributed.detect().is_main:  # under torchrun only rank 0 reports
         return 0
     if args.json:

@@ -294,7 +294,8 @@ class ManifestDataset(torch.utils.data.Dataset):
                 if not self.allow_unknown:
                     raise ValueError(
                         f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
-                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); pass allow_unknown=True to skip such clips"
+                        f"{self.labels[:20]}{' ...' if len(self.labels) > 20 else ''}); to skip such clips add "
+                        f"--allow-unknown (allow_unknown=True in Python)"
                     )
                 self.unknown += 1
                 self.unknown_labels[rec["label"]] += 1

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.interpret.frames import allowed_positions
 from audioconv.interpret.graph import Graph, backward, unit_cells
 from audioconv.interpret.receptive_field import receptive_field_boxes
 from audioconv.interpret.rules import MODES, Mode
@@ -158,7 +159,8 @@ class Projector:
 
     # ---- projection ---------------------------------------------------------------------------
     def project(self, inputs, layer: str, channels=None, position="max", *, batch_size: int = 64,
-                progress: bool = True, crop: bool | None = None, input_kind: str = "auto") -> Projection:
+                progress: bool = True, crop: bool | None = None, input_kind: str = "auto",
+                frames=None) -> Projection:
         """Project K units of ``layer`` for each input.
 
         Args:
@@ -177,6 +179,11 @@ class Projector:
             crop: compute single-position maps on receptive-field windows (``True``), on the full
                 plane (``False``), or whichever is less work (``None``). The numbers are the same.
             input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"`` (see :meth:`to_logmel`).
+            frames: ``(B, T)`` bool over the input frames, for ``"max"`` (and the reported argmax of
+                ``"map"``): only positions whose receptive-field centre frame is ``True`` compete,
+                e.g. :func:`~audioconv.interpret.frames.active_frames` (real, non-silent frames).
+                ``None``: every position. The strongest allowed activation may be 0 (the unit is
+                silent there; its map is then all zero).
 
         Returns:
             :class:`Projection` (CPU tensors).
@@ -192,6 +199,7 @@ class Projector:
             H, W = path.feature_size()
             chan = _channels(channels, B, C, layer).to(x.device)  # (B, K)
             seeding, pos = _positions(position, B, chan.shape[1], H, W, layer, x.device)
+            allowed = None if frames is None or pos is not None else _allowed(path, frames, B, (H, W), (F_, T_))
             if crop is None:  # the crop is exact either way; use it when it is less work
                 crop = unit_cells(path, True) < unit_cells(path, False)
             crop_now = seeding == "position" and bool(crop) and path.feature_map.dim() == 4
@@ -202,7 +210,8 @@ class Projector:
                 e = min(s + batch_size, B)
                 graph = path if s == 0 else self.traced.trace(layer, x[s:e], mode)
                 m, a, p = self._project_chunk(graph, mode, x.shape[-2:], chan[s:e], seeding,
-                                              None if pos is None else pos[s:e], crop_now, per_unit)
+                                              None if pos is None else pos[s:e], crop_now, per_unit,
+                                              None if allowed is None else allowed[s:e])
                 maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
             cat = (lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts))  # no copy for one chunk
             positions = cat(where)
@@ -214,9 +223,11 @@ class Projector:
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
 
-    def _project_chunk(self, graph: Graph, mode: Mode, input_hw, chan, seeding, pos, crop, per_unit):
-        """One chunk of inputs traced as ``graph`` → (maps ``(B, K, F, T)``, activations, positions);
-        ``per_unit``: cells of one unit's largest backward tensor (sets how many units run at once)."""
+    def _project_chunk(self, graph: Graph, mode: Mode, input_hw, chan, seeding, pos, crop, per_unit, allowed=None):
+        """One chunk of inputs traced as ``graph`` → (maps ``(B, K, F, T)``, activations, positions).
+
+        ``per_unit``: cells of one unit's largest backward tensor (sets how many units run at once);
+        ``allowed`` ``(B, H, W)`` bool: the cells the argmax of ``"max"``/``"map"`` may pick (``None``: all)."""
         fm = graph.feature_map
         B, K = chan.shape
         dev = fm.device
@@ -224,8 +235,9 @@ class Projector:
         fm4 = fm.reshape(fm.shape[0], fm.shape[1], H, W)
         bi = torch.arange(B, device=dev)[:, None]
         sel = fm4[bi, chan]  # (B, K, H, W)
-        if pos is None:  # "max" or "map": argmax of each unit's map
-            flat = sel.flatten(2).argmax(-1)
+        if pos is None:  # "max" or "map": argmax of each unit's map (over the allowed cells)
+            cand = sel if allowed is None else sel.masked_fill(~allowed.to(dev)[:, None], float("-inf"))
+            flat = cand.flatten(2).argmax(-1)
             pos = torch.stack([flat // W, flat % W], dim=-1)
         acts = sel[bi, torch.arange(K, device=dev)[None], pos[..., 0], pos[..., 1]]  # (B, K)
         kc = max(1, _MAX_ELEMENTS // max(1, B * per_unit))
@@ -238,6 +250,20 @@ class Projector:
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def _allowed(path: Graph, frames, B: int, feature_hw, input_hw) -> torch.Tensor:
+    """``frames`` ``(B, T)`` → the ``(B, H, W)`` cells a "max" position may take (ValueError when none)."""
+    frames = torch.as_tensor(frames)
+    if frames.dtype != torch.bool or frames.shape != (B, int(input_hw[1])):
+        raise ValueError(f"frames must be a (B={B}, T={int(input_hw[1])}) bool tensor, got {tuple(frames.shape)} "
+                         f"{frames.dtype}")
+    allowed = allowed_positions(path, frames.cpu(), feature_hw, input_hw)
+    empty = torch.nonzero(~allowed.flatten(1).any(1)).flatten().tolist()
+    if empty:
+        raise ValueError(f"input {empty[0]} has no position whose receptive field is centred on an allowed frame "
+                         f"(frames is False everywhere it matters)")
+    return allowed
+
+
 def _per_input(channels) -> bool:
     return isinstance(channels, torch.Tensor) and channels.dim() == 2
 

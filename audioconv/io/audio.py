@@ -409,3 +409,51 @@ def fix_length(waveform: torch.Tensor, length: int, mode: str = "center", offset
     if not 0 <= offset <= length - n:
         raise ValueError(f"pad offset {offset} out of range 0..{length - n}")
     return torch.nn.functional.pad(waveform, (offset, length - n - offset))
+
+
+def decode(data: bytes, offset_s: float | None = None, duration_s: float | None = None,
+           name: str = "<bytes>") -> tuple[torch.Tensor, int]:
+    """Decode the clip of an audio file held in memory (the bytes of a WAV, FLAC, OGG or MP3 file, as
+    a WebDataset shard stores them).
+
+    The clip is the one :func:`clip_frames` places (``offset_s``, ``duration_s``; ``None`` = from the
+    start / to the end). An MP3 is decoded from its first frame, not seeked into (libsndfile's MP3
+    seeks are not sample-exact), so the samples equal a decode of the whole file; a compressed file
+    that decodes to fewer frames than its header says gives what decodes, as :func:`load` does.
+
+    Args:
+        data: the file's bytes.
+        offset_s, duration_s: the clip, in seconds.
+        name: what messages call the data (``"shard-000003.tar:000000042.wav"``).
+
+    Returns:
+        ``(waveform (channels, frames) float32, sample_rate in Hz)``.
+
+    Raises:
+        ValueError: empty or undecodable bytes, a clip outside the audio (:func:`clip_frames`), an
+            uncompressed file shorter than its header (a truncated WAV), non-finite samples.
+    """
+    if not data:
+        raise ValueError(f"audio data is empty (0 bytes): {name}")
+    try:
+        f = sf.SoundFile(io.BytesIO(data))
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError
+        raise ValueError(f"cannot decode audio data {name}: {e}") from None
+    with f:
+        sr, compressed = int(f.samplerate), f.format in COMPRESSED_FORMATS
+        first, count = clip_frames(offset_s, duration_s, sr, int(f.frames), name)
+        lead = first if f.format == "MP3" else 0
+        try:
+            f.seek(first - lead)
+            frames = f.read(count + lead, dtype="float32", always_2d=True)[lead:]
+        except Exception as e:
+            raise ValueError(f"cannot decode audio data {name}: {e}") from None
+    if frames.shape[0] == 0 or (frames.shape[0] < count and not compressed):
+        raise ValueError(f"audio data {name} holds {frames.shape[0]} of the {count} frames its header promises "
+                         f"from frame {first} (truncated)")
+    if not np.isfinite(frames).all():
+        raise ValueError(f"audio data {name} contains non-finite samples (NaN or inf)")
+    return torch.from_numpy(np.ascontiguousarray(frames.T)), sr
+
+
+__all__ += ["decode"]

@@ -1,9 +1,6 @@
 """The confusion matrix of an evaluation as a picture."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -11,18 +8,17 @@ from matplotlib.figure import Figure
 __all__ = ["plot_confusion"]
 
 
-def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True) -> Path:
-    """Draw ``result["confusion"]`` as a PNG: rows = true class, columns = predicted class.
+def plot_confusion(result: dict, normalize: bool = True) -> Figure:
+    """Draw ``result["confusion"]``: rows = true class, columns = predicted class.
 
     Args:
         result: :func:`audioconv.training.evaluate.evaluate`'s dict (``confusion`` ``[[int]]`` of shape
             ``(K, K)``, ``labels`` (K names), ``accuracy``, ``macro_f1``, ``n``).
-        path: the PNG to write; its folder is created.
         normalize: colour = share of the row (recall-normalised); else the count. Every cell is
             annotated with its count (up to 40 classes). The title gives accuracy, macro-F1 and n.
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+        The Figure (save it with :func:`audioconv.app.figures.save_figure`).
 
     Raises:
         ValueError: the confusion matrix is not ``(K, K)`` for the K labels.
@@ -49,7 +45,4 @@ def plot_confusion(result: dict, path: str | os.PathLike, normalize: bool = True
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class" if normalize else "clips")
     ax.set_title(f"accuracy {result['accuracy']:.3f}   macro-F1 {result['macro_f1']:.3f}   n = {result['n']}")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return fig

@@ -9,7 +9,10 @@ number (1 crops, 3 validation loader, 5 training loader; :mod:`~audioconv.traini
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +21,11 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores", "data_report"]
+__all__ = ["TrainData", "build_data", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames"]
+
+
+class TrainingWarning(UserWarning):
+    """Something about a training run the user should know (the command line shows it as one line)."""
 
 _CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5
 
@@ -28,28 +35,40 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-class _SkipSampler(torch.utils.data.Sampler[int]):
-    """Yields a sampler's indices after dropping the first ``skip`` (resuming mid-epoch)."""
+def even_batches(order: list[int], n_batches: int) -> list[list[int]]:
+    """``order`` cut into ``n_batches`` consecutive batches whose sizes differ by at most one (the
+    larger first): every clip is used, none twice, and no batch is a tiny remainder."""
+    n = len(order)
+    bounds = [i * n // n_batches for i in range(n_batches + 1)]
+    sizes = sorted((b - a for a, b in zip(bounds, bounds[1:])), reverse=True)
+    out, start = [], 0
+    for size in sizes:
+        out.append(order[start:start + size])
+        start += size
+    return out
 
-    def __init__(self, sampler, skip: int):
-        self.sampler, self.skip = sampler, int(skip)
+
+class _EvenBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """The batches of one epoch: a sampler's order cut by :func:`even_batches`, the first ``skip``
+    batches left out (resuming mid-epoch)."""
+
+    def __init__(self, sampler, n_batches: int, skip: int = 0):
+        self.sampler, self.n_batches, self.skip = sampler, int(n_batches), int(skip)
 
     def __iter__(self):
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it, None)
-        return it
+        return iter(even_batches(list(self.sampler), self.n_batches)[self.skip:])
 
     def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
+        return max(0, self.n_batches - self.skip)
 
 
-def _loader(dataset, sampler, batch_size: int, workers: int, device: torch.device, drop_last: bool, seed: int):
+def _loader(dataset, workers: int, device: torch.device, seed: int, *, batch_sampler=None, sampler=None,
+            batch_size: int | None = None):
     from audioconv.data.dataset import collate
 
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=device.type == "cuda", drop_last=drop_last,
+        dataset, batch_size=batch_size if batch_sampler is None else 1, sampler=sampler, batch_sampler=batch_sampler,
+        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed),  # worker base seed: never touches the global RNG
     )
 
@@ -62,8 +81,7 @@ class TrainData:
 
     train_ds: torch.utils.data.Dataset
     sampler: torch.utils.data.DistributedSampler
-    batch_size: int  # clips per step and process
-    drop_last: bool
+    batch_size: int  # clips per step and process, at most (the batches of an epoch differ by one at most)
     steps_per_epoch: int
     workers: int  # DataLoader decode processes
     val_loader: torch.utils.data.DataLoader | None
@@ -73,11 +91,18 @@ class TrainData:
 
     def epoch_loader(self, epoch: int, skip_batches: int = 0) -> torch.utils.data.DataLoader:
         """This rank's batches of epoch ``epoch`` (0-based) after the first ``skip_batches``:
-        ``(waveforms (B, C, T), labels (B,), lengths (B,))``."""
+        ``(waveforms (B, C, T), labels (B,), lengths (B,))``. Every clip of the shard is used once
+        per epoch, in ``steps_per_epoch`` batches of ``batch_size`` or one fewer clips."""
         self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch(epoch)
-        return _loader(self.train_ds, _SkipSampler(self.sampler, skip_batches * self.batch_size), self.batch_size,
-                       self.workers, self.device, self.drop_last, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank))
+        return _loader(self.train_ds, self.workers, self.device, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank),
+                       batch_sampler=_EvenBatchSampler(self.sampler, self.steps_per_epoch, skip_batches))
+
+    def epoch_batches(self, epoch: int) -> list["ClipNames"]:
+        """The clips of each of this rank's batches of epoch ``epoch``, in the order
+        :meth:`epoch_loader` gives them, as :class:`ClipNames` (for messages that name a batch's clips)."""
+        self.sampler.set_epoch(epoch)
+        return [ClipNames(self.train_ds, batch) for batch in even_batches(list(self.sampler), self.steps_per_epoch)]
 
 
 def data_report(data: TrainData, info: distributed.DistInfo) -> dict:
@@ -92,15 +117,71 @@ def data_report(data: TrainData, info: distributed.DistInfo) -> dict:
     return {name: {"clips": sets[name].n_selected, "skipped": merged[name]} for name in mine}
 
 
-def _manifest_labels(path: str, split: str | None, role: str) -> list[str]:
-    """Labels of a manifest's records (of one split), with clear errors for empty inputs."""
+class ClipNames(Sequence):
+    """The names ``manifest:line (audio file)`` of some clips of a dataset, made only when read."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> str:
+        k = self.indices[i]
+        return f"{self.dataset.sources[k]} ({self.dataset.records[k]['audio_filepath']})"
+
+
+def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> list[str]:
+    """Labels of a manifest's records (of the given splits), with clear errors for empty inputs
+    (listing the splits the manifest has, and how to choose them)."""
     from audioconv.io.manifest import iter_manifest
 
-    labels = [r["label"] for r in iter_manifest(path) if split is None or r.get("split") == split]
-    if not labels:
-        where = f"manifest {path}" + (f" (split {split!r})" if split is not None else "")
-        raise ValueError(f"{role} set is empty: {where} has no clips")
-    return labels
+    records = list(iter_manifest(path))
+    labels = [r["label"] for r in records if splits is None or r.get("split") in splits]
+    if labels:
+        return labels
+    if splits is None or not records:
+        raise ValueError(f"{role} set is empty: manifest {path} has no clips")
+    counts: dict = {}
+    for r in records:
+        counts[r.get("split")] = counts.get(r.get("split"), 0) + 1
+    present = ", ".join(f"{s} ({n})" if s is not None else f"no split key ({n})" for s, n in sorted(
+        counts.items(), key=lambda kv: _natural(str(kv[0]))))
+    folds = [s for s in counts if isinstance(s, str) and s.startswith("fold")]
+    hint = (f"; cross-validate over the folds (audioconv cv --manifest {path}) or choose the splits, e.g. "
+            f"--train-split {','.join(sorted(folds, key=_natural)[:-1])} --val-split {max(folds, key=_natural)}"
+            if len(folds) >= 2 else "; choose the splits with train_split=/val_split= (--train-split/--val-split; "
+                                    "--val-split none trains without validation)")
+    name = "split" if len(splits) == 1 else "splits"
+    raise ValueError(f"{role} set is empty: manifest {path} has no clips in {name} {', '.join(map(repr, splits))} "
+                     f"(splits present: {present}){hint}")
+
+
+def _natural(name: str) -> tuple:
+    """Sort key that puts fold2 before fold10."""
+    digits = "".join(c for c in name if c.isdigit())
+    return (name.rstrip("0123456789"), int(digits) if digits and name.endswith(digits) else -1, name)
+
+
+def _warn_leakage(train_ds, val_ds) -> None:
+    """Warn when validation clips are also training clips (the same file, offset and duration), or
+    share a ``group`` (speaker, source recording) with them: the scores would be optimistic."""
+    def key(r):
+        return (os.path.normpath(os.path.abspath(r["audio_filepath"])), r.get("offset"), r.get("duration"))
+
+    seen = {key(r) for r in train_ds.records}
+    shared = [r for r in val_ds.records if key(r) in seen]
+    if shared:
+        warnings.warn(f"{len(shared)} of the {len(val_ds)} validation clips are also training clips (e.g. "
+                      f"{shared[0]['audio_filepath']}); validation scores (and best.pt) will be optimistic — "
+                      f"validate on other clips", TrainingWarning, stacklevel=3)
+        return
+    groups = {r["group"] for r in train_ds.records if r.get("group") is not None}
+    common = sorted({str(r["group"]) for r in val_ds.records if r.get("group") in groups})
+    if common:
+        warnings.warn(f"{len(common)} groups (speakers or source recordings) have clips in both training and "
+                      f"validation (e.g. {common[0]!r}); validation scores will be optimistic",
+                      TrainingWarning, stacklevel=3)
 
 
 def _datasets(cfg: TrainConfig, labels: list[str] | None):
@@ -108,8 +189,8 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
     from audioconv.data.dataset import ManifestDataset
 
     if cfg.manifest is not None:
-        train_src, train_split = cfg.manifest, cfg.train_split
-        val_src, val_split = cfg.manifest, cfg.val_split
+        train_src, train_split = cfg.manifest, tuple(cfg.train_split)
+        val_src, val_split = (cfg.manifest if cfg.val_split else None), tuple(cfg.val_split)
     else:
         train_src, train_split, val_src, val_split = cfg.train, None, cfg.val, None
     train_labels = _manifest_labels(train_src, train_split, "training")
@@ -128,6 +209,8 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
     common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels, skip_bad=cfg.skip_bad)
     train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
     val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
+    if val_ds is not None:
+        _warn_leakage(train_ds, val_ds)
     return train_ds, val_ds, labels
 
 
@@ -153,18 +236,27 @@ def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.devic
         ValueError: an empty training or validation set, one class only, validation labels that
             training lacks, or labels that differ from ``labels``.
     """
+    from audioconv.training.shard_data import build_shard_data, uses_shards
+
+    if uses_shards(cfg):  # WebDataset shards: --train 'DIR/train-{000000..000123}.tar'
+        workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
+        return build_shard_data(cfg, info, device, workers, labels)
     train_ds, val_ds, labels = _datasets(cfg, labels)
     workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
     sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=False)
     shard = len(sampler)
     batch_size = min(int(cfg.batch_size), shard)
-    drop_last = shard >= batch_size
+    if batch_size < cfg.batch_size:
+        warnings.warn(f"batch size {cfg.batch_size} is larger than the training set ({shard} clips"
+                      f"{' per process' if info.world_size > 1 else ''}): each epoch is one step of {shard} clips",
+                      TrainingWarning, stacklevel=2)
     val_loader = None
     if val_ds is not None:
         val_shard = list(range(info.rank, len(val_ds), info.world_size))
-        val_loader = _loader(val_ds, val_shard, batch_size, workers, device, False, mix_seed(cfg.seed, _VAL_LOADER))
-    data = TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size, drop_last=drop_last,
-                     steps_per_epoch=shard // batch_size if drop_last else 1, workers=workers, val_loader=val_loader,
+        val_loader = _loader(val_ds, workers, device, mix_seed(cfg.seed, _VAL_LOADER), sampler=val_shard,
+                             batch_size=batch_size)
+    data = TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size,
+                     steps_per_epoch=math.ceil(shard / batch_size), workers=workers, val_loader=val_loader,
                      seed=int(cfg.seed), rank=info.rank, device=device)
     return data, list(labels)

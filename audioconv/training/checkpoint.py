@@ -4,7 +4,9 @@ A checkpoint is a plain dict of tensors and Python primitives (no pickled classe
 opened without running arbitrary code:
 
 =====================  =====================================================================
-``format``             ``"audioconv-checkpoint"``; ``version`` (int)
+``format``             ``"audioconv-checkpoint"``; ``version`` (int; 2 since the front end reads
+                       dB re full scale: a version-1 checkpoint loads with
+                       ``frontend["db_reference"] = "unit_power"``, the scale it was trained on)
 ``kind``               ``"train"`` (``RUN/last.pt``: everything needed to resume) or
                        ``"model"`` (``RUN/best.pt``, snapshots: weights only)
 ``model``              ``model.state_dict()``
@@ -27,6 +29,7 @@ opened without running arbitrary code:
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -35,12 +38,11 @@ import torch
 from audioconv.io.files import atomic_write
 from audioconv.utils import resolve_device
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "model_from_checkpoint",
-           "load_model_state", "run_clip_s",
-           "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s",
+           "checkpoint_labels", "model_from_checkpoint", "rng_state", "set_rng_state"]
 
 FORMAT = "audioconv-checkpoint"
-VERSION = 1
+VERSION = 2
 _REQUIRED = ("model", "model_config", "labels")
 
 
@@ -52,8 +54,14 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     ``format``/``version`` keys are added. Returns the path written.
     """
     payload = {"format": FORMAT, "version": VERSION, **checkpoint}
-    with atomic_write(path, "wb") as f:
-        torch.save(payload, f)
+    with atomic_write(path, "wb") as f:  # a full disk or an unwritable folder: OutputError naming the path
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:  # torch's zip writer reports a failed write as "[enforce fail at ...]"
+            hidden = e.__context__ or e.__cause__
+            if isinstance(hidden, OSError) or ("inline_container" not in str(e) and "PytorchStreamWriter" not in str(e)):
+                raise  # atomic_write names the OSError (a full disk...) it hides
+            raise OSError(errno.EIO, f"torch.save could not write the file ({str(e).strip()})") from e
     return Path(path)
 
 
@@ -91,6 +99,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}; it is corrupt")
+    if int(ckpt.get("version", 1)) < 2 and isinstance(ckpt["model_config"], dict):  # trained on dB re power 1.0
+        frontend = dict(ckpt["model_config"].get("frontend") or {})
+        frontend.setdefault("db_reference", "unit_power")
+        ckpt["model_config"] = {**ckpt["model_config"], "frontend": frontend}
     return ckpt
 
 
@@ -101,6 +113,11 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpo
         ValueError: names the first missing/unexpected key or the first parameter whose shape
             differs, e.g. ``features.conv2.weight: checkpoint (16, 8, 3, 3) vs model (32, 8, 3, 3)``.
     """
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"{source} holds non-finite weights: {k} has {bad} NaN/inf value(s) of {v.numel()}; "
+                             f"the run that wrote it diverged — use an earlier checkpoint (best.pt, snapshots/)")
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -112,6 +129,24 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str = "checkpo
             raise ValueError(f"{source} is from another model shape: {k} has shape {tuple(state[k].shape)} "
                              f"in the checkpoint but {tuple(v.shape)} in the model")
     model.load_state_dict(state)
+
+
+def checkpoint_labels(checkpoint: dict, n_outputs: int, source: str = "checkpoint") -> list[str]:
+    """The class names of a checkpoint, checked against the model's number of outputs.
+
+    Raises:
+        ValueError: the labels are not a list of distinct non-empty strings, or there are not
+            exactly ``n_outputs`` of them (naming both counts).
+    """
+    labels = checkpoint.get("labels")
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(lab, str) and lab for lab in labels):
+        raise ValueError(f"{source}: 'labels' must be a list of class names, got {labels!r:.80}")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{source}: duplicate class names in 'labels' {sorted({x for x in labels if labels.count(x) > 1})}")
+    if len(labels) != n_outputs:
+        raise ValueError(f"{source} lists {len(labels)} labels for a model with {n_outputs} outputs; "
+                         f"the label list does not belong to these weights")
+    return list(labels)
 
 
 def load_model(path: str | os.PathLike, device="cpu"):
@@ -130,33 +165,33 @@ def load_model(path: str | os.PathLike, device="cpu"):
 
     Raises:
         ValueError: a corrupt checkpoint, an unreadable model config, a factory that cannot be
-            imported or called (naming the spec), weights that do not fit the model.
+            imported or called (naming the spec), weights that do not fit the model,
+            NaN/inf weights (naming the first such tensor), a label list that does not fit the model's outputs.
     """
     device = resolve_device(device)
     model, labels = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), f"checkpoint {path}")
     return model.to(device).eval(), labels
 
 
-def model_from_checkpoint(ckpt: dict, source: str = "checkpoint"):
-    """``(model, labels)`` from a checkpoint dict read by :func:`load_checkpoint`: the architecture
-    its ``model_spec``/``model_config`` name, with its weights, on CPU (train mode).
+def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint"):
+    """``(model, labels)`` from a checkpoint dict read by :func:`load_checkpoint`: the architecture its
+    ``model_spec``/``model_config`` name (CPU, eval mode), its weights loaded (shapes and finiteness
+    checked), its labels checked against its outputs. The one way the package turns a checkpoint
+    into a model.
 
     Raises:
         ValueError: as :func:`load_model`; messages start with ``source``.
     """
     from audioconv.models.registry import rebuild
 
-    spec = ckpt.get("model_spec", "cnn")
+    spec = checkpoint.get("model_spec", "cnn")
     try:
-        model = rebuild(spec, ckpt["model_config"])
-    except ValueError as e:
+        model = rebuild(spec, checkpoint["model_config"])
+    except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{source} cannot rebuild its model: {e}") from None
-    load_model_state(model, ckpt["model"], source=source)
-    labels = list(ckpt["labels"])
-    n_classes = ckpt["model_config"].get("n_classes")
-    if len(labels) != n_classes:
-        raise ValueError(f"{source} lists {len(labels)} labels for a model with {n_classes} outputs")
-    return model, labels
+    load_model_state(model, checkpoint["model"], source=source)
+    n_classes = int(checkpoint["model_config"].get("n_classes", -1))
+    return model.eval(), checkpoint_labels(checkpoint, n_classes, source)
 
 
 DEFAULT_CLIP_S = 1.0  # TrainConfig's default clip length; the one fallback for checkpoints that lack it

@@ -6,7 +6,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["TrainConfig", "lr_at", "snapshot_epochs"]
+__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits"]
+
+
+def parse_splits(value) -> tuple[str, ...]:
+    """Split names as a tuple: ``"fold1,fold2"`` → ``("fold1", "fold2")``; a list or tuple is kept;
+    ``None``, ``""`` and ``"none"`` → ``()`` (no such set, e.g. no validation)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [] if value.strip().lower() == "none" else value.split(",")
+    names = tuple(str(v).strip() for v in value if str(v).strip())
+    if len(set(names)) != len(names):
+        raise ValueError(f"split names repeat: {list(names)}")
+    return names
 
 
 @dataclass
@@ -14,7 +27,11 @@ class TrainConfig:
     """Everything that defines a training run. Times in seconds, rates in Hz.
 
     Data: ``train`` and ``val`` manifests, or one ``manifest`` whose ``split`` key says
-    ``train_split`` / ``val_split``. ``val`` may be left out (then ``best.pt`` is the last epoch).
+    ``train_split`` / ``val_split`` (each a tuple of split names, e.g. ``("fold1", "fold2", "fold3",
+    "fold4")``; a string ``"fold1,fold2"`` is accepted; ``val_split=()`` trains without validation).
+    ``val`` may be left out (then ``best.pt`` is the last epoch).
+    ``train``/``val`` may name WebDataset shards instead (``DIR/train-{000000..000123}.tar``,
+    :mod:`audioconv.training.shard_data`), shuffled by each DataLoader worker in a buffer of ``shuffle_buffer`` clips.
     Model: ``model`` is ``"cnn"`` (:class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN`:
     ``channels`` per conv block, ``activation``, ``dropout`` before the head), ``"bcresnet"``
     (:class:`~audioconv.models.bcresnet.BCResNet`; ``dropout`` on each block's temporal feature) or
@@ -40,12 +57,13 @@ class TrainConfig:
     train: str | None = None
     val: str | None = None
     manifest: str | None = None
-    train_split: str = "train"
-    val_split: str = "validation"
+    train_split: tuple[str, ...] = ("train",)
+    val_split: tuple[str, ...] = ("validation",)
     out: str = "runs/train"
     sample_rate: int = 16000
     clip_s: float = 1.0
     skip_bad: bool = False
+    shuffle_buffer: int = 1000
     # model
     model: str = "cnn"
     width: float | None = None
@@ -83,10 +101,14 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     best_metric: str = "val_macro_f1"
 
+    def __post_init__(self):
+        self.train_split, self.val_split = parse_splits(self.train_split), parse_splits(self.val_split)
+
     def to_dict(self) -> dict:
-        """Plain JSON-ready dict (``channels`` as a list); inverse of :meth:`from_dict`."""
+        """Plain JSON-ready dict (tuples as lists); inverse of :meth:`from_dict`."""
         d = asdict(self)
-        d["channels"] = list(self.channels)
+        for key in ("channels", "train_split", "val_split"):
+            d[key] = list(d[key])
         return d
 
     @classmethod
@@ -104,7 +126,14 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first bad setting; returns ``self``."""
         if self.manifest is None and self.train is None:
-            raise ValueError("give a training manifest (train=...) or one manifest with splits (manifest=...)")
+            raise ValueError("give a training manifest (train=..., --train) or one manifest with splits "
+                             "(manifest=..., --manifest)")
+        if self.manifest is not None and not self.train_split:
+            raise ValueError("train_split (--train-split) names no split")
+        overlap = sorted(set(self.train_split) & set(self.val_split)) if self.manifest is not None else []
+        if overlap:
+            raise ValueError(f"splits {overlap} are in both train_split and val_split (--train-split/--val-split); "
+                             f"validating on training clips measures nothing")
         if self.manifest is not None and (self.train is not None or self.val is not None):
             raise ValueError("give either manifest=... (with splits) or train=/val=..., not both")
         positive = dict(sample_rate=self.sample_rate, clip_s=self.clip_s, epochs=self.epochs,
@@ -115,6 +144,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "sample_rate", "n_mels"):
             if int(getattr(self, name)) != getattr(self, name):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        self._check_sample_rate()
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive integers, got {self.channels}")
         self._validate_model()
@@ -135,6 +165,8 @@ class TrainConfig:
             raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if self.best_metric not in ("val_macro_f1", "val_accuracy"):
             raise ValueError(f"best_metric must be 'val_macro_f1' or 'val_accuracy', got {self.best_metric!r}")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 clips, got {self.shuffle_buffer}")
         if self.checkpoint_every_steps < 0 or self.threads < 0 or self.workers < -1:
             raise ValueError(f"checkpoint_every_steps and threads must be >= 0, workers >= -1; got "
                              f"{self.checkpoint_every_steps}, {self.threads}, {self.workers}")
@@ -154,6 +186,25 @@ class TrainConfig:
             if self.model not in models and (tuple(value) if name == "channels" else value) != getattr(default, name):
                 raise ValueError(f"{name}={value!r} applies to model {' or '.join(models)} only, "
                                  f"not to model {self.model!r}")
+
+
+    def _check_sample_rate(self) -> None:
+        """The log-mel front end needs its lowest band (``f_min_hz``) below the Nyquist frequency and
+        clips longer than half its FFT (the frames are centred with reflection padding)."""
+        from audioconv.features import LogMelConfig
+
+        front = LogMelConfig()
+        need = [(int(2 * front.f_min_hz) + 1, f"its lowest mel band starts at {front.f_min_hz:g} Hz, which must be "
+                                              f"below the Nyquist frequency (sample_rate / 2)"),
+                (math.ceil((front.n_fft // 2 + 1) / self.clip_s),
+                 f"a {self.clip_s:g}-s clip must hold more than n_fft / 2 = {front.n_fft // 2} samples")]
+        failing = [(rate, why) for rate, why in need if self.sample_rate < rate]
+        if failing:
+            lowest = max(rate for rate, _ in need)
+            raise ValueError(f"sample_rate {self.sample_rate} Hz is too low for the log-mel front end: "
+                             + "; ".join(why for _, why in failing)
+                             + f". Use --sample-rate {lowest} or more (speech and sound corpora are usually "
+                               f"8000-48000 Hz)")
 
 
 def _cos_anneal(start: float, end: float, pct: float) -> float:

@@ -40,20 +40,21 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.io.files import write_json, write_text
+from audioconv.io.files import ensure_folder, write_json, write_text
 from audioconv.training import distributed
-from audioconv.training.batches import TrainData, available_cores, build_data, data_report
-from audioconv.training.checkpoint import (load_checkpoint, load_model_state, rng_state, save_checkpoint,
-                                           set_rng_state)
+from audioconv.training.batches import TrainData, TrainingWarning, available_cores, build_data, data_report
+from audioconv.training.checkpoint import (checkpoint_labels, load_checkpoint, load_model_state, rng_state,
+                                           save_checkpoint, set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
 from audioconv.training.evaluate import run_validation
 from audioconv.training.metrics import accuracy, macro_f1
@@ -64,6 +65,8 @@ __all__ = [
     "StepStats",
     "EpochSums",
     "NonFiniteLossError",
+    "NonFiniteBatchError",
+    "TrainingWarning",
     "setup",
     "train_step",
     "run_epoch",
@@ -81,6 +84,14 @@ _AUGMENT, _DROPOUT = 2, 4
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the step, epoch and batch."""
+
+
+class NonFiniteBatchError(NonFiniteLossError):
+    """A batch holds NaN/inf samples, as loaded or after the augmentation chain; the message names
+    the clips. Raised before the backward pass: no weight is trained on them."""
+
+# the loss of one step above this many times the loss at the start (or ln(n_classes)) is a divergence
+_DIVERGENCE_FACTOR = 10.0
 
 
 # =============================================================================== the state
@@ -148,6 +159,9 @@ class TrainState:
     best_epoch: int = 0
     elapsed_s: float = 0.0
     last_metrics: dict | None = None
+    start_loss: float | None = None  # mean loss of the first step of this process (divergence warning)
+    diverged_warned: bool = False
+    resumed_from: dict | None = None  # checkpoint, epoch, step, batches_done of a resumed run
 
     @property
     def total_steps(self) -> int:
@@ -212,11 +226,30 @@ def build_augment(config: TrainConfig):
     from audioconv.augment import chain as chain_mod
 
     if spec == "default":
-        return chain_mod.default_chain(int(config.sample_rate))
+        return _default_chain(chain_mod, int(config.sample_rate))
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"augment must be 'default', 'none' or a chain JSON file; not found: {path}")
     return chain_mod.load_chain(path, int(config.sample_rate))
+
+
+def _default_chain(chain_mod, sample_rate: int):
+    """The default chain at ``sample_rate``; too low a rate is an error that gives the lowest rate the
+    chain accepts (found by bisection: its filters need their frequency ranges below Nyquist)."""
+    try:
+        return chain_mod.default_chain(sample_rate)
+    except ValueError as e:
+        low, high = sample_rate, 48000
+        while high - low > 1:
+            mid = (low + high) // 2
+            try:
+                chain_mod.default_chain(mid)
+                high = mid
+            except ValueError:
+                low = mid
+        raise ValueError(f"sample_rate {sample_rate} Hz is too low for the default augmentation chain, which needs "
+                         f"at least {high} Hz (at {sample_rate} Hz: {e}); use --sample-rate {high} or more, or "
+                         f"--augment none") from None
 
 
 def _chain_description(chain) -> object:
@@ -274,6 +307,7 @@ def _resume_checkpoint(cfg: TrainConfig, out: Path, main: bool) -> dict | None:
         ckpt = load_checkpoint(last, map_location="cpu")
         if ckpt.get("kind") != "train":
             raise ValueError(f"resume: {last} holds weights only (kind={ckpt.get('kind')!r}), not a training state")
+        checkpoint_labels(ckpt, int(ckpt["model_config"].get("n_classes", -1)), f"checkpoint {last}")
         return ckpt
     if last.exists():
         if not cfg.overwrite:
@@ -285,8 +319,15 @@ def _resume_checkpoint(cfg: TrainConfig, out: Path, main: bool) -> dict | None:
     return None
 
 
+def _without_db_reference(model_config: dict) -> dict:
+    frontend = {k: v for k, v in (model_config.get("frontend") or {}).items() if k != "db_reference"}
+    return {**model_config, "frontend": frontend}
+
+
 def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, device: torch.device) -> nn.Module:
-    """The model, with the same initial weights on every rank, or the checkpoint's; on ``device``."""
+    """The model, with the same initial weights on every rank, or the checkpoint's; on ``device``.
+    A resumed run keeps the dB reference its front end was trained with (a run from before version 2
+    continues on the old scale)."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_classes)
     if ckpt is not None:
@@ -294,6 +335,7 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
 
         spec, wanted = describe(model)
         saved_spec, saved = ckpt.get("model_spec", "cnn"), ckpt["model_config"]
+        saved, wanted = _without_db_reference(saved), _without_db_reference(wanted)
         if saved_spec != spec:
             raise ValueError(f"resume: {out / 'last.pt'} holds model {saved_spec!r}, this run asks for {spec!r}; "
                              f"use the same --model or a new output folder")
@@ -302,6 +344,8 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
             detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"resume: {out / 'last.pt'} is from another model shape ({detail}); "
                              f"use the same settings or a new output folder")
+        if ckpt["model_config"] != model.config.to_dict():
+            model = type(model).from_config(ckpt["model_config"])
         load_model_state(model, ckpt["model"], source=f"checkpoint {out / 'last.pt'}")
     return model.to(device)
 
@@ -337,6 +381,8 @@ def _restore(state: TrainState, ckpt: dict) -> None:
     state.best_value, state.best_epoch = float(prog["best_value"]), int(prog["best_epoch"])
     state.best_loss, state.elapsed_s = float(prog.get("best_loss", math.inf)), float(prog["elapsed_s"])
     state.last_metrics = ckpt.get("metrics")
+    state.resumed_from = {"checkpoint": str(state.out / "last.pt"), "epoch": state.epoch, "step": state.step,
+                          "batches_done": state.batches_done}
     ranks = ckpt["rng"]["per_rank"]
     if len(ranks) == info.world_size:
         set_rng_state(ranks[info.rank], state.device)
@@ -365,13 +411,15 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     local_world = _configure_torch(cfg, device, info)
     amp_dtype, use_scaler = resolve_amp(cfg.amp, device)
     out = Path(cfg.out)
+    if info.is_main:
+        ensure_folder(out)  # a file in the way or a read-only folder: an error now, not after the data scan
     ckpt = _resume_checkpoint(cfg, out, info.is_main)
+    chain = augment if augment is not None else build_augment(cfg)
     data, labels = build_data(cfg, info, device, local_world, ckpt["labels"] if ckpt else None)
     model = _model(cfg, len(labels), ckpt, out, device)
     net: nn.Module = _Classifier(model)
     if info.is_distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    chain = augment if augment is not None else build_augment(cfg)
     if isinstance(chain, nn.Module):
         chain.to(device)
     state = TrainState(
@@ -437,25 +485,86 @@ def _features(state: TrainState, x: torch.Tensor) -> torch.Tensor:
     return spec
 
 
-def _check_finite(state: TrainState, batch_loss: torch.Tensor, lr: float) -> None:
-    if torch.isfinite(batch_loss).item():
-        return
+def _where(state: TrainState, extra: str = "") -> str:
+    return (f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.batches_done + 1} of "
+            f"{state.data.steps_per_epoch}{extra})")
+
+
+def _name_clips(bad: torch.Tensor, clips: Sequence[str] | None) -> str:
+    """The clips at the ``True`` rows of ``bad`` (or, when the names do not line up with the rows
+    because unreadable clips were skipped, the clips of the whole batch)."""
+    rows = bad.nonzero().flatten().tolist()
+    if clips is not None and len(clips) == bad.numel():
+        names, lead = [clips[i] for i in rows], ""
+    elif clips is not None:
+        names, lead = list(clips), "one of "
+    else:
+        names, lead = [f"batch row {i}" for i in rows], ""
+    return lead + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _check_step(state: TrainState, checks: torch.Tensor, bad_in: torch.Tensor, bad_aug: torch.Tensor, lr: float,
+                clips: Sequence[str] | None) -> float:
+    """Stop on non-finite input, augmentation output or loss; return the batch's summed loss.
+
+    ``checks`` = ``[summed loss, clips with NaN/inf as loaded, clips with NaN/inf after augmentation]``
+    summed over all ranks (one collective and one device sync per step), so every rank stops together.
+    """
+    loss_sum, n_bad_in, n_bad_aug = checks.tolist()
     last = state.out / "last.pt"
-    raise NonFiniteLossError(
-        f"training loss is {float(batch_loss)} at step {state.step + 1} (epoch {state.epoch + 1}, batch "
-        f"{state.batches_done + 1} of {state.data.steps_per_epoch}, lr {lr:.3g}); lower the learning rate (--lr) "
-        f"or check the input audio for NaN/inf" + (f"; last good checkpoint: {last}" if last.exists() else ""))
+    tail = f"; last good checkpoint: {last}" if last.exists() else ""
+    if n_bad_in:
+        raise NonFiniteBatchError(
+            f"non-finite samples (NaN or inf) in the training batch at {_where(state)}: "
+            f"{_name_clips(bad_in, clips) if bad_in.any() else 'clips of another process'}; not training on them "
+            f"(fix or remove these clips)" + tail)
+    if n_bad_aug:
+        raise NonFiniteBatchError(
+            f"the augmentation chain made non-finite samples (NaN or inf) at {_where(state)} from "
+            f"{_name_clips(bad_aug, clips) if bad_aug.any() else 'clips of another process'}; not training on them "
+            f"(check the chain, --augment)" + tail)
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLossError(
+            f"training loss is {loss_sum} at {_where(state, f', lr {lr:.3g}')}; lower the learning rate (--lr) "
+            f"or check the input audio for NaN/inf" + tail)
+    return loss_sum
 
 
-def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float) -> StepStats:
-    """Forward under autocast, cross-entropy, the NaN/inf check (on every rank), backward, clip, step."""
+def _watch_divergence(state: TrainState, mean_loss: float, lr: float) -> None:
+    """Warn once (rank 0) when a step's loss exceeds ``_DIVERGENCE_FACTOR`` times the larger of the
+    first step's loss and ``ln(n_classes)`` (the loss of a uniform guess): the run is diverging."""
+    if state.start_loss is None:
+        state.start_loss = mean_loss
+    reference = max(state.start_loss, math.log(len(state.labels)))
+    if state.diverged_warned or mean_loss <= _DIVERGENCE_FACTOR * reference:
+        return
+    state.diverged_warned = True
+    if state.info.is_main:
+        warnings.warn(f"the training loss exploded to {mean_loss:.3g} at step {state.step + 1} (epoch "
+                      f"{state.epoch + 1}), more than {_DIVERGENCE_FACTOR:g} x its start ({reference:.3g}): the learning "
+                      f"rate ({lr:.3g} at this step, peak {state.config.lr:g}) is too high — lower --lr", TrainingWarning, stacklevel=4)
+
+
+def _bad_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: which examples of ``x`` (B, ...) hold a NaN or inf, without a device sync.
+
+    Tested on each row's sum: NaN and inf propagate through it, and one pass of a sum is ~20x cheaper
+    than ``torch.isfinite`` on the CPU. (A finite row whose sum overflows float32 counts as bad too:
+    samples near 1e38, which the front end's power could not hold either.)"""
+    return ~torch.isfinite(x.flatten(1).sum(dim=1))
+
+
+def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float, bad_in: torch.Tensor,
+              bad_aug: torch.Tensor, clips: Sequence[str] | None) -> StepStats:
+    """Forward under autocast, cross-entropy, the NaN/inf checks (on every rank), backward, clip, step."""
     cfg = state.config
     with torch.autocast(state.device.type, dtype=state.amp_dtype or torch.float32, enabled=state.amp_dtype is not None):
         logits = state.net(spec)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-    batch_loss = loss.detach() * y.shape[0]
-    distributed.all_reduce_sum(batch_loss, state.info)  # every rank sees a NaN anywhere
-    _check_finite(state, batch_loss, lr)
+    checks = torch.stack([loss.detach() * y.shape[0], bad_in.sum().float(), bad_aug.sum().float()])
+    distributed.all_reduce_sum(checks, state.info)  # every rank sees a NaN anywhere
+    loss_sum = _check_step(state, checks, bad_in, bad_aug, lr, clips)
+    _watch_divergence(state, loss_sum / (y.shape[0] * state.info.world_size), lr)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     if cfg.grad_clip_norm > 0:
@@ -463,18 +572,18 @@ def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float)
         nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip_norm)
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    return StepStats(batch_loss, (logits.argmax(dim=1) == y).sum(), int(y.shape[0]), lr)
+    return StepStats(checks[0], (logits.argmax(dim=1) == y).sum(), int(y.shape[0]), lr)
 
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor,
-               on_phase: Callable[[str], None] | None = None) -> StepStats:
+               on_phase: Callable[[str], None] | None = None, clips: Sequence[str] | None = None) -> StepStats:
     """One optimizer step on one batch; advances ``state.step``.
 
     Sets the learning rate :func:`~audioconv.training.config.lr_at` gives for ``state.step``, moves
     the batch to the device, augments it (seeded by ``(seed, rank, step)``, with the clips' real
     lengths), computes the log-mel front end and SpecAugment, then forward under autocast,
-    label-smoothed cross-entropy, a NaN/inf check, backward, gradient clipping and the optimizer
-    step (through the GradScaler).
+    label-smoothed cross-entropy, the NaN/inf checks, backward, gradient clipping and the optimizer
+    step (through the GradScaler). Warns once (:class:`TrainingWarning`) when the loss explodes.
 
     Args:
         state: from :func:`setup`.
@@ -482,25 +591,30 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: tor
             samples of real audio per clip.
         on_phase: called with ``"transfer"``, ``"augment"``, ``"features"``, ``"model"`` as each part
             ends (benchmarks time the parts with it).
+        clips: names of the batch's clips (row order), for the messages; :func:`run_epoch` gives them.
 
     Returns:
         :class:`StepStats`.
 
     Raises:
-        NonFiniteLossError: the loss of the batch (any rank's) is NaN or infinite; raised before the
-            backward pass, so no weight moved (BatchNorm running statistics did see the batch).
+        NonFiniteBatchError: NaN/inf samples in the batch as given, or after the augmentation chain
+            (naming the clips). NonFiniteLossError: the loss of the batch (any rank's) is NaN or
+            infinite. Both are raised before the backward pass, so no weight moved (BatchNorm
+            running statistics did see the batch).
     """
     mark = on_phase or (lambda name: None)
     lr = lr_at(state.step, state.total_steps, state.config)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+    bad_in = _bad_rows(x)
     mark("transfer")
     x = _augment(state, x, lengths)
+    bad_aug = _bad_rows(x)
     mark("augment")
     spec = _features(state, x)
     mark("features")
-    stats = _optimize(state, spec, y, lr)
+    stats = _optimize(state, spec, y, lr, bad_in, bad_aug, clips)
     mark("model")
     state.step += 1
     return stats
@@ -520,14 +634,17 @@ def run_epoch(state: TrainState) -> dict:
     loader = d.epoch_loader(state.epoch, state.batches_done)
     bar = tqdm(total=d.steps_per_epoch, initial=state.batches_done, desc=f"epoch {state.epoch + 1}", unit="step",
                leave=False, disable=not state.progress)
+    batches = d.epoch_batches(state.epoch)  # the clips of each batch, for messages
     state.tally.start()
     for x, y, lengths in loader:
         if y.shape[0] == 0:  # every clip of the batch was unreadable and skipped (skip_bad)
             if info.is_distributed:
                 raise ValueError(f"a whole batch of unreadable clips at epoch {state.epoch + 1}, batch "
                                  f"{state.batches_done + 1}; fix or remove them (see the warnings) to train with torchrun")
+            state.batches_done += 1  # counted, so that a resume skips it too
+            bar.update(1)
             continue
-        stats = train_step(state, x, y, lengths)
+        stats = train_step(state, x, y, lengths, clips=batches[state.batches_done])
         state.batches_done += 1
         state.tally.add(stats, info.world_size)
         bar.update(1)
@@ -669,10 +786,16 @@ def _summary(state: TrainState) -> dict:
             "best_value": state.best_value, "best_checkpoint": str(out / "best.pt"),
             "last_checkpoint": str(out / "last.pt"), "final": state.last_metrics, "time_s": state.elapsed_s,
             "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model),
-            "data": data_report(state.data, state.info)}
+            "data": data_report(state.data, state.info), "resumed_from": state.resumed_from}
 
 
-def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
+def _resume_note(r: dict, steps_per_epoch: int) -> str:
+    where = (f"after epoch {r['epoch']}" if not r["batches_done"] else
+             f"in epoch {r['epoch'] + 1} after batch {r['batches_done']} of {steps_per_epoch}")
+    return f"resuming from {r['checkpoint']}: step {r['step']}, {where}"
+
+
+def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[[str], None] | None = None) -> dict:
     """Train a model as ``config`` says; write the run folder; return a summary.
 
     Works in one process and under ``torchrun`` (one process per GPU or CPU worker; see
@@ -684,19 +807,29 @@ def fit(config: TrainConfig, progress: bool = True, augment=None) -> dict:
         progress: show tqdm bars (epochs, steps) on rank 0.
         augment: override ``config.augment`` with any callable ``(x (B, C, T), generator=g) -> x``
             (a ``Compose`` chain, a recorder for tests...). It must be passed again on resume.
+        log: called (rank 0) with one-line notes as the run goes: where a resumed run continues from.
 
     Returns:
         JSON-ready dict: ``out``, ``labels``, ``epochs``, ``steps``, ``best_epoch``, ``best_metric``,
         ``best_value``, ``best_checkpoint``, ``last_checkpoint``, ``final`` (the last metrics line),
         ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights), ``data``
-        (per set: ``clips`` selected and ``skipped`` ``{"manifest:line": reason}`` by ``skip_bad``).
+        (per set: ``clips`` selected and ``skipped`` ``{"manifest:line": reason}`` by ``skip_bad``),
+                ``resumed_from`` (``None``, or the checkpoint, epoch, step and batches_done a resume started at).
+
+    Warns:
+        TrainingWarning: a batch size above the training set's size, validation clips that are also
+            training clips, a loss that explodes (the learning rate is too high).
 
     Raises:
         ValueError / FileNotFoundError: bad settings or data (empty training set, one class, labels
             in validation that are not in training, a resume checkpoint of another model shape).
-        NonFiniteLossError: the loss became NaN/inf (the message names the step).
+        OutputError: the run folder cannot be written (it is a file, read-only, the disk is full).
+        NonFiniteLossError: the loss became NaN/inf (the message names the step);
+            NonFiniteBatchError: NaN/inf samples in a batch (the message names the clips).
     """
     state = setup(config, augment, progress)
+    if log is not None and state.resumed_from is not None and state.info.is_main:
+        log(_resume_note(state.resumed_from, state.data.steps_per_epoch))
     try:
         bar = tqdm(total=int(state.config.epochs), initial=state.epoch, desc="epochs", unit="epoch",
                    disable=not state.progress)

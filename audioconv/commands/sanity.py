@@ -1,0 +1,139 @@
+"""`audioconv sanity`: model-parameter randomisation test of explanation methods (Adebayo et al. 2018).
+
+Re-initialises the model's Conv/Linear layers from the top down and reports, per method and step,
+the Spearman rank correlation between the maps of the trained and the randomised model
+(``OUT/sanity.json``, ``OUT/sanity.png``, ``OUT/sanity_maps.png``).
+"""
+from __future__ import annotations
+
+
+def add_clip_arguments(p) -> None:
+    """The options `sanity` and `faithfulness` share: model, clips, target, methods, device."""
+    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, last.pt or a snapshot")
+    p.add_argument("--manifest", required=True, help="JSONL manifest of the clips to explain")
+    p.add_argument("--split", default=None, help="keep only this split of the manifest (e.g. test)")
+    p.add_argument("--n-clips", type=int, default=16,
+                   help="clips used, evenly spaced over the manifest (default 16; 0 = all)")
+    p.add_argument("--methods", default="gradient,guided,deconv,grad_cam,guided_grad_cam",
+                   help="comma list of gradient, guided, deconv, grad_cam, guided_grad_cam")
+    p.add_argument("--target", default="predicted",
+                   help="class explained: 'predicted' (default), 'label' (the manifest's), a class name or index")
+    p.add_argument("--gradcam-layer", default=None, help="Grad-CAM layer (default: the model's last conv layer)")
+    p.add_argument("--clip-s", type=float, default=None, help="clip length (s); default the run's training clip_s")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sanity", help="model-randomisation sanity check of explanation methods (JSON + PNG)",
+                              description=__doc__.split("\n")[0])
+    add_clip_arguments(p)
+    p.add_argument("--unit", default=None,
+                   help="explain a hidden unit instead of a class: LAYER:CHANNEL, e.g. conv4:12 (its strongest cell)")
+    p.add_argument("--layers", default=None,
+                   help="comma list of module names to re-initialise, in order (default: every Conv/Linear, top first)")
+    p.add_argument("--independent", action="store_true",
+                   help="re-initialise each layer alone instead of cumulatively from the top")
+    p.set_defaults(func=run)
+
+
+def parse_methods(text: str) -> list[str]:
+    from audioconv.interpret.explain import check_methods
+
+    methods = [s.strip() for s in str(text).split(",") if s.strip()]
+    try:
+        return check_methods(methods)
+    except ValueError as e:
+        raise ValueError(f"--methods: {e}") from None
+
+
+def parse_unit(text: str):
+    """``"conv4:12"`` → ``Unit("conv4", 12)``; ValueError naming ``--unit`` otherwise."""
+    from audioconv.interpret.targets import Unit
+
+    layer, sep, channel = str(text).rpartition(":")
+    try:
+        if not sep or not layer:
+            raise ValueError
+        return Unit(layer, int(channel))
+    except ValueError:
+        raise ValueError(f"--unit must be LAYER:CHANNEL (e.g. conv4:12), got {text!r}") from None
+
+
+def class_target(text: str, labels: list[str], clip_labels: list[int]):
+    """``--target`` → ``None`` (predicted), the clips' label indices, or one class index."""
+    t = str(text).strip()
+    if t == "predicted":
+        return None
+    if t == "label":
+        return list(clip_labels)
+    if t in labels:
+        return labels.index(t)
+    try:
+        index = int(t)
+    except ValueError:
+        raise ValueError(f"--target must be 'predicted', 'label', a class name ({', '.join(labels)}) or an index, "
+                         f"got {text!r}") from None
+    if not 0 <= index < len(labels):
+        raise ValueError(f"--target {index} is out of range: the model has classes 0..{len(labels) - 1}")
+    return index
+
+
+def load_clips(args):
+    """(model, labels, waveforms (N, 1, T), chosen clips {"paths", "labels"}, clip_s, device) from the shared options."""
+    import numpy as np
+    import torch
+
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.utils import resolve_device
+
+    if args.n_clips < 0:
+        raise ValueError(f"--n-clips must be >= 0, got {args.n_clips}")
+    device = resolve_device(args.device)
+    model, labels = load_model(args.checkpoint, device)
+    clip_s = args.clip_s if args.clip_s is not None else run_clip_s(load_checkpoint(args.checkpoint))
+    dataset = ManifestDataset(args.manifest, sample_rate=model.config.sample_rate, clip_s=clip_s, labels=labels,
+                              channels="mono", crop="center", split=args.split)
+    n = len(dataset) if args.n_clips == 0 else min(args.n_clips, len(dataset))
+    chosen = sorted(set(np.linspace(0, len(dataset) - 1, n).round().astype(int).tolist()))
+    wavs = torch.stack([dataset[i][0] for i in chosen])
+    clips = {"paths": [dataset.records[i]["audio_filepath"] for i in chosen],
+             "labels": [dataset.targets[i] for i in chosen]}
+    return model, labels, wavs, clips, clip_s, device
+
+
+def _cell(row: dict, i: int) -> str:
+    """One table cell: the mean ρ, with the count of undefined clips when there are any."""
+    mean, undefined = row["mean"][i], row["n_undefined"][i]
+    text = "n/a" if mean is None else f"{mean:.3f}"
+    return f"{text + (f' ({undefined} n/a)' if undefined and mean is not None else ''):>16}"
+
+
+def run(args) -> int:
+    from audioconv.app.figures import write_sanity
+    from audioconv.features import LogMel
+    from audioconv.interpret.sanity import sanity_check
+
+    methods = parse_methods(args.methods)
+    unit = parse_unit(args.unit) if args.unit else None
+    layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]
+    model, labels, wavs, clips, clip_s, device = load_clips(args)
+    target = unit if unit is not None else class_target(args.target, labels, clips["labels"])
+    result = sanity_check(model, wavs, methods, target, gradcam_layer=args.gradcam_layer, layers=layers,
+                          cascade=not args.independent, seed=args.seed, device=device, progress=not args.no_progress)
+    extra = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
+             "clips": clips["paths"], "labels": labels}
+    summary = write_sanity(result, args.out, logmel=LogMel(model.frontend.config), extra=extra)
+    print(f"Spearman rho of |maps|, trained vs randomised ({'cascade' if result.cascade else 'independent'}; "
+          f"{result.n_examples} clips, {result.target}):")
+    width = max(len(s) for s in result.steps)
+    print(" " * (width + 2) + "".join(f"{m:>16}" for m in result.methods))
+    table = summary["spearman_abs"]
+    for i, step in enumerate(result.steps):
+        print(f"  {step:>{width}}" + "".join(_cell(table[m], i) for m in result.methods))
+    print("  (k n/a: k clips whose map became constant, e.g. an all-zero Grad-CAM; left out of the mean)")
+    print(f"figures → {summary['png']}, {summary['maps_png']}; summary → {summary['json']}")
+    return 0

@@ -1,0 +1,175 @@
+"""`audioconv report RUN` on a run made by `audioconv train` from a user's corpus (mixed formats, a
+long zero-padded clip, relative paths), checked against evaluate(), the files' own headers and the
+train command's own parser."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shlex
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioconv.app.run_report import data_tables, find_test_manifest, train_command
+from audioconv.cli import build_parser, main
+from audioconv.io.manifest import read_manifest
+from audioconv.training.evaluate import evaluate
+
+from _corpus import CLASSES, FORMATS, write_clip
+from test_report import _check_links
+
+SPLITS = ["train", "train", "validation", "train", "test", "train"]
+
+
+def _corpus(root: Path) -> Path:
+    """36 clips, 12 per class, the six formats in turn, every fifth clip 3 s long and mostly zeros;
+    one manifest with a ``split`` key (relative paths)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(36):
+        label = CLASSES[i % 3]
+        long = i % 5 == 4
+        path = write_clip(root / label / f"c{i:02d}", label, FORMATS[i % len(FORMATS)], rng,
+                          clip_s=3.0 if long else 1.0, event_s=0.6 if long else None)
+        rows.append({"audio_filepath": str(path.relative_to(root)), "label": label, "split": SPLITS[(i // 3) % 6]})
+    (root / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "m.jsonl"
+
+
+TRAIN_ARGS = ["--channels", "4,8", "--epochs", "2", "--batch-size", "8", "--sample-rate", "8000", "--augment", "none",
+              "--no-specaugment", "--workers", "0", "--lr", "0.01", "--seed", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained by the CLI from a relative manifest, in its own working directory."""
+    root = tmp_path_factory.mktemp("user")
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        _corpus(Path("corpus"))
+        assert main(["train", "--manifest", "corpus/m.jsonl", "--out", "runs/tiny", *TRAIN_ARGS]) == 0
+        assert main(["report", "runs/tiny", "--device", "cpu", "--no-progress"]) == 0
+    finally:
+        os.chdir(before)
+    return root
+
+
+def _page(index: Path) -> str:
+    return index.read_text(encoding="utf-8")
+
+
+def test_report_evaluation_equals_evaluate_and_lists_every_mistake(trained):
+    run = trained / "runs" / "tiny"
+    index = run / "report" / "index.html"
+    parser = _check_links(index)  # every link relative and present
+    summary = json.loads((run / "report" / "report.json").read_text())
+    manifest = trained / "corpus" / "m.jsonl"
+    reference = evaluate(run / "best.pt", manifest, device="cpu", progress=False, split="test")
+    assert summary["evaluation"]["confusion"] == reference["confusion"] and reference["n"] == 6
+    assert summary["evaluation"]["accuracy"] == pytest.approx(reference["accuracy"])
+    n_wrong = reference["n"] - int(np.trace(reference["confusion"]))
+    assert summary["n_misclassified_shown"] == n_wrong
+    players = [u for tag, attr, u in parser.links if tag == "source"]
+    assert len(players) == n_wrong
+    for url in players:  # what the model heard: the run's clip length at the model's rate
+        info = sf.info(index.parent / url)
+        assert (info.samplerate, info.frames) == (8000, 8000)
+    page = _page(index)
+    assert f"{n_wrong} of 6 test clips misclassified" in page
+    assert "the run&#x27;s manifest corpus/m.jsonl, split &#x27;test&#x27;" in page
+
+
+def test_report_command_reproduces_the_run_settings(trained):
+    run = trained / "runs" / "tiny"
+    command = html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", _page(run / "report" / "index.html"), re.S)[1])
+    words = shlex.split(command)
+    assert words[:2] == ["audioconv", "train"]
+    from audioconv.commands.train import config_from_args
+
+    rebuilt = config_from_args(build_parser().parse_args(words[1:])).to_dict()
+    saved = json.loads((run / "config.json").read_text())["train_config"]
+    assert rebuilt == saved
+    assert "--manifest corpus/m.jsonl" in command and "--no-specaugment" in command
+
+
+def test_report_data_tables_agree_with_the_files(trained):
+    records = read_manifest(trained / "corpus" / "m.jsonl")
+    sets = {}
+    for r in records:
+        sets.setdefault(r["split"], []).append(r)
+    tables = {t.title: t for t in data_tables(sets, progress=False)}
+    names = list(sets)
+    per_label = tables["Clips per label"]
+    assert per_label.header == ["label"] + names
+    for row in per_label.rows[:-1]:
+        assert row[1:] == [sum(r["label"] == row[0] for r in sets[n]) for n in names]
+    rates = {row[0]: row[1:] for row in tables["Sample rates (Hz)"].rows}
+    for i, n in enumerate(names):
+        expected = Counter(sf.info(r["audio_filepath"]).samplerate for r in sets[n])
+        assert {rate: counts[i] for rate, counts in rates.items() if counts[i]} == dict(expected)
+    durations = {row[0]: row for row in tables["Durations"].rows}
+    for n in names:
+        lengths = [sf.info(r["audio_filepath"]).duration for r in sets[n]]
+        assert durations[n][4] == pytest.approx(max(lengths), abs=0.01) and durations[n][6] == 0
+    formats = {row[0] for row in tables["Formats"].rows}
+    assert formats == {"wav", "flac", "ogg", "mp3"}
+    page = _page(trained / "runs" / "tiny" / "report" / "index.html")
+    assert "Clips per label" in page and "Sample rates (Hz)" in page
+
+
+def test_report_includes_topk_figures_saved_in_the_run(trained, capsys):
+    run = trained / "runs" / "tiny"
+    assert main(["topk", "--checkpoint", str(run / "best.pt"), "--manifest", str(trained / "corpus" / "m.jsonl"),
+                 "--layers", "conv1,conv2", "--k", "3", "--units", "2", "--device", "cpu", "--no-progress",
+                 "-o", str(run / "topk")]) == 0
+    out = trained / "site"
+    assert main(["report", str(run), "--test", str(trained / "corpus" / "m.jsonl"), "--test-split", "validation",
+                 "--device", "cpu", "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "interpretation figures: conv1, conv2" in printed and "on 6 clips" in printed
+    parser = _check_links(out / "index.html")
+    images = [u for tag, attr, u in parser.links if tag == "img"]
+    assert sum("topk_conv" in u for u in images) == 2
+    assert json.loads((out / "report.json").read_text())["layers"] == ["conv1", "conv2"]
+
+
+def test_find_test_manifest(tmp_path):
+    (tmp_path / "sc_train.jsonl").write_text("")
+    (tmp_path / "sc_test.jsonl").write_text("")
+    found, split, how = find_test_manifest({"train": str(tmp_path / "sc_train.jsonl")})
+    assert found == tmp_path / "sc_test.jsonl" and split is None and "next to the training manifest" in how
+    (tmp_path / "sc_test.jsonl").unlink()
+    assert find_test_manifest({"train": str(tmp_path / "sc_train.jsonl")})[0] is None
+    found, _, how = find_test_manifest({"manifest": str(tmp_path / "gone.jsonl")})
+    assert found is None and "is not found from here" in how
+    with pytest.raises(FileNotFoundError, match="test manifest not found"):
+        find_test_manifest({}, test=tmp_path / "nope.jsonl")
+
+
+def test_train_command_names_settings_without_a_flag():
+    command, missing = train_command({"train": "a b.jsonl", "lr": 0.01, "warmup_frac": 0.2, "resume": True,
+                                      "specaugment": False, "channels": [8, 16]},
+                                     flags={"--train", "--lr", "--no-specaugment", "--channels"})
+    assert command == "audioconv train --train 'a b.jsonl' --channels 8,16 --no-specaugment --lr 0.01"
+    assert missing == {"warmup_frac": 0.2}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere"], "run folder not found: nowhere"),
+    (["empty"], "no best.pt or last.pt in empty"),
+    (["runs/tiny", "--test", "missing.jsonl"], "test manifest not found: missing.jsonl"),
+    (["runs/tiny", "--max-misclassified", "-1"], "--max-misclassified must be >= 0"),
+])
+def test_report_errors(trained, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(trained)
+    Path("empty").mkdir(exist_ok=True)
+    rc = main(["report", *args, "--device", "cpu", "--no-progress", "-o", str(trained / "bad")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audioconv report: error: ") and message in err and len(err.strip().splitlines()) == 1
