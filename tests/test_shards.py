@@ -218,8 +218,8 @@ SCRIPT = textwrap.dedent("""
         record["steps"].append([hashlib.sha1(row.cpu().numpy().tobytes()).hexdigest() for row in x])
         return x
 
-    def fit(config, progress=True, augment=None):
-        record["summary"] = real_fit(config, progress, recorded)
+    def fit(config, progress=True, augment=None, **kwargs):
+        record["summary"] = real_fit(config, progress, recorded, **kwargs)
         return record["summary"]
 
     T.fit = fit

@@ -58,10 +58,25 @@ class ShardTrainData:
     device: torch.device
     left_out: int  # most clips any epoch leaves out (over all processes)
 
+    def epoch_batches(self, epoch: int) -> list["_StreamedBatch"]:
+        """Names of the clips of each batch of epoch ``epoch``, for messages about a bad batch. A
+        shard stream knows its clips only as it reads them, so a clip is named by its place."""
+        return [_StreamedBatch(epoch, k) for k in range(self.steps_per_epoch)]
+
     def epoch_loader(self, epoch: int, skip_batches: int = 0) -> ShardLoader:
         """This process's batches of epoch ``epoch`` (0-based) after the first ``skip_batches``."""
         return ShardLoader(self.train_ds, epoch, self.batch_size, self.workers, skip_batches, self.steps_per_epoch,
                            self.device.type == "cuda", mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank))
+
+
+class _StreamedBatch:
+    """``names[i]``: clip ``i`` of batch ``k`` of an epoch read from shards (named by its place)."""
+
+    def __init__(self, epoch: int, k: int):
+        self.epoch, self.k = epoch, k
+
+    def __getitem__(self, i: int) -> str:
+        return f"clip {i + 1} of batch {self.k + 1} in epoch {self.epoch + 1} (read from shards)"
 
 
 def _steps(train: ShardClips, batch_size: int, epochs: int, world_size: int) -> tuple[int, int, int]:
