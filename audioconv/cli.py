@@ -17,7 +17,7 @@ import sys
 import warnings
 
 COMMANDS = ["manifest", "shards", "augment", "train", "cv", "evaluate", "predict", "export", "project", "topk",
-            "evolve", "sanity", "faithfulness", "report", "demo"]
+            "evolve", "sanity", "faithfulness", "invariance", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,3 +129,22 @@ def write_faithfulness(result, out_dir: str | os.PathLike, extra: dict | None = 
     summary["json"] = str(out_dir / "faithfulness.json")
     write_json(out_dir / "faithfulness.json", summary)
     return summary
+
+
+# ---- invariance and equivariance per layer (audioconv invariance) ------------------------------------
+__all__ += ["write_invariance"]
+
+
+def write_invariance(result, out_dir: str | os.PathLike, extra: dict | None = None) -> dict:
+    """Write an :class:`~audioconv.interpret.invariance.InvarianceResult`: ``OUT/invariance_<transform>.png``
+    (distance vs amount per layer, class probability beside) and ``OUT/invariance_<transform>.json`` (its
+    ``to_dict()`` plus ``extra`` and the paths). Returns the JSON written."""
+    from audioconv.plots.invariance import plot_invariance
+
+    out_dir = Path(out_dir)
+    summary = {**(extra or {}), **result.to_dict()}
+    stem = f"invariance_{result.transform}"
+    summary["png"] = str(save_figure(plot_invariance(summary), out_dir / f"{stem}.png"))
+    summary["json"] = str(out_dir / f"{stem}.json")
+    write_json(out_dir / f"{stem}.json", summary)
+    return summary

@@ -9,7 +9,8 @@ Sections (each only when its content is there): run summary · the command that 
 formats) · metrics over epochs (:func:`audioconv.plots.curves.plot_metrics` of ``metrics.jsonl``,
 saved into the assets) · test evaluation (confusion matrix PNG and table, per-class recall, the
 misclassified clips with ``<audio>`` players) · per layer the top-k grid and the feature-evolution
-grid, with the layer-convergence curve · per unit the projection figure and the sounds (input
+grid, with the layer-convergence curve · invariance and equivariance curves per transform (``audioconv
+invariance``) · per unit the projection figure and the sounds (input
 clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
 
 :func:`audioconv.app.run_report.write_run_report` fills this for any training run.
@@ -29,7 +30,8 @@ from audioconv.app.figures import save_figure
 from audioconv.io.files import write_text
 from audioconv.plots.curves import plot_metrics
 
-__all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "ReportContent", "read_metrics", "write_report"]
+__all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "InvarianceFigure", "ReportContent", "read_metrics",
+           "write_report"]
 
 
 @dataclass
@@ -83,6 +85,15 @@ class ClipAudio:
 
 
 @dataclass
+class InvarianceFigure:
+    """The curves of one transform written by ``audioconv invariance`` (a PNG) and a line about them."""
+
+    transform: str
+    png: str | os.PathLike
+    note: str = ""
+
+
+@dataclass
 class ReportContent:
     """What goes into the report.
 
@@ -108,6 +119,7 @@ class ReportContent:
     data_note: str = ""
     misclassified: list[ClipAudio] = field(default_factory=list)
     misclassified_note: str = ""
+    invariance: list[InvarianceFigure] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +314,19 @@ def _layers_html(layers: list[LayerFigures], assets: _Assets) -> str:
     return "\n".join(parts)
 
 
+def _invariance_html(figures: list[InvarianceFigure], assets: _Assets) -> str:
+    parts = ["<p>How far each layer's feature map moves when the input is transformed (Zeiler &amp; Fergus, Fig. 5): "
+             "the invariance distance (0 = unchanged, 1 = as far as another probe clip), for time and pitch shifts "
+             "the equivariance distance (what is left after moving the original map at the layer's stride: small = "
+             "the layer is place-coded), and the probability of the true class. <code>audioconv invariance</code>; "
+             "see docs/invariance.md.</p>"]
+    for f in figures:
+        parts.append(f"<h3>{_e(f.transform.replace('_', ' '))}</h3>"
+                     + (f'<p class="muted">{_e(f.note)}</p>' if f.note else "")
+                     + _img(assets.url(f.png, "invariance"), f"invariance: {f.transform}"))
+    return "\n".join(parts)
+
+
 def _unit_html(u: UnitSounds, assets: _Assets) -> str:
     head = f"{u.layer} unit {int(u.unit)} on a “{u.clip_label}” clip"
     if u.clip_name:
@@ -376,6 +401,8 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
                          "<p>Linear CKA between each layer's activations on the probe clips at each saved "
                          "epoch and at the final epoch: a layer whose curve reaches 1 early has stopped "
                          "changing.</p>" + _img(assets.url(content.convergence_png, "convergence"), "layer convergence")))
+    if content.invariance:
+        sections.append(("invariance", "Invariance and equivariance", _invariance_html(content.invariance, assets)))
     if content.units:
         intro = ("<p>Each unit's projection on one test clip, and what it sounds like: the clip itself, "
                  "the clip filtered by the projection (a mask on its STFT, inverted with its own phase) "

@@ -14,7 +14,9 @@
   confident mistakes first, each with an audio player of what the model heard (the clip at the
   model's rate, centre-cropped or zero-padded to the training length) and its top classes;
 * **interpretation** — the figures of ``audioconv topk`` / ``audioconv evolve`` runs found in the run
-  folder (``index.json`` with per-layer PNGs, ``evolve.json``), or in the folders given.
+  folder (``index.json`` with per-layer PNGs, ``evolve.json``), or in the folders given;
+* **invariance and equivariance** — the curves of ``audioconv invariance`` (``invariance_<transform>.json``
+  next to its PNG; by default it writes to ``RUN/invariance``), found the same way.
 
 The test set: the manifest given, else the run's own ``manifest`` when it has a ``test`` split,
 else a ``*_test.jsonl`` / ``test.jsonl`` next to the run's training manifest; without one the
@@ -34,13 +36,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioconv.app.report import ClipAudio, LayerFigures, ReportContent, Table, read_metrics, write_report
+from audioconv.app.report import (ClipAudio, InvarianceFigure, LayerFigures, ReportContent, Table, read_metrics,
+                                  write_report)
 from audioconv.io import audio
 from audioconv.io.files import write_json
 from audioconv.io.manifest import iter_manifest
 
 __all__ = ["write_run_report", "build_run_report", "train_command", "find_test_manifest", "data_tables",
-           "misclassified_clips", "find_interpretation"]
+           "misclassified_clips", "find_interpretation", "find_invariance"]
 
 _NEVER_FLAGS = {"resume"}  # settings a reproducing command must not carry
 
@@ -266,6 +269,27 @@ def find_interpretation(folders) -> tuple[list[LayerFigures], Path | None]:
     return list(layers.values()), convergence
 
 
+def find_invariance(folders) -> list[InvarianceFigure]:
+    """The figures of ``audioconv invariance`` (``invariance_<transform>.json`` with its PNG beside it) in
+    ``folders`` and their sub-folders (two levels), one per transform (the first found), in the order of
+    :data:`~audioconv.interpret.invariance.TRANSFORMS`."""
+    from audioconv.interpret.invariance import TRANSFORMS
+
+    found: dict[str, InvarianceFigure] = {}
+    for folder in folders:
+        folder = Path(folder)
+        for path in [*sorted(folder.glob("invariance_*.json")), *sorted(folder.glob("*/invariance_*.json")),
+                     *sorted(folder.glob("*/*/invariance_*.json"))]:
+            obj = _json(path)
+            name = obj.get("transform") if obj else None
+            png = path.with_suffix(".png")
+            if name not in TRANSFORMS or name in found or not png.is_file():
+                continue
+            where = f"{obj.get('n_clips', '?')} clips of {obj.get('manifest', '?')}"
+            found[name] = InvarianceFigure(name, png, f"{where}; {path.parent}")
+    return [found[name] for name in TRANSFORMS if name in found]
+
+
 # ---- the report ------------------------------------------------------------------------------------------
 def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
     """The checkpoint to score (``best.pt``, else ``last.pt``) and ``config.json`` (``{}`` if absent)."""
@@ -285,15 +309,16 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
 def _summary_rows(run_dir: Path, checkpoint: Path, config: dict, metrics: list[dict], found: str) -> dict:
     from audioconv.training.checkpoint import load_checkpoint, run_clip_s
 
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    from audioconv.models.registry import rebuild
 
     ckpt = load_checkpoint(checkpoint)
-    mc = ckpt["model_config"]
-    n_params = sum(p.numel() for p in SpectrogramCNN.from_config(mc).parameters())
+    mc, spec = ckpt["model_config"], ckpt.get("model_spec", "cnn")
+    n_params = sum(p.numel() for p in rebuild(spec, mc).parameters())
+    model = (f"SpectrogramCNN channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}" if spec == "cnn"
+             else f"{spec}" + (f" width {mc['width']:g}" if isinstance(mc.get("width"), (int, float)) else ""))
     rows = {"run folder": str(run_dir.resolve()), "checkpoint": f"{checkpoint.name} (epoch {ckpt.get('epoch', '?')})",
             "epochs recorded": len(metrics), "classes": ", ".join(map(str, ckpt["labels"])),
-            "model": f"SpectrogramCNN channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}, "
-                     f"{n_params:,} parameters",
+            "model": f"{model}, {n_params:,} parameters",
             "input": f"{run_clip_s(ckpt):g} s clips at {mc.get('sample_rate')} Hz, "
                      f"{(mc.get('frontend') or {}).get('n_mels', config.get('train_config', {}).get('n_mels', 64))}"
                      f"-bin log-mel",
@@ -360,6 +385,7 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     else:
         content.notes.append(f"No test evaluation: {found}.")
     content.layers, content.convergence_png = find_interpretation([run_dir, *interpretation])
+    content.invariance = find_invariance([run_dir, *interpretation])
     return content
 
 
@@ -374,7 +400,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         checkpoint: the checkpoint to evaluate (default ``RUN/best.pt``, else ``RUN/last.pt``).
         test: test manifest (default: found from the run, module docstring); ``test_split``: only its
             clips with that ``split``.
-        interpretation: more folders to search for ``audioconv topk`` / ``evolve`` outputs.
+        interpretation: more folders to search for ``audioconv topk`` / ``evolve`` / ``invariance`` outputs.
         device: where to classify the test clips.
         max_misclassified: misclassified clips shown (most confident first).
         train_flags: the option strings ``audioconv train`` accepts (see :func:`train_command`).
@@ -382,7 +408,8 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
 
     Returns:
         ``{"index": path of index.html, "evaluation": dict or None, "test": path or None,
-        "n_misclassified_shown": int, "layers": [names]}`` (also written to ``OUT/report.json``).
+        "n_misclassified_shown": int, "layers": [names], "invariance": [transforms]}`` (also written to
+        ``OUT/report.json``).
     """
     out = Path(out) if out is not None else Path(run_dir) / "report"
     with tempfile.TemporaryDirectory(prefix="audioconv-report-") as media:
@@ -391,6 +418,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         index = write_report(out, content)
     summary = {"index": str(index), "evaluation": content.evaluation,
                "test": None if content.evaluation is None else content.evaluation["manifest"],
-               "n_misclassified_shown": len(content.misclassified), "layers": [lf.layer for lf in content.layers]}
+               "n_misclassified_shown": len(content.misclassified), "layers": [lf.layer for lf in content.layers],
+               "invariance": [f.transform for f in content.invariance]}
     write_json(out / "report.json", summary)
     return summary

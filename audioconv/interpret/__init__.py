@@ -11,6 +11,7 @@ from audioconv.interpret.explain import METHODS, Explanation, explain
 from audioconv.interpret.faithfulness import deletion_insertion, faithfulness
 from audioconv.interpret.filters import project_filters
 from audioconv.interpret.gradcam import grad_cam, guided_grad_cam
+from audioconv.interpret.invariance import InvarianceResult, invariance
 from audioconv.interpret.occlusion import occlusion
 from audioconv.interpret.projector import Projection, Projector
 from audioconv.interpret.receptive_field import receptive_field, receptive_field_size
@@ -24,4 +25,4 @@ from audioconv.interpret.traced import TracedModel
 __all__ = ["Projector", "Projection", "TracedModel", "project_filters", "receptive_field", "receptive_field_size",
            "TopK", "top_k", "Evolution", "EvolutionGrid", "evolve", "linear_cka", "occlusion", "masked_audio",
            "griffin_lim_audio", "grad_cam", "guided_grad_cam", "saliency", "Unit", "explain", "Explanation", "METHODS",
-           "maximize_activation", "actmax_audio", "sanity_check", "spearman", "deletion_insertion", "faithfulness"]
+           "maximize_activation", "actmax_audio", "sanity_check", "spearman", "deletion_insertion", "faithfulness", "invariance", "InvarianceResult"]
