@@ -9,9 +9,10 @@ and decay ``δ``, the EMA weights are
 
 a weighted mean whose weights sum to one. Update ``k + 1`` is ``ema ← lerp(ema, w, 1 − d_k)`` with
 ``d_k = δ · (1 − δ^k) / (1 − δ^(k+1))`` (the first update copies the weights). Without the
-debiasing, an EMA started from the initial weights keeps ``δ^n`` of them (37 % after ``1/(1−δ)``
-steps), and one started at zero needs no less correction; with it, no warm-up setting is needed.
-The average spans about ``1 / (1 − δ)`` steps (:func:`horizon_steps`).
+debiasing, an EMA started from the initial (random) weights still holds ``δ^n`` of them after
+``n`` steps — 37 % after ``1/(1−δ)`` steps — and one started at zero is too small by ``1 − δ^n``;
+with it, no warm-up setting is needed. The average spans about ``1 / (1 − δ)`` steps
+(:func:`horizon_steps`): choose ``δ`` so that this is well below the run's length.
 
 Buffers: floating-point buffers (BatchNorm running mean and variance) are averaged like the
 weights, so the EMA model's normalisation statistics follow its weights; integer buffers
