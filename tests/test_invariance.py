@@ -20,7 +20,7 @@ from audioconv.features import LogMel, LogMelConfig
 from audioconv.interpret import TracedModel
 from audioconv.interpret.invariance import DEFAULT_AMOUNTS, LOGITS, invariance
 from audioconv.plots.invariance import plot_invariance
-from _residual import resnet_cnn
+from _residual import functional_resnet, resnet_cnn
 from _tiny_cnn import FRONTEND, SR, tiny_cnn
 from test_interpret_residual import tiny_bcresnet
 
@@ -183,6 +183,26 @@ def test_residual_and_bcresnet_maps_move_exactly_with_shifts_by_multiples_of_the
     assert np.abs(eq[fitted]).max() < 1e-5
 
 
+def test_a_users_model_of_functional_ops_moves_exactly_with_shifts_by_multiples_of_its_stride():
+    """The user's own model (F.relu, F.max_pool2d, an even 'same' kernel, a broadcast gate, an in-place
+    F.relu_, F.avg_pool2d with padding, torch.tanh), probed at its operations: a time shift by a multiple
+    of a layer's stride moves its map exactly; one that is not a multiple leaves a distance."""
+    model = functional_resnet()
+    x = torch.randn(4, 1, 16, 64, dtype=torch.float64)
+    names = [":relu#1", ":max_pool#1", "conv2", ":relu#2", ":avg_pool#1", ":tanh#1", ":sub#1"]
+    frames = (-8, -3, -2, 4, 8)
+    r = invariance(model, x, "time_shift", [f / 100 for f in frames], names, frame_s=0.01, progress=False)
+    eq, _ = r.equivariance
+    assert r.stride == [1, 2, 2, 2, 4, 4, 4, None]  # 2×2 max pool, then 2×2 average pool
+    assert r.border_rule[:-1] == ["receptive field"] * len(names)
+    for li, s in enumerate(r.stride[:-1]):
+        for ai, f in enumerate(frames):
+            if f % s == 0:
+                assert eq[li, ai] < 1e-10 and r.exact[li, ai], (names[li], f)
+            else:
+                assert not r.exact[li, ai] and eq[li, ai] > 0.3, (names[li], f)
+
+
 def test_pitch_shift_moves_rows_along_the_htk_mel_scale_and_a_tone_is_place_coded_in_frequency():
     model = OneConv().eval()
     t = torch.arange(int(0.5 * SR)) / SR
@@ -299,9 +319,14 @@ def test_cli_writes_figure_and_json_per_transform_equal_to_the_library(run_folde
     (["--transform", "time_shift", "--amounts", "2"], "not shorter than the clips"),
     (["--transform", "reverb", "--drr-db", "loud"], "--drr-db"),
     (["--transform", "gain", "--n-clips", "1"], "at least 2"),
+    (["--transform", "gain", "--layers", "stem,conv9"], "conv9"),
+    (["--transform", "gain", "--manifest", "EMPTY"], "has no clips"),
+    (["--transform", "gain", "--split", "train"], "no clips with split"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(run_folder, capsys, argv, match):
     root = run_folder
+    (root / "empty.jsonl").write_text("")
+    argv = [str(root / "empty.jsonl") if a == "EMPTY" else a for a in argv]
     rc = main(["invariance", "--checkpoint", str(root / "run" / "best.pt"), "--manifest", str(root / "m.jsonl"),
                "--device", "cpu", "--no-progress", "-o", str(root / "out")] + argv)
     err = capsys.readouterr().err.strip()
@@ -320,3 +345,31 @@ def test_run_report_shows_the_invariance_figures(run_folder):
     assert 'id="invariance"' in page and "invariance_invariance_noise.png" in page
     assert (root / "run" / "report" / "assets" / "invariance_invariance_noise.png").is_file()
     assert summary["invariance"] == ["noise"]
+
+
+def test_cli_probes_a_brought_model_like_the_library(run_folder):
+    """``--model package.module:factory --weights --labels`` (the user's own backbone behind the package's
+    front end): the JSON equals the library called on the model audioconv builds."""
+    from audioconv.io import audio
+    from audioconv.models.registry import build_model
+
+    root = run_folder
+    torch.manual_seed(0)
+    model = build_model("_byo_models:backbone", 2, SR, frontend={"n_mels": FRONTEND["n_mels"]}).eval()
+    torch.save(model.state_dict(), root / "w.pt")
+    (root / "labels.txt").write_text("a\nb\n")
+    rc = main(["invariance", "--model", "_byo_models:backbone", "--weights", str(root / "w.pt"), "--labels",
+               str(root / "labels.txt"), "--sample-rate", str(SR), "--n-mels", str(FRONTEND["n_mels"]),
+               "--manifest", str(root / "m.jsonl"), "--transform", "pitch_shift", "--amounts=-2,0,3",
+               "--clip-s", "0.5", "--device", "cpu", "--no-progress", "-o", str(root / "byo")])
+    assert rc == 0
+    summary = json.loads((root / "byo" / "invariance_pitch_shift.json").read_text())
+    wavs = torch.stack([audio.load(root / f"tone{i}.wav")[0] for i in range(4)])
+    r = invariance(model, wavs, "pitch_shift", [-2.0, 0.0, 3.0], None, [0, 1, 0, 1], progress=False)
+    assert list(summary["layers"]) == r.layers == ["backbone.3", "backbone.7", LOGITS]
+    for li, name in enumerate(r.layers):
+        np.testing.assert_allclose(summary["layers"][name]["invariance"], r.invariance[0][li], rtol=1e-5, atol=1e-7)
+        if summary["layers"][name]["equivariance"] is not None:
+            np.testing.assert_allclose(summary["layers"][name]["equivariance"], r.equivariance[0][li], rtol=1e-5,
+                                       atol=1e-7)
+    assert summary["probability"]["p_true"] == pytest.approx(r.p_true.mean(0).tolist(), rel=1e-5)

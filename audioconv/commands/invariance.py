@@ -18,12 +18,13 @@ EPILOG = """amounts (comma list, in the transform's unit; default a range per tr
   time_shift   seconds (e.g. -0.08,-0.04,0,0.04,0.08)   pitch_shift  semitones (within ±24)
   gain         dB                                        reverb       RT60 in seconds (0 = dry)
   noise        SNR in dB (inf = clean)
+  a list that starts with a minus sign needs '=': --amounts=-0.08,0,0.08
 
 examples:
   audioconv invariance --checkpoint runs/demo/best.pt --manifest runs/demo/data/test.jsonl \\
       --transform time_shift,pitch_shift,gain,reverb,noise      # → runs/demo/invariance/
   audioconv invariance --checkpoint runs/kws/best.pt --manifest kws_test.jsonl --transform time_shift \\
-      --amounts -0.1,-0.05,0,0.05,0.1 --layers conv1,conv4 -o out/
+      --amounts=-0.1,-0.05,0,0.05,0.1 --layers conv1,conv4 -o out/
 """
 
 
