@@ -5,7 +5,8 @@
 
 RUNS_DIR holds run folders named ``<corpus>_<model>_<augmentation>`` (each with ``invariance/``); one
 set of Markdown tables per prefix (default ``demo kws``). Distances at ±amount are the mean of the two
-signs; a cell is ``inv / eq`` where the layer has an equivariance distance.
+signs; a cell is ``inv / eq`` where the layer has an equivariance distance; "(centre)" marks a layer
+compared by the centre of its receptive field (it includes a border effect).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _shift_table(runs, transform, amounts, scale, unit, stride_name) -> list[str
             continue
         for name, info in d["layers"].items():
             stride = info["stride_cells"] if info["stride_cells"] is not None else "–"
+            stride = f"{stride} (centre)" if info["border_rule"] == "centre" else stride
             cells = " | ".join(_cell(d, info, a / scale) for a in amounts)
             lines.append(f"| {run.name} | {name} | {stride} | {cells} |")
     return lines
