@@ -183,6 +183,7 @@ def test_residual_and_bcresnet_maps_move_exactly_with_shifts_by_multiples_of_the
     assert np.abs(eq[fitted]).max() < 1e-5
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_a_users_model_of_functional_ops_moves_exactly_with_shifts_by_multiples_of_its_stride():
     """The user's own model (F.relu, F.max_pool2d, an even 'same' kernel, a broadcast gate, an in-place
     F.relu_, F.avg_pool2d with padding, torch.tanh), probed at its operations: a time shift by a multiple
