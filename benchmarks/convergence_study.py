@@ -3,20 +3,22 @@
 
 One command reproduces the study written up in ``docs/convergence.md``::
 
-    python benchmarks/convergence_study.py --out /tmp/convergence [--seeds 0,1,2] [--models cnn,bcresnet]
-        [--epochs 15] [--baseline 3] [--quick]
+    nice -n 5 python benchmarks/convergence_study.py --out /tmp/convergence [--seeds 0,1,2]
+        [--models cnn,bcresnet] [--epochs 8] [--n-per-class 70] [--baseline 3] [--quick]
 
 Steps (each skipped when its output already exists, so an interrupted study resumes):
 
-1. **Corpus.** The demo corpus (:func:`audioconv.app.demo_corpus.make_corpus`, 150 clips per class,
-   seed 0): 1050 training, 220 validation and 220 test clips of ten synthetic sound-event classes.
+1. **Corpus.** The demo corpus (:func:`audioconv.app.demo_corpus.make_corpus`, ``--n-per-class``
+   clips per class, seed 0; 70 → 490 training, 105 validation and 105 test clips of ten synthetic
+   sound-event classes). The probe set is the validation and test clips together (210): no probe
+   clip is trained on.
 2. **Train** each model with each seed, with the demo's recipe (default waveform augmentation, no
    SpecAugment, one-cycle lr 5e-3, batch 32, one CPU thread): the built-in CNN (channels 16-32-64-64,
-   as ``audioconv demo``) and BC-ResNet-1 (``--model bcresnet``). Snapshots at epochs 1, 2, 5, 10, 15
-   (the trainer's schedule) plus ``epoch_000.pt``: the run's own initial weights, rebuilt exactly as
+   as ``audioconv demo``) and BC-ResNet-1 (``--model bcresnet``). Snapshots at epochs 1, 2, 5 and the
+   last (the trainer's schedule) plus ``epoch_000.pt``: the run's own initial weights, rebuilt exactly as
    the trainer builds them (``torch.manual_seed(seed)`` then the model).
 3. **Measure** with :func:`audioconv.interpret.evolve.evolve` (``grids=False``): each layer's
-   activations on the probe clips (the 220 test clips, flattened feature maps) at every snapshot,
+   activations on the probe clips (flattened feature maps) at every snapshot,
    linear CKA and debiased CKA against the final epoch, and ``--baseline`` freshly initialised
    networks of the same architecture (independent seeds) against the final epoch.
 4. **Report** ``results.json`` and ``results.md``: per model, layer and epoch the mean ± standard
@@ -82,7 +84,7 @@ def measure(out: Path, run: Path, probe: Path, baseline: int, seed: int) -> dict
         return json.loads(path.read_text())
     t = time.perf_counter()
     ev = evolve(run, probe, grids=False, baseline=baseline, baseline_seed=1000 * (seed + 1), device="cpu",
-                progress=False)
+                progress=False, batch_size=64)
     result = ev.to_dict()
     final = sorted((run / "snapshots").glob("epoch_*.pt"))[-1]
     result["test"] = {k: v for k, v in evaluate(final, probe, device="cpu", progress=False).items()
@@ -119,7 +121,7 @@ def summarise(results: dict) -> dict:
                  "test_accuracy": _stats([r["test"]["accuracy"] for r in runs.values()]),
                  "test_accuracy_per_seed": {s: r["test"]["accuracy"] for s, r in runs.items()}, "cka": {}}
         for estimator in ("linear", "debiased"):
-            key = "cka" if estimator == "linear" else "cka_debiased"
+            key = f"cka_{estimator}"
             table = entry["cka"][estimator] = {}
             for layer in layers:
                 curves = [r["layers"][layer][key] for r in runs.values()]
@@ -175,9 +177,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--models", default="cnn,bcresnet")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--baseline", type=int, default=3, help="freshly initialised networks per run")
-    p.add_argument("--n-per-class", type=int, default=150)
+    p.add_argument("--n-per-class", type=int, default=70)
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tiny corpus, 2 epochs)")
     args = p.parse_args(argv)
     if args.quick:
@@ -185,11 +187,16 @@ def main(argv=None) -> int:
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
     manifests = make_corpus(out, args.n_per_class)
+    probe = out / "corpus" / "probe.jsonl"  # validation + test clips: none is trained on
+    if not probe.is_file():
+        from audioconv.io.files import write_text
+
+        write_text(probe, "".join(Path(manifests[k]).read_text() for k in ("val", "test")))
     results: dict = {}
     for model in args.models.split(","):
         for seed in seeds:
             run = train(out, manifests, model, seed, args.epochs)
-            results.setdefault(model, {})[str(seed)] = measure(out, run, Path(manifests["test"]), args.baseline, seed)
+            results.setdefault(model, {})[str(seed)] = measure(out, run, probe, args.baseline, seed)
     summary = summarise(results)
     from audioconv.io.files import write_json, write_text
 

@@ -231,7 +231,8 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
         units, topk_pngs = _topk_stage(test, s, figures, progress)
     with _stage(log, timings, "evolve"):
         probe = _probe_records(manifests["val"], s.probe_per_class)
-        evolution = evolve(run_dir, probe, units=units, k=1, device=dev, progress=progress)
+        evolution = evolve(run_dir, probe, units=units, k=1, device=dev, progress=progress,
+                           cka_estimator="debiased" if len(probe) >= 4 else "linear")  # debiased needs 4 clips
         evo = write_evolution(evolution, figures / "evolve")
     with _stage(log, timings, "sounds"):
         unit_sounds = _sounds_stage(test, s, figures / "projections", out / "sounds")

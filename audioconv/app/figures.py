@@ -92,7 +92,9 @@ def write_evolution(evolution, out_dir: str | os.PathLike, logmel=None) -> dict:
     for name, grid in evolution.grids.items():
         png = save_figure(plot_evolution_grid(grid, logmel=logmel), out_dir / f"evolution_{file_stem(name)}.png")
         summary["layers"][name]["grid_png"] = str(png)
-    conv = save_figure(plot_convergence(evolution.cka, evolution.epochs), out_dir / "convergence.png")
+    base = {name: b[evolution.cka_estimator] for name, b in evolution.baseline.items()}
+    conv = save_figure(plot_convergence(evolution.cka, evolution.epochs, estimator=evolution.cka_estimator,
+                                        baseline=base), out_dir / "convergence.png")
     summary["convergence_png"] = str(conv)
     json_path = out_dir / "evolve.json"
     summary["json"] = str(json_path)
