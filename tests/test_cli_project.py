@@ -109,7 +109,7 @@ def test_topk_and_evolve_commands(setup):
     top = index["layers"]["conv2"]["units"][0]["top"]
     assert len(top) == 2 and top[0]["activation"] >= top[1]["activation"]
     rc = main(["evolve", str(root / "run"), "--probe", str(root / "m.jsonl"), "--units-per-layer", "2",
-               "--device", "cpu", "--no-progress", "-o", str(root / "evo")])
+               "--cka", "linear", "--device", "cpu", "--no-progress", "-o", str(root / "evo")])  # 3 clips
     assert rc == 0
     summary = json.loads((root / "evo" / "evolve.json").read_text())
     assert summary["epochs"] == [1, 2] and summary["layers"]["conv1"]["cka"] == pytest.approx([1.0, 1.0])
