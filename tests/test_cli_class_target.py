@@ -98,8 +98,8 @@ def test_class_names_become_safe_folder_names(setup):
     ([], "give --unit (with --layer) to project hidden units, or --target CLASS"),
     (["--target", "a", "--layer", "conv2", "--unit", "1"], "give --unit or --target, not both"),
     (["--unit", "1"], "--unit needs --layer"),
-    (["--target", "a", "--layer", "conv2"], "--layer apply to --unit"),
-    (["--target", "a", "--position", "max"], "--position apply to --unit"),
+    (["--target", "a", "--layer", "conv2"], "--layer applies only to --unit; --target explains the class logits of the whole clip"),
+    (["--target", "a", "--position", "max"], "--position applies only to --unit"),
     (["--target", "cat"], "--target 'cat' is not a class: use 'predicted', a class name (a, b) or an index 0..1"),
     (["--target", "2"], "--target 2 is out of range: the model has classes 0..1"),
 ])

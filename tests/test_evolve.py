@@ -176,3 +176,5 @@ def test_debiased_cka_needs_four_probe_clips(tmp_path):
     assert ev.cka is ev.cka_linear and all(np.isnan(ev.cka_debiased["conv1"]))
     with pytest.raises(ValueError, match="cka_estimator must be one of debiased, linear"):
         evolve(run, probe, cka_estimator="rbf", progress=False, device="cpu")
+    with pytest.raises(ValueError, match=r"baseline must be an int >= 0 \(freshly initialised networks\), got -1"):
+        evolve(run, probe, baseline=-1, progress=False, device="cpu")

@@ -138,7 +138,8 @@ def _check_choice(args) -> None:
     if args.target is not None and (args.layer or args.position is not None or args.keep_silence):
         given = [f for f, v in (("--layer", args.layer), ("--position", args.position),
                                 ("--keep-silence", args.keep_silence)) if v]
-        raise ValueError(f"{', '.join(given)} apply to --unit; --target explains the class logits of the whole clip")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ValueError(f"{', '.join(given)} {verb} only to --unit; --target explains the class logits of the whole clip")
 
 
 def run(args) -> int:
