@@ -44,10 +44,31 @@ RECIPE = dict(batch_size=32, lr=5e-3, augment="default", specaugment=False, labe
 MODELS = {"cnn": dict(model="cnn", channels=(16, 32, 64, 64)), "bcresnet": dict(model="bcresnet")}
 
 
-def make_corpus(out: Path, n_per_class: int) -> dict:
-    from audioconv.app.demo_corpus import make_corpus as synthesize
+def make_corpus(out: Path, n_per_class: int, kws: str | None = None) -> dict:
+    """The demo corpus, or (``kws``) a Speech Commands folder with its training split cut to
+    ``n_per_class`` clips per word (the first in file order) and its whole validation and test splits."""
+    if kws is None:
+        from audioconv.app.demo_corpus import make_corpus as synthesize
 
-    return synthesize(out / "corpus", n_per_class=n_per_class, seed=0, progress=False)
+        return synthesize(out / "corpus", n_per_class=n_per_class, seed=0, progress=False)
+    from audioconv.io.importers.speech_commands import import_speech_commands
+    from audioconv.io.manifest import write_manifest
+
+    folder = out / "corpus"
+    paths = {k: folder / f"{k}.jsonl" for k in ("train", "val", "test")}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    records = import_speech_commands(kws, progress=False).records
+    kept, counts = [], {}
+    for r in records:
+        if r["split"] == "train":
+            counts[r["label"]] = counts.get(r["label"], 0) + 1
+            if counts[r["label"]] > n_per_class:
+                continue
+        kept.append(r)
+    for key, split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        write_manifest(paths[key], [r for r in kept if r["split"] == split], relative=False)
+    return paths
 
 
 def train(out: Path, manifests: dict, model: str, seed: int, epochs: int) -> Path:
@@ -180,13 +201,16 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--baseline", type=int, default=3, help="freshly initialised networks per run")
     p.add_argument("--n-per-class", type=int, default=70)
+    p.add_argument("--kws", default=None, metavar="FOLDER",
+                   help="a Speech Commands-layout corpus instead of the demo corpus (training split cut to "
+                        "--n-per-class clips per word)")
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke run (tiny corpus, 2 epochs)")
     args = p.parse_args(argv)
     if args.quick:
         args.n_per_class, args.epochs, args.baseline = 12, 2, 1
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
-    manifests = make_corpus(out, args.n_per_class)
+    manifests = make_corpus(out, args.n_per_class, args.kws)
     probe = out / "corpus" / "probe.jsonl"  # validation + test clips: none is trained on
     if not probe.is_file():
         from audioconv.io.files import write_text
