@@ -15,7 +15,9 @@ from audioconv.interpret.sonify import masked_audio
 from audioconv.io import audio
 from audioconv.training.checkpoint import save_checkpoint
 from _tiny_cnn import tiny_cnn
-from test_cli_project import setup  # noqa: F401  (the fixture: a tiny checkpoint and three tones)
+import test_cli_project
+
+setup = test_cli_project.setup  # the fixture: a tiny checkpoint and three tones
 
 
 class _Classify(nn.Module):

@@ -12,7 +12,9 @@ from audioconv.app.figures import file_stem
 from audioconv.cli import main
 from audioconv.models.registry import describe
 from audioconv.training.checkpoint import save_checkpoint
-from test_cli_residual import files  # noqa: F401  (three tones and their manifest)
+import test_cli_residual
+
+files = test_cli_residual.files  # the fixture: three tones and their manifest
 from test_interpret_residual import tiny_bcresnet
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*') | {chr(i) for i in range(32)}

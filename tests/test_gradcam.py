@@ -1,7 +1,6 @@
 """Grad-CAM, guided Grad-CAM and class saliency against Captum in float64, on a chain CNN and on
 three residual graphs (module ReLUs, functional/in-place ReLUs, a BC-ResNet-style broadcast block);
 unit targets against the projector; errors for nonlinearities without a rule."""
-import re
 import warnings
 
 import numpy as np
