@@ -77,7 +77,7 @@ def test_topk_and_evolve_write_safe_file_names_for_operation_layers(files, capsy
     index = json.loads((files / "topk" / "index.json").read_text())
     assert index["layers"][layer]["png"] == "topk_blocks.1__add-2.png" and index["layers"][layer]["layer"] == layer
     rc = main(["evolve", str(files / "run"), "--probe", str(files / "m.jsonl"), "--layers", layer,
-               "--units-per-layer", "2", "--device", "cpu", "--no-progress", "-o", str(files / "evolve")])
+               "--units-per-layer", "2", "--cka", "linear", "--device", "cpu", "--no-progress", "-o", str(files / "evolve")])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((files / "evolve" / "evolve.json").read_text())
     png = Path(summary["layers"][layer]["grid_png"])
