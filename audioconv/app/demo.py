@@ -10,7 +10,7 @@
 4. **top-k** — for every conv layer, the ``k`` strongest activations over the test set of a few
    units, projected (Zeiler & Fergus deconvnet) → one grid PNG per layer;
 5. **evolve** — the same units' strongest projection over a probe set at every snapshot epoch,
-   and the layer-convergence curve (linear CKA to the final epoch);
+   and the layer-convergence curve (debiased CKA to the final epoch);
 6. **sounds** — a few test clips, for each layer the unit that responds most (in the last layer:
    the unit that adds most to the predicted class's logit), projected over the whole clip,
    drawn and made audible (projection-masked clip, Griffin-Lim of the projection);

@@ -1,5 +1,5 @@
 """Curves over epochs: a run's training metrics (loss, accuracy / F1, learning rate, throughput) and
-the layer-convergence curves (linear CKA of each epoch vs the final one)."""
+the layer-convergence curves (CKA of each epoch vs the final one, linear or debiased)."""
 from __future__ import annotations
 
 import math
