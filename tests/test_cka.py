@@ -126,9 +126,9 @@ def test_debiased_removes_the_many_features_bias():
     # independent representations with far more features than examples: linear CKA is near 1, the
     # population value (and the debiased estimate) is 0
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(64, 4000)), rng.normal(size=(64, 3000))
-    assert linear_cka(x, y) > 0.9
-    assert abs(debiased_cka(x, y)) < 0.05
+    x, y = rng.normal(size=(128, 4000)), rng.normal(size=(128, 3000))
+    assert linear_cka(x, y) > 0.9  # 0.964
+    assert abs(debiased_cka(x, y)) < 0.05  # -0.010 (its spread over seeds is about 0.01 here)
 
 
 def test_debiased_errors():
