@@ -226,3 +226,22 @@ def test_report_includes_grad_cam_sanity_and_faithfulness_figures(trained, capsy
         name = Path(ds.records[i]["audio_filepath"]).stem
         p = int(probs[i].argmax())
         assert f"{name}: true {labels[targets[i]]}, predicted {labels[p]} ({probs[i, p]:.2f})" in page
+
+
+def test_report_of_a_bcresnet_run_names_its_model_and_parameter_count(trained):
+    """A residual run's report: the summary names the family and counts the parameters of the model
+    the checkpoint rebuilds (this used to build a SpectrogramCNN from a BC-ResNet config and fail)."""
+    from audioconv.models.registry import count_parameters
+    from audioconv.training.checkpoint import load_model
+
+    before = os.getcwd()
+    os.chdir(trained)
+    try:
+        args = ["--model", "bcresnet", "--width", "0.5", "--epochs", "1", *TRAIN_ARGS[4:]]  # TRAIN_ARGS less channels, epochs
+        assert main(["train", "--manifest", "corpus/m.jsonl", "--out", "runs/bc", *args]) == 0
+        assert main(["report", "runs/bc", "--device", "cpu", "--no-progress"]) == 0
+    finally:
+        os.chdir(before)
+    model, _ = load_model(trained / "runs" / "bc" / "best.pt", device="cpu")
+    page = _page(trained / "runs" / "bc" / "report" / "index.html")
+    assert "(bcresnet)" in page and f"{count_parameters(model):,} parameters" in page

@@ -288,17 +288,18 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
 
 
 def _summary_rows(run_dir: Path, checkpoint: Path, config: dict, metrics: list[dict], found: str) -> dict:
+    from audioconv.models.registry import count_parameters, rebuild
     from audioconv.training.checkpoint import load_checkpoint, run_clip_s
 
-    from audioconv.models.spectrogram_cnn import SpectrogramCNN
-
     ckpt = load_checkpoint(checkpoint)
-    mc = ckpt["model_config"]
-    n_params = sum(p.numel() for p in SpectrogramCNN.from_config(mc).parameters())
+    mc, spec = ckpt["model_config"], ckpt.get("model_spec", "cnn")
+    model = rebuild(spec, mc)
+    shape = (f"channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}" if spec == "cnn"
+             else f"width {mc['width']}" if "width" in mc else "")
     rows = {"run folder": str(run_dir.resolve()), "checkpoint": f"{checkpoint.name} (epoch {ckpt.get('epoch', '?')})",
             "epochs recorded": len(metrics), "classes": ", ".join(map(str, ckpt["labels"])),
-            "model": f"SpectrogramCNN channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}, "
-                     f"{n_params:,} parameters",
+            "model": f"{type(model).__name__} ({spec}){', ' + shape if shape else ''}, "
+                     f"{count_parameters(model):,} parameters",
             "input": f"{run_clip_s(ckpt):g} s clips at {mc.get('sample_rate')} Hz, "
                      f"{(mc.get('frontend') or {}).get('n_mels', config.get('train_config', {}).get('n_mels', 64))}"
                      f"-bin log-mel",
