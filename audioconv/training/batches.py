@@ -139,6 +139,7 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     records = list(iter_manifest(path))
     labels = [r["label"] for r in records if splits is None or r.get("split") in splits]
     if labels:
+        _check_splits_known(path, splits, {r.get("split") for r in records}, role)
         return labels
     if splits is None or not records:
         raise ValueError(f"{role} set is empty: manifest {path} has no clips")
@@ -155,6 +156,19 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     name = "split" if len(splits) == 1 else "splits"
     raise ValueError(f"{role} set is empty: manifest {path} has no clips in {name} {', '.join(map(repr, splits))} "
                      f"(splits present: {present}){hint}")
+
+
+_SPLIT_FLAGS = {"training": "train_split (--train-split)", "validation": "val_split (--val-split)"}
+
+
+def _check_splits_known(path: str, splits: tuple[str, ...] | None, present: set, role: str) -> None:
+    """Raise (one line) when ``splits`` names a split that manifest ``path`` lacks, even if others
+    exist: a misspelt fold would otherwise drop out of the run without a word."""
+    unknown = [s for s in (splits or ()) if s not in present]
+    if unknown:
+        have = ", ".join(sorted((str(s) for s in present if s is not None), key=_natural)) or "none"
+        raise ValueError(f"{_SPLIT_FLAGS[role]}: manifest {path} has no split {', '.join(map(repr, unknown))} "
+                         f"(splits present: {have})")
 
 
 def _natural(name: str) -> tuple:

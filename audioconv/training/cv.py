@@ -122,7 +122,7 @@ def cross_validate(config: TrainConfig, folds: Sequence[str] | str | None = None
     folds = parse_splits(folds) if folds is not None else tuple(present)
     missing = [f for f in folds if f not in present]
     if missing or not folds:
-        raise ValueError(f"manifest {config.manifest} has no split(s) {missing or 'named fold*'}; "
+        raise ValueError(f"folds (--folds): manifest {config.manifest} has no split(s) {missing or 'named fold*'}; "
                          f"its fold splits: {present or 'none'} (choose with --folds)")
     plan, out, note = fold_plan(list(folds), validation), Path(config.out), log or (lambda message: None)
     rows, confusion, labels = [], None, None
