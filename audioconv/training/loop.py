@@ -461,11 +461,17 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     if ckpt is not None:
         _restore(state, ckpt)
     if info.is_main:
-        _write_run_info(state)
+        if ckpt is None or not _finished(state):  # a finished run resumed trains nothing: its config.json stays
+            _write_run_info(state)
         _warn_ema_horizon(state)
         if cfg.tensorboard:
             state.tb = logs.TensorBoardLog(out / "tensorboard", purge_step=state.step if ckpt is not None else None)
     return state
+
+
+def _finished(state: TrainState) -> bool:
+    """No epoch is left to train: all ``config.epochs`` are done, or early stopping ended the run."""
+    return state.epoch >= int(state.config.epochs) or state.stopped_early
 
 
 def _warn_ema_horizon(state: TrainState) -> None:
