@@ -120,6 +120,23 @@ def test_cv_bad_input(folds, tmp_path, capsys):
     assert "--manifest is required" in capsys.readouterr().err
 
 
+def test_cv_warns_once_about_groups_in_more_than_one_fold(folds, tmp_path, capsys):
+    """Groups (speakers, recordings) split across folds make every held-out score optimistic: cv says
+    so once, with the same wording as train, and the folds' own runs do not repeat it."""
+    rows = [json.loads(line) for line in folds.read_text().splitlines()]
+    for i, r in enumerate(rows):  # fold1 and fold2 share rec0 and rec1; fold3 has its own groups
+        r["audio_filepath"] = str(folds.parent / r["audio_filepath"])
+        r["group"] = f"{'own' if r['split'] == 'fold3' else 'rec'}{i % 2}"
+    grouped = tmp_path / "grouped.jsonl"
+    grouped.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["cv", "--manifest", str(grouped), "--validation", "next", "--epochs", "1",
+                 "--out", str(tmp_path / "cv"), *FLAGS]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "groups (speakers" in line]
+    assert warned == ["audioconv cv: warning: 2 groups (speakers or source recordings) have clips in more than one "
+                      "fold (1 of 3 pairs of folds share groups: fold1/fold2) (e.g. 'rec0'); held-out fold scores "
+                      "will be optimistic — keep each group in one fold"]
+
+
 def test_train_refuses_an_unknown_split_among_known_ones(folds, tmp_path, capsys):
     """A misspelt fold next to real ones used to drop out of the run without a word."""
     run = tmp_path / "x"
