@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from audioconv.app.report import ClipAudio, LayerFigures, ReportContent, Table, read_metrics, write_report
 from audioconv.io import audio
-from audioconv.io.files import write_json
+from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
 
 __all__ = ["write_run_report", "build_run_report", "train_command", "find_test_manifest", "data_tables",
@@ -384,7 +384,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         ``{"index": path of index.html, "evaluation": dict or None, "test": path or None,
         "n_misclassified_shown": int, "layers": [names]}`` (also written to ``OUT/report.json``).
     """
-    out = Path(out) if out is not None else Path(run_dir) / "report"
+    out = ensure_folder(out if out is not None else Path(run_dir) / "report")  # a file in the way: said now
     with tempfile.TemporaryDirectory(prefix="audioconv-report-") as media:
         content = build_run_report(run_dir, media, checkpoint, test, test_split, interpretation, device,
                                    max_misclassified, train_flags, progress)
