@@ -14,7 +14,10 @@
   confident mistakes first, each with an audio player of what the model heard (the clip at the
   model's rate, centre-cropped or zero-padded to the training length) and its top classes;
 * **interpretation** — the figures of ``audioconv topk`` / ``audioconv evolve`` runs found in the run
-  folder (``index.json`` with per-layer PNGs, ``evolve.json``), or in the folders given.
+  folder (``index.json`` with per-layer PNGs, ``evolve.json``), or in the folders given;
+* **explanations** — with ``explain=N``, Grad-CAM, guided Grad-CAM, gradient, guided backprop and
+  deconvnet maps of N test clips; and the outputs of ``audioconv sanity`` / ``audioconv faithfulness``
+  found like the interpretation figures (:mod:`audioconv.app.report_explain`).
 
 The test set: the manifest given, else the run's own ``manifest`` when it has a ``test`` split,
 else a ``*_test.jsonl`` / ``test.jsonl`` next to the run's training manifest; without one the
@@ -35,6 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audioconv.app.report import ClipAudio, LayerFigures, ReportContent, Table, read_metrics, write_report
+from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs
 from audioconv.io import audio
 from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
@@ -260,6 +264,7 @@ def find_interpretation(folders) -> tuple[list[LayerFigures], Path | None]:
                     entry.evolution_png = path.parent / Path(png).name
                     entry.convergence = [(e, v) for e, v in zip(obj.get("epochs", []), info.get("cka", []))
                                          if v is not None]
+                    entry.cka_estimator = str(obj.get("cka_estimator", "linear"))  # older evolve.json: linear
             conv = obj.get("convergence_png")
             if path.name == "evolve.json" and conv and convergence is None and (path.parent / Path(conv).name).is_file():
                 convergence = path.parent / Path(conv).name
@@ -326,9 +331,11 @@ def _mistakes_note(ds, probs: np.ndarray, shown: int, unknown: int) -> str:
 
 def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, checkpoint=None, test=None,
                      test_split: str | None = None, interpretation=(), device: str = "auto",
-                     max_misclassified: int = 24, train_flags=None, progress: bool = True) -> ReportContent:
+                     max_misclassified: int = 24, train_flags=None, progress: bool = True, explain: int = 0,
+                     gradcam_layer: str | None = None) -> ReportContent:
     """The :class:`~audioconv.app.report.ReportContent` of a run (module docstring); the misclassified
-    clips' WAVs and the confusion PNG are written to ``media_dir`` (copied into the report later).
+    clips' WAVs, the confusion PNG and the explanation figures are written to ``media_dir`` (copied
+    into the report later).
 
     Args: see :func:`write_run_report`.
     """
@@ -357,15 +364,22 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
         content.confusion_png = save_figure(plot_confusion(result), media_dir / "confusion.png", dpi=100)
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
         content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
+        if explain and len(ds):
+            content.explanations.append(explain_test_clips(checkpoint, ds, probs, labels, media_dir / "explain",
+                                                           explain, gradcam_layer, device))
     else:
-        content.notes.append(f"No test evaluation: {found}.")
+        content.notes.append(f"No test evaluation: {found}." + (" No explanations of test clips either (--explain "
+                                                                  "needs a test set)." if explain else ""))
     content.layers, content.convergence_png = find_interpretation([run_dir, *interpretation])
+    content.convergence_estimator = next((lf.cka_estimator for lf in content.layers if lf.convergence), "linear")
+    content.explanations += find_explanation_outputs([run_dir, *interpretation])
     return content
 
 
 def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint=None, test=None,
                      test_split: str | None = None, interpretation=(), device: str = "auto",
-                     max_misclassified: int = 24, train_flags=None, progress: bool = True) -> dict:
+                     max_misclassified: int = 24, train_flags=None, progress: bool = True, explain: int = 0,
+                     gradcam_layer: str | None = None) -> dict:
     """Write the HTML report of a training run (module docstring).
 
     Args:
@@ -379,18 +393,24 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         max_misclassified: misclassified clips shown (most confident first).
         train_flags: the option strings ``audioconv train`` accepts (see :func:`train_command`).
         progress: tqdm bars.
+        explain: test clips to explain with every method (Grad-CAM …; 0 = none); ``gradcam_layer``
+            the Grad-CAM layer (default the model's last layer).
 
     Returns:
         ``{"index": path of index.html, "evaluation": dict or None, "test": path or None,
-        "n_misclassified_shown": int, "layers": [names]}`` (also written to ``OUT/report.json``).
+        "n_misclassified_shown": int, "layers": [names], "explanations": [block titles]}`` (also
+        written to ``OUT/report.json``).
     """
+    if isinstance(explain, bool) or not isinstance(explain, (int, np.integer)) or explain < 0:
+        raise ValueError(f"explain must be an int >= 0 (test clips to explain), got {explain!r}")
     out = ensure_folder(out if out is not None else Path(run_dir) / "report")  # a file in the way: said now
     with tempfile.TemporaryDirectory(prefix="audioconv-report-") as media:
         content = build_run_report(run_dir, media, checkpoint, test, test_split, interpretation, device,
-                                   max_misclassified, train_flags, progress)
+                                   max_misclassified, train_flags, progress, int(explain), gradcam_layer)
         index = write_report(out, content)
     summary = {"index": str(index), "evaluation": content.evaluation,
                "test": None if content.evaluation is None else content.evaluation["manifest"],
-               "n_misclassified_shown": len(content.misclassified), "layers": [lf.layer for lf in content.layers]}
+               "n_misclassified_shown": len(content.misclassified), "layers": [lf.layer for lf in content.layers],
+               "explanations": [block.title for block in content.explanations]}
     write_json(out / "report.json", summary)
     return summary
