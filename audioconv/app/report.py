@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from audioconv.app.figures import save_figure
-from audioconv.io.files import write_text
+from audioconv.io.files import ensure_folder, write_text
 from audioconv.plots.curves import plot_metrics
 
 __all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "ExplanationFigures", "ReportContent", "read_metrics",
@@ -384,8 +384,7 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
     Raises:
         FileNotFoundError: a file named in ``content`` does not exist.
     """
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = ensure_folder(report_dir)
     assets = _Assets(report_dir)
     sections: list[tuple[str, str, str]] = [("summary", "Run summary", _summary_html(content.summary)
                                              + "".join(f"<p>{_e(n)}</p>" for n in content.notes))]

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from audioconv.app.report import ClipAudio, LayerFigures, ReportContent, Table, read_metrics, write_report
 from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs
 from audioconv.io import audio
-from audioconv.io.files import write_json
+from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
 
 __all__ = ["write_run_report", "build_run_report", "train_command", "find_test_manifest", "data_tables",
@@ -404,7 +404,7 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     """
     if isinstance(explain, bool) or not isinstance(explain, (int, np.integer)) or explain < 0:
         raise ValueError(f"explain must be an int >= 0 (test clips to explain), got {explain!r}")
-    out = Path(out) if out is not None else Path(run_dir) / "report"
+    out = ensure_folder(out if out is not None else Path(run_dir) / "report")  # a file in the way: said now
     with tempfile.TemporaryDirectory(prefix="audioconv-report-") as media:
         content = build_run_report(run_dir, media, checkpoint, test, test_split, interpretation, device,
                                    max_misclassified, train_flags, progress, int(explain), gradcam_layer)
