@@ -158,11 +158,18 @@ def _refuse_changed_settings(saved: dict, given: dict, where: Path) -> None:
     before = TrainConfig.from_dict(saved).to_dict()
     after = TrainConfig.from_dict({**saved, **given}).to_dict()
     changed = [f"--{name.replace('_', '-')} {_shown(after[name])} (was {_shown(before[name])})"
-               for name in given if name not in (*RESUME_MAY_CHANGE, "out") and after[name] != before[name]]
+               for name in given if name not in (*RESUME_MAY_CHANGE, "out") and not _same(name, after[name], before[name])]
     if changed:
         raise ValueError(f"--resume continues the run with the settings in {where}; these options would change "
                          f"them: {'; '.join(changed)} (only --{', --'.join(n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
                          f"may change on resume; start a new run in another --out to change the rest)")
+
+
+def _same(name: str, a, b) -> bool:
+    """Whether a setting is unchanged; the data paths compare as files (``m.jsonl`` = ``./m.jsonl`` = absolute)."""
+    if name in ("train", "val", "manifest") and isinstance(a, str) and isinstance(b, str):
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
 
 
 def _shown(value) -> str:
