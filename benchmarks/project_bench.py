@@ -50,31 +50,15 @@ slows them alike) and the speed-ups. Run it on another checkout of the package w
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-
-class _Block(nn.Module):
-    """A ResNet basic block: conv3×3-BN-ReLU-conv3×3-BN, ``out += shortcut(x)``, ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu2 = nn.ReLU()
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        out += self.shortcut(x)
-        return self.relu2(out)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _residual import BasicBlock  # noqa: E402  (the tests' ResNet basic block: one definition)
 
 
 class AudioResNet(nn.Module):
@@ -86,7 +70,7 @@ class AudioResNet(nn.Module):
                                   nn.ReLU(), nn.MaxPool2d(2))
         c = widths[0]
         for i, w in enumerate(widths, start=1):
-            setattr(self, f"layer{i}", nn.Sequential(_Block(c, w, 1 if i == 1 else 2), _Block(w, w)))
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(c, w, 1 if i == 1 else 2), BasicBlock(w, w)))
             c = w
         self.n_stages = len(widths)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))

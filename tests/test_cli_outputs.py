@@ -176,6 +176,21 @@ def test_train_into_a_file_or_a_read_only_folder_is_one_line(corpus, tmp_path, m
         f"cannot write {locked}: permission denied (is the folder {locked} writable?)")
 
 
+def test_augment_and_report_into_a_file_say_it_is_a_file_not_a_folder(run, corpus, tmp_path, capsys):
+    """The same words as train (one check, io.files.ensure_folder), not the OS's "file exists"."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    clip = json.loads(corpus["train"].read_text().splitlines()[0])["audio_filepath"]
+    clip = clip if Path(clip).is_absolute() else str(corpus["train"].parent / clip)
+    assert main(["augment", clip, "-o", str(blocker), "--n", "1", "--device", "cpu"]) == 2
+    assert one_error_line(capsys.readouterr().err, "augment").endswith(f"cannot write {blocker}: {blocker} is a "
+                                                                       f"file, not a folder")
+    assert main(["report", str(run), "-o", str(blocker), "--no-progress"]) == 2
+    assert one_error_line(capsys.readouterr().err, "report").endswith(f"cannot write {blocker}: {blocker} is a "
+                                                                      f"file, not a folder")
+    assert blocker.read_text() == "x"
+
+
 def test_a_full_disk_during_training_is_one_line(corpus, tmp_path, monkeypatch, capsys):
     real_fsync = files.os.fsync
 

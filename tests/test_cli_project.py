@@ -95,7 +95,7 @@ def test_project_errors(setup, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_topk_and_evolve_commands(setup):
+def test_topk_and_evolve_commands(setup, capsys):
     root, _ = setup
     out = root / "topk"
     rc = main(["topk", "--checkpoint", str(root / "run" / "best.pt"), "--manifest", str(root / "m.jsonl"),
@@ -109,10 +109,13 @@ def test_topk_and_evolve_commands(setup):
     top = index["layers"]["conv2"]["units"][0]["top"]
     assert len(top) == 2 and top[0]["activation"] >= top[1]["activation"]
     rc = main(["evolve", str(root / "run"), "--probe", str(root / "m.jsonl"), "--units-per-layer", "2",
-               "--device", "cpu", "--no-progress", "-o", str(root / "evo")])
+               "--cka", "linear", "--baseline", "2", "--device", "cpu", "--no-progress", "-o", str(root / "evo")])  # 3 clips
     assert rc == 0
     summary = json.loads((root / "evo" / "evolve.json").read_text())
     assert summary["epochs"] == [1, 2] and summary["layers"]["conv1"]["cka"] == pytest.approx([1.0, 1.0])
+    base = summary["layers"]["conv1"]["baseline"]["linear"]
+    assert summary["cka_estimator"] == "linear" and len(base) == 2 and all(0 < v < 1 for v in base)
+    assert f"| {sum(base) / 2:5.3f}" in capsys.readouterr().out  # printed next to the curve
 
 
 def _padded_tone(root, name="padded.wav"):

@@ -110,7 +110,7 @@ def test_topk_and_evolve_with_a_brought_model(files, capsys):
         (files / "ext" / "snapshots").mkdir(parents=True, exist_ok=True)
         torch.save(_byo(seed).state_dict(), files / "ext" / "snapshots" / f"epoch_{e:03d}.pt")
     rc = main(["evolve", str(files / "ext"), "--probe", str(files / "m.jsonl"), *_args(files, BYO)[:-2],
-               "--layers", "backbone.3", "--units-per-layer", "2", "--clip-s", "0.5", "--device", "cpu",
+               "--layers", "backbone.3", "--units-per-layer", "2", "--clip-s", "0.5", "--device", "cpu", "--cka", "linear",
                "--no-progress", "-o", str(files / "evolve")])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((files / "evolve" / "evolve.json").read_text())

@@ -111,11 +111,43 @@ def test_cv_command(folds, tmp_path, capsys):
 
 def test_cv_bad_input(folds, tmp_path, capsys):
     assert main(["cv", "--manifest", str(folds), "--folds", "fold1,fold9", "--out", str(tmp_path), *FLAGS]) == 2
-    assert "has no split(s) ['fold9']; its fold splits: ['fold1', 'fold2', 'fold3']" in capsys.readouterr().err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: folds (--folds): manifest" in last
+    assert "has no split(s) ['fold9']; its fold splits: ['fold1', 'fold2', 'fold3']" in last
     assert main(["cv", "--manifest", str(folds), "--train-split", "fold1", "--out", str(tmp_path), *FLAGS]) == 2
     assert "--train-split is not an option of cv" in capsys.readouterr().err
     assert main(["cv", "--out", str(tmp_path), *FLAGS]) == 2
     assert "--manifest is required" in capsys.readouterr().err
+
+
+def test_cv_warns_once_about_groups_in_more_than_one_fold(folds, tmp_path, capsys):
+    """Groups (speakers, recordings) split across folds make every held-out score optimistic: cv says
+    so once, with the same wording as train, and the folds' own runs do not repeat it."""
+    rows = [json.loads(line) for line in folds.read_text().splitlines()]
+    for i, r in enumerate(rows):  # fold1 and fold2 share rec0 and rec1; fold3 has its own groups
+        r["audio_filepath"] = str(folds.parent / r["audio_filepath"])
+        r["group"] = f"{'own' if r['split'] == 'fold3' else 'rec'}{i % 2}"
+    grouped = tmp_path / "grouped.jsonl"
+    grouped.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["cv", "--manifest", str(grouped), "--validation", "next", "--epochs", "1",
+                 "--out", str(tmp_path / "cv"), *FLAGS]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "groups (speakers" in line]
+    assert warned == ["audioconv cv: warning: 2 groups (speakers or source recordings) have clips in more than one "
+                      "fold (1 of 3 pairs of folds share groups: fold1/fold2) (e.g. 'rec0'); held-out fold scores "
+                      "will be optimistic — keep each group in one fold"]
+
+
+def test_train_refuses_an_unknown_split_among_known_ones(folds, tmp_path, capsys):
+    """A misspelt fold next to real ones used to drop out of the run without a word."""
+    run = tmp_path / "x"
+    assert main(["train", "--manifest", str(folds), "--train-split", "fold1,fold9", "--val-split", "fold3",
+                 "--out", str(run), "--epochs", "1", *FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"audioconv train: error: train_split (--train-split): manifest {folds} has no split 'fold9' "
+                       f"(splits present: fold1, fold2, fold3)")
+    assert main(["train", "--manifest", str(folds), "--train-split", "fold1", "--val-split", "fold3,fold7",
+                 "--out", str(run), "--epochs", "1", *FLAGS]) == 2
+    assert "val_split (--val-split): manifest" in capsys.readouterr().err and not (run / "last.pt").exists()
 
 
 def test_train_on_chosen_splits_and_the_hint_for_fold_corpora(folds, tmp_path, capsys):

@@ -74,3 +74,16 @@ def test_two_processes_on_cpu(tmp_path):
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
     # rank 0 alone printed the summary
     assert r.stdout.count("trained 2 epochs") == 1, r.stdout
+
+
+def test_warnings_show_once_under_torchrun(tmp_path):
+    """Every rank sees the same data; a warning about it (here: validation clips that are training
+    clips) is shown by rank 0 only, not once per process."""
+    corpus = make_corpus(tmp_path / "tones")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "audioconv",
+           "train", "--train", str(corpus["train"]), "--val", str(corpus["train"]), "--out", str(tmp_path / "run"),
+           "--sample-rate", str(SAMPLE_RATE), "--clip-s", str(CLIP_S), "--channels", "4,8", "--n-mels", "16",
+           "--epochs", "1", "--batch-size", "12", "--augment", "none", "--workers", "0", "--no-progress"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.count("validation clips are also training clips") == 1, r.stderr

@@ -11,6 +11,7 @@ from audioconv.training.checkpoint import load_model, save_checkpoint
 from audioconv.interpret.evolve import Evolution, evolve, find_snapshots
 
 from _tiny_cnn import SR, tiny_cnn
+from test_cka import _debiased_brute
 
 
 def _model(seed):
@@ -95,7 +96,11 @@ def test_evolve_against_brute_force(tmp_path):
         # CKA of flattened maps vs the last epoch, by the feature-space formula
         flat = {e: a.reshape(a.shape[0], -1) for e, a in acts.items()}
         expected = [_cka_formula(flat[e], flat[5]) for e in (1, 2, 5)]
-        np.testing.assert_allclose(info["cka"], expected, rtol=1e-6)
+        np.testing.assert_allclose(info["cka_linear"], expected, rtol=1e-6)
+        # debiased CKA (the default shown) against the brute-force U-statistic of Song et al. (2012)
+        debiased = [_debiased_brute(flat[e].astype(np.float64), flat[5].astype(np.float64)) for e in (1, 2, 5)]
+        np.testing.assert_allclose(info["cka_debiased"], debiased, rtol=1e-5)
+        assert info["cka"] == info["cka_debiased"] and res["cka_estimator"] == "debiased"
         assert info["cka"][2] == pytest.approx(1.0) and info["cka"][1] > info["cka"][0]
         # every cell: the unit's strongest activation over all clips and positions at that epoch
         for cell in info["cells"]:
@@ -133,3 +138,43 @@ def test_errors(tmp_path):
         evolve(run, probe, layers=["conv9"], progress=False, device="cpu")
     with pytest.raises(ValueError, match="cka_features"):
         evolve(run, probe, cka_features="mean", progress=False, device="cpu")
+
+
+def test_untrained_baseline_is_a_fresh_network_of_the_same_architecture(tmp_path):
+    from audioconv.interpret.evolve import reinitialised
+    from audioconv.io import audio
+    from audioconv.models.spectrogram_cnn import SpectrogramCNN
+    from _tiny_cnn import FRONTEND
+
+    run = make_run(tmp_path, epochs=(1, 5))
+    probe, rows = make_probe(tmp_path)
+    ev = evolve(run, probe, layers=["conv1", "conv2"], grids=False, baseline=2, baseline_seed=7, progress=False,
+                device="cpu")
+    assert ev.grids == {} and ev.to_dict()["layers"]["conv2"]["cells"] == []
+    final = load_model(find_snapshots(run)[-1][1], "cpu")[0]
+    logmel = final.frontend(torch.stack([audio.load(tmp_path / r["audio_filepath"])[0] for r in rows]))
+    for i, seed in enumerate((7, 8)):
+        torch.manual_seed(seed)  # the reference: the constructor's own initialisation under that seed
+        fresh = SpectrogramCNN(2, sample_rate=SR, channels=(4, 8), dropout=0.0, frontend=FRONTEND).eval()
+        for (name, a), b in zip(fresh.state_dict().items(), reinitialised(final, seed).state_dict().values()):
+            assert torch.equal(a, b), name
+        for layer in ("conv1", "conv2"):
+            x = _acts(fresh, logmel, layer).reshape(len(rows), -1)
+            y = _acts(final, logmel, layer).reshape(len(rows), -1)
+            assert ev.baseline[layer]["linear"][i] == pytest.approx(_cka_formula(x, y), rel=1e-6)
+            assert ev.baseline[layer]["debiased"][i] == pytest.approx(_debiased_brute(x, y), rel=1e-5)
+    assert final.state_dict()["features.conv1.weight"].equal(
+        load_model(find_snapshots(run)[-1][1], "cpu")[0].state_dict()["features.conv1.weight"])  # not modified
+
+
+def test_debiased_cka_needs_four_probe_clips(tmp_path):
+    run = make_run(tmp_path, epochs=(1, 5))
+    probe, _ = make_probe(tmp_path, n=3)
+    with pytest.raises(ValueError, match="needs at least 4 clips for debiased CKA, got 3"):
+        evolve(run, probe, layers=["conv1"], grids=False, progress=False, device="cpu")
+    ev = evolve(run, probe, layers=["conv1"], grids=False, progress=False, device="cpu", cka_estimator="linear")
+    assert ev.cka is ev.cka_linear and all(np.isnan(ev.cka_debiased["conv1"]))
+    with pytest.raises(ValueError, match="cka_estimator must be one of debiased, linear"):
+        evolve(run, probe, cka_estimator="rbf", progress=False, device="cpu")
+    with pytest.raises(ValueError, match=r"baseline must be an int >= 0 \(freshly initialised networks\), got -1"):
+        evolve(run, probe, baseline=-1, progress=False, device="cpu")

@@ -1,7 +1,6 @@
 """Grad-CAM, guided Grad-CAM and class saliency against Captum in float64, on a chain CNN and on
 three residual graphs (module ReLUs, functional/in-place ReLUs, a BC-ResNet-style broadcast block);
 unit targets against the projector; errors for nonlinearities without a rule."""
-import re
 import warnings
 
 import numpy as np
@@ -195,34 +194,52 @@ def test_predicted_class_is_the_default_target():
     torch.testing.assert_close(grad_cam(model, x, "conv2", device="cpu"), grad_cam(model, x, "conv2", predicted, device="cpu"))
 
 
-class _Gelu(nn.Module):
-    def __init__(self, functional: bool):
+class _Activated(nn.Module):
+    """conv → an activation (``"gelu"``, ``"sigmoid"`` modules, or a ``"gate"`` ``relu(y) * y``, a product of two signals) → mean → linear."""
+
+    def __init__(self, kind: str):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3, padding=1)
-        self.act = nn.GELU()
-        self.functional = functional
+        self.act = {"gelu": nn.GELU(), "sigmoid": nn.Sigmoid(), "gate": nn.Identity()}[kind]
+        self.kind = kind
         self.fc = nn.Linear(2, 2)
 
     def forward(self, x):
         y = self.conv(x)
-        y = torch.sigmoid(y) * y if self.functional else self.act(y)
+        y = torch.relu(y) * y if self.kind == "gate" else self.act(y)
         return self.fc(y.mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("functional, name, where", [(False, "gelu", "module 'act' (GELU)"),
-                                                     (True, "sigmoid", "_Gelu.forward")])
-def test_nonlinearity_without_a_rule_is_refused_by_name(functional, name, where):
-    model = _Gelu(functional).double().eval()
+@pytest.mark.parametrize("kind, message", [
+    ("sigmoid", r"sigmoid has no {mode} rule.* operation 'act:sigmoid#1' in module 'act' is on the path to layer 'logits'"),
+    ("gate", r"Tensor.mul: mul of two signals .* operation ':mul#1' in the model's own forward is on the path")])
+def test_nonlinearity_without_a_rule_is_refused_by_name(kind, message):
+    """deconv / guided class saliency runs the projector's rules: an operation without one is the projector's
+    one-line error naming it and its module; the gradient (autograd) takes any differentiable model."""
+    model = _Activated(kind).double().eval()
     x = _input(0, (1, 1, 8, 8))
     for mode in ("deconv", "guided"):
-        with pytest.raises(ValueError, match=re.escape(f"{mode} backprop has no rule for {name}() (called in {where})")):
+        with pytest.raises(ValueError, match=message.format(mode=mode)):
             saliency(model, x, 0, mode, device="cpu")
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match="on the path to layer 'logits'"):
         guided_grad_cam(model, x, "conv", 0, device="cpu")
-    g = saliency(model, x, 0, "gradient", device="cpu")  # any differentiable model has a gradient
+    g = saliency(model, x, 0, "gradient", device="cpu")
     x1 = x.clone().requires_grad_(True)
     model(x1)[:, 0].sum().backward()
     torch.testing.assert_close(g, x1.grad[:, 0])
+
+
+def test_gelu_class_saliency_follows_the_projector_rule():
+    """GELU (like BC-ResNet's SiLU) has the projector's rule (deconv: relu(g); guided: relu(g)·f'(x)), checked
+    against the independent autograd reference of tests/_residual.py."""
+    from _residual import reference_maps
+
+    model = _Activated("gelu").double().eval()
+    x = _input(2, (2, 1, 8, 8))
+    for mode in ("deconv", "guided", "gradient"):
+        mine = saliency(model, x, [1, 0], mode, device="cpu")
+        ref = reference_maps(model, x, model.fc, mode, lambda y: torch.eye(2, dtype=y.dtype)[[1, 0]])
+        assert _rel(mine, ref) <= TOL, mode
 
 
 def test_bad_layers_and_targets_are_one_line_errors():

@@ -335,7 +335,30 @@ def test_folder_bad_inputs(tmp_path):
         import_folder(tmp_path, progress=False)
     write_audio(tmp_path / "a" / "only", 0.05, 0)
     result = import_folder(tmp_path, val=0.1, test=0.1, progress=False)
-    assert len(result.records) == 1 and len(result.warnings) == 2  # a single group cannot fill 3 splits
+    assert len(result.records) == 1  # a single group cannot fill 3 splits; the empty folder is said
+    assert result.warnings[0] == f"1 class folder(s) of {tmp_path} hold no audio and give no class: empty_class"
+    assert len(result.warnings) == 3 and all(w.endswith("received no clips") for w in result.warnings[1:])
+
+
+def test_folder_says_what_it_leaves_out(tmp_path, capsys):
+    """Valid audio outside a class folder, and a class folder without audio, give no records: the
+    summary's warnings say so (one line each, counted) instead of dropping them without a word."""
+    for label in ("cat", "dog"):
+        write_audio(tmp_path / label / "one", 0.05, 0)
+        write_audio(tmp_path / label / "two", 0.05, 1)
+    write_audio(tmp_path / "loose", 0.05, 0)
+    write_audio(tmp_path / "stray", 0.05, 0)
+    (tmp_path / "bird").mkdir()
+    (tmp_path / "bird" / "notes.txt").write_text("not audio")
+    (tmp_path / "_background_noise_").mkdir()  # ignored on purpose, not reported
+    assert cli_main(["manifest", "folder", str(tmp_path), "-o", str(tmp_path / "m.jsonl"), "-q", "--val", "0",
+                     "--test", "0"]) == 0
+    out, err = capsys.readouterr()
+    expected = [f"2 audio file(s) directly in {tmp_path} are in no class folder and were left out (e.g. loose.wav; "
+                f"put them in ROOT/<class>/)", f"1 class folder(s) of {tmp_path} hold no audio and give no class: bird"]
+    assert json.loads(out)["warnings"] == expected
+    assert err.splitlines() == [f"warning: {w}" for w in expected]
+    assert len(read_manifest(tmp_path / "m.jsonl")) == 4
 
 
 def test_a_file_without_samples_is_refused_with_the_clip_range_message(tmp_path):

@@ -181,7 +181,7 @@ def test_evolve_on_a_bcresnet_run(tmp_path):
             a, b = (_hooked_maps(m, logmel, layer).flatten(1).double().numpy() for m in (first, last))
             a, b = a - a.mean(0), b - b.mean(0)
             cka = np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
-            assert ev.cka[layer][0] == pytest.approx(cka, rel=1e-4)
+            assert ev.cka_linear[layer][0] == pytest.approx(cka, rel=1e-4)
         grid = ev.grids[layer]
         assert len(grid.units) == 2 and len(grid.projections[0]) == 3
         f0, f1, _, _ = grid.receptive_fields[0][0]

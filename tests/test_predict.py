@@ -67,6 +67,19 @@ def test_a_short_file_is_one_zero_padded_window(tmp_path, checkpoint):
     np.testing.assert_allclose(pred.probs, expected[0], atol=1e-6)
 
 
+def test_a_short_file_shows_its_own_extent_not_the_window(tmp_path, checkpoint, capsys):
+    """A 0.2-s file in a 0.5-s window: the window covers 0.00-0.20 s of the file (the rest is padding)."""
+    ckpt, _ = checkpoint
+    sf.write(tmp_path / "short.wav", (0.3 * np.sin(2 * np.pi * 900 * np.arange(1600) / SR)).astype(np.float32), SR)
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "short.wav"), "--windows", "--device", "cpu",
+                 "--no-progress"]) == 0
+    assert "     0.00-0.20 s: " in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "short.wav"), "--json", "--device", "cpu",
+                 "--no-progress"]) == 0
+    (window,) = json.loads(capsys.readouterr().out)["files"][0]["windows"]
+    assert (window["start_s"], window["end_s"]) == (0.0, 1600 / SR)
+
+
 def test_window_starts():
     assert window_starts(10, 4, 2) == [0, 2, 4, 6]
     assert window_starts(11, 4, 3) == [0, 3, 6, 7]
@@ -112,3 +125,20 @@ def test_predict_errors(tmp_path, checkpoint, capsys, monkeypatch, args, message
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("audioconv predict: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_text_file_given_as_checkpoint_is_said_to_be_no_checkpoint(tmp_path, capsys):
+    """A manifest (JSON lines) or notes passed as --checkpoint is text, not 'pickled Python objects'."""
+    from audioconv.training.checkpoint import load_checkpoint
+
+    sf.write(tmp_path / "a.wav", np.zeros(800, np.float32), SR)
+    manifest = tmp_path / "sc.jsonl"
+    manifest.write_text('{"audio_filepath": "a.wav", "label": "yes", "split": "train"}\n' * 3)
+    assert main(["predict", "--checkpoint", str(manifest), str(tmp_path / "a.wav"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"audioconv predict: error: {manifest} is not a checkpoint: it is a text file (JSON / JSON lines); give a .pt "
+        f"file a training run wrote (RUN/best.pt, RUN/last.pt)")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("trained on fold1–fold4, lr 3e-3\n")  # UTF-8 text with a non-ASCII dash
+    with pytest.raises(ValueError, match=r"notes\.txt is not a checkpoint: it is a text file \(plain text\)"):
+        load_checkpoint(notes)

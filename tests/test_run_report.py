@@ -165,6 +165,7 @@ def test_train_command_names_settings_without_a_flag():
     (["empty"], "no best.pt or last.pt in empty"),
     (["runs/tiny", "--test", "missing.jsonl"], "test manifest not found: missing.jsonl"),
     (["runs/tiny", "--max-misclassified", "-1"], "--max-misclassified must be >= 0"),
+    (["runs/tiny", "--explain", "-2"], "--explain must be >= 0 (test clips to explain), got -2"),
 ])
 def test_report_errors(trained, capsys, monkeypatch, args, message):
     monkeypatch.chdir(trained)
@@ -173,3 +174,74 @@ def test_report_errors(trained, capsys, monkeypatch, args, message):
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("audioconv report: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_includes_grad_cam_sanity_and_faithfulness_figures(trained, capsys):
+    """sanity/faithfulness outputs saved in the run are found; --explain adds Grad-CAM (and the other
+    methods) of test clips: the HTML references every figure, each asset exists, and the tables carry
+    the JSONs' numbers and evaluate()'s predictions."""
+    from audioconv.app.report_explain import choose_clips
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.training.predict import predict_dataset
+
+    run, manifest = trained / "runs" / "tiny", trained / "corpus" / "m.jsonl"
+    clips = ["--checkpoint", str(run / "best.pt"), "--manifest", str(manifest), "--split", "validation",
+             "--n-clips", "3", "--device", "cpu", "--no-progress"]
+    assert main(["sanity", *clips, "--methods", "gradient,grad_cam", "-o", str(run / "sanity")]) == 0
+    assert main(["faithfulness", *clips, "--methods", "gradient,grad_cam", "--steps", "4", "--n-random", "1",
+                 "-o", str(run / "faith")]) == 0
+    out = trained / "site_explain"
+    capsys.readouterr()
+    assert main(["report", str(run), "--test", str(manifest), "--test-split", "validation", "--explain", "4",
+                 "--device", "cpu", "--no-progress", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "explanations: Grad-CAM and the other methods on 4 test clips; Sanity check" in printed
+    parser = _check_links(out / "index.html")  # every link relative and its file in the report folder
+    images = [u for tag, attr, u in parser.links if tag == "img"]
+    page = html.unescape(_page(out / "index.html"))
+    assert 'id="explanations"' in _page(out / "index.html")
+    assert sum("sanity.png" in u for u in images) == 1 and sum("sanity_maps.png" in u for u in images) == 1
+    assert sum("faithfulness.png" in u for u in images) == 1
+    explained = [u for u in images if "explain_" in u]
+    assert len(explained) == 4 and all((out / u).stat().st_size > 5000 for u in explained)
+    assert json.loads((out / "report.json").read_text())["explanations"][0].startswith("Grad-CAM")
+    # the sanity table holds sanity.json's mean |rho|, the faithfulness table its AUCs
+    sanity = json.loads((run / "sanity" / "sanity.json").read_text())
+    for v in sanity["spearman_abs"]["grad_cam"]["mean"]:
+        assert v is None or f"{v:.4g}" in page
+    faith = json.loads((run / "faith" / "faithfulness.json").read_text())
+    for info in faith["summary"].values():
+        assert f"{info['deletion_auc']:.3f} ± {info['deletion_auc_std']:.3f}" in page
+    # the clips explained: the first of each class, then the next ones; predicted as evaluate()'s model says
+    model, labels = load_model(run / "best.pt", "cpu")
+    ds = ManifestDataset(manifest, sample_rate=8000, clip_s=run_clip_s(load_checkpoint(run / "best.pt")), labels=labels,
+                         crop="center", split="validation")
+    probs = predict_dataset(model, ds, progress=False)
+    chosen = choose_clips(ds.targets, 4)
+    targets = np.asarray(ds.targets)
+    assert chosen[:3] == [int(np.argmax(targets == c)) for c in range(3)]  # the first clip of each class
+    assert chosen[3] == min(set(range(len(targets))) - set(chosen[:3]))
+    for i in chosen:
+        name = Path(ds.records[i]["audio_filepath"]).stem
+        p = int(probs[i].argmax())
+        assert f"{name}: true {labels[targets[i]]}, predicted {labels[p]} ({probs[i, p]:.2f})" in page
+
+
+def test_report_of_a_bcresnet_run_names_its_model_and_parameter_count(trained):
+    """A residual run's report: the summary names the family and counts the parameters of the model
+    the checkpoint rebuilds (this used to build a SpectrogramCNN from a BC-ResNet config and fail)."""
+    from audioconv.models.registry import count_parameters
+    from audioconv.training.checkpoint import load_model
+
+    before = os.getcwd()
+    os.chdir(trained)
+    try:
+        args = ["--model", "bcresnet", "--width", "0.5", "--epochs", "1", *TRAIN_ARGS[4:]]  # TRAIN_ARGS less channels, epochs
+        assert main(["train", "--manifest", "corpus/m.jsonl", "--out", "runs/bc", *args]) == 0
+        assert main(["report", "runs/bc", "--device", "cpu", "--no-progress"]) == 0
+    finally:
+        os.chdir(before)
+    model, _ = load_model(trained / "runs" / "bc" / "best.pt", device="cpu")
+    page = _page(trained / "runs" / "bc" / "report" / "index.html")
+    assert "(bcresnet)" in page and f"{count_parameters(model):,} parameters" in page

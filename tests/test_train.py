@@ -447,3 +447,33 @@ def test_bring_your_own_model_trains_and_reloads(corpus, tmp_path):
         load_model(tmp_path / "gone.pt")
     with pytest.raises(ValueError, match="dropout=0.5 applies to model cnn or bcresnet only"):
         fit(model_run(corpus, tmp_path / "x", "_byo_models:backbone", dropout=0.5), progress=False)
+
+
+def test_resume_keeps_the_run_settings_and_a_finished_run_its_config(corpus, tmp_path, capsys):
+    """--resume with an option that changes a setting (--lr) is refused in one line; a resume with
+    nothing left to train leaves config.json as it was; --epochs may extend the run."""
+    from audioconv.cli import main
+
+    run = tmp_path / "run"
+    fit(tiny(corpus, run, epochs=1, channels=(4, 8), n_mels=16), progress=False)
+    saved = (run / "config.json").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.1", "--seed", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (
+        f"audioconv train: error: --resume continues the run with the settings in {run / 'config.json'}; these "
+        f"options would change them: --lr 0.1 (was 0.003) (only --epochs, --early-stopping, --device, --workers, "
+        f"--threads, --checkpoint-every-steps, --tensorboard may change on resume; start a new run in another "
+        f"--out to change the rest)")  # --seed 0 is the run's own seed: not listed
+    # nothing to train (epochs 1 of 1 done, and a device given): the run folder stays as it was; the
+    # run's own training manifest named by another path to the same file is not a change
+    same_train = os.path.relpath(json.loads(saved)["train_config"]["train"])
+    assert main(["train", "--out", str(run), "--resume", "--device", "cpu", "--train", same_train, "--no-progress"]) == 0
+    assert (run / "config.json").read_bytes() == saved
+    assert "nothing to train" in capsys.readouterr().err
+    fit(tiny(corpus, run, epochs=1, channels=(4, 8), n_mels=16, lr=0.1, resume=True), progress=False)  # (library)
+    assert (run / "config.json").read_bytes() == saved
+    # more epochs: it trains at the run's own learning rate and records the new length
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    now = json.loads((run / "config.json").read_text())["train_config"]
+    assert now["epochs"] == 2 and now["lr"] == 3e-3
+    assert [m["epoch"] for m in read_metrics(run)] == [1, 2]

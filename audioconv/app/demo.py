@@ -10,7 +10,7 @@
 4. **top-k** — for every conv layer, the ``k`` strongest activations over the test set of a few
    units, projected (Zeiler & Fergus deconvnet) → one grid PNG per layer;
 5. **evolve** — the same units' strongest projection over a probe set at every snapshot epoch,
-   and the layer-convergence curve (linear CKA to the final epoch);
+   and the layer-convergence curve (debiased CKA to the final epoch);
 6. **sounds** — a few test clips, for each layer the unit that responds most (in the last layer:
    the unit that adds most to the predicted class's logit), projected over the whole clip,
    drawn and made audible (projection-masked clip, Griffin-Lim of the projection);
@@ -231,7 +231,8 @@ def _run(s: DemoSettings, out: Path, device: str, progress: bool, log) -> dict:
         units, topk_pngs = _topk_stage(test, s, figures, progress)
     with _stage(log, timings, "evolve"):
         probe = _probe_records(manifests["val"], s.probe_per_class)
-        evolution = evolve(run_dir, probe, units=units, k=1, device=dev, progress=progress)
+        evolution = evolve(run_dir, probe, units=units, k=1, device=dev, progress=progress,
+                           cka_estimator="debiased" if len(probe) >= 4 else "linear")  # debiased needs 4 clips
         evo = write_evolution(evolution, figures / "evolve")
     with _stage(log, timings, "sounds"):
         unit_sounds = _sounds_stage(test, s, figures / "projections", out / "sounds")

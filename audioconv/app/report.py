@@ -9,9 +9,10 @@ Sections (each only when its content is there): run summary · the command that 
 formats) · metrics over epochs (:func:`audioconv.plots.curves.plot_metrics` of ``metrics.jsonl``,
 saved into the assets) · test evaluation (confusion matrix PNG and table, per-class recall, the
 misclassified clips with ``<audio>`` players) · per layer the top-k grid and the feature-evolution
-grid, with the layer-convergence curve · invariance and equivariance curves per transform (``audioconv
-invariance``) · per unit the projection figure and the sounds (input
-clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
+grid, with the layer-convergence curve · explanations (Grad-CAM and the other methods on test clips,
+sanity checks, faithfulness curves; :class:`ExplanationFigures`) · invariance and equivariance curves per
+transform (``audioconv invariance``; :class:`InvarianceFigure`) · per unit the projection figure and
+the sounds (input clip, projection-masked clip, Griffin-Lim of the projection) in ``<audio>`` players.
 
 :func:`audioconv.app.run_report.write_run_report` fills this for any training run.
 """
@@ -27,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from audioconv.app.figures import save_figure
-from audioconv.io.files import write_text
+from audioconv.io.files import ensure_folder, write_text
 from audioconv.plots.curves import plot_metrics
 
-__all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "InvarianceFigure", "ReportContent", "read_metrics",
+__all__ = ["LayerFigures", "UnitSounds", "Table", "ClipAudio", "ExplanationFigures", "InvarianceFigure",
+           "ReportContent", "read_metrics",
            "write_report"]
 
 
@@ -43,6 +45,7 @@ class LayerFigures:
     evolution_png: str | os.PathLike | None = None
     convergence: list[tuple[int, float]] = field(default_factory=list)  # (epoch, CKA vs final)
     note: str = ""
+    cka_estimator: str = "linear"  # which CKA ``convergence`` holds ("linear" or "debiased")
 
 
 @dataclass
@@ -94,6 +97,17 @@ class InvarianceFigure:
 
 
 @dataclass
+class ExplanationFigures:
+    """One block of the report's *Explanations* section: Grad-CAM (and other methods) of test clips, a
+    sanity check or faithfulness curves. ``figures``: ``(caption, PNG path)`` pairs; ``tables``: numbers."""
+
+    title: str
+    figures: list[tuple[str, str | os.PathLike]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
 class ReportContent:
     """What goes into the report.
 
@@ -110,6 +124,8 @@ class ReportContent:
     confusion_png: str | os.PathLike | None = None
     layers: list[LayerFigures] = field(default_factory=list)
     convergence_png: str | os.PathLike | None = None
+    convergence_estimator: str = "linear"
+    explanations: list[ExplanationFigures] = field(default_factory=list)
     units: list[UnitSounds] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     command: str | None = None  # the shell command that reproduces the run
@@ -309,7 +325,7 @@ def _layers_html(layers: list[LayerFigures], assets: _Assets) -> str:
                          + _img(assets.url(lf.evolution_png, f"evolution_{lf.layer}"), f"{lf.layer} evolution grid"))
         if lf.convergence:
             cells = "".join(f"<td>{_e(int(ep))}: {_e(_fmt(float(v)))}</td>" for ep, v in lf.convergence)
-            block.append(f'<table><tr><th class="l">linear CKA vs final epoch</th>{cells}</tr></table>')
+            block.append(f'<table><tr><th class="l">{_e(lf.cka_estimator)} CKA vs final epoch</th>{cells}</tr></table>')
         parts.append(f'<div class="layer" id="{_e(anchor)}">' + "\n".join(block) + "</div>")
     return "\n".join(parts)
 
@@ -324,6 +340,26 @@ def _invariance_html(figures: list[InvarianceFigure], assets: _Assets) -> str:
         parts.append(f"<h3>{_e(f.transform.replace('_', ' '))}</h3>"
                      + (f'<p class="muted">{_e(f.note)}</p>' if f.note else "")
                      + _img(assets.url(f.png, "invariance"), f"invariance: {f.transform}"))
+    return "\n".join(parts)
+
+
+_EXPLANATIONS_INTRO = (
+    "<p>Explanation maps on the log-mel plane, sanity checks (Adebayo et al. 2018: how much a method's maps "
+    "change when the model's weights are randomised from the top layer down — a method whose maps barely "
+    "change does not explain <em>this</em> model) and faithfulness (deletion / insertion curves: the class "
+    "probability as the cells a method ranks first are removed or inserted, against a random order).</p>")
+
+
+def _explanations_html(blocks: list[ExplanationFigures], assets: _Assets) -> str:
+    parts = [_EXPLANATIONS_INTRO]
+    for i, block in enumerate(blocks):
+        html_block = [f"<h3>{_e(block.title)}</h3>"]
+        if block.note:
+            html_block.append(f'<p class="muted">{_e(block.note)}</p>')
+        html_block += [f"<figure><figcaption>{_e(caption)}</figcaption>"
+                       f"{_img(assets.url(png, f'explain{i}'), caption)}</figure>" for caption, png in block.figures]
+        html_block += [_table_html(t) for t in block.tables]
+        parts.append('<div class="explanation">' + "\n".join(html_block) + "</div>")
     return "\n".join(parts)
 
 
@@ -373,8 +409,7 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
     Raises:
         FileNotFoundError: a file named in ``content`` does not exist.
     """
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    report_dir = ensure_folder(report_dir)
     assets = _Assets(report_dir)
     sections: list[tuple[str, str, str]] = [("summary", "Run summary", _summary_html(content.summary)
                                              + "".join(f"<p>{_e(n)}</p>" for n in content.notes))]
@@ -398,9 +433,14 @@ def write_report(report_dir: str | os.PathLike, content: ReportContent) -> Path:
         sections.append(("layers", "Layers", _layers_html(content.layers, assets)))
     if content.convergence_png is not None:
         sections.append(("convergence", "Layer convergence",
-                         "<p>Linear CKA between each layer's activations on the probe clips at each saved "
-                         "epoch and at the final epoch: a layer whose curve reaches 1 early has stopped "
-                         "changing.</p>" + _img(assets.url(content.convergence_png, "convergence"), "layer convergence")))
+                         f"<p>{_e(content.convergence_estimator.capitalize())} CKA between each layer's activations "
+                         "on the probe clips at each saved epoch and at the final epoch: a layer whose curve "
+                         "reaches 1 early has stopped changing. Read it against an untrained network of the same "
+                         "architecture (<code>audioconv evolve --baseline N</code>, dashed lines), which already "
+                         "scores well above 0.</p>"
+                         + _img(assets.url(content.convergence_png, "convergence"), "layer convergence")))
+    if content.explanations:
+        sections.append(("explanations", "Explanations", _explanations_html(content.explanations, assets)))
     if content.invariance:
         sections.append(("invariance", "Invariance and equivariance", _invariance_html(content.invariance, assets)))
     if content.units:

@@ -15,6 +15,9 @@
   model's rate, centre-cropped or zero-padded to the training length) and its top classes;
 * **interpretation** — the figures of ``audioconv topk`` / ``audioconv evolve`` runs found in the run
   folder (``index.json`` with per-layer PNGs, ``evolve.json``), or in the folders given;
+* **explanations** — with ``explain=N``, Grad-CAM, guided Grad-CAM, gradient, guided backprop and
+  deconvnet maps of N test clips; and the outputs of ``audioconv sanity`` / ``audioconv faithfulness``
+  found like the interpretation figures (:mod:`audioconv.app.report_explain`).
 * **invariance and equivariance** — the curves of ``audioconv invariance`` (``invariance_<transform>.json``
   next to its PNG; by default it writes to ``RUN/invariance``), found the same way.
 
@@ -38,8 +41,9 @@ from tqdm.auto import tqdm
 
 from audioconv.app.report import (ClipAudio, InvarianceFigure, LayerFigures, ReportContent, Table, read_metrics,
                                   write_report)
+from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs
 from audioconv.io import audio
-from audioconv.io.files import write_json
+from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
 
 __all__ = ["write_run_report", "build_run_report", "train_command", "find_test_manifest", "data_tables",
@@ -263,6 +267,7 @@ def find_interpretation(folders) -> tuple[list[LayerFigures], Path | None]:
                     entry.evolution_png = path.parent / Path(png).name
                     entry.convergence = [(e, v) for e, v in zip(obj.get("epochs", []), info.get("cka", []))
                                          if v is not None]
+                    entry.cka_estimator = str(obj.get("cka_estimator", "linear"))  # older evolve.json: linear
             conv = obj.get("convergence_png")
             if path.name == "evolve.json" and conv and convergence is None and (path.parent / Path(conv).name).is_file():
                 convergence = path.parent / Path(conv).name
@@ -307,18 +312,18 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
 
 
 def _summary_rows(run_dir: Path, checkpoint: Path, config: dict, metrics: list[dict], found: str) -> dict:
+    from audioconv.models.registry import count_parameters, rebuild
     from audioconv.training.checkpoint import load_checkpoint, run_clip_s
-
-    from audioconv.models.registry import rebuild
 
     ckpt = load_checkpoint(checkpoint)
     mc, spec = ckpt["model_config"], ckpt.get("model_spec", "cnn")
-    n_params = sum(p.numel() for p in rebuild(spec, mc).parameters())
-    model = (f"SpectrogramCNN channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}" if spec == "cnn"
-             else f"{spec}" + (f" width {mc['width']:g}" if isinstance(mc.get("width"), (int, float)) else ""))
+    model = rebuild(spec, mc)
+    shape = (f"channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}" if spec == "cnn"
+             else f"width {mc['width']}" if "width" in mc else "")
     rows = {"run folder": str(run_dir.resolve()), "checkpoint": f"{checkpoint.name} (epoch {ckpt.get('epoch', '?')})",
             "epochs recorded": len(metrics), "classes": ", ".join(map(str, ckpt["labels"])),
-            "model": f"{model}, {n_params:,} parameters",
+            "model": f"{type(model).__name__} ({spec}){', ' + shape if shape else ''}, "
+                     f"{count_parameters(model):,} parameters",
             "input": f"{run_clip_s(ckpt):g} s clips at {mc.get('sample_rate')} Hz, "
                      f"{(mc.get('frontend') or {}).get('n_mels', config.get('train_config', {}).get('n_mels', 64))}"
                      f"-bin log-mel",
@@ -351,9 +356,11 @@ def _mistakes_note(ds, probs: np.ndarray, shown: int, unknown: int) -> str:
 
 def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, checkpoint=None, test=None,
                      test_split: str | None = None, interpretation=(), device: str = "auto",
-                     max_misclassified: int = 24, train_flags=None, progress: bool = True) -> ReportContent:
+                     max_misclassified: int = 24, train_flags=None, progress: bool = True, explain: int = 0,
+                     gradcam_layer: str | None = None) -> ReportContent:
     """The :class:`~audioconv.app.report.ReportContent` of a run (module docstring); the misclassified
-    clips' WAVs and the confusion PNG are written to ``media_dir`` (copied into the report later).
+    clips' WAVs, the confusion PNG and the explanation figures are written to ``media_dir`` (copied
+    into the report later).
 
     Args: see :func:`write_run_report`.
     """
@@ -382,16 +389,23 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
         content.confusion_png = save_figure(plot_confusion(result), media_dir / "confusion.png", dpi=100)
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
         content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
+        if explain and len(ds):
+            content.explanations.append(explain_test_clips(checkpoint, ds, probs, labels, media_dir / "explain",
+                                                           explain, gradcam_layer, device))
     else:
-        content.notes.append(f"No test evaluation: {found}.")
+        content.notes.append(f"No test evaluation: {found}." + (" No explanations of test clips either (--explain "
+                                                                  "needs a test set)." if explain else ""))
     content.layers, content.convergence_png = find_interpretation([run_dir, *interpretation])
+    content.convergence_estimator = next((lf.cka_estimator for lf in content.layers if lf.convergence), "linear")
+    content.explanations += find_explanation_outputs([run_dir, *interpretation])
     content.invariance = find_invariance([run_dir, *interpretation])
     return content
 
 
 def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, checkpoint=None, test=None,
                      test_split: str | None = None, interpretation=(), device: str = "auto",
-                     max_misclassified: int = 24, train_flags=None, progress: bool = True) -> dict:
+                     max_misclassified: int = 24, train_flags=None, progress: bool = True, explain: int = 0,
+                     gradcam_layer: str | None = None) -> dict:
     """Write the HTML report of a training run (module docstring).
 
     Args:
@@ -405,20 +419,25 @@ def write_run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None =
         max_misclassified: misclassified clips shown (most confident first).
         train_flags: the option strings ``audioconv train`` accepts (see :func:`train_command`).
         progress: tqdm bars.
+        explain: test clips to explain with every method (Grad-CAM …; 0 = none); ``gradcam_layer``
+            the Grad-CAM layer (default the model's last layer).
 
     Returns:
         ``{"index": path of index.html, "evaluation": dict or None, "test": path or None,
-        "n_misclassified_shown": int, "layers": [names], "invariance": [transforms]}`` (also written to
-        ``OUT/report.json``).
+        "n_misclassified_shown": int, "layers": [names], "explanations": [block titles],
+        "invariance": [transforms]}`` (also written to ``OUT/report.json``).
     """
-    out = Path(out) if out is not None else Path(run_dir) / "report"
+    if isinstance(explain, bool) or not isinstance(explain, (int, np.integer)) or explain < 0:
+        raise ValueError(f"explain must be an int >= 0 (test clips to explain), got {explain!r}")
+    out = ensure_folder(out if out is not None else Path(run_dir) / "report")  # a file in the way: said now
     with tempfile.TemporaryDirectory(prefix="audioconv-report-") as media:
         content = build_run_report(run_dir, media, checkpoint, test, test_split, interpretation, device,
-                                   max_misclassified, train_flags, progress)
+                                   max_misclassified, train_flags, progress, int(explain), gradcam_layer)
         index = write_report(out, content)
     summary = {"index": str(index), "evaluation": content.evaluation,
                "test": None if content.evaluation is None else content.evaluation["manifest"],
                "n_misclassified_shown": len(content.misclassified), "layers": [lf.layer for lf in content.layers],
+               "explanations": [block.title for block in content.explanations],
                "invariance": [f.transform for f in content.invariance]}
     write_json(out / "report.json", summary)
     return summary

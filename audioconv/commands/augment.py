@@ -29,7 +29,7 @@ def run(args) -> int:
 
     from audioconv.augment import chain_to_config, default_chain, describe_example, load_chain, params_to_json
     from audioconv.io.audio import load, save
-    from audioconv.io.files import write_json
+    from audioconv.io.files import ensure_folder, write_json
     from audioconv.plots.augment_preview import plot_logmels
     from audioconv.utils import resolve_device
 
@@ -38,8 +38,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     wav, sr = load(args.input, sample_rate=args.sample_rate)
     chain = load_chain(args.chain, sr) if args.chain else default_chain(sr)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(args.out)  # a file in the way: "OUT is a file, not a folder"
 
     batch = wav.to(device).expand(args.n, *wav.shape).contiguous()  # (N, C, T)
     generator = torch.Generator().manual_seed(args.seed)  # CPU: the same draws on every device

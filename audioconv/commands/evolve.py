@@ -22,6 +22,12 @@ def register(subparsers) -> None:
     p.add_argument("--mode", default="deconv", choices=["deconv", "guided", "gradient"])
     p.add_argument("--cka-features", default="flatten", choices=["flatten", "pool"],
                    help="CKA on whole flattened feature maps or on per-channel spatial means")
+    p.add_argument("--cka", default="debiased", choices=["debiased", "linear"],
+                   help="CKA estimator shown (both are written to evolve.json): debiased (default; unbiased HSIC, "
+                        "near 0 for unrelated representations) or linear (biased upward with few clips)")
+    p.add_argument("--baseline", type=int, default=0, metavar="N",
+                   help="also measure N freshly initialised networks of the same architecture against the final "
+                        "epoch (the level CKA reaches without training; default 0)")
     p.add_argument("--clip-s", type=float, default=None, help="probe clip length (s); default the run's clip_s")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
@@ -43,12 +49,15 @@ def run(args) -> int:
     evolution = evolve(args.run, args.probe, layers=layers, channels_per_layer=args.units_per_layer or None, k=args.k,
                        progress=not args.no_progress, device=args.device, mode=args.mode,
                        batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s,
-                       load=snapshot_loader(args))
+                       load=snapshot_loader(args), cka_estimator=args.cka, baseline=args.baseline)
     result = write_evolution(evolution, args.out if args.out is not None else Path(args.run) / "evolve")
     epochs = result["epochs"]
-    print(f"epochs {epochs}; linear CKA vs epoch {epochs[-1]}:")
+    print(f"epochs {epochs}; {args.cka} CKA vs epoch {epochs[-1]}"
+          + (f" (| untrained networks: mean of {args.baseline})" if args.baseline else "") + ":")
     for layer, info in result["layers"].items():
         values = " ".join("  nan" if v is None else f"{v:5.3f}" for v in info["cka"])
-        print(f"  {layer:>6}: {values}   grid → {info['grid_png']}")
+        base = [v for v in info["baseline"][args.cka] if v is not None]
+        extra = f" | {sum(base) / len(base):5.3f}" if base else ""
+        print(f"  {layer:>6}: {values}{extra}   grid → {info['grid_png']}")
     print(f"convergence → {result['convergence_png']}; summary → {result['json']}")
     return 0

@@ -1,9 +1,18 @@
-"""`audioconv project`: project hidden units of a trained model onto one audio file.
+"""`audioconv project`: project hidden units (or class logits) of a trained model onto one audio file.
 
 Writes, for each unit: a PNG (input | projection | overlay, seconds × Hz), ``masked.wav`` (the input
 filtered by the projection, input phase) and ``griffinlim.wav`` (the projection alone), plus one
 ``projection.json`` (activation, feature-map position, receptive field in cells, Hz and seconds).
 One unit → files directly in OUT; several → ``OUT/unit_<c>/``.
+
+``--target CLASS`` (a class name, an index, ``predicted``, or a comma list) explains a class instead
+of a unit: the map is the class logit's derivative under ``--mode`` (gradient, guided backprop or the
+Zeiler & Fergus deconvnet; :meth:`~audioconv.interpret.projector.Projector.project_classes`, the
+projector's own backward pass from the logits). The same files: the PNG, ``masked.wav`` (the input
+filtered by the map's positive part: the cells that raise the logit) and, for ``guided``/``deconv``,
+``griffinlim.wav`` (a signed derivative is not a spectrogram, so ``gradient`` gets none); one class →
+files in OUT, several → ``OUT/class_<name>/`` (the name made safe for file systems by
+:func:`audioconv.app.figures.file_stem`; ``projection.json`` keeps the real one).
 
 The model: ``--checkpoint`` (any model a run recorded) or ``--model SPEC --weights FILE --labels FILE``
 (bring your own; see :mod:`audioconv.commands._model`). ``--layer`` takes the model's short names
@@ -29,11 +38,14 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n")[0])
     add_model_arguments(p)
     p.add_argument("--audio", required=True, help="audio file (any rate; resampled to the model's)")
-    p.add_argument("--layer", required=True, help="layer name: conv3, stage2, a module name (layer1.0.relu2) or an "
-                                                  "operation name (layer1.0:add)")
-    p.add_argument("--unit", required=True, help="channel index or comma list, e.g. 5 or 5,7,9")
-    p.add_argument("--position", default="max",
-                   help="'max' (strongest position), 'F,T' (feature-map cell) or 'map' (whole map)")
+    p.add_argument("--layer", help="layer name: conv3, stage2, a module name (layer1.0.relu2) or an "
+                                   "operation name (layer1.0:add); with --unit")
+    p.add_argument("--unit", help="channel index or comma list, e.g. 5 or 5,7,9 (needs --layer)")
+    p.add_argument("--target", metavar="CLASS",
+                   help="explain class logits instead of a unit: a class name, an index, 'predicted', or a comma list")
+    p.add_argument("--position", default=None,
+                   help="with --unit: 'max' (strongest position, default), 'F,T' (feature-map cell) or 'map' "
+                        "(whole map)")
     p.add_argument("--mode", default="deconv", choices=["deconv", "guided", "gradient"])
     p.add_argument("--keep-silence", action="store_true",
                    help="let 'max' pick positions over silent frames (default: only frames more than 6 dB above "
@@ -115,18 +127,47 @@ def _max_frames(projector, mono, args):
     return frames
 
 
+def _check_choice(args) -> None:
+    """Exactly one of ``--unit`` (with ``--layer``) and ``--target``; ValueError naming the option otherwise."""
+    if args.unit is None and args.target is None:
+        raise ValueError("give --unit (with --layer) to project hidden units, or --target CLASS to explain a class")
+    if args.unit is not None and args.target is not None:
+        raise ValueError("give --unit or --target, not both")
+    if args.unit is not None and not args.layer:
+        raise ValueError("--unit needs --layer (e.g. --layer conv3 --unit 5)")
+    if args.target is not None and (args.layer or args.position is not None or args.keep_silence):
+        given = [f for f, v in (("--layer", args.layer), ("--position", args.position),
+                                ("--keep-silence", args.keep_silence)) if v]
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ValueError(f"{', '.join(given)} {verb} only to --unit; --target explains the class logits of the whole clip")
+
+
 def run(args) -> int:
-    from audioconv.features import LogMel
     from audioconv.interpret.projector import Projector
     from audioconv.io import audio
-    from audioconv.io.files import write_json
     from audioconv.utils import resolve_device
 
-    units = parse_units(args.unit)
-    position = parse_position(args.position)
+    _check_choice(args)
     device = resolve_device(args.device)
+    if args.target is None:
+        units, position = parse_units(args.unit), parse_position(args.position or "max")
     model, labels = load_cli_model(args, device)
     projector = Projector(model, mode=args.mode, device=device)
+    sr = model.frontend.config.sample_rate
+    wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
+    mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
+    if args.target is not None:
+        from audioconv.commands._classes import project_classes
+
+        return project_classes(args, projector, labels, mono)
+    return _run_units(args, projector, units, position, mono)
+
+
+def _run_units(args, projector, units, position, mono) -> int:
+    from audioconv.features import LogMel
+    from audioconv.io.files import write_json
+
+    model = projector.model
     try:
         n = projector.path(args.layer).channels
     except ValueError as e:
@@ -135,9 +176,6 @@ def run(args) -> int:
     if bad:
         raise ValueError(f"--unit {bad} out of range for {args.layer}: valid units are 0..{n - 1}")
     sr = model.frontend.config.sample_rate
-    wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
-    mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
-
     frames = _max_frames(projector, mono, args) if position == "max" else None
     proj = projector.project(mono[None], args.layer, units, position=position, progress=False, frames=frames)
     logmel_cpu = LogMel(model.frontend.config)  # a CPU copy of the front end for rendering and sound
@@ -162,7 +200,7 @@ def run(args) -> int:
         entries.append(info)
     summary = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
                "model": args.model, "weights": args.weights, "audio": str(args.audio), "layer": args.layer,
-               "mode": args.mode, "position": args.position, "keep_silence": bool(args.keep_silence),
+               "mode": args.mode, "position": args.position or "max", "keep_silence": bool(args.keep_silence),
                "sample_rate": sr, "units": entries}
     if len(entries) == 1:
         summary.update({key: entries[0][key] for key in ("channel", "activation", "position", "receptive_field",

@@ -97,7 +97,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     system.add_argument("--threads", type=int, help="torch CPU threads (default cores / local processes)")
     system.add_argument("--seed", type=int, help=f"(default {d.seed})")
     system.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels only")
-    system.add_argument("--resume", action="store_true", help="continue from OUT/last.pt with OUT/config.json's settings")
+    system.add_argument("--resume", action="store_true",
+                        help="continue from OUT/last.pt with OUT/config.json's settings; of the other options only "
+                             "--epochs, --early-stopping, --device, --workers, --threads, --checkpoint-every-steps, "
+                             "--tensorboard may change them")
     system.add_argument("--overwrite", action="store_true", default=None,
                         help="replace the checkpoints and metrics of an earlier run in OUT")
     system.add_argument("--checkpoint-every-steps", type=int, help="also write last.pt every N steps (default 0 = epoch ends)")
@@ -129,9 +132,10 @@ def config_from_args(args):
     from audioconv.training.config import TrainConfig
 
     base = TrainConfig().to_dict()
+    given = {name: getattr(args, name) for name in _FIELDS + _EXTRA_FIELDS if getattr(args, name, None) is not None}
     if args.resume:
         base.update(_saved_config(args.out))
-    given = {name: getattr(args, name) for name in _FIELDS + _EXTRA_FIELDS if getattr(args, name, None) is not None}
+        _refuse_changed_settings(base, given, Path(args.out) / "config.json")
     if "manifest" in given:
         base.update(train=None, val=None)
     if "train" in given or "val" in given:
@@ -139,6 +143,37 @@ def config_from_args(args):
     base.update(given)
     base["resume"] = bool(args.resume)
     return TrainConfig.from_dict(base)
+
+
+# settings a resumed run may change: how long it runs, where and how fast, what it logs
+RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "workers", "threads", "checkpoint_every_steps",
+                     "tensorboard")
+
+
+def _refuse_changed_settings(saved: dict, given: dict, where: Path) -> None:
+    """With --resume the settings are the run's own: refuse (one line) options that would change
+    any but :data:`RESUME_MAY_CHANGE`, rather than quietly train the rest of the run otherwise."""
+    from audioconv.training.config import TrainConfig
+
+    before = TrainConfig.from_dict(saved).to_dict()
+    after = TrainConfig.from_dict({**saved, **given}).to_dict()
+    changed = [f"--{name.replace('_', '-')} {_shown(after[name])} (was {_shown(before[name])})"
+               for name in given if name not in (*RESUME_MAY_CHANGE, "out") and not _same(name, after[name], before[name])]
+    if changed:
+        raise ValueError(f"--resume continues the run with the settings in {where}; these options would change "
+                         f"them: {'; '.join(changed)} (only --{', --'.join(n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
+                         f"may change on resume; start a new run in another --out to change the rest)")
+
+
+def _same(name: str, a, b) -> bool:
+    """Whether a setting is unchanged; the data paths compare as files (``m.jsonl`` = ``./m.jsonl`` = absolute)."""
+    if name in ("train", "val", "manifest") and isinstance(a, str) and isinstance(b, str):
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _saved_config(out: str | None) -> dict:

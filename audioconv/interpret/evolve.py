@@ -1,11 +1,20 @@
-"""Feature evolution across training (Zeiler & Fergus 2014, Fig. 4) and layer convergence (linear CKA).
+"""Feature evolution across training (Zeiler & Fergus 2014, Fig. 4) and layer convergence (CKA).
 
 :func:`evolve` reads the weight snapshots of a training run (``RUN/snapshots/epoch_001.pt`` …) and a
 small *probe* manifest. The probe clips are decoded once, in manifest order (centre crop to the
 run's ``clip_s``), and the very same log-mel inputs are used at every epoch. For each epoch and
 layer it finds, for each chosen unit, the strongest activation over the probe set (all clips and
 positions; see :func:`audioconv.interpret.topk.top_k`) and projects it; and it measures how close the
-layer's representation of the probe set is to the final epoch's with linear CKA.
+layer's representation of the probe set is to the final epoch's with CKA.
+
+CKA: both the plain linear CKA and the debiased one (:mod:`audioconv.interpret.cka`) are computed;
+``cka_estimator`` (default ``"debiased"``) says which one :attr:`Evolution.cka`, the figure and the
+CLI show. With flattened feature maps (thousands of features, tens to hundreds of clips) the linear
+estimate is biased upward — unrelated representations score far above 0 — so its absolute values,
+and differences between layers of different widths, mean little. ``baseline=N`` adds N freshly
+initialised networks of the same architecture (``reset_parameters`` of a copy of the final model,
+seeds ``baseline_seed …``) measured against the final epoch the same way: the level a layer reaches
+without any training, to read the curves against.
 
 Unit choice: the ``channels_per_layer`` units with the largest maximum activation over the probe set
 *at the final epoch* (ties → lower channel index), shown in channel order.
@@ -22,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audioconv.data import ManifestDataset, collate
-from audioconv.interpret.cka import centered_gram, cka_from_grams
+from audioconv.interpret.cka import ESTIMATORS, centered_gram, cka_of
 from audioconv.interpret.projector import Projector
 from audioconv.interpret.topk import top_k
 from audioconv.utils import resolve_device
@@ -131,8 +140,12 @@ class Evolution:
         probe_manifest: the probe manifest's path (``None`` when records were given).
         probe_clip_ids, probe_labels: per probe clip, in manifest order.
         units: ``{layer: [channels]}`` shown per layer.
-        cka: ``{layer: [linear CKA per epoch vs the final epoch]}`` (``nan`` for a constant representation).
-        grids: ``{layer: EvolutionGrid}`` (projections per unit, rank and epoch).
+        cka_linear, cka_debiased: ``{layer: [CKA per epoch vs the final epoch]}`` by each estimator
+            (``nan`` for a constant representation).
+        cka_estimator: ``"debiased"`` or ``"linear"``: the one :attr:`cka` returns.
+        baseline: ``{layer: {"linear": [...], "debiased": [...]}}``: freshly initialised networks
+            of the same architecture vs the final epoch (empty lists without ``baseline``).
+        grids: ``{layer: EvolutionGrid}`` (projections per unit, rank and epoch; empty with ``grids=False``).
     """
 
     run_dir: str
@@ -144,22 +157,38 @@ class Evolution:
     probe_clip_ids: list[str]
     probe_labels: list
     units: dict[str, list[int]]
-    cka: dict[str, list[float]]
+    cka_linear: dict[str, list[float]]
+    cka_debiased: dict[str, list[float]]
+    cka_estimator: str
+    baseline: dict[str, dict[str, list[float]]]
     grids: dict[str, EvolutionGrid] = field(repr=False)
 
     @property
     def final_epoch(self) -> int:
         return self.epochs[-1]
 
+    @property
+    def cka(self) -> dict[str, list[float]]:
+        """``{layer: [CKA per epoch vs the final epoch]}`` by :attr:`cka_estimator`."""
+        return self.cka_debiased if self.cka_estimator == "debiased" else self.cka_linear
+
     def to_dict(self) -> dict:
-        """JSON-ready summary (no pixels): epochs, probe, per layer its units, CKA curve (``None`` for nan) and cells."""
+        """JSON-ready summary (no pixels): epochs, probe, per layer its units, CKA curves (``cka`` by
+        ``cka_estimator``, ``cka_linear``, ``cka_debiased``; ``None`` for nan), baselines and cells."""
+        def clean(values):
+            return [None if np.isnan(v) else float(v) for v in values]
+
         return {"run_dir": self.run_dir, "epochs": list(self.epochs), "final_epoch": self.final_epoch,
-                "mode": self.mode, "cka_features": self.cka_features, "clip_s": self.clip_s,
+                "mode": self.mode, "cka_features": self.cka_features, "cka_estimator": self.cka_estimator,
+                "clip_s": self.clip_s,
                 "probe": {"manifest": self.probe_manifest, "clip_ids": list(self.probe_clip_ids),
                           "labels": list(self.probe_labels)},
-                "layers": {name: {"units": list(self.units[name]),
-                                  "cka": [None if np.isnan(v) else float(v) for v in self.cka[name]],
-                                  "cells": self.grids[name].cells()} for name in self.units}}
+                "layers": {name: {"units": list(self.units.get(name, [])), "cka": clean(self.cka[name]),
+                                  "cka_linear": clean(self.cka_linear[name]),
+                                  "cka_debiased": clean(self.cka_debiased[name]),
+                                  "baseline": {e: clean(v) for e, v in self.baseline[name].items()},
+                                  "cells": self.grids[name].cells() if name in self.grids else []}
+                           for name in self.cka_linear}}
 
 
 def _choose_units(acts: torch.Tensor, n: int | None) -> list[int]:
@@ -171,9 +200,14 @@ def _choose_units(acts: torch.Tensor, n: int | None) -> list[int]:
     return sorted(int(c) for c in order)
 
 
-def _check_arguments(cka_features: str, k, channels_per_layer) -> None:
+def _check_arguments(cka_features: str, k, channels_per_layer, cka_estimator: str = "debiased",
+                     baseline: int = 0) -> None:
     if cka_features not in ("flatten", "pool"):
         raise ValueError(f"cka_features must be 'flatten' or 'pool', got {cka_features!r}")
+    if cka_estimator not in ESTIMATORS:
+        raise ValueError(f"cka_estimator must be one of {', '.join(ESTIMATORS)}; got {cka_estimator!r}")
+    if isinstance(baseline, bool) or not isinstance(baseline, (int, np.integer)) or baseline < 0:
+        raise ValueError(f"baseline must be an int >= 0 (freshly initialised networks), got {baseline!r}")
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if channels_per_layer is not None and int(channels_per_layer) < 1:
@@ -183,7 +217,8 @@ def _check_arguments(cka_features: str, k, channels_per_layer) -> None:
 def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per_layer: int | None = 8, k: int = 1,
            progress: bool = True, device=None, mode: str = "deconv", batch_size: int = 32,
            cka_features: str = "flatten", clip_s: float | None = None, units: dict | None = None,
-           load=None) -> Evolution:
+           load=None, cka_estimator: str = "debiased", baseline: int = 0, baseline_seed: int = 0,
+           grids: bool = True) -> Evolution:
     """Feature-evolution grids and layer-convergence curves for a training run (computes, writes nothing).
 
     Args:
@@ -205,6 +240,11 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
             :func:`~audioconv.training.checkpoint.load_model` (the model the checkpoint records: any
             model of the registry). With ``load`` the snapshots may be plain state dicts (a run trained
             elsewhere) and ``clip_s`` defaults to 1 s.
+        cka_estimator: ``"debiased"`` (default) or ``"linear"``: what :attr:`Evolution.cka` shows
+            (both are always computed).
+        baseline: freshly initialised networks of the final model's architecture (``reset_parameters``
+            of a copy, seeds ``baseline_seed + i``) to measure against the final epoch (module doc).
+        grids: ``False`` skips the projections (only the CKA numbers; much faster).
 
     Returns:
         :class:`Evolution`; ``audioconv.app.figures.write_evolution`` draws and writes it.
@@ -212,7 +252,7 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
     from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, load_model, run_clip_s
 
     snaps = find_snapshots(run_dir)
-    _check_arguments(cka_features, k, channels_per_layer)
+    _check_arguments(cka_features, k, channels_per_layer, cka_estimator, baseline)
     dev = resolve_device(device)
     read = load or (lambda path, where: load_model(path, where)[0])
     final = Projector(read(snaps[-1][1], dev), mode, dev)
@@ -224,8 +264,10 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
     if clip_s is None:
         clip_s = DEFAULT_CLIP_S if load is not None else run_clip_s(load_checkpoint(snaps[-1][1]))
     probe = load_probe(probe_manifest, final.traced.frontend.config.sample_rate, clip_s)
-    if len(probe) < 2:
-        raise ValueError(f"the probe set needs at least 2 clips for CKA, got {len(probe)}")
+    need = 4 if cka_estimator == "debiased" else 2
+    if len(probe) < need:
+        raise ValueError(f"the probe set needs at least {need} clips for {cka_estimator} CKA, got {len(probe)}"
+                         + (" (use --cka linear / cka_estimator='linear' for 2 or 3)" if need == 4 else ""))
     logmel = final.to_logmel(probe.waveforms, "waveform")  # (N, 1, F, T), the same inputs every epoch
     chosen: dict[str, list[int]] = {}
     grams: dict[int, dict[str, torch.Tensor]] = {}
@@ -240,11 +282,43 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
             chosen = _units_at_final(projector, logmel, layers, acts, cka_features, channels_per_layer,
                                      units, batch_size)
         del acts
-        for name in layers:
+        for name in layers if grids else ():
             per_epoch[name][epoch] = top_k(projector, probe, name, chosen[name], k=int(k), batch_size=batch_size,
                                            progress=False)
-    return _assemble(run_dir, probe_manifest, probe, snaps, mode, cka_features, clip_s, k, chosen, grams,
-                     per_epoch)
+    base = _baselines(final, logmel, layers, grams[snaps[-1][0]], int(baseline), int(baseline_seed), batch_size,
+                      cka_features, mode, dev)
+    evolution = _assemble(run_dir, probe_manifest, probe, snaps, mode, cka_features, clip_s, k, chosen, grams,
+                          per_epoch if grids else {}, base)
+    evolution.cka_estimator = cka_estimator
+    return evolution
+
+
+def reinitialised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A copy of ``model`` with every submodule's ``reset_parameters`` (BatchNorm: and running statistics)
+    called under ``torch.manual_seed(seed)``: an untrained network of the same architecture."""
+    import copy
+
+    fresh = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for m in fresh.modules():
+            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                m.reset_parameters()
+    return fresh.eval()
+
+
+def _baselines(final, logmel, layers, final_grams, n, seed, batch_size, cka_features, mode, dev) -> dict:
+    """``{layer: {"linear": [...], "debiased": [...]}}`` of ``n`` fresh networks vs the final epoch's Grams."""
+    out = {name: {e: [] for e in ESTIMATORS} for name in layers}
+    for i in range(n):
+        fresh = Projector(reinitialised(final.model, seed + i), mode, dev)
+        acts = fresh.traced.activations(logmel, layers, batch_size, "mean" if cka_features == "pool" else None)
+        for name in layers:
+            gram = centered_gram(acts[name])
+            for e in ESTIMATORS:
+                small = e == "debiased" and gram.shape[0] < 4  # the unbiased HSIC needs 4 examples
+                out[name][e].append(float("nan") if small else cka_of(gram, final_grams[name], e))
+    return out
 
 
 def _units_at_final(projector, logmel, layers, acts, cka_features, channels_per_layer, units, batch_size):
@@ -255,17 +329,24 @@ def _units_at_final(projector, logmel, layers, acts, cka_features, channels_per_
 
 
 def _assemble(run_dir, probe_manifest, probe, snaps, mode, cka_features, clip_s, k, chosen, grams,
-              per_epoch) -> Evolution:
+              per_epoch, baseline) -> Evolution:
     epochs = [e for e, _ in snaps]
     final = epochs[-1]
     layers = list(chosen)
+
+    def curves(estimator):
+        if estimator == "debiased" and len(probe) < 4:  # the unbiased HSIC needs 4 examples
+            return {name: [float("nan")] * len(epochs) for name in layers}
+        return {name: [cka_of(grams[e][name], grams[final][name], estimator) for e in epochs] for name in layers}
+
     return Evolution(
         run_dir=str(run_dir), epochs=epochs, mode=mode, cka_features=cka_features, clip_s=clip_s,
         probe_manifest=str(probe_manifest) if isinstance(probe_manifest, (str, os.PathLike)) else None,
         probe_clip_ids=[str(r.get("audio_filepath")) for r in probe.records],
         probe_labels=[r.get("label") for r in probe.records], units=chosen,
-        cka={name: [cka_from_grams(grams[e][name], grams[final][name]) for e in epochs] for name in layers},
-        grids={name: _build_grid(name, mode, epochs, chosen[name], int(k), per_epoch[name]) for name in layers})
+        cka_linear=curves("linear"), cka_debiased=curves("debiased"), cka_estimator="debiased", baseline=baseline,
+        grids={name: _build_grid(name, mode, epochs, chosen[name], int(k), per_epoch[name])
+               for name in layers if name in per_epoch})
 
 
 def _build_grid(layer, mode, epochs, units, k, per_epoch) -> EvolutionGrid:

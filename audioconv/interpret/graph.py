@@ -39,7 +39,11 @@ from torch.overrides import TorchFunctionMode
 from audioconv.interpret.rules import NO_SIGNAL, OPS, SUPPORTED, Call, Mode, Opaque, Rule, Unsupported, op_name
 from audioconv.interpret.signal import FULL, POINTWISE, Signal, merge
 
-__all__ = ["Node", "Graph", "Census", "trace", "census", "backward", "input_boxes", "whole_input_axes", "unit_cells"]
+__all__ = ["Node", "Graph", "Census", "OUTPUT", "trace", "census", "backward", "input_boxes", "whole_input_axes",
+           "unit_cells"]
+
+#: The key :func:`trace` takes for the model's own output (a classifier's logits ``(B, n_classes)``).
+OUTPUT = "<output>"
 
 
 class _Stop(BaseException):
@@ -163,6 +167,7 @@ class _Tracer(TorchFunctionMode):
         self.aliases: dict[str, int] = {}
         self.found: dict[str, int] = {}
         self.calls: dict[str, int] = {}  # module name -> calls so far
+        self.result = None  # what the entry function returned (when it ran to the end)
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def is_live(self, t) -> bool:
@@ -274,7 +279,7 @@ def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted) -
             handles.append(m.register_forward_hook(tracer.post_hook))
         with torch.no_grad(), tracer:
             try:
-                entry(x)
+                tracer.result = entry(x)
             except _Stop:
                 pass
     finally:
@@ -291,18 +296,28 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
         entry: the function taking log-mel (``model`` or ``model.classify``).
         x: the batch; the records (switches, forward signs) are this batch's.
         layer: the layer name as the user gave it (for messages).
-        key: its canonical name (``"features.act2#1"``, ``"layer1.0:add#1"``; see :class:`Census`).
+        key: its canonical name (``"features.act2#1"``, ``"layer1.0:add#1"``; see :class:`Census`), or
+            :data:`OUTPUT` for the tensor ``entry`` returns (a classifier's logits): the whole forward
+            pass runs and the graph ends at the operation that made the output.
         mode: the backward rules to record for (``None``: structure only).
 
     Raises:
         ValueError: the layer is not reached, does not depend on the input, or depends on an
             operation without a rule (naming it and its module).
     """
-    tracer = _run(model, entry, x, mode, True, {key})
-    if key not in tracer.found:
+    tracer = _run(model, entry, x, mode, True, set() if key == OUTPUT else {key})
+    if key == OUTPUT:
+        result = tracer.result
+        if not isinstance(result, torch.Tensor) or not tracer.is_live(result):
+            raise ValueError(f"{layer}: the model's forward pass returns "
+                             f"{type(result).__name__ if not isinstance(result, torch.Tensor) else 'a tensor'} "
+                             "that is not a traced signal of its input (a tensor of logits (B, n_classes) is needed)")
+        out, fm = tracer.node_of(result), result
+    elif key not in tracer.found:
         raise ValueError(f"layer {layer!r} was not reached by the model's forward pass (or its output does not "
                          "depend on the input)")
-    out, fm = tracer.found[key]
+    else:
+        out, fm = tracer.found[key]
     nodes = tracer.nodes[: out + 1]
     graph = Graph(layer, nodes, out, fm.detach(), dict(tracer.aliases))
     graph.check()

@@ -60,7 +60,9 @@ class Projection:
         layer: the layer name as given (``"conv2"``).
         channels: ``(K,)`` long (or ``(B, K)`` when channels were chosen per input).
         mode: ``"deconv"``, ``"guided"`` or ``"gradient"``.
-        seeding: ``"position"`` (one activation per map) or ``"map"`` (the whole feature map).
+        seeding: ``"position"`` (one activation per map), ``"map"`` (the whole feature map) or
+            ``"class"`` (:meth:`Projector.project_classes`: a logit seeded with 1, so the map is its
+            derivative under the mode's rules; ``channels`` are class indices, ``activations`` logits).
         hz: ``(F,)`` centre frequency of each mel bin in Hz, or ``None`` without a LogMel front end.
         seconds: ``(T,)`` centre time of each frame in s, or ``None``.
         feature_size: ``(H, W)`` of the layer's feature map.
@@ -222,6 +224,51 @@ class Projector:
                 positions=positions, receptive_fields=receptive_field_boxes(path, positions, (F_, T_)),
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
+
+    def project_classes(self, inputs, classes=None, *, batch_size: int = 64, progress: bool = True,
+                        input_kind: str = "auto") -> Projection:
+        """Class saliency: the projector's backward pass from class logits down to the input.
+
+        The model's output (its logits) is traced like any layer and each class's logit is seeded
+        with **1** (not with its value), so each map is the derivative of the logit under the mode's
+        rules — Captum's ``Deconvolution`` / ``GuidedBackprop`` / ``Saliency(abs=False)`` of that
+        target on a ReLU network — and maps of different classes share one scale. The same engine
+        as :meth:`project` (:func:`audioconv.interpret.saliency.class_maps`).
+
+        Args:
+            inputs: as :meth:`project`.
+            classes: ``None`` (each input's predicted class), an int or a list of K class indices
+                (the same for every input), or a ``(B, K)`` long tensor.
+            batch_size, progress, input_kind: as :meth:`project`.
+
+        Returns:
+            :class:`Projection` with ``layer="logits"``, ``seeding="class"``, ``channels`` the class
+            indices (``(K,)``, or ``(B, K)`` for predicted/per-input classes), ``activations`` the
+            logits ``(B, K)``, ``positions`` zeros and ``receptive_fields`` the whole input.
+        """
+        from audioconv.interpret.saliency import class_maps
+
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        x = self.to_logmel(inputs, input_kind)
+        B, _, F_, T_ = x.shape
+        per_input = classes is None or _per_input(classes)
+        maps, acts, chosen = [], [], []
+        starts = range(0, B, batch_size)
+        for s in tqdm(starts, desc="project classes", disable=not progress or len(starts) < 2):
+            e = min(s + batch_size, B)
+            part = classes[s:e] if isinstance(classes, torch.Tensor) and classes.dim() == 2 else classes
+            m, logits, idx = class_maps(self.traced, x[s:e], part, self.mode)
+            maps.append(m.cpu()), chosen.append(idx.cpu()), acts.append(logits.gather(1, idx).cpu())
+        idx = torch.cat(chosen)
+        K = idx.shape[1]
+        hz, seconds = self.traced.axes(F_, T_)
+        return Projection(
+            spectrograms=x[:, 0].detach().cpu(), maps=torch.cat(maps), activations=torch.cat(acts),
+            positions=torch.zeros(B, K, 2, dtype=torch.long),
+            receptive_fields=torch.tensor([0, F_, 0, T_]).expand(B, K, 4).clone(), layer="logits",
+            channels=idx if per_input else idx[0], mode=self.mode, seeding="class", hz=hz, seconds=seconds,
+            feature_size=(1, 1))
 
     def _project_chunk(self, graph: Graph, mode: Mode, input_hw, chan, seeding, pos, crop, per_unit, allowed=None):
         """One chunk of inputs traced as ``graph`` → (maps ``(B, K, F, T)``, activations, positions).

@@ -1,161 +1,148 @@
-"""Input-space maps of a class or unit score: gradient, guided backprop and deconvnet, by autograd.
+"""Input-space maps of a class or unit score: gradient, guided backprop and deconvnet.
 
 ``saliency(model, inputs, target, mode)`` → ``(B, F, T)``: the derivative of the target's score
 (a class logit or a unit's activation, see :mod:`audioconv.interpret.targets`) with respect to the
-log-mel input, under the backward rule of ``mode``:
+log-mel input, under the backward rule of ``mode``.
 
-========  ================================  ==============================  ===========================
-mode      ReLU                              LeakyReLU(a)                    Tanh
-========  ================================  ==============================  ===========================
-gradient  ``g · [x > 0]``                   ``g · leaky_a'(x)``             ``g · (1 − tanh² x)``
-deconv    ``relu(g)``                       ``leaky_a(g)``                  ``g``
-guided    ``relu(g) · [x > 0]``             ``leaky_a(g) · leaky_a'(x)``    ``g · (1 − tanh² x)``
-========  ================================  ==============================  ===========================
+**One engine.** ``deconv`` and ``guided`` run the projector's own backward pass
+(:func:`audioconv.interpret.graph.backward` with the rules of :mod:`audioconv.interpret.rules`): the
+model is traced from its log-mel input to its output, the logits ``(B, n_classes)`` are seeded with
+1 at the class (a unit: 1 at its cell, or ``1/(H·W)`` over its map for ``"mean"``), and the signal
+goes down through every operation with the rule the projector uses — ReLU, LeakyReLU, tanh, the
+SiLU/GELU family, max-pool switches, residual sums, broadcasts. So class saliency and projections
+agree on every model the projector accepts (BC-ResNet included), and an operation without a rule
+raises the projector's ``ValueError`` naming it and its module; nothing falls back to the gradient.
+``gradient`` is autograd's own derivative: the graph's gradient rules equal it (tested), and it
+works on any differentiable model, whatever operations it uses.
 
-These are the projector's rules (:mod:`audioconv.interpret.rules`, ``docs/projection.md``); every
-other operation (convolution, BatchNorm in eval mode, max-pool switches, average pooling, residual
-additions, concatenation) is differentiated by autograd, which for these linear or routing
-operations is the same rule in all three modes. So for a unit, ``activation × saliency`` equals
-the :class:`~audioconv.interpret.projector.Projector`'s map, and for a class it equals Captum's
-``Saliency(abs=False)`` / ``GuidedBackprop`` / ``Deconvolution`` (tested in float64).
-
-Why this exists next to the projector: the projector seeds hidden units of a feature map and is
-fast for many units at once; a class logit is not a feature map, and Grad-CAM's guided variant
-needs guided backprop of a class. Here the rules are applied **while the model runs**: a
-``TorchFunctionMode`` swaps every ReLU / LeakyReLU / tanh call — module or functional
-(``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu_()``) — for an autograd function with the mode's
-backward rule, so residual graphs and functional calls work. In ``deconv`` and ``guided`` modes a
-nonlinearity without a rule (GELU, SiLU, sigmoid, ELU, softplus, hardtanh/ReLU6, clamp, softmax …)
-raises ``ValueError`` naming it and the module that called it; nothing falls back to the gradient
-silently. ``gradient`` accepts any differentiable model.
+For a unit whose activation ``a`` is positive, ``a × saliency`` is the
+:class:`~audioconv.interpret.projector.Projector`'s map of that unit; for a class on a ReLU network
+it equals Captum's ``Saliency(abs=False)`` / ``GuidedBackprop`` / ``Deconvolution`` (both tested in
+float64). :func:`class_maps` gives the maps of K classes per input in one backward pass (what
+:meth:`Projector.project_classes <audioconv.interpret.projector.Projector.project_classes>` and
+``audioconv project --target`` use).
 """
 from __future__ import annotations
 
-import contextlib
-
+import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
-from audioconv.interpret.rules import MODES
-from audioconv.interpret.targets import forward_scores
+from audioconv.interpret.graph import Graph, backward
+from audioconv.interpret.rules import MODES, Mode
+from audioconv.interpret.signal import Signal
+from audioconv.interpret.targets import Unit, class_indices, forward_scores
 from audioconv.interpret.traced import TracedModel
 from audioconv.utils import eval_mode
 
-__all__ = ["saliency", "input_saliency", "RULE_FUNCTIONS"]
-
-_RELU = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_LEAKY = {F.leaky_relu, F.leaky_relu_}
-_TANH = {torch.tanh, torch.tanh_, F.tanh, torch.Tensor.tanh, torch.Tensor.tanh_}
-_IN_PLACE = {torch.relu_, torch.Tensor.relu_, F.leaky_relu_, torch.tanh_, torch.Tensor.tanh_}
-_NO_RULE = ("gelu", "elu", "selu", "celu", "silu", "mish", "sigmoid", "softplus", "hardtanh", "relu6",
-            "hardswish", "hardsigmoid", "logsigmoid", "softsign", "tanhshrink", "threshold", "prelu", "rrelu",
-            "glu", "softmax", "log_softmax", "softmin", "clamp", "clamp_min", "clamp_max", "clip")
-RULE_FUNCTIONS = "ReLU, LeakyReLU and Tanh (as modules or functional calls)"
+__all__ = ["saliency", "input_saliency", "class_maps", "class_choice"]
 
 
-class _Rectified(torch.autograd.Function):
-    """``leaky_a(x)`` forward (``a = 0``: ReLU); backward ``leaky_a(g)`` (deconv) or ``leaky_a(g)·leaky_a'(x)`` (guided)."""
-
-    @staticmethod
-    def forward(ctx, x, slope: float, guided: bool):
-        ctx.slope, ctx.guided = slope, guided
-        ctx.save_for_backward(x > 0)  # the sign, not x: an in-place caller overwrites x
-        return F.leaky_relu(x, slope) if slope else F.relu(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (positive,) = ctx.saved_tensors
-        out = F.leaky_relu(g, ctx.slope) if ctx.slope else F.relu(g)
-        if ctx.guided:
-            out = torch.where(positive, out, out * ctx.slope)
-        return out, None, None
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
 
 
-class _TanhRule(torch.autograd.Function):
-    """``tanh(x)`` forward; backward ``g`` (deconv: nothing to rectify) or ``g·(1 − tanh² x)`` (guided)."""
-
-    @staticmethod
-    def forward(ctx, x, guided: bool):
-        y = torch.tanh(x)
-        ctx.guided = guided
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return (g * (1 - y * y) if ctx.guided else g), None
+def _maps_from_seed(graph: Graph, seed: Signal, mode: str, logmel: torch.Tensor) -> torch.Tensor:
+    """Run the graph's backward pass from ``seed`` (``B × K`` signals) → maps ``(B, K, F, T)`` on the input."""
+    B, K = seed.g.shape[:2]
+    out = logmel.new_zeros(B, K, *logmel.shape[-2:])
+    backward(graph, seed, Mode(mode)).add_to(out)
+    return out
 
 
-def _arg(args, kwargs, index: int, name: str, default):
-    return args[index] if len(args) > index else (kwargs or {}).get(name, default)
+def class_choice(classes, logits: torch.Tensor) -> torch.Tensor:
+    """Classes to explain → ``(B, K)`` long on ``logits``' device.
 
-
-class _Rules(TorchFunctionMode):
-    """Replace ReLU / LeakyReLU / tanh calls by the ``deconv`` or ``guided`` rule; refuse other nonlinearities."""
-
-    def __init__(self, mode: str, where: list[str]):
-        super().__init__()
-        self.guided, self.where = mode == "guided", where
-        self.mode = mode
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _RELU or func in _LEAKY:
-            slope = float(_arg(args, kwargs, 1, "negative_slope", 0.01)) if func in _LEAKY else 0.0
-            out = _Rectified.apply(args[0], slope, self.guided)
-        elif func in _TANH:
-            out = _TanhRule.apply(args[0], self.guided)
-        else:
-            name = getattr(func, "__name__", "")
-            if name.rstrip("_") in _NO_RULE:
-                where = self.where[-1] if self.where else "the model's top level"
-                raise ValueError(f"{self.mode} backprop has no rule for {name}() (called in {where}); "
-                                 f"rules exist for {RULE_FUNCTIONS} — use mode='gradient' for this model")
-            return func(*args, **(kwargs or {}))
-        in_place = func in _IN_PLACE or (func in (F.relu, F.leaky_relu) and bool(
-            _arg(args, kwargs, 1 if func is F.relu else 2, "inplace", False)))
-        if in_place:  # keep the caller's view of an in-place call: its tensor now holds the result
-            return args[0].copy_(out)
-        return out
-
-
-@contextlib.contextmanager
-def _backward_rules(model: torch.nn.Module, mode: str):
-    """While active, the model's forward records ``mode``'s backward rules (no-op for ``gradient``)."""
-    if mode == "gradient":
-        yield
-        return
-    where: list[str] = []
-    handles = []
+    ``classes``: ``None`` (the predicted class of each input, ``K = 1``), an int or a sequence of K
+    ints (the same classes for every input), or a ``(B, K)`` long tensor (per input).
+    ``ValueError`` names an index outside ``0..n_classes-1``.
+    """
+    B, n = logits.shape
+    if classes is None:
+        return logits.argmax(dim=1, keepdim=True)
+    if isinstance(classes, (bool, np.bool_)):
+        raise ValueError(f"classes must be class indices, got {classes!r}")
     try:
-        def enter(label):
-            def hook(module, args):
-                where.append(label)
-            return hook
+        idx = torch.as_tensor(classes)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"classes must be class indices (an int, a list of ints or a (B, K) tensor), "
+                         f"got {classes!r}") from None
+    if idx.is_floating_point() or idx.dtype == torch.bool or idx.dim() > 2 or idx.numel() == 0:
+        raise ValueError(f"classes must be a non-empty int, list of ints or (B, K) tensor, got {classes!r}")
+    idx = idx.long().to(logits.device)
+    if idx.dim() == 2 and idx.shape[0] != B:
+        raise ValueError(f"per-input classes must be (B={B}, K), got {tuple(idx.shape)}")
+    idx = idx.reshape(1, -1).expand(B, -1) if idx.dim() < 2 else idx
+    bad = idx[(idx < 0) | (idx >= n)]
+    if bad.numel():
+        raise ValueError(f"class index {int(bad[0])} is out of range: the model has classes 0..{n - 1}")
+    return idx.contiguous()
 
-        def leave(module, args, out):
-            where.pop()
 
-        for name, module in model.named_modules():
-            label = f"module {name!r} ({type(module).__name__})" if name else f"{type(module).__name__}.forward"
-            handles.append(module.register_forward_pre_hook(enter(label)))
-            handles.append(module.register_forward_hook(leave))
-        with _Rules(mode, where):
-            yield
-    finally:
-        for h in handles:
-            h.remove()
+def class_maps(traced: TracedModel, logmel: torch.Tensor, classes=None, mode: str = "deconv"):
+    """Class saliency of K classes per input by the projector's backward pass (the graph engine).
+
+    Args:
+        traced: the model on its device.
+        logmel: ``(B, 1, F, T)`` on ``traced.device``.
+        classes: see :func:`class_choice` (``None``: the predicted class).
+        mode: ``"deconv"``, ``"guided"`` or ``"gradient"`` (here the graph's gradient rules).
+
+    Returns:
+        ``(maps (B, K, F, T), logits (B, n_classes), classes (B, K))`` on the device; each map is the
+        derivative of its class's logit (seeded with 1, not with the logit).
+    """
+    return _class_maps(traced, logmel, lambda logits: class_choice(classes, logits), mode)
+
+
+def _class_maps(traced: TracedModel, logmel: torch.Tensor, choose, mode: str):
+    """:func:`class_maps` with the classes chosen by ``choose(logits (B, n)) → (B, K)``."""
+    _check_mode(mode)
+    with eval_mode(traced.model), torch.no_grad():
+        graph = traced.trace_output(logmel, Mode(mode))
+        logits = graph.feature_map
+        if logits.dim() != 2:
+            raise ValueError(f"a class target needs a model whose output is logits (B, n_classes); got an output "
+                             f"of shape {tuple(logits.shape)}")
+        idx = choose(logits)
+        B, K = idx.shape
+        g = logits.new_zeros(B, K, logits.shape[1])
+        g.scatter_(2, idx.unsqueeze(-1), 1.0)
+        return _maps_from_seed(graph, Signal(g), mode, logmel), logits, idx
+
+
+def _unit_maps(traced: TracedModel, logmel: torch.Tensor, unit: Unit, mode: str) -> torch.Tensor:
+    """A unit's saliency ``(B, F, T)`` by the graph engine: 1 at its cell (``"max"``: its strongest, first
+    in row-major order on ties) or ``1/(H·W)`` over its map (``"mean"``)."""
+    with eval_mode(traced.model), torch.no_grad():
+        graph = traced.trace(unit.layer, logmel, Mode(mode))
+        fm = graph.feature_map
+        unit.select(fm)  # ValueError for a layer without feature maps, a channel or cell outside it
+        B, _, H, W = fm.shape
+        g = fm.new_zeros(B, 1, 1, H, W)
+        if unit.position == "mean":
+            g.fill_(1.0 / (H * W))
+        else:
+            if unit.position == "max":
+                flat = fm[:, unit.channel].flatten(1).argmax(dim=1)
+                f, t = flat // W, flat % W
+            else:
+                f, t = (torch.full((B,), int(v), device=fm.device) for v in unit.position)
+            g[torch.arange(B, device=fm.device), 0, 0, f, t] = 1.0
+        chan = torch.full((B, 1), unit.channel, dtype=torch.long, device=fm.device)
+        return _maps_from_seed(graph, Signal(g, chan, [0, 0]), mode, logmel)[:, 0]
 
 
 def input_saliency(traced: TracedModel, logmel: torch.Tensor, target, mode: str = "gradient") -> torch.Tensor:
     """:func:`saliency` on log-mel ``(B, 1, F, T)`` already on ``traced.device`` → ``(B, F, T)`` there."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    _check_mode(mode)
+    if mode != "gradient":
+        if isinstance(target, Unit):
+            return _unit_maps(traced, logmel, target, mode)
+        return _class_maps(traced, logmel, lambda logits: class_indices(target, logits)[:, None], mode)[0][:, 0]
     x = logmel.detach().clone().requires_grad_(True)
     with eval_mode(traced.model), torch.enable_grad():
-        with _backward_rules(traced.model, mode):
-            scores, _, _ = forward_scores(traced, x, target)
+        scores, _, _ = forward_scores(traced, x, target)
         (g,) = torch.autograd.grad(scores.sum(), x, allow_unused=True)
     return torch.zeros_like(logmel[:, 0]) if g is None else g[:, 0].detach()
 
@@ -166,19 +153,25 @@ def saliency(model: torch.nn.Module, inputs, target=None, mode: str = "gradient"
 
     Args:
         model: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (entered at ``classify``)
-            or any differentiable ``nn.Module`` taking log-mel ``(B, 1, F, T)`` — chain or residual
-            graph. Run in eval mode (flags restored); no hook or change is left on it.
+            or any ``nn.Module`` taking log-mel ``(B, 1, F, T)`` — chain or residual graph; for
+            ``deconv``/``guided`` built from operations the projector has rules for. Run in eval mode
+            (flags restored); no hook or change is left on it.
         inputs: waveforms ``(B, C, T)`` / ``(B, T)`` (models with a LogMel front end) or log-mel
             ``(B, 1, F, T)`` / ``(B, F, T)``, as the projector takes them.
         target: class index, ``(B,)`` indices, ``None`` (the predicted class) or a
             :class:`~audioconv.interpret.targets.Unit`.
-        mode: ``"gradient"`` (plain saliency), ``"guided"`` (guided backprop) or ``"deconv"``
-            (Zeiler & Fergus deconvnet); see the module docstring.
+        mode: ``"gradient"`` (plain saliency, autograd), ``"guided"`` (guided backprop) or
+            ``"deconv"`` (Zeiler & Fergus deconvnet), the last two by the projector's rules (module
+            docstring).
         input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"``.
         device: where to compute (default CUDA if available); the model is never moved (a copy is).
 
     Returns:
         ``(B, F, T)`` signed map on the CPU in the model's dtype (log-mel cells; units of score per dB).
+
+    Raises:
+        ValueError: a bad mode, target or layer; in ``deconv``/``guided`` an operation without a
+            projection rule on the way to the target (naming it and its module).
     """
     traced = TracedModel(model, device)
     return input_saliency(traced, traced.to_logmel(inputs, input_kind), target, mode).cpu()

@@ -11,7 +11,8 @@ all go through it. It
 * resolves layer names (package short names, module names, operation names; see
   :mod:`audioconv.interpret.graph`) against one census of the model's forward pass,
 * traces the graph from the log-mel input to a layer (:meth:`TracedModel.path` for its structure,
-  :meth:`TracedModel.trace` with a batch's records for the projector) and runs the model's own
+  :meth:`TracedModel.trace` with a batch's records for the projector; :meth:`TracedModel.trace_output`
+  to the logits, for class saliency) and runs the model's own
   forward up to its layers (:meth:`TracedModel.feature_maps`: one pass for several layers).
 
 Models: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (or any module with a
@@ -221,6 +222,12 @@ class TracedModel:
         key = self.key(layer, logmel)
         with eval_mode(self.model):
             return graphs.trace(self.model, self.entry, logmel, layer, key, mode)
+
+    def trace_output(self, logmel: torch.Tensor, mode: Mode | None) -> Graph:
+        """The graph from log-mel ``(B, 1, F, T)`` to the model's output (its logits ``(B, n_classes)``,
+        named ``"logits"`` in messages), with this batch's records for ``mode``: the whole forward pass."""
+        with eval_mode(self.model):
+            return graphs.trace(self.model, self.entry, logmel, "logits", graphs.OUTPUT, mode)
 
     @torch.no_grad()
     def feature_maps(self, logmel: torch.Tensor, layers) -> dict[str, torch.Tensor]:

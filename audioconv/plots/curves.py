@@ -1,5 +1,5 @@
 """Curves over epochs: a run's training metrics (loss, accuracy / F1, learning rate, throughput) and
-the layer-convergence curves (linear CKA of each epoch vs the final one)."""
+the layer-convergence curves (CKA of each epoch vs the final one, linear or debiased)."""
 from __future__ import annotations
 
 import math
@@ -72,23 +72,36 @@ def plot_metrics(rows: list[dict], x_key: str = "epoch") -> Figure:
     return fig
 
 
-def plot_convergence(cka_by_layer: dict, epochs, title: str | None = None) -> Figure:
-    """Linear CKA of each layer's activations at each epoch vs the final epoch (one line per layer)."""
+def plot_convergence(cka_by_layer: dict, epochs, title: str | None = None, estimator: str = "linear",
+                     baseline: dict | None = None) -> Figure:
+    """CKA of each layer's activations at each epoch vs the final epoch (one line per layer).
+
+    ``estimator`` names the CKA in the axis label (``"linear"``, ``"debiased"``); ``baseline``
+    ``{layer: [values]}`` (untrained networks vs the final epoch) is drawn as a dashed line at their
+    mean in the layer's colour.
+    """
     epochs = [int(e) for e in epochs]
     if not cka_by_layer:
         raise ValueError("cka_by_layer is empty")
     fig = new_figure(6.5, 4.0)
     ax = fig.subplots()
+    low = 0.0
     for layer, values in cka_by_layer.items():
         values = [float("nan") if v is None else float(v) for v in values]
         if len(values) != len(epochs):
             raise ValueError(f"layer {layer!r} has {len(values)} CKA values for {len(epochs)} epochs")
-        ax.plot(epochs, values, marker="o", label=layer)
+        line, = ax.plot(epochs, values, marker="o", label=layer)
+        low = min([low] + [v for v in values if v == v])
+        base = [float(v) for v in (baseline or {}).get(layer, []) if v is not None and v == v]
+        if base:
+            ax.axhline(sum(base) / len(base), color=line.get_color(), linestyle="--", linewidth=1, alpha=0.7)
+            low = min(low, *base)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"linear CKA vs epoch {epochs[-1]}")
-    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel(f"{estimator} CKA vs epoch {epochs[-1]}")
+    ax.set_ylim(min(0.0, low - 0.05), 1.05)
     ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
     ax.grid(alpha=0.3)
     ax.legend(title="layer")
-    ax.set_title(title or "layer convergence (1 = same representation as the final epoch)")
+    ax.set_title(title or ("layer convergence (1 = same representation as the final epoch"
+                           + ("; dashed: untrained networks)" if baseline else ")")))
     return fig

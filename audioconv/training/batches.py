@@ -21,11 +21,16 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames"]
+__all__ = ["TrainData", "build_data", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames",
+           "GroupLeakageWarning", "shared_groups", "group_leak_message"]
 
 
 class TrainingWarning(UserWarning):
     """Something about a training run the user should know (the command line shows it as one line)."""
+
+class GroupLeakageWarning(TrainingWarning):
+    """Clips of one group (speaker, source recording) are both trained on and scored."""
+
 
 _CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5
 
@@ -139,6 +144,7 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     records = list(iter_manifest(path))
     labels = [r["label"] for r in records if splits is None or r.get("split") in splits]
     if labels:
+        _check_splits_known(path, splits, {r.get("split") for r in records}, role)
         return labels
     if splits is None or not records:
         raise ValueError(f"{role} set is empty: manifest {path} has no clips")
@@ -155,6 +161,19 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     name = "split" if len(splits) == 1 else "splits"
     raise ValueError(f"{role} set is empty: manifest {path} has no clips in {name} {', '.join(map(repr, splits))} "
                      f"(splits present: {present}){hint}")
+
+
+_SPLIT_FLAGS = {"training": "train_split (--train-split)", "validation": "val_split (--val-split)"}
+
+
+def _check_splits_known(path: str, splits: tuple[str, ...] | None, present: set, role: str) -> None:
+    """Raise (one line) when ``splits`` names a split that manifest ``path`` lacks, even if others
+    exist: a misspelt fold would otherwise drop out of the run without a word."""
+    unknown = [s for s in (splits or ()) if s not in present]
+    if unknown:
+        have = ", ".join(sorted((str(s) for s in present if s is not None), key=_natural)) or "none"
+        raise ValueError(f"{_SPLIT_FLAGS[role]}: manifest {path} has no split {', '.join(map(repr, unknown))} "
+                         f"(splits present: {have})")
 
 
 def _natural(name: str) -> tuple:
@@ -176,12 +195,23 @@ def _warn_leakage(train_ds, val_ds) -> None:
                       f"{shared[0]['audio_filepath']}); validation scores (and best.pt) will be optimistic — "
                       f"validate on other clips", TrainingWarning, stacklevel=3)
         return
-    groups = {r["group"] for r in train_ds.records if r.get("group") is not None}
-    common = sorted({str(r["group"]) for r in val_ds.records if r.get("group") in groups})
+    common = shared_groups(train_ds.records, val_ds.records)
     if common:
-        warnings.warn(f"{len(common)} groups (speakers or source recordings) have clips in both training and "
-                      f"validation (e.g. {common[0]!r}); validation scores will be optimistic",
-                      TrainingWarning, stacklevel=3)
+        warnings.warn(group_leak_message(common, "both training and validation", "validation scores"),
+                      GroupLeakageWarning, stacklevel=3)
+
+
+def shared_groups(a: Sequence[dict], b: Sequence[dict]) -> list[str]:
+    """The ``group`` values (speaker, source recording) that records ``a`` and ``b`` both have, as
+    sorted strings; records without a group never count."""
+    groups = {r["group"] for r in a if r.get("group") is not None}
+    return sorted({str(r["group"]) for r in b if r.get("group") in groups})
+
+
+def group_leak_message(common: list[str], where: str, scores: str) -> str:
+    """The one wording of a group leak: ``common`` groups have clips in ``where``, so ``scores`` are optimistic."""
+    return (f"{len(common)} groups (speakers or source recordings) have clips in {where} (e.g. {common[0]!r}); "
+            f"{scores} will be optimistic")
 
 
 def _datasets(cfg: TrainConfig, labels: list[str] | None):

@@ -68,12 +68,30 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     return Path(path)
 
 
+def _text_kind(path: Path) -> str | None:
+    """``"JSON / JSON lines"`` or ``"plain text"`` when the file's first KiB is UTF-8 text (a checkpoint
+    is a zip archive or a pickle, both binary), else ``None``."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # the KiB may end inside a multi-byte character
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if any(c < " " and c not in "\t\r\n" for c in text):
+        return None
+    return "JSON / JSON lines" if text.lstrip()[:1] in ("{", "[") else "plain text"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is empty, truncated or not a torch file ("corrupt"), holds objects
+        ValueError: the file is empty, text (a manifest given by mistake), truncated or not a torch
+            file ("corrupt"), holds objects
             that are not tensors/primitives, or is not an audioconv checkpoint.
     """
     path = Path(path)
@@ -89,6 +107,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise
     except Exception as e:  # garbage bytes can fail anywhere in the unpickler (IndexError, KeyError, ...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = _text_kind(path)
+        if text is not None:
+            raise ValueError(f"{path} is not a checkpoint: it is a text file ({text}); give a .pt file a training "
+                             f"run wrote (RUN/best.pt, RUN/last.pt)") from None
         if "weights only load failed" in msg.lower():
             raise ValueError(f"checkpoint {path} holds pickled Python objects, not only tensors and primitives; "
                              f"refusing to load it (torch.load(weights_only=True) failed)") from None

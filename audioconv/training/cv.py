@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from audioconv.training import distributed
+from audioconv.training.batches import GroupLeakageWarning, group_leak_message, shared_groups
 from audioconv.training.config import TrainConfig, parse_splits
 from audioconv.training.evaluate import evaluate
 from audioconv.training.loop import fit
@@ -61,6 +63,30 @@ def fold_plan(folds: Sequence[str], validation: str = "none") -> list[dict]:
         val = folds[(i + 1) % len(folds)] if validation == "next" else None
         plan.append({"fold": fold, "val_split": val, "train_splits": [f for f in folds if f not in (fold, val)]})
     return plan
+
+
+def _warn_groups_across_folds(manifest: str | Path, folds: list[str]) -> None:
+    """Warn once when groups (speakers, source recordings) have clips in more than one of ``folds``:
+    every such group is trained on and scored in some fold, so the held-out scores are optimistic."""
+    from audioconv.io.manifest import iter_manifest
+
+    by_fold: dict[str, list[dict]] = {f: [] for f in folds}
+    for r in iter_manifest(manifest):
+        if r.get("split") in by_fold:
+            by_fold[r["split"]].append(r)
+    common, pairs = set(), []
+    for i, a in enumerate(folds):
+        for b in folds[i + 1:]:
+            shared = shared_groups(by_fold[a], by_fold[b])
+            if shared:
+                common.update(shared)
+                pairs.append(f"{a}/{b}")
+    if common:
+        n_pairs = len(folds) * (len(folds) - 1) // 2
+        where = f"more than one fold ({len(pairs)} of {n_pairs} pairs of folds share groups: {', '.join(pairs[:3])}" \
+                f"{', …' if len(pairs) > 3 else ''})"
+        warnings.warn(group_leak_message(sorted(common), where, "held-out fold scores") + " — keep each group in "
+                      "one fold", GroupLeakageWarning, stacklevel=3)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -122,14 +148,17 @@ def cross_validate(config: TrainConfig, folds: Sequence[str] | str | None = None
     folds = parse_splits(folds) if folds is not None else tuple(present)
     missing = [f for f in folds if f not in present]
     if missing or not folds:
-        raise ValueError(f"manifest {config.manifest} has no split(s) {missing or 'named fold*'}; "
+        raise ValueError(f"folds (--folds): manifest {config.manifest} has no split(s) {missing or 'named fold*'}; "
                          f"its fold splits: {present or 'none'} (choose with --folds)")
     plan, out, note = fold_plan(list(folds), validation), Path(config.out), log or (lambda message: None)
+    _warn_groups_across_folds(config.manifest, list(folds))
     rows, confusion, labels = [], None, None
     for i, step in enumerate(plan, 1):
         note(f"fold {i}/{len(plan)}: {step['fold']} held out; training on {','.join(step['train_splits'])}"
              + (f", validating on {step['val_split']}" if step["val_split"] else ""))
-        trained = fit(_fold_config(config, step, out, resume), progress=progress, log=log, augment=augment)
+        with warnings.catch_warnings():  # a fold's own group warning repeats the one above
+            warnings.simplefilter("ignore", GroupLeakageWarning)
+            trained = fit(_fold_config(config, step, out, resume), progress=progress, log=log, augment=augment)
         scored = evaluate(trained["best_checkpoint"], config.manifest, device=config.device,
                           batch_size=config.batch_size, progress=progress, split=step["fold"],
                           workers=max(0, config.workers))

@@ -20,7 +20,9 @@ node; ``--out`` should be on a shared filesystem too if runs are resumed (every 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "detect", "setup", "cleanup", "barrier", "all_reduce_sum", "all_gather_object",
-           "broadcast_module_state"]
+           "broadcast_module_state", "warnings_on_main"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,14 @@ def broadcast_module_state(module: torch.nn.Module, info: DistInfo, src: int = 0
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src=src)
+
+
+@contextlib.contextmanager
+def warnings_on_main(info: DistInfo | None = None):
+    """Inside this block, warnings show on rank 0 only; the other ranks drop them (they see the same
+    data and settings, so one copy says it all). ``info`` defaults to :func:`detect`."""
+    info = info if info is not None else detect()
+    with warnings.catch_warnings():
+        if not info.is_main:
+            warnings.simplefilter("ignore")
+        yield

@@ -461,11 +461,17 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     if ckpt is not None:
         _restore(state, ckpt)
     if info.is_main:
-        _write_run_info(state)
+        if ckpt is None or not _finished(state):  # a finished run resumed trains nothing: its config.json stays
+            _write_run_info(state)
         _warn_ema_horizon(state)
         if cfg.tensorboard:
             state.tb = logs.TensorBoardLog(out / "tensorboard", purge_step=state.step if ckpt is not None else None)
     return state
+
+
+def _finished(state: TrainState) -> bool:
+    """No epoch is left to train: all ``config.epochs`` are done, or early stopping ended the run."""
+    return state.epoch >= int(state.config.epochs) or state.stopped_early
 
 
 def _warn_ema_horizon(state: TrainState) -> None:
@@ -890,7 +896,8 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
 
     Warns:
         TrainingWarning: a batch size above the training set's size, validation clips that are also
-            training clips, a loss that explodes (the learning rate is too high).
+            training clips, a loss that explodes (the learning rate is too high). Under torchrun
+            only rank 0 shows them (:func:`~audioconv.training.distributed.warnings_on_main`).
 
     Raises:
         ValueError / FileNotFoundError: bad settings or data (empty training set, one class, labels
@@ -899,25 +906,26 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
         NonFiniteLossError: the loss became NaN/inf (the message names the step);
             NonFiniteBatchError: NaN/inf samples in a batch (the message names the clips).
     """
-    state = setup(config, augment, progress)
-    if log is not None and state.resumed_from is not None and state.info.is_main:
-        log(_resume_note(state))
-    try:
-        bar = tqdm(total=int(state.config.epochs), initial=state.epoch, desc="epochs", unit="epoch",
-                   disable=not state.progress)
-        state.net.train()
-        while state.epoch < state.config.epochs and not state.stopped_early:
-            t_epoch = time.perf_counter()
-            metrics, is_best = _end_epoch(state, run_epoch(state), t_epoch)
-            save(state, metrics, is_best)
-            bar.update(1)
-            if state.progress:
-                bar.set_postfix({k: round(v, 4) for k, v in metrics.items()
-                                 if k in ("train_loss", "val_accuracy", "val_macro_f1") and v is not None})
-        bar.close()
-        distributed.barrier(state.info)
-        return _summary(state)
-    finally:
-        if state.tb is not None:
-            state.tb.close()
-        distributed.cleanup(state.info)
+    with distributed.warnings_on_main():  # under torchrun: one copy of each warning, from rank 0
+        state = setup(config, augment, progress)
+        if log is not None and state.resumed_from is not None and state.info.is_main:
+            log(_resume_note(state))
+        try:
+            bar = tqdm(total=int(state.config.epochs), initial=state.epoch, desc="epochs", unit="epoch",
+                       disable=not state.progress)
+            state.net.train()
+            while state.epoch < state.config.epochs and not state.stopped_early:
+                t_epoch = time.perf_counter()
+                metrics, is_best = _end_epoch(state, run_epoch(state), t_epoch)
+                save(state, metrics, is_best)
+                bar.update(1)
+                if state.progress:
+                    bar.set_postfix({k: round(v, 4) for k, v in metrics.items()
+                                     if k in ("train_loss", "val_accuracy", "val_macro_f1") and v is not None})
+            bar.close()
+            distributed.barrier(state.info)
+            return _summary(state)
+        finally:
+            if state.tb is not None:
+                state.tb.close()
+            distributed.cleanup(state.info)

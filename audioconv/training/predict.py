@@ -62,6 +62,12 @@ class FilePrediction:
     sample_rate: int = 0
     channels: int = 1
 
+    @property
+    def ends_s(self) -> np.ndarray:
+        """``(W,)`` each window's end in seconds within the file: ``start + window_s``, or the file's
+        end for a file shorter than one window (the zero padding is not part of the file)."""
+        return np.minimum(np.asarray(self.starts_s, dtype=np.float64) + self.window_s, self.duration_s)
+
     def top(self, k: int = 3, window: int | None = None) -> list[tuple[str, float]]:
         """The ``k`` most probable ``(label, probability)`` of the file (or of window ``window``), best first."""
         p = self.probs if window is None else self.window_probs[window]
@@ -78,9 +84,8 @@ class FilePrediction:
                "n_windows": int(len(self.starts_s)), "n_silent_windows": int(self.silent.sum()),
                "aggregation": AGGREGATION, "top": tops(self.top(top_k))}
         if windows:
-            out["windows"] = [{"start_s": float(s), "end_s": float(s) + self.window_s, "silent": bool(q),
-                               "top": tops(self.top(top_k, w))}
-                              for w, (s, q) in enumerate(zip(self.starts_s, self.silent))]
+            out["windows"] = [{"start_s": float(s), "end_s": float(e), "silent": bool(q), "top": tops(self.top(top_k, w))}
+                              for w, (s, e, q) in enumerate(zip(self.starts_s, self.ends_s, self.silent))]
         return out
 
 

@@ -1,7 +1,8 @@
 """A folder with one sub-folder per class → manifest records with a deterministic split.
 
 Layout: ``ROOT/<class>/**/<file>.wav`` (any depth inside a class folder; hidden files/folders and
-``_background_noise_`` are ignored, as are files directly in ROOT). ``group`` is the file name's
+``_background_noise_`` are ignored; audio files directly in ROOT and class folders without audio
+give no records and are reported in ``result.warnings``). ``group`` is the file name's
 part before ``_nohash_`` when there is one (Speech Commands naming: the speaker), else the file stem.
 
 Split rule (``exact=False``, default): ``u = hash_fraction(group, seed)`` (SHA-1, uniform in
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import os
 
-from ._common import ImportResult, audio_files_under, hash_fraction, header_records, require_dir, speaker_group
+from ._common import (ImportResult, audio_files_under, hash_fraction, header_records, is_audio, require_dir,
+                      speaker_group)
 
 __all__ = ["import_folder", "split_for_group"]
 
@@ -31,6 +33,21 @@ def split_for_group(group: str, val: float, test: float, seed: int = 0) -> str:
     """``"validation"``, ``"test"`` or ``"train"`` for ``group`` by the hash rule above."""
     u = hash_fraction(group, seed)
     return "validation" if u < val else "test" if u < val + test else "train"
+
+
+def _left_out(root, classes: list[str], found: set[str]) -> list[str]:
+    """One warning line each for audio files lying directly in ``root`` (in no class folder) and for
+    class folders without audio: neither gives a record, and the user should hear of it."""
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and is_audio(p))
+    empty = [label for label in classes if label not in found]
+    notes = []
+    if loose:
+        notes.append(f"{len(loose)} audio file(s) directly in {root} are in no class folder and were left out "
+                     f"(e.g. {loose[0]}; put them in ROOT/<class>/)")
+    if empty:
+        notes.append(f"{len(empty)} class folder(s) of {root} hold no audio and give no class: "
+                     f"{', '.join(empty[:5])}{', …' if len(empty) > 5 else ''}")
+    return notes
 
 
 def import_folder(
@@ -63,6 +80,7 @@ def import_folder(
     files = [(label, path) for label in classes for path in audio_files_under(root / label)]
     if not files:
         raise ValueError(f"no audio files in class sub-folders of {root} (expected ROOT/<class>/<file>.wav)")
+    left_out = _left_out(root, classes, {label for label, _ in files})
     groups = sorted({speaker_group(path) for _, path in files})
     if exact:
         ranked = sorted(groups, key=lambda g: (hash_fraction(g, seed), g))
@@ -75,7 +93,7 @@ def import_folder(
         group = speaker_group(path)
         items.append((path, {"label": label, "split": split_of[group], "group": group}, None))
     records, skipped = header_records(items, skip_bad=skip_bad, progress=progress, desc="folder", total=len(items))
-    result = ImportResult(records=records, skipped=skipped)
+    result = ImportResult(records=records, skipped=skipped, warnings=left_out)
     wanted = {"train": 1 - val - test, "validation": val, "test": test}
     present = {r["split"] for r in records}
     result.warnings += [f"split {s!r} received no clips" for s, f in wanted.items() if f > 0 and s not in present]
