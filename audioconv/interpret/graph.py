@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from audioconv.interpret.rules import NO_SIGNAL, OPS, SUPPORTED, Call, Mode, Opaque, Rule, Unsupported, op_name
 from audioconv.interpret.signal import FULL, POINTWISE, Signal, merge
 
-__all__ = ["Node", "Graph", "Census", "trace", "census", "backward", "input_boxes", "whole_input_axes", "unit_cells"]
+__all__ = ["Node", "Graph", "Census", "trace", "census", "capture", "backward", "input_boxes", "whole_input_axes", "unit_cells"]
 
 
 class _Stop(BaseException):
@@ -148,9 +148,10 @@ def _label(func) -> str:
 class _Tracer(TorchFunctionMode):
     """Records the calls made on signals while the model runs (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, mode: Mode | None, record: bool, wanted: set):
+    def __init__(self, model: nn.Module, x: torch.Tensor, mode: Mode | None, record: bool, wanted: set,
+                 stop: bool = True):
         super().__init__()
-        self.mode, self.record, self.wanted = mode, record, set(wanted)
+        self.mode, self.record, self.wanted, self.stop = mode, record, set(wanted), stop
         self.batch = int(x.shape[0])
         self.module_names = {m: n for n, m in reversed(list(model.named_modules()))}
         self.nodes: list[Node] = [Node(0, "input", None, [], tuple(x.shape), "")]
@@ -191,11 +192,12 @@ class _Tracer(TorchFunctionMode):
         return node.index
 
     def _found(self, key: str, index: int, t: torch.Tensor):
-        # with several layers wanted, a later in-place call could overwrite an earlier one's output
-        self.found[key] = (index, t.clone() if len(self.wanted) > 1 else t)
+        # with several layers wanted, a later in-place call could overwrite an earlier one's output (a
+        # capture for autograd keeps the tensor itself: a clone is not on the way to the output)
+        self.found[key] = (index, t.clone() if len(self.wanted) > 1 and self.stop else t)
 
     def _maybe_stop(self):
-        if self.wanted and self.wanted <= set(self.found):
+        if self.stop and self.wanted and self.wanted <= set(self.found):
             raise _Stop
 
     # ---- the mode -----------------------------------------------------------------------------
@@ -264,23 +266,24 @@ class _Tracer(TorchFunctionMode):
                 self._maybe_stop()
 
 
-def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted) -> _Tracer:
-    """Run ``entry(x)`` under a tracer (hooks removed in ``finally``); stops once ``wanted`` are seen."""
-    tracer = _Tracer(model, x, mode, record, wanted)
-    handles = []
+def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted, grad: bool = False):
+    """Run ``entry(x)`` under a tracer (hooks removed in ``finally``); without ``grad``: no autograd, and
+    the pass stops once ``wanted`` are seen. Returns ``(tracer, entry's output or None when stopped)``."""
+    tracer = _Tracer(model, x, mode, record, wanted, stop=not grad)
+    handles, out = [], None
     try:
         for m in tracer.module_names:
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
-        with torch.no_grad(), tracer:
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()), tracer:
             try:
-                entry(x)
+                out = entry(x)
             except _Stop:
                 pass
     finally:
         for h in handles:
             h.remove()
-    return tracer
+    return tracer, out
 
 
 def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: Mode | None = None) -> Graph:
@@ -298,7 +301,7 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
         ValueError: the layer is not reached, does not depend on the input, or depends on an
             operation without a rule (naming it and its module).
     """
-    tracer = _run(model, entry, x, mode, True, {key})
+    tracer, _ = _run(model, entry, x, mode, True, {key})
     if key not in tracer.found:
         raise ValueError(f"layer {layer!r} was not reached by the model's forward pass (or its output does not "
                          "depend on the input)")
@@ -315,11 +318,22 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
 def feature_maps(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> dict:
     """``{name: output}`` of the layers ``keys`` (``{name: canonical key}``), in one forward pass that
     stops once all are seen."""
-    tracer = _run(model, entry, x, None, False, set(keys.values()))
+    tracer, _ = _run(model, entry, x, None, False, set(keys.values()))
     missing = [n for n, k in keys.items() if k not in tracer.found]
     if missing:
         raise ValueError(f"layer {missing[0]!r} was not reached by the model's forward pass")
     return {n: tracer.found[k][1] for n, k in keys.items()}
+
+
+def capture(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> tuple:
+    """``(entry(x), {name: output})``: the whole forward pass with autograd (when enabled), and the
+    outputs of the layers ``keys`` (``{name: canonical key}``, operations included) as tensors of its
+    autograd graph, so that a gradient can be taken with respect to them (Grad-CAM at ``layer1:add``)."""
+    tracer, out = _run(model, entry, x, None, False, set(keys.values()), grad=True)
+    missing = [n for n, k in keys.items() if k not in tracer.found]
+    if missing:
+        raise ValueError(f"layer {missing[0]!r} was not reached by the model's forward pass")
+    return out, {n: tracer.found[k][1] for n, k in keys.items()}
 
 
 @dataclass
@@ -327,12 +341,14 @@ class Census:
     """What one full forward pass calls: module calls and operation names (for resolving layer names).
 
     ``calls``: ``{module name: calls}``; ``ops``: ``{"<module>:<op>": calls}``; ``spatial``:
-    canonical keys whose output is a 4-D feature map.
+    canonical keys whose output is a 4-D feature map; ``order``: ``{canonical key: (node, output shape)}``
+    in the order the forward pass made them (node = the index of the operation that made the output).
     """
 
     calls: dict
     ops: dict
     spatial: set
+    order: dict = field(default_factory=dict)
 
     def key(self, layer: str, module_name: str | None) -> str:
         """Canonical key of a layer name (``"layer1.0.relu" → "layer1.0.relu#1"``); ``ValueError`` if
@@ -363,12 +379,13 @@ class Census:
 
 def census(model: nn.Module, entry, x: torch.Tensor) -> Census:
     """Run the whole forward pass once and count module calls and operations (see :class:`Census`)."""
-    tracer = _run(model, entry, x, None, False, set())
+    tracer, _ = _run(model, entry, x, None, False, set())
     ops: dict = {}
     for key in tracer.counts:
         ops[key] = tracer.counts[key]
     spatial = {k for k, i in tracer.aliases.items() if len(tracer.nodes[i].shape) == 4}
-    return Census(dict(tracer.calls), ops, spatial)
+    order = {k: (i, tracer.nodes[i].shape) for k, i in tracer.aliases.items()}
+    return Census(dict(tracer.calls), ops, spatial, order)
 
 
 # ---------------------------------------------------------------------------------------------
