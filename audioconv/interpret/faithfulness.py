@@ -248,7 +248,7 @@ def faithfulness(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
     x, classes, fill_db, counts, fractions, patch = _setup(traced, inputs, target, steps, patch, fill, batch_size,
                                                            input_kind)
     needs_cam = any(m in ("grad_cam", "guided_grad_cam") for m in methods)
-    cam_layer = (gradcam_layer or default_gradcam_layer(traced, classes)) if needs_cam else None
+    cam_layer = (gradcam_layer or default_gradcam_layer(traced, classes, x)) if needs_cam else None
     maps = explain_logmel(traced, x, methods, classes, cam_layer)
     curves = {}
     for m in methods:
