@@ -136,8 +136,8 @@ def explain(model: torch.nn.Module, inputs, methods=METHODS, target=None, *, gra
         methods: names from ``METHODS``.
         target: class index, ``(B,)`` indices, ``None`` (predicted class) or a
             :class:`~audioconv.interpret.targets.Unit`.
-        gradcam_layer: the Grad-CAM layer (default: the built-in model's last layer for a class,
-            the layer below a unit's).
+        gradcam_layer: the Grad-CAM layer, any name :class:`TracedModel` takes (default
+            :func:`default_gradcam_layer`: the last feature map of the model, or below a unit's layer).
         input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"``; device: where to compute.
 
     Returns:

@@ -238,7 +238,7 @@ def faithfulness(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
     """Deletion and insertion curves of each method's maps (:mod:`~audioconv.interpret.explain`) and of random orders.
 
     Arguments as :func:`deletion_insertion`, plus ``methods``, ``gradcam_layer`` (default: the
-    built-in model's last layer), ``n_random`` random orders (``>= 1``) seeded by ``seed``.
+    model's last feature map, :func:`~audioconv.interpret.explain.default_gradcam_layer`), ``n_random`` random orders (``>= 1``) seeded by ``seed``.
     The maps are ranked by their signed values (most positive evidence for the class first).
     """
     methods = check_methods(methods)

@@ -177,7 +177,8 @@ def sanity_check(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
         methods: names from :data:`~audioconv.interpret.explain.METHODS`.
         target: class index, ``(B,)`` indices, ``None`` (the trained model's predicted class) or a
             :class:`~audioconv.interpret.targets.Unit`.
-        gradcam_layer: the Grad-CAM layer (default: the built-in model's last layer).
+        gradcam_layer: the Grad-CAM layer (default: the model's last feature map,
+            :func:`~audioconv.interpret.explain.default_gradcam_layer`).
         layers: module names to re-initialise, in this order (default: every weighted module, top first).
         cascade: keep earlier re-initialisations (``True``) or re-initialise each layer alone.
         seed: seeds the re-initialisation (``mix_seed(seed, step)``).

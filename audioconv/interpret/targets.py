@@ -11,8 +11,11 @@ Every method of :mod:`audioconv.interpret.saliency`, :mod:`~audioconv.interpret.
   (the layer's output): at its strongest position (``"max"``), at a feature-map cell ``(f, t)``,
   or averaged over the whole map (``"mean"``).
 
-:func:`forward_scores` runs a model on log-mel with autograd on, captures any layer's output with a
-forward hook (removed in ``finally``) and returns the scores. It works on any differentiable model
+:func:`forward_scores` runs a model on log-mel with autograd on, captures any layer's output — a
+module's with a forward hook (removed in ``finally``), an operation's (``layer1:add``) by tracing the
+forward pass (:func:`~audioconv.interpret.graph.capture`) — and returns the scores. Layer names are
+resolved as everywhere else (:meth:`~audioconv.interpret.traced.TracedModel.module`: short names,
+module names, a wrapped backbone's own names, operations). It works on any differentiable model
 — chains, residual graphs, functional calls — because it only reads outputs.
 """
 from __future__ import annotations
