@@ -2,6 +2,10 @@
 
 Removes (deletion) or restores (insertion) log-mel cells in the order each method ranks them and
 records the explained class's probability; writes ``OUT/faithfulness.json`` and ``OUT/faithfulness.png``.
+
+The model: ``--checkpoint`` or ``--model SPEC --weights FILE --labels FILE`` (see
+:mod:`audioconv.commands._model`); ``--gradcam-layer`` takes short, module or operation names (a
+brought network's own names too) and defaults to the model's last feature map ``(B, C, F, T)``.
 """
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 Re-initialises the model's Conv/Linear layers from the top down and reports, per method and step,
 the Spearman rank correlation between the maps of the trained and the randomised model
 (``OUT/sanity.json``, ``OUT/sanity.png``, ``OUT/sanity_maps.png``).
+
+The model: ``--checkpoint`` or ``--model SPEC --weights FILE --labels FILE`` (see
+:mod:`audioconv.commands._model`); ``--gradcam-layer`` takes short, module or operation names (a
+brought network's own names too) and defaults to the model's last feature map ``(B, C, F, T)``.
 """
 from __future__ import annotations
 
