@@ -216,3 +216,34 @@ def test_topk_names_its_mode_flag_for_a_function_without_a_rule(run, capsys):
                "-o", str(run / "t")])
     err = _err(capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "use --mode gradient for this model" in err, err
+
+
+def test_grad_cam_at_an_operation_that_an_in_place_call_overwrites_later():
+    """FunctionalNet: ``x = F.relu_(y + 2.0 * x)`` — Grad-CAM at ``:add#2`` is at the sum, not at its ReLU."""
+    from audioconv.interpret.gradcam import grad_cam
+    from _residual import functional_resnet
+
+    model = functional_resnet()
+    torch.manual_seed(0)
+    x = 3 * torch.randn(4, 1, 16, 20, dtype=torch.float64)
+    saved = []
+    original = type(model).forward
+
+    def forward(self, x):  # FunctionalNet.forward, keeping the sum (a copy goes through the in-place ReLU)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        y = self.conv3(F.leaky_relu(self.conv2(x), 0.1)) + self.gate(x) * 0.5
+        saved.append(y + 2.0 * x)
+        x = F.avg_pool2d(F.relu(saved[-1]), 2, ceil_mode=True, count_include_pad=False, padding=1)
+        x = torch.tanh(x) - x / 3
+        return self.fc(x.mean((2, 3)))
+
+    type(model).forward = forward
+    try:
+        logits = model(x)
+        cls = logits.argmax(1)
+        (g,) = torch.autograd.grad(logits[torch.arange(4), cls].sum(), saved[0])
+    finally:
+        type(model).forward = original
+    ref = (g.mean((2, 3), keepdim=True) * saved[0]).sum(1).detach()
+    assert ref.abs().max() > 0 and (saved[0] < 0).any()  # the ReLU changes the sum
+    torch.testing.assert_close(grad_cam(model, x, ":add#2", relu=False, device="cpu"), ref)

@@ -231,9 +231,12 @@ class _Tracer(TorchFunctionMode):
                 and not isinstance(rule, Opaque):
             rule = Opaque(op, f"{_label(func)} changes the batch dimension (shape {tuple(outs[0].shape)})")
         if outs or mutated:  # (a call that makes no signal, such as x.shape, gets no name)
-            self._add(self._name(f"{where}:{op}"), rule, [self.node_of(t) for t in inputs if self.is_live(t)],
-                      outs + mutated, where, saved)
+            index = self._add(self._name(f"{where}:{op}"), rule, [self.node_of(t) for t in inputs if self.is_live(t)],
+                              outs + mutated, where, saved)
             self._maybe_stop()
+            if not self.stop and isinstance(out, torch.Tensor) and any(f[0] == index for f in self.found.values()):
+                out = out.clone()  # a captured output: a later in-place call (F.relu_) must not overwrite it
+                self.live[id(out)] = (weakref.ref(out), index)
         return out
 
     def _mutated(self, func, args, out, rule):
