@@ -152,6 +152,7 @@ class _Tracer(TorchFunctionMode):
                  stop: bool = True):
         super().__init__()
         self.mode, self.record, self.wanted, self.stop = mode, record, set(wanted), stop
+        self.output = None
         self.batch = int(x.shape[0])
         self.module_names = {m: n for n, m in reversed(list(model.named_modules()))}
         self.nodes: list[Node] = [Node(0, "input", None, [], tuple(x.shape), "")]
@@ -269,24 +270,24 @@ class _Tracer(TorchFunctionMode):
                 self._maybe_stop()
 
 
-def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted, grad: bool = False):
+def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted, grad: bool = False) -> _Tracer:
     """Run ``entry(x)`` under a tracer (hooks removed in ``finally``); without ``grad``: no autograd, and
-    the pass stops once ``wanted`` are seen. Returns ``(tracer, entry's output or None when stopped)``."""
+    the pass stops once ``wanted`` are seen. ``tracer.output``: entry's output (``None`` when stopped)."""
     tracer = _Tracer(model, x, mode, record, wanted, stop=not grad)
-    handles, out = [], None
+    handles = []
     try:
         for m in tracer.module_names:
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()), tracer:
             try:
-                out = entry(x)
+                tracer.output = entry(x)
             except _Stop:
                 pass
     finally:
         for h in handles:
             h.remove()
-    return tracer, out
+    return tracer
 
 
 def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: Mode | None = None) -> Graph:
@@ -304,7 +305,7 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
         ValueError: the layer is not reached, does not depend on the input, or depends on an
             operation without a rule (naming it and its module).
     """
-    tracer, _ = _run(model, entry, x, mode, True, {key})
+    tracer = _run(model, entry, x, mode, True, {key})
     if key not in tracer.found:
         raise ValueError(f"layer {layer!r} was not reached by the model's forward pass (or its output does not "
                          "depend on the input)")
@@ -321,7 +322,7 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
 def feature_maps(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> dict:
     """``{name: output}`` of the layers ``keys`` (``{name: canonical key}``), in one forward pass that
     stops once all are seen."""
-    tracer, _ = _run(model, entry, x, None, False, set(keys.values()))
+    tracer = _run(model, entry, x, None, False, set(keys.values()))
     missing = [n for n, k in keys.items() if k not in tracer.found]
     if missing:
         raise ValueError(f"layer {missing[0]!r} was not reached by the model's forward pass")
@@ -332,11 +333,11 @@ def capture(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> tuple:
     """``(entry(x), {name: output})``: the whole forward pass with autograd (when enabled), and the
     outputs of the layers ``keys`` (``{name: canonical key}``, operations included) as tensors of its
     autograd graph, so that a gradient can be taken with respect to them (Grad-CAM at ``layer1:add``)."""
-    tracer, out = _run(model, entry, x, None, False, set(keys.values()), grad=True)
+    tracer = _run(model, entry, x, None, False, set(keys.values()), grad=True)
     missing = [n for n, k in keys.items() if k not in tracer.found]
     if missing:
         raise ValueError(f"layer {missing[0]!r} was not reached by the model's forward pass")
-    return out, {n: tracer.found[k][1] for n, k in keys.items()}
+    return tracer.output, {n: tracer.found[k][1] for n, k in keys.items()}
 
 
 @dataclass
@@ -382,7 +383,7 @@ class Census:
 
 def census(model: nn.Module, entry, x: torch.Tensor) -> Census:
     """Run the whole forward pass once and count module calls and operations (see :class:`Census`)."""
-    tracer, _ = _run(model, entry, x, None, False, set())
+    tracer = _run(model, entry, x, None, False, set())
     ops: dict = {}
     for key in tracer.counts:
         ops[key] = tracer.counts[key]
