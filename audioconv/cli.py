@@ -48,6 +48,23 @@ def error_message(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# The Python arguments that library messages suggest, as each command's flags: one message in the
+# library, named for the command line where it is raised under it (``use --mode gradient``).
+CLI_NAMES = {
+    "mode='gradient'": {"project": "--mode gradient", "topk": "--mode gradient", "evolve": "--mode gradient",
+                        "sanity": "--methods gradient,grad_cam", "faithfulness": "--methods gradient,grad_cam"},
+    "gradcam_layer": {"sanity": "--gradcam-layer", "faithfulness": "--gradcam-layer"},
+}
+
+
+def cli_names(message: str, command: str) -> str:
+    """``message`` with the Python arguments of :data:`CLI_NAMES` replaced by ``command``'s flags."""
+    for python, flags in CLI_NAMES.items():
+        if command in flags:
+            message = message.replace(python, flags[command])
+    return message
+
+
 def _quiet_closed_stdout() -> int:
     """After a ``BrokenPipeError`` on stdout: point stdout at the null device, so the interpreter's
     final flush does not raise again, and return 1 (the status Python uses for EPIPE)."""
@@ -82,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as e:
-        print(f"{prefix}: error: {error_message(e)}", file=sys.stderr)
+        print(f"{prefix}: error: {cli_names(error_message(e), args.command)}", file=sys.stderr)
         return 2
 
 

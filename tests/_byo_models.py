@@ -77,3 +77,71 @@ class Namespace:
     def create(n_classes, sample_rate):
         return backbone(n_classes, sample_rate)
 
+
+
+class _ResBlock(nn.Module):
+    """conv → BN → ReLU module (``act``), then a functional residual addition and ReLU (``:add``, ``:relu``)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        return F.relu(self.act(self.bn(self.conv(x))) + x)
+
+
+class ResBackbone(nn.Module):
+    """A backbone on log-mel without short layer names: stem, ``layer1``, pooling, ``layer2``, mean → linear."""
+
+    def __init__(self, n_classes, c=6):
+        super().__init__()
+        self.stem = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, c, 3, padding=1))
+        self.layer1, self.layer2 = _ResBlock(c), _ResBlock(c)
+        self.fc = nn.Linear(c, n_classes)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        x = F.max_pool2d(self.layer1(self.stem(x)), 2)
+        return self.fc(self.layer2(x).mean((2, 3)))
+
+
+def resnet(n_classes, sample_rate):
+    return ResBackbone(n_classes)
+
+
+class SigmoidBackbone(nn.Module):
+    """conv → ReLU, plus a sigmoid of it (a saturating function: no deconv/guided rule), then mean → linear."""
+
+    def __init__(self, n_classes, c=4):
+        super().__init__()
+        self.conv, self.act, self.gate = nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 1)
+        self.fc = nn.Linear(c, n_classes)
+
+    def forward(self, x):
+        import torch
+
+        y = self.act(self.conv(x / 40.0))
+        y = torch.sigmoid(self.gate(y)) + y
+        return self.fc(y.mean((2, 3)))
+
+
+def sigmoid(n_classes, sample_rate):
+    return SigmoidBackbone(n_classes)
+
+
+class FlatBackbone(nn.Module):
+    """No feature maps at all: the mean over time of 16 mel bins, then linear."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.fc = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean(3).flatten(1))
+
+
+def flat(n_classes, sample_rate):
+    return FlatBackbone(n_classes)

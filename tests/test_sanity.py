@@ -118,8 +118,12 @@ def test_bad_arguments_are_one_line_errors():
         sanity_check(model, _inputs(), layers=["features.bn1"], device="cpu", progress=False)
     with pytest.raises(ValueError, match="example must be in 0..3"):
         sanity_check(model, _inputs(), example=4, device="cpu", progress=False)
-    with pytest.raises(ValueError, match="Grad-CAM needs gradcam_layer"):
-        sanity_check(make("resnet"), _inputs(), ["grad_cam"], device="cpu", progress=False)
+    no_maps = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 2)).double()
+    with pytest.raises(ValueError, match="Grad-CAM needs gradcam_layer.*no layer with feature maps"):
+        sanity_check(no_maps, _inputs(), ["grad_cam"], device="cpu", progress=False)
+    # a model without short layer names: Grad-CAM at its last feature map (B, C, F, T)
+    assert sanity_check(make("resnet"), _inputs(), ["grad_cam"], layers=[], device="cpu",
+                        progress=False).gradcam_layer == "relu_top"
 
 
 @pytest.fixture()

@@ -37,7 +37,8 @@ def add_model_arguments(p, checkpoint: bool = True) -> None:
         g.add_argument("--weights", help="state dict for --model: a torch.save(model.state_dict()) file, a "
                                          "checkpoint dict with 'model' or 'state_dict', or a TorchScript file of "
                                          "the same model")
-    g.add_argument("--labels", help="class names for --model, one per line (their number is n_classes)")
+    g.add_argument("--labels", help="class names for --model: a run's labels.json, a JSON list, or a text file with "
+                                    "one name per line (their number is n_classes)")
     g.add_argument("--n-classes", type=int, help="outputs of --model when there is no --labels file")
     g.add_argument("--sample-rate", type=int, default=16000, help="Hz of --model's front end (default 16000)")
     g.add_argument("--n-mels", type=int, default=None, help="log-mel bins of --model's front end (default 64)")
@@ -46,11 +47,22 @@ def add_model_arguments(p, checkpoint: bool = True) -> None:
 
 
 def read_labels(path) -> list[str]:
-    """Class names from a text file, one per line (blank lines skipped)."""
+    """Class names from ``--labels``: the ``labels.json`` a training run writes (``{"labels": [...]}``) or a
+    JSON list of names (a ``.json`` file, or text starting with ``[`` or ``{``), else a text file with one
+    name per line (blank lines skipped)."""
+    from audioconv.data.dataset import load_labels
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--labels file not found: {p}")
-    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
+        try:
+            labels = load_labels(p)
+        except ValueError as e:
+            raise ValueError(f"--labels: {e}") from None
+    else:
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
     if len(labels) < 2:
         raise ValueError(f"--labels {p} lists {len(labels)} class name(s); a classifier needs at least 2")
     return labels

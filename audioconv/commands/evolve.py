@@ -42,14 +42,18 @@ def run(args) -> int:
 
     from audioconv.app.figures import write_evolution
     from audioconv.interpret.evolve import evolve
+    from audioconv.interpret.traced import LayerNameError
 
     layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]
     if args.units_per_layer < 0:
         raise ValueError(f"--units-per-layer must be >= 0, got {args.units_per_layer}")
-    evolution = evolve(args.run, args.probe, layers=layers, channels_per_layer=args.units_per_layer or None, k=args.k,
-                       progress=not args.no_progress, device=args.device, mode=args.mode,
-                       batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s,
-                       load=snapshot_loader(args), cka_estimator=args.cka, baseline=args.baseline)
+    try:
+        evolution = evolve(args.run, args.probe, layers=layers, channels_per_layer=args.units_per_layer or None,
+                           k=args.k, progress=not args.no_progress, device=args.device, mode=args.mode,
+                           batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s,
+                           load=snapshot_loader(args), cka_estimator=args.cka, baseline=args.baseline)
+    except LayerNameError as e:
+        raise ValueError(f"--layers: {e}") from None
     result = write_evolution(evolution, args.out if args.out is not None else Path(args.run) / "evolve")
     epochs = result["epochs"]
     print(f"epochs {epochs}; {args.cka} CKA vs epoch {epochs[-1]}"

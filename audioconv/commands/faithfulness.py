@@ -2,10 +2,14 @@
 
 Removes (deletion) or restores (insertion) log-mel cells in the order each method ranks them and
 records the explained class's probability; writes ``OUT/faithfulness.json`` and ``OUT/faithfulness.png``.
+
+The model: ``--checkpoint`` or ``--model SPEC --weights FILE --labels FILE`` (see
+:mod:`audioconv.commands._model`); ``--gradcam-layer`` takes short, module or operation names (a
+brought network's own names too) and defaults to the model's last feature map ``(B, C, F, T)``.
 """
 from __future__ import annotations
 
-from audioconv.commands.sanity import add_clip_arguments, class_target, load_clips, parse_methods
+from audioconv.commands.sanity import add_clip_arguments, class_target, load_clips, model_source, parse_methods
 
 
 def register(subparsers) -> None:
@@ -56,8 +60,8 @@ def run(args) -> int:
     result = faithfulness(model, wavs, methods, target, gradcam_layer=args.gradcam_layer, n_random=args.n_random,
                           seed=args.seed, steps=args.steps, patch=patch, fill=fill, batch_size=args.batch_size,
                           device=device, progress=not args.no_progress)
-    extra = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
-             "clips": clips["paths"], "labels": labels}
+    extra = {**model_source(args), "manifest": str(args.manifest), "clip_s": clip_s, "clips": clips["paths"],
+             "labels": labels}
     summary = write_faithfulness(result, args.out, extra=extra)
     print(f"deletion AUC (lower = more faithful) and insertion AUC (higher), {len(clips['paths'])} clips:")
     for name, row in summary["summary"].items():

@@ -3,13 +3,19 @@
 Re-initialises the model's Conv/Linear layers from the top down and reports, per method and step,
 the Spearman rank correlation between the maps of the trained and the randomised model
 (``OUT/sanity.json``, ``OUT/sanity.png``, ``OUT/sanity_maps.png``).
+
+The model: ``--checkpoint`` or ``--model SPEC --weights FILE --labels FILE`` (see
+:mod:`audioconv.commands._model`); ``--gradcam-layer`` takes short, module or operation names (a
+brought network's own names too) and defaults to the model's last feature map ``(B, C, F, T)``.
 """
 from __future__ import annotations
+
+from audioconv.commands._model import add_model_arguments, load_cli_model
 
 
 def add_clip_arguments(p) -> None:
     """The options `sanity` and `faithfulness` share: model, clips, target, methods, device."""
-    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, last.pt or a snapshot")
+    add_model_arguments(p)
     p.add_argument("--manifest", required=True, help="JSONL manifest of the clips to explain")
     p.add_argument("--split", default=None, help="keep only this split of the manifest (e.g. test)")
     p.add_argument("--n-clips", type=int, default=16,
@@ -18,7 +24,9 @@ def add_clip_arguments(p) -> None:
                    help="comma list of gradient, guided, deconv, grad_cam, guided_grad_cam")
     p.add_argument("--target", default="predicted",
                    help="class explained: 'predicted' (default), 'label' (the manifest's), a class name or index")
-    p.add_argument("--gradcam-layer", default=None, help="Grad-CAM layer (default: the model's last conv layer)")
+    p.add_argument("--gradcam-layer", default=None,
+                   help="Grad-CAM layer: short, module or operation name (default: the model's last layer with "
+                        "feature maps (B, C, F, T) below the target)")
     p.add_argument("--clip-s", type=float, default=None, help="clip length (s); default the run's training clip_s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
@@ -82,20 +90,30 @@ def class_target(text: str, labels: list[str], clip_labels: list[int]):
 
 
 def load_clips(args):
-    """(model, labels, waveforms (N, 1, T), chosen clips {"paths", "labels"}, clip_s, device) from the shared options."""
+    """(model, labels, waveforms (N, 1, T), chosen clips {"paths", "labels"}, clip_s, device) from the shared options.
+
+    Layer names given on the command line (``--gradcam-layer``, ``--unit``'s layer) are checked here,
+    before any clip is explained: an unknown one is a one-line error naming its flag."""
     import numpy as np
     import torch
 
     from audioconv.data.dataset import ManifestDataset
-    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, run_clip_s
     from audioconv.utils import resolve_device
 
     if args.n_clips < 0:
         raise ValueError(f"--n-clips must be >= 0, got {args.n_clips}")
     device = resolve_device(args.device)
-    model, labels = load_model(args.checkpoint, device)
-    clip_s = args.clip_s if args.clip_s is not None else run_clip_s(load_checkpoint(args.checkpoint))
-    dataset = ManifestDataset(args.manifest, sample_rate=model.config.sample_rate, clip_s=clip_s, labels=labels,
+    model, labels = load_cli_model(args, device)
+    check_layer_flags(model, args, device)
+    if args.clip_s is not None:
+        clip_s = args.clip_s
+    else:
+        clip_s = run_clip_s(load_checkpoint(args.checkpoint)) if args.checkpoint else DEFAULT_CLIP_S
+    frontend = getattr(model, "frontend", None)
+    if frontend is None or not hasattr(frontend, "config"):
+        raise ValueError("the model has no LogMel front end (frontend.config): the clips are waveforms")
+    dataset = ManifestDataset(args.manifest, sample_rate=frontend.config.sample_rate, clip_s=clip_s, labels=labels,
                               channels="mono", crop="center", split=args.split)
     n = len(dataset) if args.n_clips == 0 else min(args.n_clips, len(dataset))
     chosen = sorted(set(np.linspace(0, len(dataset) - 1, n).round().astype(int).tolist()))
@@ -103,6 +121,33 @@ def load_clips(args):
     clips = {"paths": [dataset.records[i]["audio_filepath"] for i in chosen],
              "labels": [dataset.targets[i] for i in chosen]}
     return model, labels, wavs, clips, clip_s, device
+
+
+def check_layer_flags(model, args, device) -> None:
+    """``--gradcam-layer`` and ``--unit``'s layer resolved as every interpretation command resolves layer
+    names (:meth:`~audioconv.interpret.traced.TracedModel.key`); ``ValueError`` starting with the flag."""
+    from audioconv.interpret.traced import TracedModel
+
+    traced = TracedModel(model, device)
+    unit = getattr(args, "unit", None)
+    for flag, name in (("--gradcam-layer", args.gradcam_layer), ("--unit", parse_unit(unit).layer if unit else None)):
+        if name is None:
+            continue
+        try:
+            key = traced.key(name)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+        shape = traced.census().order[key][1]
+        if flag == "--gradcam-layer" and len(shape) != 4:
+            raise ValueError(f"--gradcam-layer: layer {name!r} gives {tuple(shape)}; Grad-CAM needs feature maps "
+                             "(B, C, F, T)")
+
+
+def model_source(args) -> dict:
+    """Where the model came from, for the summary JSON: the checkpoint, or --model and --weights."""
+    if args.checkpoint:
+        return {"checkpoint": str(args.checkpoint)}
+    return {"checkpoint": None, "model": args.model, "weights": args.weights}
 
 
 def _cell(row: dict, i: int) -> str:
@@ -124,8 +169,8 @@ def run(args) -> int:
     target = unit if unit is not None else class_target(args.target, labels, clips["labels"])
     result = sanity_check(model, wavs, methods, target, gradcam_layer=args.gradcam_layer, layers=layers,
                           cascade=not args.independent, seed=args.seed, device=device, progress=not args.no_progress)
-    extra = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
-             "clips": clips["paths"], "labels": labels}
+    extra = {**model_source(args), "manifest": str(args.manifest), "clip_s": clip_s, "clips": clips["paths"],
+             "labels": labels}
     summary = write_sanity(result, args.out, logmel=LogMel(model.frontend.config), extra=extra)
     print(f"Spearman rho of |maps|, trained vs randomised ({'cascade' if result.cascade else 'independent'}; "
           f"{result.n_examples} clips, {result.target}):")

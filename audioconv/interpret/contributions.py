@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audioconv.interpret.rules import resolve_layer
 from audioconv.interpret.traced import TracedModel
 from audioconv.utils import eval_mode
 
@@ -38,7 +37,9 @@ def logit_contributions(model: nn.Module | TracedModel, logmel: torch.Tensor, la
         ``(B, C)`` float tensor on the CPU.
     """
     traced = model if isinstance(model, TracedModel) else TracedModel(model, device)
-    _, module = resolve_layer(traced.model, layer)
+    module, _ = traced.module(layer)
+    if module is None:
+        raise ValueError(f"layer {layer!r} is an operation; logit contributions need a module's output")
     x = traced.to_logmel(logmel, "logmel").detach().requires_grad_(True)
     cls = torch.as_tensor(classes, dtype=torch.long, device=traced.device).flatten()
     cls = cls.expand(x.shape[0]) if cls.numel() == 1 else cls

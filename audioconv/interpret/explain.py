@@ -65,16 +65,21 @@ def check_methods(methods) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def default_gradcam_layer(traced: TracedModel, target) -> str:
-    """The built-in model's last layer (class targets) or the layer below a unit's; else ``ValueError``."""
+def default_gradcam_layer(traced: TracedModel, target, example: torch.Tensor | None = None) -> str:
+    """The default Grad-CAM layer: for a class, the built-in model's last layer, else the last layer
+    with feature maps ``(B, C, F', T')`` in the forward pass (:meth:`TracedModel.last_feature_map`); for
+    a unit, the short-named layer below the unit's, else the last feature map before the unit's layer.
+
+    ``ValueError`` naming ``gradcam_layer`` when there is none (the command line says ``--gradcam-layer``)."""
     names = list(getattr(traced.model, "layer_names", []) or [])
-    if isinstance(target, Unit):
-        if target.layer in names and names.index(target.layer) > 0:
-            return names[names.index(target.layer) - 1]
-    elif names:
-        return names[-1]
-    raise ValueError("Grad-CAM needs gradcam_layer (a layer with feature maps below the target, e.g. the last "
-                     "convolutional block)")
+    try:
+        if isinstance(target, Unit):
+            if target.layer in names and names.index(target.layer) > 0:
+                return names[names.index(target.layer) - 1]
+            return traced.last_feature_map(before=target.layer, example=example)
+        return names[-1] if names else traced.last_feature_map(example=example)
+    except ValueError as e:
+        raise ValueError(f"Grad-CAM needs gradcam_layer, a layer with feature maps below the target: {e}") from None
 
 
 @torch.no_grad()
@@ -102,7 +107,7 @@ def explain_logmel(traced: TracedModel, logmel: torch.Tensor, methods, target, g
             out[method] = (_projection(traced, logmel, target, method, projector) if unit_projection
                            else input_saliency(traced, logmel, target, method))
             continue
-        layer = gradcam_layer or default_gradcam_layer(traced, target)
+        layer = gradcam_layer or default_gradcam_layer(traced, target, logmel)
         if layer not in cams:
             cams[layer] = layer_grad_cam(traced, logmel, layer, target, relu=True)
         if method == "grad_cam":
@@ -131,8 +136,8 @@ def explain(model: torch.nn.Module, inputs, methods=METHODS, target=None, *, gra
         methods: names from ``METHODS``.
         target: class index, ``(B,)`` indices, ``None`` (predicted class) or a
             :class:`~audioconv.interpret.targets.Unit`.
-        gradcam_layer: the Grad-CAM layer (default: the built-in model's last layer for a class,
-            the layer below a unit's).
+        gradcam_layer: the Grad-CAM layer, any name :class:`TracedModel` takes (default
+            :func:`default_gradcam_layer`: the last feature map of the model, or below a unit's layer).
         input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"``; device: where to compute.
 
     Returns:
@@ -143,7 +148,7 @@ def explain(model: torch.nn.Module, inputs, methods=METHODS, target=None, *, gra
     x = traced.to_logmel(inputs, input_kind)
     resolved = resolve_target(traced, x, target)
     needs_cam = any(m in ("grad_cam", "guided_grad_cam") for m in methods)
-    layer = (gradcam_layer or default_gradcam_layer(traced, resolved)) if needs_cam else None
+    layer = (gradcam_layer or default_gradcam_layer(traced, resolved, x)) if needs_cam else None
     maps = explain_logmel(traced, x, methods, resolved, layer)
     hz, seconds = traced.axes(*x.shape[-2:])
     return Explanation(spectrograms=x[:, 0].detach().cpu(), maps={k: v.detach().cpu() for k, v in maps.items()},

@@ -238,7 +238,7 @@ def faithfulness(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
     """Deletion and insertion curves of each method's maps (:mod:`~audioconv.interpret.explain`) and of random orders.
 
     Arguments as :func:`deletion_insertion`, plus ``methods``, ``gradcam_layer`` (default: the
-    built-in model's last layer), ``n_random`` random orders (``>= 1``) seeded by ``seed``.
+    model's last feature map, :func:`~audioconv.interpret.explain.default_gradcam_layer`), ``n_random`` random orders (``>= 1``) seeded by ``seed``.
     The maps are ranked by their signed values (most positive evidence for the class first).
     """
     methods = check_methods(methods)
@@ -248,7 +248,7 @@ def faithfulness(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
     x, classes, fill_db, counts, fractions, patch = _setup(traced, inputs, target, steps, patch, fill, batch_size,
                                                            input_kind)
     needs_cam = any(m in ("grad_cam", "guided_grad_cam") for m in methods)
-    cam_layer = (gradcam_layer or default_gradcam_layer(traced, classes)) if needs_cam else None
+    cam_layer = (gradcam_layer or default_gradcam_layer(traced, classes, x)) if needs_cam else None
     maps = explain_logmel(traced, x, methods, classes, cam_layer)
     curves = {}
     for m in methods:

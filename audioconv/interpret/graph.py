@@ -39,8 +39,8 @@ from torch.overrides import TorchFunctionMode
 from audioconv.interpret.rules import NO_SIGNAL, OPS, SUPPORTED, Call, Mode, Opaque, Rule, Unsupported, op_name
 from audioconv.interpret.signal import FULL, POINTWISE, Signal, merge
 
-__all__ = ["Node", "Graph", "Census", "OUTPUT", "trace", "census", "backward", "input_boxes", "whole_input_axes",
-           "unit_cells"]
+__all__ = ["Node", "Graph", "Census", "OUTPUT", "trace", "census", "capture", "backward", "input_boxes",
+           "whole_input_axes", "unit_cells"]
 
 #: The key :func:`trace` takes for the model's own output (a classifier's logits ``(B, n_classes)``).
 OUTPUT = "<output>"
@@ -152,9 +152,11 @@ def _label(func) -> str:
 class _Tracer(TorchFunctionMode):
     """Records the calls made on signals while the model runs (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, mode: Mode | None, record: bool, wanted: set):
+    def __init__(self, model: nn.Module, x: torch.Tensor, mode: Mode | None, record: bool, wanted: set,
+                 stop: bool = True):
         super().__init__()
-        self.mode, self.record, self.wanted = mode, record, set(wanted)
+        self.mode, self.record, self.wanted, self.stop = mode, record, set(wanted), stop
+        self.output = None  # what the entry function returned (when it ran to the end)
         self.batch = int(x.shape[0])
         self.module_names = {m: n for n, m in reversed(list(model.named_modules()))}
         self.nodes: list[Node] = [Node(0, "input", None, [], tuple(x.shape), "")]
@@ -167,7 +169,6 @@ class _Tracer(TorchFunctionMode):
         self.aliases: dict[str, int] = {}
         self.found: dict[str, int] = {}
         self.calls: dict[str, int] = {}  # module name -> calls so far
-        self.result = None  # what the entry function returned (when it ran to the end)
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def is_live(self, t) -> bool:
@@ -196,11 +197,12 @@ class _Tracer(TorchFunctionMode):
         return node.index
 
     def _found(self, key: str, index: int, t: torch.Tensor):
-        # with several layers wanted, a later in-place call could overwrite an earlier one's output
-        self.found[key] = (index, t.clone() if len(self.wanted) > 1 else t)
+        # with several layers wanted, a later in-place call could overwrite an earlier one's output (a
+        # capture for autograd keeps the tensor itself: a clone is not on the way to the output)
+        self.found[key] = (index, t.clone() if len(self.wanted) > 1 and self.stop else t)
 
     def _maybe_stop(self):
-        if self.wanted and self.wanted <= set(self.found):
+        if self.stop and self.wanted and self.wanted <= set(self.found):
             raise _Stop
 
     # ---- the mode -----------------------------------------------------------------------------
@@ -234,9 +236,12 @@ class _Tracer(TorchFunctionMode):
                 and not isinstance(rule, Opaque):
             rule = Opaque(op, f"{_label(func)} changes the batch dimension (shape {tuple(outs[0].shape)})")
         if outs or mutated:  # (a call that makes no signal, such as x.shape, gets no name)
-            self._add(self._name(f"{where}:{op}"), rule, [self.node_of(t) for t in inputs if self.is_live(t)],
-                      outs + mutated, where, saved)
+            index = self._add(self._name(f"{where}:{op}"), rule, [self.node_of(t) for t in inputs if self.is_live(t)],
+                              outs + mutated, where, saved)
             self._maybe_stop()
+            if not self.stop and isinstance(out, torch.Tensor) and any(f[0] == index for f in self.found.values()):
+                out = out.clone()  # a captured output: a later in-place call (F.relu_) must not overwrite it
+                self.live[id(out)] = (weakref.ref(out), index)
         return out
 
     def _mutated(self, func, args, out, rule):
@@ -269,17 +274,18 @@ class _Tracer(TorchFunctionMode):
                 self._maybe_stop()
 
 
-def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted) -> _Tracer:
-    """Run ``entry(x)`` under a tracer (hooks removed in ``finally``); stops once ``wanted`` are seen."""
-    tracer = _Tracer(model, x, mode, record, wanted)
+def _run(model: nn.Module, entry, x: torch.Tensor, mode, record: bool, wanted, grad: bool = False) -> _Tracer:
+    """Run ``entry(x)`` under a tracer (hooks removed in ``finally``); without ``grad``: no autograd, and
+    the pass stops once ``wanted`` are seen. ``tracer.output``: entry's output (``None`` when stopped)."""
+    tracer = _Tracer(model, x, mode, record, wanted, stop=not grad)
     handles = []
     try:
         for m in tracer.module_names:
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
-        with torch.no_grad(), tracer:
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()), tracer:
             try:
-                tracer.result = entry(x)
+                tracer.output = entry(x)
             except _Stop:
                 pass
     finally:
@@ -307,7 +313,7 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
     """
     tracer = _run(model, entry, x, mode, True, set() if key == OUTPUT else {key})
     if key == OUTPUT:
-        result = tracer.result
+        result = tracer.output
         if not isinstance(result, torch.Tensor) or not tracer.is_live(result):
             raise ValueError(f"{layer}: the model's forward pass returns "
                              f"{type(result).__name__ if not isinstance(result, torch.Tensor) else 'a tensor'} "
@@ -337,17 +343,30 @@ def feature_maps(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> dict:
     return {n: tracer.found[k][1] for n, k in keys.items()}
 
 
+def capture(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> tuple:
+    """``(entry(x), {name: output})``: the whole forward pass with autograd (when enabled), and the
+    outputs of the layers ``keys`` (``{name: canonical key}``, operations included) as tensors of its
+    autograd graph, so that a gradient can be taken with respect to them (Grad-CAM at ``layer1:add``)."""
+    tracer = _run(model, entry, x, None, False, set(keys.values()), grad=True)
+    missing = [n for n, k in keys.items() if k not in tracer.found]
+    if missing:
+        raise ValueError(f"layer {missing[0]!r} was not reached by the model's forward pass")
+    return tracer.output, {n: tracer.found[k][1] for n, k in keys.items()}
+
+
 @dataclass
 class Census:
     """What one full forward pass calls: module calls and operation names (for resolving layer names).
 
     ``calls``: ``{module name: calls}``; ``ops``: ``{"<module>:<op>": calls}``; ``spatial``:
-    canonical keys whose output is a 4-D feature map.
+    canonical keys whose output is a 4-D feature map; ``order``: ``{canonical key: (node, output shape)}``
+    in the order the forward pass made them (node = the index of the operation that made the output).
     """
 
     calls: dict
     ops: dict
     spatial: set
+    order: dict = field(default_factory=dict)
 
     def key(self, layer: str, module_name: str | None) -> str:
         """Canonical key of a layer name (``"layer1.0.relu" → "layer1.0.relu#1"``); ``ValueError`` if
@@ -383,7 +402,8 @@ def census(model: nn.Module, entry, x: torch.Tensor) -> Census:
     for key in tracer.counts:
         ops[key] = tracer.counts[key]
     spatial = {k for k, i in tracer.aliases.items() if len(tracer.nodes[i].shape) == 4}
-    return Census(dict(tracer.calls), ops, spatial)
+    order = {k: (i, tracer.nodes[i].shape) for k, i in tracer.aliases.items()}
+    return Census(dict(tracer.calls), ops, spatial, order)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -177,7 +177,8 @@ def sanity_check(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
         methods: names from :data:`~audioconv.interpret.explain.METHODS`.
         target: class index, ``(B,)`` indices, ``None`` (the trained model's predicted class) or a
             :class:`~audioconv.interpret.targets.Unit`.
-        gradcam_layer: the Grad-CAM layer (default: the built-in model's last layer).
+        gradcam_layer: the Grad-CAM layer (default: the model's last feature map,
+            :func:`~audioconv.interpret.explain.default_gradcam_layer`).
         layers: module names to re-initialise, in this order (default: every weighted module, top first).
         cascade: keep earlier re-initialisations (``True``) or re-initialise each layer alone.
         seed: seeds the re-initialisation (``mix_seed(seed, step)``).
@@ -194,7 +195,7 @@ def sanity_check(model: nn.Module, inputs, methods=METHODS, target=None, *, grad
         raise ValueError(f"example must be in 0..{x.shape[0] - 1}, got {example}")
     resolved = resolve_target(traced, x, target)
     needs_cam = any(m in ("grad_cam", "guided_grad_cam") for m in methods)
-    cam_layer = (gradcam_layer or default_gradcam_layer(traced, resolved)) if needs_cam else None
+    cam_layer = (gradcam_layer or default_gradcam_layer(traced, resolved, x)) if needs_cam else None
     order = _layer_order(traced, x, layers)
 
     reference = explain_logmel(traced, x, methods, resolved, cam_layer)
@@ -235,8 +236,15 @@ def _layer_order(traced: TracedModel, logmel: torch.Tensor, layers) -> list[str]
         return found
     layers = [layers] if isinstance(layers, str) else list(layers)
     modules = dict(traced.model.named_modules())
+    names = {m: n for n, m in reversed(list(modules.items()))}
+    out = []
     for name in layers:
-        if name not in modules or not isinstance(modules[name], _WEIGHTED):
+        try:  # the names every interpretation function takes (a backbone's own ones included)
+            module = traced.module(name, logmel)[0]
+        except ValueError:
+            module = None
+        if module is None or not isinstance(module, _WEIGHTED):
             raise ValueError(f"cannot re-initialise {name!r}: layers must name Conv/Linear modules the model "
                              f"uses; valid: {', '.join(found)}")
-    return layers
+        out.append(names[module])
+    return out

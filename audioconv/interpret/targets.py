@@ -11,8 +11,11 @@ Every method of :mod:`audioconv.interpret.saliency`, :mod:`~audioconv.interpret.
   (the layer's output): at its strongest position (``"max"``), at a feature-map cell ``(f, t)``,
   or averaged over the whole map (``"mean"``).
 
-:func:`forward_scores` runs a model on log-mel with autograd on, captures any layer's output with a
-forward hook (removed in ``finally``) and returns the scores. It works on any differentiable model
+:func:`forward_scores` runs a model on log-mel with autograd on, captures any layer's output — a
+module's with a forward hook (removed in ``finally``), an operation's (``layer1:add``) by tracing the
+forward pass (:func:`~audioconv.interpret.graph.capture`) — and returns the scores. Layer names are
+resolved as everywhere else (:meth:`~audioconv.interpret.traced.TracedModel.module`: short names,
+module names, a wrapped backbone's own names, operations). It works on any differentiable model
 — chains, residual graphs, functional calls — because it only reads outputs.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from audioconv.interpret.rules import resolve_layer
+from audioconv.interpret.graph import capture as graph_capture
 from audioconv.interpret.traced import TracedModel
 
 __all__ = ["Unit", "class_indices", "forward_scores", "describe_target"]
@@ -159,10 +162,20 @@ def forward_scores(traced: TracedModel, logmel: torch.Tensor, target, layers=())
         A layer run more than once in a forward pass gives its **last** output (as Captum).
     """
     names = list(dict.fromkeys([*layers, *([target.layer] if isinstance(target, Unit) else [])]))
-    modules = {name: resolve_layer(traced.model, name)[1] for name in names}
+    modules, ops = {}, {}
+    for name in names:  # (one resolution of layer names: TracedModel.module)
+        module, key = traced.module(name, logmel)
+        if module is not None:
+            modules[name] = module
+        else:
+            ops[name] = key
     capture = _Capture(modules)
     try:
-        logits = traced.entry(logmel)
+        if ops:  # operations (layer1:add) are seen by tracing the forward pass
+            logits, outputs = graph_capture(traced.model, traced.entry, logmel, ops)
+            capture.outputs.update(outputs)
+        else:
+            logits = traced.entry(logmel)
     finally:
         capture.close()
     missing = [n for n in names if n not in capture.outputs]

@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from audioconv.data import collate
 from audioconv.interpret.frames import SILENCE_DB, active_frames, allowed_positions
 from audioconv.interpret.projector import Projector
-from audioconv.interpret.rules import resolve_layer
 from audioconv.utils import resolve_device
 
 __all__ = ["TopK", "top_k", "scan_top_k"]
@@ -281,7 +280,7 @@ def scan_top_k(model, dataset, layer: str, channels=None, k: int = 9, batch_size
     """The running top-k pass of :func:`top_k` without the projections (see there for the arguments)."""
     _check_scan_arguments(k, batch_size, max_per_clip, silence_db)
     traced = _as_projector(model, None, device).traced
-    resolve_layer(traced.model, layer)  # ValueError listing the valid layers
+    traced.key(layer)  # ValueError listing the valid layers
     chans = _select_channels(channels, traced.path(layer).channels, layer)
     if len(dataset) == 0:
         raise ValueError("dataset is empty")

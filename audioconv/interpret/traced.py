@@ -34,10 +34,15 @@ from audioconv.interpret.graph import Graph
 from audioconv.interpret.rules import Mode, resolve_layer
 from audioconv.utils import eval_mode, model_device, model_dtype, resolve_device
 
-__all__ = ["TracedModel", "model_entry"]
+__all__ = ["TracedModel", "model_entry", "LayerNameError"]
 
 _DEFAULT_SIZE = (64, 128)  # (F, T) traced with when a plain CNN gives no size and no example
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.Mish, nn.ReLU6, nn.Hardswish)
+
+
+class LayerNameError(ValueError):
+    """A layer name the model does not have (or an ambiguous one): raised by :meth:`TracedModel.key`, so
+    that a command can say which of its flags named it."""
 
 
 def model_entry(model: nn.Module):
@@ -167,16 +172,61 @@ class TracedModel:
         """
         try:
             return self._key(layer, example, input_size)
-        except ValueError:
+        except ValueError as first:
             inner = self._backbone_name(layer)
             if inner is None:
-                raise
+                raise LayerNameError(str(first)) from None
             try:
                 return self._key(inner, example, input_size)
             except ValueError as e:
                 if "ambiguous" in str(e) or "call number" in str(e):  # the name exists inside the backbone
-                    raise ValueError(str(e).replace(repr(inner), repr(layer), 1)) from None
-            raise
+                    raise LayerNameError(str(e).replace(repr(inner), repr(layer), 1)) from None
+            raise LayerNameError(str(first)) from None
+
+    def module(self, layer: str, example: torch.Tensor | None = None, input_size=None) -> tuple:
+        """``(module, None)`` when ``layer`` names a module's output, ``(None, canonical key)`` when it names an
+        operation (``"layer1:add"``); the names :meth:`key` takes (``ValueError`` for an unknown one).
+
+        Module names are looked up directly first, as forward hooks see them (a module called several
+        times gives its last output there); the other names go through :meth:`key`."""
+        try:
+            _, module = resolve_layer(self.model, layer)
+        except ValueError:
+            module = None
+        if module is not None:
+            return module, None
+        key = self.key(layer, example, input_size)
+        base = key.rsplit("#", 1)[0]
+        if ":" in base:
+            return None, key
+        return dict(self.model.named_modules())[base], None
+
+    def last_feature_map(self, before: str | None = None, example: torch.Tensor | None = None,
+                         input_size=None) -> str:
+        """The name of the last output with feature maps ``(B, C, F', T')`` (more than one cell) in the
+        forward pass — before the output of layer ``before`` when given — preferring the module that
+        made it over its operation (``"backbone.layer2"``, else ``"backbone.layer2:relu"``).
+
+        The default Grad-CAM layer of a model without short layer names. ``ValueError`` when there is none."""
+        c = self.census(example, input_size)
+        limit, inside = None, ()
+        if before is not None:
+            own = self.key(before, example, input_size)
+            limit, own = c.order[own][0], own.rsplit("#", 1)[0]
+            inside = () if ":" in own else (own + ".", own + ":")  # the layer's own parts are not below it
+        best = None
+        for key, (node, shape) in c.order.items():
+            spatial = len(shape) == 4 and shape[2] * shape[3] > 1
+            if not spatial or (limit is not None and node >= limit) or node == 0 or (inside and key.startswith(inside)):
+                continue
+            if best is None or node > best[1] or (node == best[1] and ":" in best[0]):  # a module beats its op
+                best = (key, node)
+        if best is None:
+            where = f" below layer {before!r}" if before is not None else ""
+            raise ValueError(f"the model has no layer with feature maps (B, C, F, T){where}")
+        base, n = best[0].rsplit("#", 1)
+        count = c.ops.get(base, 0) if ":" in base else c.calls.get(base, 0)
+        return base if count == 1 else best[0]
 
     def _key(self, layer, example, input_size) -> str:
         try:
