@@ -84,7 +84,7 @@ def test_topk_and_evolve_take_the_networks_own_layer_names(run, capsys):
         (run / "ext" / "snapshots").mkdir(parents=True, exist_ok=True)
         torch.save(_brought(seed=e).state_dict(), run / "ext" / "snapshots" / f"epoch_{e:03d}.pt")
     rc = main(["evolve", str(run / "ext"), "--probe", str(run / "m.jsonl"), *_byo(run, weights=False),
-               "--layers", "layer1.act,layer2:add", "--units-per-layer", "2", "--clip-s", "0.5", "--device", "cpu",
+               "--layers", "layer1.act,layer2:add", "--units-per-layer", "2", "--clip-s", "0.5", "--cka", "linear", "--device", "cpu",
                "--no-progress", "-o", str(run / "evolve")])
     assert rc == 0, _err(capsys)
     summary = json.loads((run / "evolve" / "evolve.json").read_text())
