@@ -709,7 +709,18 @@ def round4_chains(rirs: str = "/work/study/rirs_train/rirs.jsonl") -> dict[str, 
         "r3_synth_lowdrr": swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}),
         # image-source rooms (audioconv rirs, other rooms than the test's)
         "r3_rooms": swap({"type": "Reverb", "rirs": rirs, "p": 0.5}),
+        **_stronger(rooms := swap({"type": "Reverb", "rirs": rirs, "p": 0.5}), "r4_rooms"),
     }
+
+
+def _stronger(chain: list, name: str) -> dict[str, list]:
+    """``chain`` with noise down to 0 dB on 70 % of the examples (``_noise``), then also a second
+    talker from the batch (``_mix``) or a pitch shift (``_pitch``)."""
+    noisy = [_noise_any_colour((0, 20), 0.7) if step["type"] == "OneOf" else step for step in chain]
+    mix = {"type": "BatchMix", "snr_db": [0, 15], "p": 0.25}
+    pitch = {"type": "PitchShift", "semitones": [-3, 3], "p": 0.3}
+    return {f"{name}_noise": noisy, f"{name}_noise_mix": noisy[:1] + [mix] + noisy[1:],
+            f"{name}_noise_pitch": noisy[:1] + [pitch] + noisy[1:]}
 
 
 def _default_with(position: int, transform: dict) -> list:

@@ -108,7 +108,7 @@ def random_rooms(n: int, rt60_s=(0.2, 1.0), size_m=((3.0, 10.0), (3.0, 8.0), (2.
         else:
             raise ValueError(f"cannot place a source and a microphone {min_distance_m} m apart and {margin_m} m "
                              f"from the walls of a {size.round(2).tolist()} m room")
-        rooms.append(Room(tuple(size.round(3)), tuple(src.round(3)), tuple(mic.round(3)),
+        rooms.append(Room(*(tuple(float(v) for v in a.round(3)) for a in (size, src, mic)),
                           round(float(rng.uniform(*rt)), 4)))
     return rooms
 
@@ -182,6 +182,19 @@ def _eyring_log_beta(room: Room, rt60_s: float) -> float:
     return -0.161 * volume / (2 * surface * rt60_s)
 
 
+def _next_log_beta(tried: list[tuple[float, float]]) -> float:
+    """The next ``ln beta`` to try, from ``(ln beta, ln(measured RT60 / target))`` pairs: the decay
+    rate scales with ``ln beta`` (a first step), then a secant step between the last two tries
+    (the measured T30 wobbles a little as images cross sample boundaries, so plain scaling can
+    circle the target)."""
+    log_beta, error = tried[-1]
+    step = log_beta * math.exp(error)
+    if len(tried) >= 2 and tried[-2][1] != error:
+        (b0, e0), (b1, e1) = tried[-2], tried[-1]
+        step = b1 - e1 * (b1 - b0) / (e1 - e0)
+    return min(max(step, -30.0), -1e-6)
+
+
 def image_source_rir(room: Room, sample_rate: int, length_s: float | None = None, tolerance: float = 0.02,
                      max_iter: int = 8, speed_of_sound_m_s: float = SPEED_OF_SOUND_M_S) -> np.ndarray:
     """Impulse response of ``room`` from its source to its microphone, by the image method.
@@ -214,13 +227,15 @@ def image_source_rir(room: Room, sample_rate: int, length_s: float | None = None
     from scipy import signal
 
     sos = signal.butter(2, HIGHPASS_HZ, btype="highpass", fs=sample_rate, output="sos")
-    log_beta, target = _eyring_log_beta(room, room.rt60_s), room.rt60_s
+    target, tried = room.rt60_s, []  # (ln beta, ln(measured / target)) pairs
+    log_beta = _eyring_log_beta(room, target)
     for _ in range(max_iter):
         rir = signal.sosfilt(sos, images.render(log_beta, sample_rate, n_out, speed_of_sound_m_s))
         measured = schroeder_rt60_s(rir[int(travel_s * sample_rate):], sample_rate)
         if abs(measured / target - 1) <= tolerance:
             return rir / np.abs(rir).max()
-        log_beta = max(log_beta * measured / target, -30.0)  # the decay rate scales with ln beta
+        tried.append((log_beta, math.log(measured / target)))
+        log_beta = _next_log_beta(tried)
     raise ValueError(f"room {room}: the image method reached RT60 {measured:.3f} s, not {target:.3f} s "
                      f"(±{tolerance:.0%}), after {max_iter} corrections")
 
