@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(CONSTRAINTS) | $(PY)
-	$(PIP) -e '.[test,onnx,shards]'
+	$(PIP) -e '.[test,onnx,shards,tensorboard]'
 	touch $@ $(STAMP)
 
 $(STAMP_BENCH): pyproject.toml $(CONSTRAINTS) | $(PY)
-	$(PIP) -e '.[test,onnx,shards,bench]'
+	$(PIP) -e '.[test,onnx,shards,tensorboard,bench]'
 	touch $@ $(STAMP_TEST) $(STAMP)
 
 setup: $(STAMP)

@@ -91,7 +91,7 @@ def _runner(kind: str, make, x: torch.Tensor, sr: int):
 
 def batched_table(batch: int, seconds: float, sr: int, repeats: int, only: list[str] | None) -> None:
     x = make_batch(batch, int(seconds * sr), sr)
-    print(f"| transform | audioconv clips/s | audiomentations clips/s | torch-audiomentations clips/s |")
+    print("| transform | audioconv clips/s | audiomentations clips/s | torch-audiomentations clips/s |")
     print("|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         write_events(Path(tmp), sr)

@@ -309,17 +309,24 @@ class _FunctionalBlock(nn.Module):
         return torch.nn.functional.relu(self.conv(x))
 
 
-def test_functional_relu_and_unsupported_modules_raise_naming_the_module():
-    x = torch.randn(1, 1, 12, 12)
-    net = nn.Sequential(_FunctionalBlock(), nn.Conv2d(3, 2, 3), nn.ReLU())
-    with pytest.raises(ValueError, match=r"relu\(\) in module '0'"):
-        Projector(net, device="cpu").project(x, "2", progress=False)
-    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.GELU(), nn.Conv2d(3, 2, 3))
-    with pytest.raises(ValueError, match=r"module '1' \(GELU\)"):
-        Projector(net, device="cpu").project(x, "2", progress=False)
+def test_functional_relu_projects_like_the_module_and_unsupported_modules_raise_naming_them():
+    x = torch.randn(1, 1, 12, 12, dtype=torch.float64)
+    torch.manual_seed(0)
+    functional = nn.Sequential(_FunctionalBlock(), nn.Conv2d(3, 2, 3), nn.ReLU()).double()
+    modular = nn.Sequential(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU()), nn.Conv2d(3, 2, 3), nn.ReLU())
+    modular = modular.double()
+    modular[0][0].load_state_dict(functional[0].conv.state_dict())
+    modular[1].load_state_dict(functional[1].state_dict())
+    for mode in MODES:
+        a = Projector(functional, mode, device="cpu").project(x, "2", progress=False).maps
+        b = Projector(modular, mode, device="cpu").project(x, "2", progress=False).maps
+        _close(a, b, 1e-12)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Sigmoid(), nn.Conv2d(3, 2, 3))
+    with pytest.raises(ValueError, match=r"torch\.sigmoid: sigmoid has no deconv rule.*in module '1'"):
+        Projector(net, device="cpu").project(x.float(), "2", progress=False)
     net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, track_running_stats=False), nn.ReLU())
-    with pytest.raises(ValueError, match=r"'1' \(BatchNorm2d\) has no running statistics"):
-        Projector(net, device="cpu").project(x, "2", progress=False)
+    with pytest.raises(ValueError, match=r"statistics of the batch.*in module '1'"):
+        Projector(net, device="cpu").project(x.float(), "2", progress=False)
 
 
 def test_model_is_left_unmodified():

@@ -110,8 +110,12 @@ def test_schedule_and_snapshot_epochs():
 
 
 # ------------------------------------------------------------------------------ resume after SIGKILL
-def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path):
-    settings = dict(epochs=3, deterministic=True, checkpoint_every_steps=1, dropout=0.3)
+EXTRAS = {"ema": ("--ema", "0.9"), "mixup": ("--mixup", "0.4"), "early_stopping": ("--early-stopping", "2")}
+
+
+@pytest.mark.parametrize("extras", [{}, {"ema": 0.9, "mixup": 0.4, "early_stopping": 2}], ids=["plain", "ema-mixup-stop"])
+def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path, extras):
+    settings = dict(epochs=3, deterministic=True, checkpoint_every_steps=1, dropout=0.3, **extras)
     # the reference: one uninterrupted run
     ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
 
@@ -121,7 +125,8 @@ def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path):
             "--out", str(run), "--sample-rate", str(SAMPLE_RATE), "--clip-s", str(CLIP_S), "--channels", "8,16",
             "--n-mels", "32", "--epochs", "3", "--batch-size", "4", "--lr", "3e-3", "--augment", "none",
             "--no-specaugment", "--workers", "0", "--threads", "1", "--seed", "0", "--deterministic",
-            "--checkpoint-every-steps", "1", "--dropout", "0.3", "--no-progress"]
+            "--checkpoint-every-steps", "1", "--dropout", "0.3", "--no-progress",
+            *(flag for name in extras for flag in EXTRAS[name])]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not (run / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -142,6 +147,7 @@ def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    assert same(a["ema"], b["ema"]) and (a["ema"] is None) == (not extras)  # the EMA weights and update count
     # every epoch's numbers agree too (the interrupted epoch's running sums were restored)
     for x, y in zip(read_metrics(tmp_path / "ref"), read_metrics(run), strict=True):
         for key in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr"):

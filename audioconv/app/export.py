@@ -49,12 +49,10 @@ _META = "audioconv.json"
 
 def _onnx_modules():
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
     except ModuleNotFoundError as e:
         raise RuntimeError(f"ONNX export needs the {e.name} package: pip install 'audioconv[onnx]'") from None
-    import onnx
-
     return onnx
 
 

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--allow-unknown", action="store_true",
                    help="count clips whose label the model does not know instead of stopping")
     p.add_argument("--skip-bad", action="store_true", help="leave out clips that cannot be read (listed) instead of stopping")
+    p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                   help="auto (default): the weights the run validated (the EMA of a run trained with --ema); "
+                        "ema or raw: those (last.pt of an --ema run holds both)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint); written after the "
                                  "result is printed")
@@ -39,6 +42,8 @@ def format_table(result: dict) -> str:
     lines = [f"checkpoint {result['checkpoint']}", f"manifest   {result['manifest']}",
              f"accuracy   {result['accuracy']:.4f}", f"macro-F1   {result['macro_f1']:.4f}",
              f"n          {result['n']} of {result.get('n_clips', result['n'])} clips"]
+    if result.get("weights") == "ema":
+        lines.insert(2, "weights    EMA (exponential moving average of the trained weights)")
     if result["unknown"]:
         lines.append(f"unknown    {result['unknown']} clips skipped: {result['unknown_labels']}")
     lines += skipped_lines("evaluate", result.get("skipped") or {}, result.get("n_clips", result["n"]))
@@ -63,7 +68,7 @@ def run(args) -> int:
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,
-                      workers=args.workers, skip_bad=args.skip_bad)
+                      workers=args.workers, skip_bad=args.skip_bad, weights=args.weights)
     png = None if args.no_png else Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest,
                                                                                      args.split)
     result["png"] = None if png is None else str(png)

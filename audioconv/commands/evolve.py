@@ -1,5 +1,12 @@
-"""`audioconv evolve`: feature evolution across a run's snapshots (grids) and layer convergence (CKA)."""
+"""`audioconv evolve`: feature evolution across a run's snapshots (grids) and layer convergence (CKA).
+
+The run's snapshots (``RUN/snapshots/epoch_NNN.pt``) record their model; for a run trained elsewhere,
+``--model SPEC`` (with ``--labels`` / ``--n-classes``, ``--sample-rate``, ``--n-mels``) reads them as
+state dicts of that architecture.
+"""
 from __future__ import annotations
+
+from audioconv.commands._model import add_model_arguments, snapshot_loader
 
 
 def register(subparsers) -> None:
@@ -7,7 +14,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n")[0])
     p.add_argument("run", help="training run folder (with snapshots/epoch_NNN.pt)")
     p.add_argument("--probe", required=True, help="JSONL manifest of probe clips (order is kept)")
-    p.add_argument("--layers", default=None, help="comma list of layers (default all)")
+    p.add_argument("--layers", default=None, help="comma list of layers: short, module or operation names "
+                                                   "(default the model's short names, else its activation modules)")
     p.add_argument("--units-per-layer", type=int, default=8,
                    help="units shown per layer, the most active at the final epoch (default 8; 0 = all)")
     p.add_argument("--k", type=int, default=1, help="strongest activations shown per unit and epoch")
@@ -19,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if available)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-o", "--out", default=None, help="output folder (default RUN/evolve)")
+    add_model_arguments(p, checkpoint=False)
     p.set_defaults(func=run)
 
 
@@ -33,7 +42,8 @@ def run(args) -> int:
         raise ValueError(f"--units-per-layer must be >= 0, got {args.units_per_layer}")
     evolution = evolve(args.run, args.probe, layers=layers, channels_per_layer=args.units_per_layer or None, k=args.k,
                        progress=not args.no_progress, device=args.device, mode=args.mode,
-                       batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s)
+                       batch_size=args.batch_size, cka_features=args.cka_features, clip_s=args.clip_s,
+                       load=snapshot_loader(args))
     result = write_evolution(evolution, args.out if args.out is not None else Path(args.run) / "evolve")
     epochs = result["epochs"]
     print(f"epochs {epochs}; linear CKA vs epoch {epochs[-1]}:")

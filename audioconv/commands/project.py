@@ -5,6 +5,10 @@ filtered by the projection, input phase) and ``griffinlim.wav`` (the projection 
 ``projection.json`` (activation, feature-map position, receptive field in cells, Hz and seconds).
 One unit → files directly in OUT; several → ``OUT/unit_<c>/``.
 
+The model: ``--checkpoint`` (any model a run recorded) or ``--model SPEC --weights FILE --labels FILE``
+(bring your own; see :mod:`audioconv.commands._model`). ``--layer`` takes the model's short names
+(``conv2``, ``stage2``), module names (``layer1.0.relu2``) and operation names (``layer1.0:add``).
+
 ``--position max`` looks only at positions whose receptive field is centred on a non-silent frame
 (:mod:`audioconv.interpret.frames`; ``--keep-silence`` lifts that). A unit whose strongest
 activation there is not above zero gets no picture and no sounds (they would be all zero): the
@@ -17,13 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audioconv.commands._model import add_model_arguments, load_cli_model
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("project", help="project hidden units onto an audio file (PNG, WAVs, JSON)",
                               description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, last.pt or a snapshot")
+    add_model_arguments(p)
     p.add_argument("--audio", required=True, help="audio file (any rate; resampled to the model's)")
-    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
+    p.add_argument("--layer", required=True, help="layer name: conv3, stage2, a module name (layer1.0.relu2) or an "
+                                                  "operation name (layer1.0:add)")
     p.add_argument("--unit", required=True, help="channel index or comma list, e.g. 5 or 5,7,9")
     p.add_argument("--position", default="max",
                    help="'max' (strongest position), 'F,T' (feature-map cell) or 'map' (whole map)")
@@ -113,24 +120,24 @@ def run(args) -> int:
     from audioconv.interpret.projector import Projector
     from audioconv.io import audio
     from audioconv.io.files import write_json
-    from audioconv.training.checkpoint import load_model
     from audioconv.utils import resolve_device
 
     units = parse_units(args.unit)
     position = parse_position(args.position)
     device = resolve_device(args.device)
-    model, labels = load_model(args.checkpoint, device)
-    if args.layer not in model.layer_names:
-        raise ValueError(f"unknown --layer {args.layer!r}; valid layers: {', '.join(model.layer_names)}")
-    n = model.n_channels(args.layer)
+    model, labels = load_cli_model(args, device)
+    projector = Projector(model, mode=args.mode, device=device)
+    try:
+        n = projector.path(args.layer).channels
+    except ValueError as e:
+        raise ValueError(f"--layer: {e}") from None
     bad = [u for u in units if not 0 <= u < n]
     if bad:
         raise ValueError(f"--unit {bad} out of range for {args.layer}: valid units are 0..{n - 1}")
-    sr = model.config.sample_rate
+    sr = model.frontend.config.sample_rate
     wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
     mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
 
-    projector = Projector(model, mode=args.mode, device=device)
     frames = _max_frames(projector, mono, args) if position == "max" else None
     proj = projector.project(mono[None], args.layer, units, position=position, progress=False, frames=frames)
     logmel_cpu = LogMel(model.frontend.config)  # a CPU copy of the front end for rendering and sound
@@ -153,7 +160,8 @@ def run(args) -> int:
                             f"its projection is all zero, so no picture and no sounds were written")
             print(f"{args.layer} unit {unit}: {info['note']}")
         entries.append(info)
-    summary = {"checkpoint": str(args.checkpoint), "audio": str(args.audio), "layer": args.layer,
+    summary = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+               "model": args.model, "weights": args.weights, "audio": str(args.audio), "layer": args.layer,
                "mode": args.mode, "position": args.position, "keep_silence": bool(args.keep_silence),
                "sample_rate": sr, "units": entries}
     if len(entries) == 1:

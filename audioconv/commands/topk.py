@@ -1,15 +1,21 @@
-"""`audioconv topk`: the top-k activations of units over a manifest, projected; one PNG grid per layer."""
+"""`audioconv topk`: the top-k activations of units over a manifest, projected; one PNG grid per layer.
+
+The model: ``--checkpoint`` or ``--model SPEC --weights FILE --labels FILE`` (see
+:mod:`audioconv.commands._model`); layers by short, module or operation name.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+
+from audioconv.commands._model import add_model_arguments, load_cli_model
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("topk", help="top-k activations per unit over a manifest (PNG grid per layer + index.json)",
                               description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="RUN/best.pt, last.pt or a snapshot")
+    add_model_arguments(p)
     p.add_argument("--manifest", required=True, help="JSONL manifest of the clips to scan")
-    p.add_argument("--layers", required=True, help="comma list of layers, e.g. conv1,conv2")
+    p.add_argument("--layers", required=True, help="comma list of layers, e.g. conv1,conv2 or layer1.0.relu2")
     p.add_argument("--k", type=int, default=9, help="activations kept per unit (default 9)")
     p.add_argument("--units", default=None,
                    help="N (the first N units of each layer) or a comma list of unit indices (a single unit: '5,'); "
@@ -73,30 +79,37 @@ def run(args) -> int:
     from audioconv.interpret.projector import Projector
     from audioconv.interpret.topk import top_k
     from audioconv.io.files import write_json
-    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, run_clip_s
     from audioconv.utils import resolve_device
 
     device = resolve_device(args.device)
-    model, labels = load_model(args.checkpoint, device)
+    model, labels = load_cli_model(args, device)
+    projector = Projector(model, mode=args.mode, device=device)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     if not layers:
         raise ValueError("--layers is empty")
+    channels = {}
     for layer in layers:
-        if layer not in model.layer_names:
-            raise ValueError(f"unknown layer {layer!r} in --layers; valid layers: {', '.join(model.layer_names)}")
+        try:
+            channels[layer] = projector.path(layer).channels
+        except ValueError as e:
+            raise ValueError(f"--layers: {e}") from None
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.max_per_clip < 0:
         raise ValueError(f"--max-per-clip must be >= 1, or 0 for no limit; got {args.max_per_clip}")
-    clip_s = args.clip_s if args.clip_s is not None else run_clip_s(load_checkpoint(args.checkpoint))
-    dataset = ManifestDataset(args.manifest, sample_rate=model.config.sample_rate, clip_s=clip_s,
+    if args.clip_s is not None:
+        clip_s = args.clip_s
+    else:
+        clip_s = run_clip_s(load_checkpoint(args.checkpoint)) if args.checkpoint else DEFAULT_CLIP_S
+    dataset = ManifestDataset(args.manifest, sample_rate=model.frontend.config.sample_rate, clip_s=clip_s,
                               channels="mono", crop="center", skip_bad=args.skip_bad)
     out = Path(args.out)
-    projector = Projector(model, mode=args.mode, device=device)
-    index = {"checkpoint": str(args.checkpoint), "manifest": str(args.manifest), "clip_s": clip_s,
+    index = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint), "model": args.model,
+             "weights": args.weights, "manifest": str(args.manifest), "clip_s": clip_s,
              "n_clips": len(dataset), "layers": {}}
     for layer in layers:
-        units = parse_units(args.units, model.n_channels(layer), layer)
+        units = parse_units(args.units, channels[layer], layer)
         result = top_k(projector, dataset, layer, units, k=args.k, batch_size=args.batch_size,
                        progress=not args.no_progress, num_workers=args.num_workers,
                        max_per_clip=args.max_per_clip or None, silence_db=None if args.keep_silence else SILENCE_DB)

@@ -11,6 +11,7 @@ EPILOG = """examples:
   audioconv train --manifest kws.jsonl --out runs/kws            # splits "train" / "validation"
   audioconv train --manifest esc50.jsonl --train-split fold1,fold2,fold3,fold4 --val-split fold5 --out runs/esc
   audioconv train --out runs/kws --resume                          # continue runs/kws/last.pt
+  audioconv train --train T.jsonl --val V.jsonl --out RUN --ema 0.999 --mixup 0.2 --early-stopping 5 --tensorboard
   torchrun --standalone --nproc_per_node=2 -m audioconv train --train T.jsonl --val V.jsonl --out RUN
 multi-node: run on every node
   torchrun --nnodes=N --nproc_per_node=G --node_rank=I --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
@@ -22,6 +23,7 @@ _FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epoch
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
            "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
            "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer", "normalize")
+_EXTRA_FIELDS = ("ema", "mixup", "early_stopping", "tensorboard")
 
 
 def _channels(text: str) -> tuple[int, ...]:
@@ -105,6 +107,24 @@ def add_options(p: argparse.ArgumentParser) -> None:
     system.add_argument("--best-metric", choices=["val_macro_f1", "val_accuracy"], help="what picks best.pt")
     system.add_argument("--no-progress", action="store_true", help="no progress bars")
     system.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_extra_options(p)
+
+
+def _add_extra_options(p: argparse.ArgumentParser) -> None:
+    """Weight averaging, mixup, early stopping, TensorBoard (all off by default)."""
+    extra = p.add_argument_group("averaging, mixup, early stopping, logs")
+    extra.add_argument("--ema", type=float, metavar="DECAY",
+                       help="keep an exponential moving average of the weights (e.g. 0.999: about the last 1000 "
+                            "steps; 0.99 for runs under ~5000 steps); validation, best.pt and snapshots use it "
+                            "(last.pt keeps both); default off")
+    extra.add_argument("--mixup", type=float, metavar="ALPHA",
+                       help="mixup of the log-mel inputs and their labels, weights ~ Beta(ALPHA, ALPHA) per example "
+                            "(e.g. 0.2); default off")
+    extra.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop when --best-metric has not improved for PATIENCE epochs (needs validation); "
+                            "default off")
+    extra.add_argument("--tensorboard", action="store_true", default=None,
+                       help="also log to OUT/tensorboard (pip install 'audioconv[tensorboard]')")
 
 
 def config_from_args(args):
@@ -114,7 +134,7 @@ def config_from_args(args):
     base = TrainConfig().to_dict()
     if args.resume:
         base.update({**LEGACY_DEFAULTS, **_saved_config(args.out)})
-    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+    given = {name: getattr(args, name) for name in _FIELDS + _EXTRA_FIELDS if getattr(args, name, None) is not None}
     if "manifest" in given:
         base.update(train=None, val=None)
     if "train" in given or "val" in given:
@@ -164,13 +184,18 @@ def run(args) -> int:
     if final.get("val_accuracy") is not None:
         print(f"last epoch: val accuracy {final['val_accuracy']:.4f}, val macro-F1 {final['val_macro_f1']:.4f}, "
               f"train loss {final['train_loss']:.4f}, {final['clips_per_s']:.0f} clips/s")
-        print(f"best: epoch {summary['best_epoch']} ({summary['best_metric']} {summary['best_value']:.4f})")
+        weights = " of the EMA weights" if summary.get("weights") == "ema" else ""
+        print(f"best: epoch {summary['best_epoch']} ({summary['best_metric']} {summary['best_value']:.4f}{weights})")
+    if summary.get("stopped_early"):
+        print(summary["stopped_early"]["note"])
     for name, part in summary["data"].items():  # what --skip-bad left out, once
         for line in skipped_lines(name, part["skipped"], part["clips"]):
             print(line)
     if final.get("val_clips") is not None and final["val_clips"] < summary["data"]["validation"]["clips"]:
         print(f"validation scored {final['val_clips']} of {summary['data']['validation']['clips']} clips")
+    out = Path(summary["out"])
+    tensorboard = f"; tensorboard --logdir {out / 'tensorboard'}" if config.tensorboard else ""
     print(f"checkpoints: {summary['best_checkpoint']} (best), {summary['last_checkpoint']} (last); "
-          f"metrics: {Path(summary['out']) / 'metrics.jsonl'}")
+          f"metrics: {out / 'metrics.jsonl'}, {out / 'metrics.csv'}{tensorboard}")
     sys.stdout.flush()
     return 0

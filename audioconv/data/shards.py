@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import math
 import random
 import re
 import warnings

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from audioconv.data import ManifestDataset, collate
 from audioconv.interpret.cka import centered_gram, cka_from_grams
 from audioconv.interpret.projector import Projector
-from audioconv.interpret.rules import resolve_layer
 from audioconv.interpret.topk import top_k
 from audioconv.utils import resolve_device
 
@@ -183,7 +182,8 @@ def _check_arguments(cka_features: str, k, channels_per_layer) -> None:
 
 def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per_layer: int | None = 8, k: int = 1,
            progress: bool = True, device=None, mode: str = "deconv", batch_size: int = 32,
-           cka_features: str = "flatten", clip_s: float | None = None, units: dict | None = None) -> Evolution:
+           cka_features: str = "flatten", clip_s: float | None = None, units: dict | None = None,
+           load=None) -> Evolution:
     """Feature-evolution grids and layer-convergence curves for a training run (computes, writes nothing).
 
     Args:
@@ -201,22 +201,29 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
         clip_s: probe clip length in seconds; default the run's
             (:func:`~audioconv.training.checkpoint.run_clip_s` of the final snapshot).
         units: explicit ``{layer: [channels]}`` overriding ``channels_per_layer``.
+        load: ``(snapshot path, device) → model`` in eval mode; default
+            :func:`~audioconv.training.checkpoint.load_model` (the model the checkpoint records: any
+            model of the registry). With ``load`` the snapshots may be plain state dicts (a run trained
+            elsewhere) and ``clip_s`` defaults to 1 s.
 
     Returns:
         :class:`Evolution`; ``audioconv.app.figures.write_evolution`` draws and writes it.
     """
-    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, load_model, run_clip_s
 
     snaps = find_snapshots(run_dir)
     _check_arguments(cka_features, k, channels_per_layer)
     dev = resolve_device(device)
-    final = Projector(load_model(snaps[-1][1], dev)[0], mode, dev)
+    read = load or (lambda path, where: load_model(path, where)[0])
+    final = Projector(read(snaps[-1][1], dev), mode, dev)
+    if final.traced.frontend is None:
+        raise ValueError("evolve needs a model with a LogMel front end (the probe clips are waveforms)")
     layers = list(final.layer_names) if layers is None else [str(x) for x in layers]
     for name in layers:
-        resolve_layer(final.model, name)  # ValueError listing the valid layers
+        final.traced.key(name)  # ValueError listing the valid layers
     if clip_s is None:
-        clip_s = run_clip_s(load_checkpoint(snaps[-1][1]))
-    probe = load_probe(probe_manifest, final.model.config.sample_rate, clip_s)
+        clip_s = DEFAULT_CLIP_S if load is not None else run_clip_s(load_checkpoint(snaps[-1][1]))
+    probe = load_probe(probe_manifest, final.traced.frontend.config.sample_rate, clip_s)
     if len(probe) < 2:
         raise ValueError(f"the probe set needs at least 2 clips for CKA, got {len(probe)}")
     logmel = final.to_logmel(probe.waveforms, "waveform")  # (N, 1, F, T), the same inputs every epoch
@@ -226,7 +233,7 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
     order = [len(snaps) - 1] + list(range(len(snaps) - 1))  # final epoch first: it picks the units
     for i in tqdm(order, disable=not progress, desc="evolve", unit="epoch"):
         epoch, path = snaps[i]
-        projector = final if i == len(snaps) - 1 else Projector(load_model(path, dev)[0], mode, dev)
+        projector = final if i == len(snaps) - 1 else Projector(read(path, dev), mode, dev)
         acts = projector.traced.activations(logmel, layers, batch_size, "mean" if cka_features == "pool" else None)
         grams[epoch] = {name: centered_gram(a) for name, a in acts.items()}
         if not chosen:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from audioconv.interpret.receptive_field import receptive_field_boxes
-from audioconv.interpret.rules import Path
+from audioconv.interpret.graph import Graph
 
 __all__ = ["SILENCE_DB", "active_frames", "centre_frames", "allowed_positions"]
 
@@ -59,7 +59,7 @@ def active_frames(logmel: torch.Tensor, n_frames=None, silence_db: float | None 
     return real & (loudest > floor + float(silence_db))
 
 
-def centre_frames(path: Path, feature_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+def centre_frames(path: Graph, feature_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
     """``(H, W)`` long: the centre frame of each feature-map position's receptive field.
 
     Args:
@@ -73,7 +73,7 @@ def centre_frames(path: Path, feature_size: tuple[int, int], input_size: tuple[i
     return ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, int(input_size[1]) - 1)
 
 
-def allowed_positions(path: Path, frames: torch.Tensor, feature_size: tuple[int, int],
+def allowed_positions(path: Graph, frames: torch.Tensor, feature_size: tuple[int, int],
                       input_size: tuple[int, int]) -> torch.Tensor:
     """``(B, H, W)`` bool: positions whose receptive-field centre frame is allowed by ``frames`` ``(B, T)``."""
     frames = torch.as_tensor(frames, dtype=torch.bool)

@@ -5,20 +5,22 @@
 
 How it works (and why it is fast):
 
-1. The path from the input to the layer is traced once (:func:`~audioconv.interpret.rules.trace_path`)
-   and run forward **once per input** for all its units, recording max-pool switches and, for
-   ``guided``/``gradient``, the forward signs (no hooks on the model; nothing is left on it).
+1. The model's own forward pass runs **once per input** for all its units, traced
+   (:mod:`audioconv.interpret.graph`): every operation from the log-mel input to the layer becomes
+   a node of a graph (residual additions, concatenations and branches included), recording max-pool
+   switches and, for ``guided``/``gradient``, the forward signs. No hooks are left on the model.
 2. Each unit is seeded: its activation (the value at the chosen position, every other activation
    of the layer zero), or for ``position="map"`` its whole feature map (each position seeded with
    its own activation). So ``map = activation × attribution`` where attribution is what Captum's
    ``NeuronDeconvolution`` / ``NeuronGuidedBackprop`` / ``NeuronGradient`` return for that neuron.
 3. The backward rules of :mod:`audioconv.interpret.rules` (unpool with switches, rectify, transposed
-   filters) run for all ``B × K`` units at once, batched. A single-position projection depends only
-   on that position's receptive field, so it is computed on that crop — a window that follows the
-   receptive field down through every layer, zeroed where it hangs over the border, so the numbers
-   equal the full computation exactly. Until the first convolution is undone, a unit's signal lives
-   in its own channel only, so that convolution is undone for that channel only (a grouped
-   transposed convolution over the units).
+   filters, the signal to both branches of a residual addition) run for all ``B × K`` units at
+   once, in one backward pass. A single-position projection depends only on that position's
+   receptive field, so it is computed on windows that follow the receptive field down through
+   every operation (:mod:`audioconv.interpret.signal`), zeroed where they hang over the border, so
+   the numbers equal the full computation exactly; where two branches meet, their windows are
+   united. Operations without a window rule (a reshape, a flatten) work on the whole tensor. Until
+   the first convolution mixes channels, a unit's signal lives in its own channel only.
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from audioconv.interpret.frames import allowed_positions
+from audioconv.interpret.graph import Graph, backward, unit_cells
 from audioconv.interpret.receptive_field import receptive_field_boxes
-from audioconv.interpret.rules import MODES, Path, Signal
+from audioconv.interpret.rules import MODES, Mode
+from audioconv.interpret.signal import Signal
 from audioconv.interpret.traced import TracedModel
 from audioconv.utils import eval_mode
 
@@ -137,7 +141,7 @@ class Projector:
 
     @property
     def layer_names(self) -> list[str]:
-        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        """The model's short layer names, else its activation modules (:attr:`TracedModel.layer_names`)."""
         return self.traced.layer_names
 
     def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
@@ -145,8 +149,8 @@ class Projector:
         (see :meth:`~audioconv.interpret.traced.TracedModel.to_logmel`)."""
         return self.traced.to_logmel(inputs, input_kind)
 
-    def path(self, layer: str, logmel: torch.Tensor | None = None) -> Path:
-        """The traced path from the input to ``layer`` (see :func:`~audioconv.interpret.rules.trace_path`)."""
+    def path(self, layer: str, logmel: torch.Tensor | None = None) -> Graph:
+        """The traced graph from the input to ``layer`` (see :meth:`~audioconv.interpret.traced.TracedModel.path`)."""
         return self.traced.path(layer, logmel)
 
     def feature_maps(self, inputs, layer: str, *, input_kind: str = "auto") -> torch.Tensor:
@@ -161,8 +165,10 @@ class Projector:
 
         Args:
             inputs: waveforms ``(B, C, T)``/``(B, T)`` (SpectrogramCNN) or log-mel ``(B, 1, F, T)``/``(B, F, T)``.
-            layer: ``"conv2"`` or a module name from ``model.named_modules()`` whose output is the
-                feature map ``(B, C_l, H, W)``.
+            layer: ``"conv2"``, a module name from ``model.named_modules()`` (``"layer1.0.relu2"``,
+                ``"layer1.0.relu#2"`` for the second call of a module called twice) or an operation
+                name (``"layer1.0:add"``; see ``docs/projection.md``) whose output is the feature map
+                ``(B, C_l, H, W)`` (``(B, C_l)`` and ``(B, C_l, L)`` outputs count as ``H = 1``).
             channels: ``None`` (all C_l), an int, a sequence / ``(K,)`` tensor, or a ``(B, K)`` long
                 tensor choosing the channels per input (e.g. one row per top-k hit).
             position: ``"max"`` (each unit's strongest position in each input, first in row-major
@@ -170,7 +176,7 @@ class Projector:
                 tensor of cells, or ``"map"`` (seed the whole feature map with its own activations).
             batch_size: inputs per forward pass.
             progress: show a tqdm bar.
-            crop: compute single-position maps on the receptive-field crop (``True``), on the full
+            crop: compute single-position maps on receptive-field windows (``True``), on the full
                 plane (``False``), or whichever is less work (``None``). The numbers are the same.
             input_kind: ``"auto"``, ``"logmel"`` or ``"waveform"`` (see :meth:`to_logmel`).
             frames: ``(B, T)`` bool over the input frames, for ``"max"`` (and the reported argmax of
@@ -187,74 +193,64 @@ class Projector:
         with eval_mode(self.traced.model), torch.no_grad():
             x = self.to_logmel(inputs, input_kind)
             B, _, F_, T_ = x.shape
-            path = self.path(layer, x)
-            first = path.forward(x[:batch_size], self.mode)  # (feature maps, records) of chunk 1
-            fm0, rec0 = first
-            C, H, W = fm0.shape[1:]
+            mode = Mode(self.mode)
+            path = self.traced.trace(layer, x[:batch_size], mode)  # the first chunk's graph and records
+            C = path.channels
+            H, W = path.feature_size()
             chan = _channels(channels, B, C, layer).to(x.device)  # (B, K)
             seeding, pos = _positions(position, B, chan.shape[1], H, W, layer, x.device)
             allowed = None if frames is None or pos is not None else _allowed(path, frames, B, (H, W), (F_, T_))
             if crop is None:  # the crop is exact either way; use it when it is less work
-                crop = _unit_elements(path, rec0, fm0, True) < _unit_elements(path, rec0, fm0, False)
-            crop_now = seeding == "position" and bool(crop)
+                crop = unit_cells(path, True) < unit_cells(path, False)
+            crop_now = seeding == "position" and bool(crop) and path.feature_map.dim() == 4
+            per_unit = unit_cells(path, crop_now)  # cells of one unit's largest backward tensor
             maps, acts, where = [], [], []
             starts = range(0, B, batch_size)
             for s in tqdm(starts, desc=f"project {layer}", disable=not progress or len(starts) < 2):
                 e = min(s + batch_size, B)
-                fwd = first if s == 0 else path.forward(x[s:e], self.mode)
-                first = None
-                m, a, p = self._project_chunk(path, fwd, x.shape[-2:], chan[s:e], seeding,
-                                              None if pos is None else pos[s:e], crop_now,
+                graph = path if s == 0 else self.traced.trace(layer, x[s:e], mode)
+                m, a, p = self._project_chunk(graph, mode, x.shape[-2:], chan[s:e], seeding,
+                                              None if pos is None else pos[s:e], crop_now, per_unit,
                                               None if allowed is None else allowed[s:e])
                 maps.append(m.cpu()), acts.append(a.cpu()), where.append(p.cpu())
-            positions = torch.cat(where)
+            cat = (lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts))  # no copy for one chunk
+            positions = cat(where)
             hz, seconds = self.traced.axes(F_, T_)
             chans = chan[0].cpu() if bool((chan == chan[:1]).all()) and not _per_input(channels) else chan.cpu()
             return Projection(
-                spectrograms=x[:, 0].detach().cpu(), maps=torch.cat(maps), activations=torch.cat(acts),
+                spectrograms=x[:, 0].detach().cpu(), maps=cat(maps), activations=cat(acts),
                 positions=positions, receptive_fields=receptive_field_boxes(path, positions, (F_, T_)),
                 layer=layer, channels=chans, mode=self.mode, seeding=seeding, hz=hz, seconds=seconds,
                 feature_size=(int(H), int(W)))
 
-    def _project_chunk(self, path: Path, forward, input_hw, chan, seeding, pos, crop, allowed=None):
-        """One chunk of inputs: ``forward`` = (feature maps, records) → (maps, activations, positions).
+    def _project_chunk(self, graph: Graph, mode: Mode, input_hw, chan, seeding, pos, crop, per_unit, allowed=None):
+        """One chunk of inputs traced as ``graph`` → (maps ``(B, K, F, T)``, activations, positions).
 
+        ``per_unit``: cells of one unit's largest backward tensor (sets how many units run at once);
         ``allowed`` ``(B, H, W)`` bool: the cells the argmax of ``"max"``/``"map"`` may pick (``None``: all)."""
-        fm, records = forward
+        fm = graph.feature_map
         B, K = chan.shape
         dev = fm.device
+        H, W = graph.feature_size()
+        fm4 = fm.reshape(fm.shape[0], fm.shape[1], H, W)
         bi = torch.arange(B, device=dev)[:, None]
-        sel = fm[bi, chan]  # (B, K, H, W)
-        H, W = sel.shape[-2:]
+        sel = fm4[bi, chan]  # (B, K, H, W)
         if pos is None:  # "max" or "map": argmax of each unit's map (over the allowed cells)
             cand = sel if allowed is None else sel.masked_fill(~allowed.to(dev)[:, None], float("-inf"))
             flat = cand.flatten(2).argmax(-1)
             pos = torch.stack([flat // W, flat % W], dim=-1)
         acts = sel[bi, torch.arange(K, device=dev)[None], pos[..., 0], pos[..., 1]]  # (B, K)
-        per_unit = _unit_elements(path, records, fm, crop)
         kc = max(1, _MAX_ELEMENTS // max(1, B * per_unit))
-        out = sel.new_empty(B, K, *input_hw)
+        out = sel.new_zeros(B, K, *input_hw)
         for k0 in range(0, K, kc):
             k1 = min(k0 + kc, K)
-            c, p, a = chan[:, k0:k1], pos[:, k0:k1], acts[:, k0:k1]
-            if seeding == "map":
-                sig = Signal(sel[:, k0:k1].unsqueeze(2).clone(), c, (0, 0), shared=True)
-            elif crop:
-                sig = Signal(a[:, :, None, None, None].clone(), c, (p[..., 0], p[..., 1]), shared=False)
-            else:
-                g = sel.new_zeros(B, k1 - k0, 1, H, W)
-                g[bi, torch.arange(k1 - k0, device=dev)[None], 0, p[..., 0], p[..., 1]] = a
-                sig = Signal(g, c, (0, 0), shared=True)
-            for step, (saved, hw) in zip(reversed(path.steps), reversed(records)):
-                step.backward(sig, saved, self.mode)
-                if not step.pointwise:
-                    sig.fit(*hw)
-            out[:, k0:k1] = sig.place(*input_hw)
+            seed = _seed(fm, sel[:, k0:k1], chan[:, k0:k1], pos[:, k0:k1], acts[:, k0:k1], seeding, crop)
+            backward(graph, seed, mode).add_to(out[:, k0:k1])
         return out, acts, pos
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def _allowed(path: Path, frames, B: int, feature_hw, input_hw) -> torch.Tensor:
+def _allowed(path: Graph, frames, B: int, feature_hw, input_hw) -> torch.Tensor:
     """``frames`` ``(B, T)`` → the ``(B, H, W)`` cells a "max" position may take (ValueError when none)."""
     frames = torch.as_tensor(frames)
     if frames.dtype != torch.bool or frames.shape != (B, int(input_hw[1])):
@@ -324,20 +320,28 @@ def _positions(position, B: int, K: int, H: int, W: int, layer: str, device):
     return "position", pos.to(device).contiguous()
 
 
-def _unit_elements(path: Path, records, fm: torch.Tensor, crop: bool) -> int:
-    """Cells of the largest backward tensor of one unit (crop window or full plane)."""
-    sf, st = 1, 1
-    if not crop:
-        sf, st = fm.shape[-2:]
-    biggest, chans = sf * st, 1
-    for step, (_, hw) in zip(reversed(path.steps), reversed(records)):
-        gf, gt = step.geometry
-        _, sf = gf.back(0, sf)
-        _, st = gt.back(0, st)
-        if not crop:
-            sf, st = min(sf, hw[0]), min(st, hw[1])
-        weight = getattr(step.module, "weight", None)
-        if type(step).__name__ == "ConvStep" and weight is not None:
-            chans = weight.shape[1] * step.module.groups
-        biggest = max(biggest, chans * sf * st)
-    return biggest
+def _seed(fm: torch.Tensor, sel, chan, pos, acts, seeding: str, crop: bool) -> Signal:
+    """The backward signal on the layer's output for units ``chan`` ``(B, K)`` of feature maps ``fm``.
+
+    ``sel`` ``(B, K, H, W)``: the units' maps; ``pos`` ``(B, K, 2)``; ``acts`` ``(B, K)``.
+    ``"map"``: each unit's whole map; ``"position"``: its one activation, on a one-cell window at the
+    position (``crop``) or on the whole map.
+    """
+    B, K, H, W = sel.shape
+    if fm.dim() == 4:
+        if seeding == "map":
+            return Signal(sel.unsqueeze(2).clone(), chan, [0, 0])
+        if crop:
+            return Signal(acts[:, :, None, None, None].clone(), chan, [pos[..., 0], pos[..., 1]])
+        g = sel.new_zeros(B, K, 1, H, W)
+        g[torch.arange(B)[:, None], torch.arange(K)[None], 0, pos[..., 0], pos[..., 1]] = acts
+        return Signal(g, chan, [0, 0])
+    g = sel.new_zeros(B, K, fm.shape[1], H, W)  # a (B, C) or (B, C, L) output: a dense signal
+    idx = chan[:, :, None, None, None].expand(B, K, 1, H, W)
+    if seeding == "map":
+        g.scatter_(2, idx, sel.unsqueeze(2))
+    else:
+        one = sel.new_zeros(B, K, 1, H, W)
+        one[torch.arange(B)[:, None], torch.arange(K)[None], 0, pos[..., 0], pos[..., 1]] = acts
+        g.scatter_(2, idx, one)
+    return Signal(g.reshape(B, K, *fm.shape[1:]))

@@ -1,18 +1,20 @@
 """Receptive fields: which input (log-mel) cells a feature-map position can see, from the architecture.
 
-Every module on the path maps an output window ``[o, o + n)`` to the input window
+Every operation on the path maps an output window ``[o, o + n)`` to the input window
 ``[o·stride − pad, o·stride − pad + (n − 1)·stride + extent)`` along each axis (``extent`` =
-``(kernel − 1)·dilation + 1``; 1 for pointwise modules). Composing these from the layer down to the
-input gives a position's receptive field. Boxes are half-open ``(f0, f1, t0, t1)`` in input cells
-(mel bins, frames); :func:`receptive_field` clips them to the input, :func:`receptive_field_size`
-gives the unclipped size.
+``(kernel − 1)·dilation + 1``; 1 for pointwise operations). Composing these from the layer down to
+the input through the traced graph (:class:`~audioconv.interpret.graph.Graph`) gives a position's
+receptive field; where branches meet (a residual block) the windows are united, and an axis the
+model reduces (a mean over frequency, a global pool) is seen whole. Boxes are half-open
+``(f0, f1, t0, t1)`` in input cells (mel bins, frames); :func:`receptive_field` clips them to the
+input, :func:`receptive_field_size` gives the unclipped size.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from audioconv.interpret.rules import Path
+from audioconv.interpret.graph import Graph
 from audioconv.interpret.traced import TracedModel
 from audioconv.utils import model_device
 
@@ -20,8 +22,8 @@ __all__ = ["receptive_field", "receptive_field_size", "receptive_field_boxes", "
 
 
 def path_to(model: nn.Module, layer: str, input_size: tuple[int, int] | None = None,
-            example: torch.Tensor | None = None) -> Path:
-    """The :class:`~audioconv.interpret.rules.Path` from the input to ``layer``.
+            example: torch.Tensor | None = None) -> Graph:
+    """The traced :class:`~audioconv.interpret.graph.Graph` from the input to ``layer``.
 
     Traced with ``example`` (``(b, 1, F, T)``) or, without one, a zero input of ``input_size``
     (default: the model's own size, else 64 × 128). The model runs in eval mode and is restored.
@@ -29,7 +31,7 @@ def path_to(model: nn.Module, layer: str, input_size: tuple[int, int] | None = N
     return TracedModel(model, model_device(model)).path(layer, example, input_size)
 
 
-def receptive_field_boxes(path: Path, positions: torch.Tensor,
+def receptive_field_boxes(path: Graph, positions: torch.Tensor,
                           input_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Feature-map positions ``(..., 2)`` (f, t) → input boxes ``(..., 4)`` (f0, f1, t0, t1), long.
 

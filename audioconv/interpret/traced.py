@@ -8,9 +8,11 @@ all go through it. It
 * puts the model on the device **once** (the caller's model itself when it already lives there,
   else one copy made at construction; the caller's model is never moved),
 * turns waveforms into log-mel with the model's own front end (:meth:`TracedModel.to_logmel`),
-* traces and caches the chain of modules from the log-mel input to each layer
-  (:func:`~audioconv.interpret.rules.trace_path`) and runs it (:meth:`TracedModel.feature_maps`:
-  one pass for several layers when their paths share a prefix).
+* resolves layer names (package short names, module names, operation names; see
+  :mod:`audioconv.interpret.graph`) against one census of the model's forward pass,
+* traces the graph from the log-mel input to a layer (:meth:`TracedModel.path` for its structure,
+  :meth:`TracedModel.trace` with a batch's records for the projector) and runs the model's own
+  forward up to its layers (:meth:`TracedModel.feature_maps`: one pass for several layers).
 
 Models: a :class:`~audioconv.models.spectrogram_cnn.SpectrogramCNN` (or any module with a
 :class:`~audioconv.features.LogMel` ``frontend`` and a ``classify(logmel)`` method) is entered at
@@ -26,12 +28,15 @@ import torch
 from torch import nn
 
 from audioconv.features import LogMel
-from audioconv.interpret.rules import Path, trace_path
+from audioconv.interpret import graph as graphs
+from audioconv.interpret.graph import Graph
+from audioconv.interpret.rules import Mode, resolve_layer
 from audioconv.utils import eval_mode, model_device, model_dtype, resolve_device
 
 __all__ = ["TracedModel", "model_entry"]
 
 _DEFAULT_SIZE = (64, 128)  # (F, T) traced with when a plain CNN gives no size and no example
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.SiLU, nn.GELU, nn.ELU, nn.Mish, nn.ReLU6, nn.Hardswish)
 
 
 def model_entry(model: nn.Module):
@@ -83,12 +88,17 @@ class TracedModel:
         self.entry, self.default_size = model_entry(self.model)
         self.frontend = self.model.frontend if self.default_size is not None else None
         self._paths: dict = {}
+        self._census: dict = {}
 
     @property
     def layer_names(self) -> list[str]:
-        """The package's layer names (``conv1`` ...) when the model has them, else its module names."""
+        """The model's short layer names (``conv1`` …, ``stage1`` …) when it has them, else the names of its
+        activation modules (ReLU, LeakyReLU, Tanh, SiLU, …: the usual feature maps), else all module names."""
         names = list(getattr(self.model, "layer_names", []) or [])
-        return names or [n for n, _ in self.model.named_modules() if n]
+        if names:
+            return names
+        acts = [n for n, m in self.model.named_modules() if n and isinstance(m, _ACTIVATIONS)]
+        return acts or [n for n, _ in self.model.named_modules() if n]
 
     # ---- inputs -----------------------------------------------------------------------------
     def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
@@ -131,39 +141,96 @@ class TracedModel:
         hz = np.asarray(self.frontend.mel_hz(), dtype=np.float64)
         return (hz if len(hz) == n_mels else None), np.asarray(self.frontend.frame_s(n_frames), dtype=np.float64)
 
-    # ---- paths --------------------------------------------------------------------------------
-    def path(self, layer: str, example: torch.Tensor | None = None,
-             input_size: tuple[int, int] | None = None) -> Path:
-        """The traced :class:`~audioconv.interpret.rules.Path` from the log-mel input to ``layer`` (cached).
+    # ---- layers and graphs ----------------------------------------------------------------------
+    def _example(self, example: torch.Tensor | None, input_size) -> torch.Tensor:
+        if example is None:
+            F_, T_ = input_size or self.default_size or _DEFAULT_SIZE
+            return torch.zeros(1, 1, int(F_), int(T_), dtype=self.dtype, device=self.device)
+        return example[:1].to(self.device, self.dtype)
 
-        Traced with ``example`` (log-mel ``(b, 1, F, T)`` on the device) or, without one, a zero input
-        of ``input_size`` (default: the model's own size, else 64 × 128), in eval mode.
-        ``layer``: ``"conv2"`` or a module name from ``model.named_modules()``.
-        """
-        key = (layer, tuple(id(m) for m in self.model.modules()))  # same modules → same path
-        if key not in self._paths:
-            if example is None:
-                F_, T_ = input_size or self.default_size or _DEFAULT_SIZE
-                example = torch.zeros(1, 1, int(F_), int(T_), dtype=self.dtype, device=self.device)
+    def census(self, example: torch.Tensor | None = None, input_size=None) -> graphs.Census:
+        """Module calls and operations of one whole forward pass (cached per input size)."""
+        x = self._example(example, input_size)
+        key = tuple(x.shape[-2:])
+        if key not in self._census:
             with eval_mode(self.model):
-                self._paths[key] = trace_path(self.model, layer, self.entry, example[:1])
+                self._census[key] = graphs.census(self.model, self.entry, x)
+        return self._census[key]
+
+    def key(self, layer: str, example: torch.Tensor | None = None, input_size=None) -> str:
+        """Canonical name of ``layer`` (``"conv2"`` → ``"features.act2#1"``); ``ValueError`` listing the
+        valid layers for an unknown one, or the calls of an ambiguous one.
+
+        A model that wraps the user's network as ``backbone`` (a brought model behind the package's
+        front end) also takes the backbone's own names: ``layer1.0:add`` for ``backbone.layer1.0:add``.
+        """
+        try:
+            return self._key(layer, example, input_size)
+        except ValueError:
+            inner = self._backbone_name(layer)
+            if inner is None:
+                raise
+            try:
+                return self._key(inner, example, input_size)
+            except ValueError as e:
+                if "ambiguous" in str(e) or "call number" in str(e):  # the name exists inside the backbone
+                    raise ValueError(str(e).replace(repr(inner), repr(layer), 1)) from None
+            raise
+
+    def _key(self, layer, example, input_size) -> str:
+        try:
+            _, module = resolve_layer(self.model, layer)
+        except ValueError:  # not a module: perhaps an operation of the model's own forward ("relu")
+            base = layer.rsplit("#", 1)[0] if isinstance(layer, str) else layer
+            if not isinstance(layer, str) or f":{base}" not in self.census(example, input_size).ops:
+                raise
+            module = None
+        module_name = None if module is None else self._module_names().get(module)
+        return self.census(example, input_size).key(layer, module_name)
+
+    def _backbone_name(self, layer: str) -> str | None:
+        """``layer`` seen from inside ``model.backbone``, or ``None`` when the model has no backbone."""
+        if not isinstance(getattr(self.model, "backbone", None), nn.Module) or not isinstance(layer, str) or not layer:
+            return None
+        if layer.startswith(":"):
+            return "backbone" + layer
+        return f"backbone.{layer}"
+
+    def _module_names(self) -> dict:
+        if "_names" not in self._census:
+            self._census["_names"] = {m: n for n, m in reversed(list(self.model.named_modules()))}
+        return self._census["_names"]
+
+    def path(self, layer: str, example: torch.Tensor | None = None,
+             input_size: tuple[int, int] | None = None) -> Graph:
+        """The traced :class:`~audioconv.interpret.graph.Graph` from the log-mel input to ``layer`` (cached).
+
+        Traced with ``example`` (log-mel ``(b, 1, F, T)``) or, without one, a zero input of
+        ``input_size`` (default: the model's own size, else 64 × 128), in eval mode. Its structure
+        (channels, receptive fields) is what callers use; the records are those of one example.
+        ``layer``: ``"conv2"``, a module name from ``model.named_modules()`` or an operation name.
+        """
+        x = self._example(example, input_size)
+        key = (layer, tuple(x.shape[-2:]))
+        if key not in self._paths:
+            self._paths[key] = self.trace(layer, x, None)
         return self._paths[key]
+
+    def trace(self, layer: str, logmel: torch.Tensor, mode: Mode | None) -> Graph:
+        """The graph from log-mel ``(B, 1, F, T)`` to ``layer`` with this batch's records for ``mode``."""
+        key = self.key(layer, logmel)
+        with eval_mode(self.model):
+            return graphs.trace(self.model, self.entry, logmel, layer, key, mode)
 
     @torch.no_grad()
     def feature_maps(self, logmel: torch.Tensor, layers) -> dict[str, torch.Tensor]:
-        """Feature maps ``{layer: (B, C_l, H_l, W_l)}`` of log-mel ``(B, 1, F, T)`` (eval mode, no grad).
-
-        One pass along the deepest path serves every layer whose path is a prefix of it.
-        """
+        """Feature maps ``{layer: (B, C_l, H_l, W_l)}`` of log-mel ``(B, 1, F, T)`` (eval mode, no grad):
+        one run of the model's own forward pass, stopped once every layer has been seen."""
         layers = [layers] if isinstance(layers, str) else list(layers)
         logmel = logmel.to(self.device, self.dtype)
-        paths = {name: self.path(name, logmel) for name in layers}
-        deepest = max(paths.values(), key=lambda p: len(p.steps))
-        shared = {name: len(p.steps) for name, p in paths.items() if deepest.extends(p)}
+        keys = {name: self.key(name, logmel) for name in layers}
         with eval_mode(self.model):
-            outs = deepest.outputs(logmel, set(shared.values()))
-            return {name: outs[shared[name]] if name in shared else paths[name].outputs(logmel)[len(paths[name].steps)]
-                    for name in layers}
+            return graphs.feature_maps(self.model, self.entry, logmel, keys)
 
     def activations(self, logmel: torch.Tensor, layers, batch_size: int = 32,
                     reduce: str | None = None) -> dict[str, torch.Tensor]:

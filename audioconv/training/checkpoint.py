@@ -9,7 +9,10 @@ opened without running arbitrary code:
                        ``frontend["db_reference"] = "unit_power"``, the scale it was trained on)
 ``kind``               ``"train"`` (``RUN/last.pt``: everything needed to resume) or
                        ``"model"`` (``RUN/best.pt``, snapshots: weights only)
-``model``              ``model.state_dict()``
+``model``              ``model.state_dict()``: in ``last.pt`` the raw (trained) weights; in
+                       ``best.pt`` and snapshots the weights validation scored (``weights``)
+``weights``            ``"raw"`` or ``"ema"`` (the EMA of the weights, ``--ema``): what ``model`` holds
+``ema``                (train) ``{"weights": EMA state_dict, "updates": n}`` with ``--ema``, else ``None``
 ``model_spec``         ``"cnn"`` (also when absent), ``"bcresnet"`` or ``"package.module:factory"``
 ``model_config``       the model's config (:func:`audioconv.models.registry.describe`): what
                        :func:`audioconv.models.registry.rebuild` needs with ``model_spec``
@@ -39,7 +42,7 @@ from audioconv.io.files import atomic_write
 from audioconv.utils import resolve_device
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "load_model_state", "run_clip_s",
-           "checkpoint_labels", "model_from_checkpoint", "rng_state", "set_rng_state"]
+           "checkpoint_labels", "model_from_checkpoint", "checkpoint_weights", "rng_state", "set_rng_state"]
 
 FORMAT = "audioconv-checkpoint"
 VERSION = 2
@@ -149,13 +152,15 @@ def checkpoint_labels(checkpoint: dict, n_outputs: int, source: str = "checkpoin
     return list(labels)
 
 
-def load_model(path: str | os.PathLike, device="cpu"):
+def load_model(path: str | os.PathLike, device="cpu", weights: str = "auto"):
     """Rebuild the model stored in a checkpoint.
 
     Args:
         path: ``RUN/best.pt``, ``RUN/last.pt`` or a snapshot.
         device: where to put the model (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` = CUDA if
             available; see :func:`audioconv.utils.resolve_device`).
+        weights: ``"auto"`` (the weights the run validates: the EMA weights of a run trained with
+            ``--ema``, else the trained ones), ``"ema"`` or ``"raw"`` (see :func:`checkpoint_weights`).
 
     Returns:
         ``(model, labels)``: the model ``model_spec`` names (a
@@ -169,15 +174,37 @@ def load_model(path: str | os.PathLike, device="cpu"):
             NaN/inf weights (naming the first such tensor), a label list that does not fit the model's outputs.
     """
     device = resolve_device(device)
-    model, labels = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), f"checkpoint {path}")
+    model, labels = model_from_checkpoint(load_checkpoint(path, map_location="cpu"), f"checkpoint {path}", weights)
     return model.to(device).eval(), labels
 
 
-def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint"):
+def checkpoint_weights(checkpoint: dict, weights: str = "auto", source: str = "checkpoint") -> tuple[dict, str]:
+    """``(state_dict, "ema" or "raw")``: the weights of a checkpoint to load.
+
+    ``"auto"``: the weights the run validates — the EMA weights where the checkpoint has them
+    (``last.pt`` of a run with ``--ema`` keeps both; ``best.pt`` and snapshots hold only the weights
+    that were validated), else the trained weights. ``"ema"`` / ``"raw"``: those, or a ``ValueError``
+    saying where they are.
+    """
+    if weights not in ("auto", "ema", "raw"):
+        raise ValueError(f"weights must be 'auto', 'ema' or 'raw', got {weights!r}")
+    held = checkpoint.get("weights", "raw")  # what checkpoint["model"] holds
+    ema = checkpoint.get("ema")
+    if weights in ("auto", "ema") and ema is not None:
+        return ema["weights"], "ema"
+    if weights == "ema" and held != "ema":
+        raise ValueError(f"{source} has no EMA weights (its run was trained without --ema); use weights 'raw' or 'auto'")
+    if weights == "raw" and held == "ema":
+        raise ValueError(f"{source} holds only the EMA weights (the ones validation scored); the raw weights of "
+                         f"the run's last epoch are in its last.pt")
+    return checkpoint["model"], held
+
+
+def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", weights: str = "auto"):
     """``(model, labels)`` from a checkpoint dict read by :func:`load_checkpoint`: the architecture its
-    ``model_spec``/``model_config`` name (CPU, eval mode), its weights loaded (shapes and finiteness
-    checked), its labels checked against its outputs. The one way the package turns a checkpoint
-    into a model.
+    ``model_spec``/``model_config`` name (CPU, eval mode), its weights loaded (``weights``, see
+    :func:`checkpoint_weights`; shapes and finiteness checked), its labels checked against its
+    outputs. The one way the package turns a checkpoint into a model.
 
     Raises:
         ValueError: as :func:`load_model`; messages start with ``source``.
@@ -185,11 +212,12 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint"):
     from audioconv.models.registry import rebuild
 
     spec = checkpoint.get("model_spec", "cnn")
+    state, _ = checkpoint_weights(checkpoint, weights, source)
     try:
         model = rebuild(spec, checkpoint["model_config"])
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{source} cannot rebuild its model: {e}") from None
-    load_model_state(model, checkpoint["model"], source=source)
+    load_model_state(model, state, source=source)
     n_classes = int(checkpoint["model_config"].get("n_classes", -1))
     return model.eval(), checkpoint_labels(checkpoint, n_classes, source)
 

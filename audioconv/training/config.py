@@ -56,6 +56,12 @@ class TrainConfig:
     ``checkpoint_every_steps`` also writes ``last.pt`` every that many steps (0 = at epoch ends only);
     ``resume`` continues from ``out/last.pt``; ``overwrite`` lets a fresh run replace the checkpoints
     and metrics of an earlier run in ``out`` (otherwise that is an error); ``best_metric`` ``"val_macro_f1"`` or ``"val_accuracy"``.
+    Extras (all off by default): ``ema`` the decay of an exponential moving average of the weights
+    (:mod:`audioconv.training.ema`; 0 = off; when on, validation, ``best.pt`` and the snapshots use
+    the EMA weights); ``mixup`` the α of mixup with label mixing (:mod:`audioconv.training.mixup`;
+    0 = off); ``early_stopping`` stops after that many epochs without a new best ``best_metric``
+    (0 = off; needs a validation set); ``tensorboard`` also writes TensorBoard logs to
+    ``out/tensorboard`` (needs the optional ``tensorboard`` package).
     """
 
     # data
@@ -106,6 +112,11 @@ class TrainConfig:
     overwrite: bool = False
     checkpoint_every_steps: int = 0
     best_metric: str = "val_macro_f1"
+    # extras: weight averaging, mixup, early stopping, logs
+    ema: float = 0.0
+    mixup: float = 0.0
+    early_stopping: int = 0
+    tensorboard: bool = False
 
     def __post_init__(self):
         self.train_split, self.val_split = parse_splits(self.train_split), parse_splits(self.val_split)
@@ -154,6 +165,7 @@ class TrainConfig:
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive integers, got {self.channels}")
         self._validate_model()
+        self._validate_extras()
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
         if not 0.0 <= self.warmup_frac < 1.0:
@@ -197,6 +209,23 @@ class TrainConfig:
                 raise ValueError(f"{name}={value!r} applies to model {' or '.join(models)} only, "
                                  f"not to model {self.model!r}")
 
+
+    def has_validation(self) -> bool:
+        """Whether the run has a validation set (``val``, or ``manifest`` with a ``val_split``)."""
+        return bool(self.val_split) if self.manifest is not None else self.val is not None
+
+    def _validate_extras(self) -> None:
+        """``ema`` in [0, 1), ``mixup`` >= 0, ``early_stopping`` a whole number of epochs with validation."""
+        if not (isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0):
+            raise ValueError(f"ema must be a decay in [0, 1) (e.g. 0.999; 0 = off), got {self.ema!r}")
+        if not (isinstance(self.mixup, (int, float)) and math.isfinite(self.mixup) and self.mixup >= 0):
+            raise ValueError(f"mixup must be an alpha >= 0 (e.g. 0.2; 0 = off), got {self.mixup!r}")
+        es = self.early_stopping
+        if isinstance(es, bool) or not isinstance(es, int) or es < 0:
+            raise ValueError(f"early_stopping must be a whole number of epochs >= 0 (0 = off), got {es!r}")
+        if es and not self.has_validation():
+            raise ValueError(f"early_stopping={es} needs a validation set to watch (--val, or --val-split with "
+                             f"--manifest; audioconv cv: --validation next)")
 
     def _check_sample_rate(self) -> None:
         """The log-mel front end needs its lowest band (``f_min_hz``) below the Nyquist frequency and

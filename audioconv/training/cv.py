@@ -113,6 +113,9 @@ def cross_validate(config: TrainConfig, folds: Sequence[str] | str | None = None
     if config.manifest is None or config.train is not None or config.val is not None:
         raise ValueError("cross-validation needs one manifest with fold splits (manifest=..., --manifest), "
                          "not train=/val= manifests")
+    if config.early_stopping and validation == "none":
+        raise ValueError(f"early stopping (--early-stopping {config.early_stopping}) needs a validation fold to "
+                         f"watch: use validation='next' (--validation next)")
     if distributed.detect().is_distributed:
         raise ValueError("cross-validation runs its folds one after another in one process; run it without torchrun")
     present = fold_splits(config.manifest)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.training.checkpoint import load_checkpoint, model_from_checkpoint, run_clip_s
+from audioconv.training.checkpoint import checkpoint_weights, load_checkpoint, model_from_checkpoint, run_clip_s
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
 
@@ -54,7 +54,7 @@ def run_validation(model: nn.Module, loader, device: torch.device, n_classes: in
 
 def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device: str = "auto", batch_size: int = 64,
              allow_unknown: bool = False, progress: bool = True, split: str | None = None, workers: int = 0,
-             skip_bad: bool = False) -> dict:
+             skip_bad: bool = False, weights: str = "auto") -> dict:
     """Classify every clip of ``manifest`` with the model in ``checkpoint`` and score it.
 
     Args:
@@ -68,6 +68,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         split: only clips whose ``split`` key equals this (e.g. ``"test"``).
         workers: DataLoader worker processes for decoding.
         skip_bad: leave out clips that cannot be read (listed in ``skipped``) instead of raising.
+        weights: ``"auto"`` (the weights the run validated: EMA with ``--ema``), ``"ema"`` or ``"raw"``
+            (:func:`~audioconv.training.checkpoint.checkpoint_weights`).
 
     Returns:
         JSON-ready dict: ``accuracy``, ``macro_f1``, ``n`` (clips scored), ``labels`` (row/column order),
@@ -75,7 +77,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         columns = prediction), ``loss`` (mean cross-entropy, nats), ``unknown`` (clips skipped for an
         unknown label), ``unknown_labels`` ``{label: count}``, ``n_clips`` (clips with known labels:
         ``n`` plus the skipped ones), ``skipped`` ``{"manifest:line": reason}`` (``skip_bad``),
-        ``checkpoint``, ``manifest``.
+        ``checkpoint``, ``manifest``, ``weights`` (``"ema"`` or ``"raw"``: the weights scored).
     """
     from audioconv.data.dataset import ManifestDataset, collate
 
@@ -83,7 +85,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}")
+    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}", weights)
     model.to(dev).eval()
     ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
                          labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
@@ -93,5 +95,6 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     result = summarize(confusion.cpu(), labels)
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
-                  checkpoint=str(checkpoint), manifest=str(manifest))
+                  checkpoint=str(checkpoint), manifest=str(manifest),
+                  weights=checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")[1])
     return result

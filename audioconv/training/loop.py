@@ -11,7 +11,10 @@ schedule live in :mod:`audioconv.training.config`, the datasets, samplers and lo
 * DataLoader workers only decode, resample and crop (``ManifestDataset``) — no CUDA in workers;
 * the augmentation chain, the log-mel front end and SpecAugment run on the training device in the
   main process, on whole batches;
-* the model's forward/backward runs under autocast (bf16, or fp16 with a ``GradScaler``) on CUDA.
+* with ``mixup`` the log-mel batch is mixed (:mod:`audioconv.training.mixup`) before the model;
+* the model's forward/backward runs under autocast (bf16, or fp16 with a ``GradScaler``) on CUDA;
+* with ``ema`` an average of the weights (:mod:`audioconv.training.ema`) follows every optimizer
+  step; validation, ``best.pt`` and the snapshots then use it (``last.pt`` keeps both).
 
 Randomness, so that a run is a pure function of its settings and ``seed`` (for a fixed device and
 number of processes), and a resumed run continues bit for bit (every seed below is
@@ -21,6 +24,7 @@ number of processes), and a resumed run continues bit for bit (every seed below 
 * random crops are a function of ``(seed, epoch, clip index)`` (``ManifestDataset(seed=...)``);
 * augmentation and SpecAugment draw from one ``torch.Generator`` per process, re-seeded at every
   step from ``(seed, rank, step)`` — ranks draw differently, and nothing needs saving to resume;
+  mixup draws from a CPU generator seeded the same way on its own stream;
 * dropout uses torch's global RNG, seeded from ``(seed, rank)`` and saved in every checkpoint.
 
 Files written to ``config.out`` (by rank 0 only, each one atomically)::
@@ -29,14 +33,16 @@ Files written to ``config.out`` (by rank 0 only, each one atomically)::
     labels.json       class names in output order
     metrics.jsonl     one line per epoch: epoch, step, train_loss, train_acc, val_loss,
                       val_accuracy, val_macro_f1, lr, clips_per_s, time_s
+    metrics.csv       the same rows and columns as CSV (:mod:`audioconv.training.logs`)
     last.pt           everything needed to resume (also every ``checkpoint_every_steps`` steps)
     best.pt           weights of the epoch with the best ``best_metric`` (ties: the lower val loss)
     snapshots/epoch_001.pt ...   weights at epochs 1, 2, 5, 10, 20, 30, 40, 64, 128, ... and the last
+                      (the epoch an early stop ends on included)
+    tensorboard/      event files, with ``tensorboard`` on
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -46,18 +52,19 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioconv.io.files import ensure_folder, write_json, write_text
-from audioconv.training import distributed
+from audioconv.io.files import ensure_folder, write_json
+from audioconv.training import distributed, logs
 from audioconv.training.batches import TrainData, TrainingWarning, available_cores, build_data, data_report
 from audioconv.training.checkpoint import (checkpoint_labels, load_checkpoint, load_model_state, rng_state,
                                            save_checkpoint, set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
+from audioconv.training.ema import ema_decay_advice, ema_state, load_ema_state, make_ema
 from audioconv.training.evaluate import run_validation
 from audioconv.training.metrics import accuracy, macro_f1
+from audioconv.training.mixup import MixDraw, draw_mixup, mix_inputs, mixup_correct, mixup_loss
 from audioconv.utils import accepts_keyword, mix_seed, resolve_device
 
 __all__ = [
@@ -79,7 +86,7 @@ __all__ = [
 ]
 
 # Streams of the run's seed, mix_seed(config.seed, STREAM, ...); batches.py uses 1, 3 and 5.
-_AUGMENT, _DROPOUT = 2, 4
+_AUGMENT, _DROPOUT, _MIXUP = 2, 4, 6
 
 
 class NonFiniteLossError(RuntimeError):
@@ -131,7 +138,8 @@ class TrainState:
 
     ``epoch`` counts completed epochs, ``step`` optimizer steps, ``batches_done`` the batches done in
     the epoch in progress; ``best_*`` describe the best epoch so far; ``elapsed_s`` is the wall time
-    of the completed epochs (validation included); ``last_metrics`` the last metrics line.
+    of the completed epochs (validation included); ``last_metrics`` the last metrics line. ``ema``
+    is the weight average (``config.ema``), ``tb`` the TensorBoard log (rank 0, ``config.tensorboard``).
     """
 
     config: TrainConfig
@@ -162,10 +170,25 @@ class TrainState:
     start_loss: float | None = None  # mean loss of the first step of this process (divergence warning)
     diverged_warned: bool = False
     resumed_from: dict | None = None  # checkpoint, epoch, step, batches_done of a resumed run
+    ema: nn.Module | None = None  # torch.optim.swa_utils.AveragedModel; .module is the EMA model
+    tb: logs.TensorBoardLog | None = None
 
     @property
     def total_steps(self) -> int:
         return self.data.steps_per_epoch * int(self.config.epochs)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores and ``best.pt`` holds: the EMA model with ``ema`` on, else the model."""
+        return self.model if self.ema is None else self.ema.module
+
+    @property
+    def stopped_early(self) -> bool:
+        """Early stopping is on, ``best.pt`` has not improved for ``early_stopping`` epochs, and epochs
+        are left (a pure function of the counters, so a resumed run knows it without saving more)."""
+        patience = int(self.config.early_stopping)
+        return (patience > 0 and self.data.val_loader is not None and self.epoch < int(self.config.epochs)
+                and self.epoch - self.best_epoch >= patience)
 
     def __repr__(self) -> str:
         return (f"TrainState(out={str(self.out)!r}, device={str(self.device)!r}, rank={self.info.rank}/"
@@ -315,7 +338,8 @@ def _resume_checkpoint(cfg: TrainConfig, out: Path, main: bool) -> dict | None:
             raise ValueError(f"{out} already holds a training run (last.pt); resume it (--resume), "
                              f"replace it (--overwrite) or choose another output folder")
         if main:
-            for path in [out / "metrics.jsonl", out / "best.pt", last, *(out / "snapshots").glob("epoch_*.pt")]:
+            for path in [out / "metrics.jsonl", out / "metrics.csv", out / "best.pt", last,
+                         *(out / "snapshots").glob("epoch_*.pt"), *(out / "tensorboard").glob("events.out.tfevents.*")]:
                 path.unlink(missing_ok=True)
     return None
 
@@ -389,8 +413,10 @@ def _restore(state: TrainState, ckpt: dict) -> None:
         set_rng_state(ranks[info.rank], state.device)
     else:  # another number of processes: continue, but not bit-exactly
         torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank, state.step))
+    if state.ema is not None and ckpt.get("ema") is not None:  # else (EMA newly on) it starts at this step
+        load_ema_state(state.ema, ckpt["ema"], source=f"checkpoint {state.out / 'last.pt'}")
     if info.is_main:
-        _truncate_metrics(state.out / "metrics.jsonl", state.epoch)
+        logs.truncate_metrics(state.out, state.epoch)
 
 
 def _write_run_info(state: TrainState) -> None:
@@ -414,6 +440,8 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     out = Path(cfg.out)
     if info.is_main:
         ensure_folder(out)  # a file in the way or a read-only folder: an error now, not after the data scan
+    if cfg.tensorboard and info.is_main:
+        logs.require_tensorboard()  # a missing package: an error now, not after the data scan
     ckpt = _resume_checkpoint(cfg, out, info.is_main)
     chain = augment if augment is not None else build_augment(cfg)
     data, labels = build_data(cfg, info, device, local_world, ckpt["labels"] if ckpt else None)
@@ -429,13 +457,22 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
         specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
         data=data, tally=EpochSums(device),
-        progress=progress and info.is_main)
+        progress=progress and info.is_main, ema=make_ema(model, cfg.ema) if cfg.ema > 0 else None)
     torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
     if ckpt is not None:
         _restore(state, ckpt)
     if info.is_main:
         _write_run_info(state)
+        _warn_ema_horizon(state)
+        if cfg.tensorboard:
+            state.tb = logs.TensorBoardLog(out / "tensorboard", purge_step=state.step if ckpt is not None else None)
     return state
+
+
+def _warn_ema_horizon(state: TrainState) -> None:
+    advice = ema_decay_advice(state.config.ema, state.total_steps) if state.ema is not None else None
+    if advice and state.epoch == 0 and state.batches_done == 0:
+        warnings.warn(advice, TrainingWarning, stacklevel=5)
 
 
 def setup(config: TrainConfig, augment=None, progress: bool = True) -> TrainState:
@@ -484,6 +521,16 @@ def _features(state: TrainState, x: torch.Tensor) -> torch.Tensor:
     if state.specaug is not None:
         spec = state.specaug(spec, generator=state.generator)
     return spec
+
+
+def _mixup(state: TrainState, spec: torch.Tensor) -> tuple[torch.Tensor, MixDraw | None]:
+    """With ``config.mixup`` > 0: the log-mel batch mixed with a permutation of itself, and the draw
+    (from a CPU generator seeded by ``(seed, _MIXUP, rank, step)``); else ``(spec, None)``."""
+    if not state.config.mixup:
+        return spec, None
+    g = torch.Generator().manual_seed(mix_seed(state.config.seed, _MIXUP, state.info.rank, state.step))
+    draw = draw_mixup(spec.shape[0], float(state.config.mixup), g, spec.device)
+    return mix_inputs(spec, draw), draw
 
 
 def _where(state: TrainState, extra: str = "") -> str:
@@ -556,12 +603,13 @@ def _bad_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float, bad_in: torch.Tensor,
-              bad_aug: torch.Tensor, clips: Sequence[str] | None) -> StepStats:
-    """Forward under autocast, cross-entropy, the NaN/inf checks (on every rank), backward, clip, step."""
+              bad_aug: torch.Tensor, clips: Sequence[str] | None, mix: MixDraw | None = None) -> StepStats:
+    """Forward under autocast, cross-entropy (mixed with ``mix``), the NaN/inf checks (on every rank),
+    backward, clip, step, and the EMA update."""
     cfg = state.config
     with torch.autocast(state.device.type, dtype=state.amp_dtype or torch.float32, enabled=state.amp_dtype is not None):
         logits = state.net(spec)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    loss = mixup_loss(logits.float(), y, mix, cfg.label_smoothing)
     checks = torch.stack([loss.detach() * y.shape[0], bad_in.sum().float(), bad_aug.sum().float()])
     distributed.all_reduce_sum(checks, state.info)  # every rank sees a NaN anywhere
     loss_sum = _check_step(state, checks, bad_in, bad_aug, lr, clips)
@@ -573,7 +621,9 @@ def _optimize(state: TrainState, spec: torch.Tensor, y: torch.Tensor, lr: float,
         nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip_norm)
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    return StepStats(checks[0], (logits.argmax(dim=1) == y).sum(), int(y.shape[0]), lr)
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+    return StepStats(checks[0], mixup_correct(logits, y, mix), int(y.shape[0]), lr)
 
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor,
@@ -582,9 +632,11 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: tor
 
     Sets the learning rate :func:`~audioconv.training.config.lr_at` gives for ``state.step``, moves
     the batch to the device, augments it (seeded by ``(seed, rank, step)``, with the clips' real
-    lengths), computes the log-mel front end and SpecAugment, then forward under autocast,
-    label-smoothed cross-entropy, the NaN/inf checks, backward, gradient clipping and the optimizer
-    step (through the GradScaler). Warns once (:class:`TrainingWarning`) when the loss explodes.
+    lengths), computes the log-mel front end and SpecAugment, mixes the log-mel batch (``mixup``),
+    then forward under autocast, label-smoothed cross-entropy (of both labels, weighted, with
+    mixup), the NaN/inf checks, backward, gradient clipping, the optimizer step (through the
+    GradScaler) and the EMA update (``ema``). Warns once (:class:`TrainingWarning`) when the loss
+    explodes. The run's first batch goes to TensorBoard as images (``tensorboard``).
 
     Args:
         state: from :func:`setup`.
@@ -595,7 +647,8 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: tor
         clips: names of the batch's clips (row order), for the messages; :func:`run_epoch` gives them.
 
     Returns:
-        :class:`StepStats`.
+        :class:`StepStats`; with mixup, ``loss_sum`` is the mixed loss and ``correct`` counts the
+        predictions of each example's dominant label (:func:`~audioconv.training.mixup.mixup_correct`).
 
     Raises:
         NonFiniteBatchError: NaN/inf samples in the batch as given, or after the augmentation chain
@@ -613,9 +666,11 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, lengths: tor
     x = _augment(state, x, lengths)
     bad_aug = _bad_rows(x)
     mark("augment")
-    spec = _features(state, x)
+    spec, mix = _mixup(state, _features(state, x))
+    if state.tb is not None and state.step == 0:
+        state.tb.inputs(spec, 0)
     mark("features")
-    stats = _optimize(state, spec, y, lr, bad_in, bad_aug, clips)
+    stats = _optimize(state, spec, y, lr, bad_in, bad_aug, clips, mix)
     mark("model")
     state.step += 1
     return stats
@@ -629,7 +684,8 @@ def run_epoch(state: TrainState) -> dict:
     ``state.epoch`` is one higher and ``batches_done`` 0.
 
     Returns:
-        ``{"train_loss", "train_acc", "clips_per_s"}`` of the whole epoch over all ranks.
+        ``{"train_loss", "train_acc", "clips_per_s"}`` of the whole epoch over all ranks (with mixup:
+        the mixed loss, and the accuracy on each example's dominant label).
     """
     cfg, info, d = state.config, state.info, state.data
     loader = d.epoch_loader(state.epoch, state.batches_done)
@@ -649,8 +705,12 @@ def run_epoch(state: TrainState) -> dict:
         state.batches_done += 1
         state.tally.add(stats, info.world_size)
         bar.update(1)
-        if state.progress:
-            bar.set_postfix(loss=f"{float(stats.loss_sum) / (stats.clips * info.world_size):.3f}", lr=f"{stats.lr:.2e}")
+        if state.progress or state.tb is not None:
+            mean_loss = float(stats.loss_sum) / (stats.clips * info.world_size)
+            if state.progress:
+                bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{stats.lr:.2e}")
+            if state.tb is not None:
+                state.tb.step(state.step, mean_loss, stats.lr)
         every = cfg.checkpoint_every_steps
         if every and state.step % every == 0 and state.batches_done < d.steps_per_epoch:
             save(state)
@@ -667,11 +727,12 @@ def run_epoch(state: TrainState) -> dict:
 
 
 def validate(state: TrainState) -> dict:
-    """``{"val_loss", "val_accuracy", "val_macro_f1"}`` of the model on the validation set, summed
-    over all ranks (collective); ``None`` values without a validation set."""
+    """``{"val_loss", "val_accuracy", "val_macro_f1"}`` of ``state.eval_model`` (the EMA weights with
+    ``ema`` on) on the validation set, summed over all ranks (collective); ``None`` values without a
+    validation set."""
     if state.data.val_loader is None:
         return {"val_loss": None, "val_accuracy": None, "val_macro_f1": None, "val_clips": None}
-    confusion, loss_sum, _ = run_validation(state.model, state.data.val_loader, state.device, len(state.labels),
+    confusion, loss_sum, _ = run_validation(state.eval_model, state.data.val_loader, state.device, len(state.labels),
                                             state.amp_dtype, state.progress)
     distributed.all_reduce_sum(confusion, state.info)
     distributed.all_reduce_sum(loss_sum, state.info)
@@ -702,17 +763,21 @@ def _model_record(model: nn.Module) -> dict:
 
 
 def _weights_checkpoint(state: TrainState) -> dict:
-    return {"kind": "model", "model": state.model.state_dict(), **_model_record(state.model),
-            "labels": list(state.labels), "train_config": state.config.to_dict(), "epoch": state.epoch,
-            "step": state.step, "metrics": state.last_metrics}
+    """``best.pt`` / snapshot: the weights validation scored (``weights``: ``"ema"`` or ``"raw"``)."""
+    return {"kind": "model", "model": state.eval_model.state_dict(), **_model_record(state.model),
+            "weights": "raw" if state.ema is None else "ema", "labels": list(state.labels),
+            "train_config": state.config.to_dict(), "epoch": state.epoch, "step": state.step,
+            "metrics": state.last_metrics}
 
 
 def _training_checkpoint(state: TrainState) -> dict:
-    """Everything to continue after the current step. Collective under DDP (every rank's RNG state)."""
+    """Everything to continue after the current step: the raw weights in ``model``, the EMA (weights
+    and update count) in ``ema``. Collective under DDP (every rank's RNG state)."""
     cfg, info = state.config, state.info
     mine = {k: v.cpu() for k, v in rng_state(state.device).items()}
     rng = distributed.all_gather_object(mine, info)
-    return {**_weights_checkpoint(state), "kind": "train", "optimizer": state.optimizer.state_dict(),
+    return {**_weights_checkpoint(state), "kind": "train", "model": state.model.state_dict(), "weights": "raw",
+            "ema": None if state.ema is None else ema_state(state.ema), "optimizer": state.optimizer.state_dict(),
             "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
             "rng": {"per_rank": rng, "world_size": info.world_size,
@@ -726,50 +791,32 @@ def save(state: TrainState, metrics: dict | None = None, is_best: bool = False) 
     """Write the run's checkpoints; every rank calls it (collective under DDP), rank 0 writes.
 
     Mid-epoch (``metrics`` None): ``last.pt`` only. At the end of an epoch: the ``metrics`` line
-    appended to ``metrics.jsonl``, ``best.pt`` when ``is_best``, the epoch's snapshot when it is one
-    of :func:`~audioconv.training.config.snapshot_epochs`, then ``last.pt``.
+    appended to ``metrics.jsonl`` and ``metrics.csv`` (and TensorBoard), ``best.pt`` when
+    ``is_best``, the epoch's snapshot when it is one of
+    :func:`~audioconv.training.config.snapshot_epochs` or an early stop ends the run here, then ``last.pt``.
     """
     ckpt = _training_checkpoint(state)
     if not state.info.is_main:
         return
     out = state.out
     if metrics is not None:
-        _append_metrics(out / "metrics.jsonl", metrics)
+        logs.append_metrics(out, metrics)
+        if state.tb is not None:
+            state.tb.epoch(metrics)
         weights = _weights_checkpoint(state)
         if is_best:
             save_checkpoint(out / "best.pt", weights)
-        if state.epoch in snapshot_epochs(int(state.config.epochs)):
+        if state.epoch in snapshot_epochs(int(state.config.epochs)) or state.stopped_early:
             save_checkpoint(out / "snapshots" / f"epoch_{state.epoch:03d}.pt", weights)
     save_checkpoint(out / "last.pt", ckpt)
-
-
-def _metric_lines(path: Path) -> list[str]:
-    return [s for s in path.read_text(encoding="utf-8").splitlines() if s.strip()] if path.exists() else []
-
-
-def _append_metrics(path: Path, metrics: dict) -> None:
-    """Add one line to ``metrics.jsonl`` (the file is rewritten atomically)."""
-    write_text(path, "".join(s + "\n" for s in [*_metric_lines(path), json.dumps(metrics)]))
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Keep only metrics lines of epochs ``<= epochs_done`` (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in _metric_lines(path):
-        try:
-            if int(json.loads(line)["epoch"]) <= epochs_done:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue
-    write_text(path, "".join(s + "\n" for s in keep))
 
 
 # =============================================================================== the run
 def _end_epoch(state: TrainState, train: dict, t_epoch: float) -> tuple[dict, bool]:
     """The epoch's metrics line (validation included) and whether it is the best epoch so far."""
     distributed.broadcast_module_state(state.model, state.info)  # identical BatchNorm statistics on every rank
+    if state.ema is not None:
+        distributed.broadcast_module_state(state.ema.module, state.info)
     metrics = {"epoch": state.epoch, "step": state.step, "train_loss": train["train_loss"],
                "train_acc": train["train_acc"], **validate(state),
                "lr": lr_at(state.step - 1, state.total_steps, state.config), "clips_per_s": train["clips_per_s"]}
@@ -787,10 +834,32 @@ def _summary(state: TrainState) -> dict:
             "best_value": state.best_value, "best_checkpoint": str(out / "best.pt"),
             "last_checkpoint": str(out / "last.pt"), "final": state.last_metrics, "time_s": state.elapsed_s,
             "world_size": state.info.world_size, "device": str(state.device), "state_sha1": _state_digest(state.model),
-            "data": data_report(state.data, state.info), "resumed_from": state.resumed_from}
+            "data": data_report(state.data, state.info), "resumed_from": state.resumed_from,
+            "weights": "raw" if state.ema is None else "ema",
+            "ema_sha1": None if state.ema is None else _state_digest(state.ema.module),
+            "stopped_early": _stop_record(state)}
 
 
-def _resume_note(r: dict, steps_per_epoch: int) -> str:
+def _stop_record(state: TrainState) -> dict | None:
+    """``{"epoch", "best_epoch", "patience", "metric", "note"}`` when early stopping ended the run, else ``None``."""
+    if not state.stopped_early:
+        return None
+    cfg = state.config
+    note = (f"stopped early after epoch {state.epoch} of {cfg.epochs}: {cfg.best_metric} has not improved for "
+            f"{state.epoch - state.best_epoch} epochs since epoch {state.best_epoch} (--early-stopping "
+            f"{cfg.early_stopping})")
+    return {"epoch": state.epoch, "best_epoch": state.best_epoch, "patience": int(cfg.early_stopping),
+            "metric": cfg.best_metric, "note": note}
+
+
+def _resume_note(state: TrainState) -> str:
+    r, steps_per_epoch = state.resumed_from, state.data.steps_per_epoch
+    stop = _stop_record(state)
+    if stop is not None:
+        return (f"{r['checkpoint']}: the run is finished ({stop['note']}); nothing to train (a larger "
+                f"--early-stopping continues it)")
+    if state.epoch >= state.config.epochs:
+        return f"{r['checkpoint']}: the run is finished (all {state.config.epochs} epochs are done); nothing to train"
     where = (f"after epoch {r['epoch']}" if not r["batches_done"] else
              f"in epoch {r['epoch'] + 1} after batch {r['batches_done']} of {steps_per_epoch}")
     return f"resuming from {r['checkpoint']}: step {r['step']}, {where}"
@@ -815,7 +884,10 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
         ``best_value``, ``best_checkpoint``, ``last_checkpoint``, ``final`` (the last metrics line),
         ``time_s``, ``world_size``, ``device``, ``state_sha1`` (digest of the final weights), ``data``
         (per set: ``clips`` selected and ``skipped`` ``{"manifest:line": reason}`` by ``skip_bad``),
-                ``resumed_from`` (``None``, or the checkpoint, epoch, step and batches_done a resume started at).
+        ``resumed_from`` (``None``, or the checkpoint, epoch, step and batches_done a resume started at),
+        ``weights`` (``"ema"`` or ``"raw"``: what validation and ``best.pt`` used), ``ema_sha1``
+        (digest of the final EMA weights, or ``None``), ``stopped_early`` (``None``, or the epoch
+        it stopped after, ``best_epoch``, ``patience``, ``metric`` and a one-line ``note``).
 
     Warns:
         TrainingWarning: a batch size above the training set's size, validation clips that are also
@@ -830,12 +902,12 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
     """
     state = setup(config, augment, progress)
     if log is not None and state.resumed_from is not None and state.info.is_main:
-        log(_resume_note(state.resumed_from, state.data.steps_per_epoch))
+        log(_resume_note(state))
     try:
         bar = tqdm(total=int(state.config.epochs), initial=state.epoch, desc="epochs", unit="epoch",
                    disable=not state.progress)
         state.net.train()
-        while state.epoch < state.config.epochs:
+        while state.epoch < state.config.epochs and not state.stopped_early:
             t_epoch = time.perf_counter()
             metrics, is_best = _end_epoch(state, run_epoch(state), t_epoch)
             save(state, metrics, is_best)
@@ -847,4 +919,6 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
         distributed.barrier(state.info)
         return _summary(state)
     finally:
+        if state.tb is not None:
+            state.tb.close()
         distributed.cleanup(state.info)

@@ -1,0 +1,157 @@
+"""The model an interpretation command works on: a checkpoint, or a model brought by the user.
+
+``--checkpoint RUN/best.pt`` rebuilds the model a run recorded (any model of the registry,
+:func:`audioconv.training.checkpoint.load_model`). ``--model SPEC --weights FILE --labels FILE``
+builds ``SPEC`` with :func:`audioconv.models.registry.build_model` (``cnn``, ``bcresnet`` or
+``package.module:factory``, called with ``n_classes`` and ``sample_rate``; a backbone on log-mel gets
+the package's LogMel front end) and loads a state dict into it. The weights may be a plain
+``state_dict()`` file, a checkpoint dict holding one under ``"model"`` or ``"state_dict"``, or a
+TorchScript file (its ``state_dict()`` is read). Keys of a backbone's own state dict (without the
+``backbone.`` prefix) are accepted too.
+
+A TorchScript file cannot be the model itself: the projector follows the model's torch calls in
+Python, which a compiled graph does not make; give the Python factory of the same architecture
+and the TorchScript file as ``--weights``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["add_model_arguments", "load_cli_model", "snapshot_loader", "read_labels"]
+
+
+def add_model_arguments(p, checkpoint: bool = True) -> None:
+    """``--checkpoint`` (unless ``checkpoint=False``) or ``--model``/``--weights``/``--labels`` (+ the front
+    end of a brought model)."""
+    g = p.add_argument_group("model (--checkpoint, or --model with --weights)" if checkpoint else
+                             "a run trained elsewhere (its snapshots are state dicts of --model)")
+    if checkpoint:
+        g.add_argument("--checkpoint", help="RUN/best.pt, last.pt or a snapshot")
+    g.add_argument("--model", metavar="SPEC",
+                   help="bring your own model: 'package.module:factory' (called with n_classes=, sample_rate=; "
+                        "may return a backbone on log-mel (B, 1, F, T)), 'cnn' or 'bcresnet'")
+    if checkpoint:  # (a run's snapshots are its weights)
+        g.add_argument("--weights", help="state dict for --model: a torch.save(model.state_dict()) file, a "
+                                         "checkpoint dict with 'model' or 'state_dict', or a TorchScript file of "
+                                         "the same model")
+    g.add_argument("--labels", help="class names for --model, one per line (their number is n_classes)")
+    g.add_argument("--n-classes", type=int, help="outputs of --model when there is no --labels file")
+    g.add_argument("--sample-rate", type=int, default=16000, help="Hz of --model's front end (default 16000)")
+    g.add_argument("--n-mels", type=int, default=None, help="log-mel bins of --model's front end (default 64)")
+    g.add_argument("--width", type=float, default=None, help="--model size multiplier (built-ins, or passed to "
+                                                              "the factory as width=)")
+
+
+def read_labels(path) -> list[str]:
+    """Class names from a text file, one per line (blank lines skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--labels file not found: {p}")
+    labels = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise ValueError(f"--labels {p} lists {len(labels)} class name(s); a classifier needs at least 2")
+    return labels
+
+
+def _state_dict(path) -> dict:
+    """The state dict in ``path`` (module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"weights file not found: {p}")
+    try:
+        with warnings.catch_warnings():  # torch.load hands a TorchScript archive to torch.jit.load, with a warning
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as first:  # not a pickle of tensors: perhaps TorchScript
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.jit.load(str(p), map_location="cpu")
+        except Exception:
+            raise ValueError(f"weights file {p} is neither a state dict (torch.save) nor a TorchScript file "
+                             f"({type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''})") from None
+    if isinstance(obj, torch.nn.Module):  # a TorchScript module: its weights
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"weights file {p} holds no state dict (a dict of tensors)")
+    return dict(obj)
+
+
+def _load_weights(model: torch.nn.Module, state: dict, source: str) -> None:
+    from audioconv.training.checkpoint import load_model_state
+
+    backbone = getattr(model, "backbone", None)
+    own = model.state_dict()
+    if backbone is not None and not any(k in own for k in state):  # the backbone's own keys
+        load_model_state(backbone, state, source=source)
+        return
+    if backbone is not None and all(k.startswith("backbone.") for k in state):  # the front end has no weights
+        state = {**{k: v for k, v in own.items() if not k.startswith("backbone.")}, **state}
+    load_model_state(model, state, source=source)
+
+
+def load_cli_model(args, device) -> tuple[torch.nn.Module, list[str]]:
+    """``(model in eval mode on device, labels)`` from ``--checkpoint`` or ``--model``/``--weights``."""
+    from audioconv.training.checkpoint import load_model
+
+    if getattr(args, "checkpoint", None) and args.model:
+        raise ValueError("give --checkpoint or --model (with --weights), not both")
+    if getattr(args, "checkpoint", None):
+        return load_model(args.checkpoint, device)
+    if not args.model:
+        raise ValueError("--checkpoint or --model is required")
+    return _brought_model(args, device)
+
+
+def snapshot_loader(args):
+    """``None`` without ``--model``; else ``(path, device) → model``: ``--model``'s architecture with the
+    weights of one snapshot file (a state dict, a checkpoint, or TorchScript)."""
+    if not args.model:
+        return None
+    import copy
+
+    template, _ = _brought_model(args, "cpu", weights=False)
+
+    def load(path, device):
+        model = copy.deepcopy(template)
+        _load_weights(model, _state_dict(path), f"snapshot {path}")
+        return model.to(device).eval()
+
+    return load
+
+
+def _brought_model(args, device, weights: bool = True):
+    from audioconv.models.registry import build_model, is_factory
+
+    spec = str(args.model)
+    if Path(spec).is_file() and not is_factory(spec):
+        raise ValueError(f"--model {spec} is a file; a TorchScript model cannot be projected (the projector follows "
+                         "the model's torch calls in Python): give --model package.module:factory of the same "
+                         f"architecture and --weights {spec}")
+    if args.labels:
+        labels = read_labels(args.labels)
+        if args.n_classes is not None and args.n_classes != len(labels):
+            raise ValueError(f"--n-classes {args.n_classes} differs from the {len(labels)} names in --labels")
+    elif args.n_classes is not None:
+        if args.n_classes < 2:
+            raise ValueError(f"--n-classes must be >= 2, got {args.n_classes}")
+        labels = [str(i) for i in range(args.n_classes)]
+    else:
+        raise ValueError("--model needs --labels (a file of class names) or --n-classes")
+    frontend = {} if args.n_mels is None else {"n_mels": int(args.n_mels)}
+    model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend, n_frames=16)
+    if not weights:
+        pass
+    elif getattr(args, "weights", None):
+        _load_weights(model, _state_dict(args.weights), f"--weights {args.weights}")
+    elif spec in ("cnn", "bcresnet"):
+        raise ValueError(f"--model {spec} needs --weights (its random initial weights would explain nothing)")
+    return model.to(device).eval(), labels
