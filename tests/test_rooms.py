@@ -13,7 +13,7 @@ import torch
 
 from audioconv.augment import Reverb
 from audioconv.augment.reverb import direct_path
-from audioconv.augment.rooms import Room, image_source_rir, random_rooms, room_rirs
+from audioconv.augment.rooms import Room, direct_to_reverberant_db, image_source_rir, random_rooms, room_rirs
 from audioconv.cli import main
 
 SR = 16000
@@ -61,6 +61,55 @@ def test_direct_path_and_first_reflections_arrive_at_the_image_distances():
         assert np.min(np.abs(peaks[:8] - t)) <= 1, name
     # nothing before the direct sound
     assert np.abs(rir[: int(direct) - 1]).max() < 1e-3
+
+
+def test_direct_to_reverberant_db_of_a_response_with_known_energies():
+    """A direct tap of amplitude 2 and a tail of 1000 taps of 0.05 (2.5 ms window = 40 samples at
+    16 kHz, so the tail starts outside it): DRR = 10 log10(4 / (1000 * 0.0025)) = +2.04 dB."""
+    rir = np.zeros(1200)
+    rir[100] = 2.0
+    rir[141:1141] = 0.05
+    assert direct_to_reverberant_db(rir, SR) == pytest.approx(10 * np.log10(4 / 2.5), abs=1e-9)
+
+
+@pytest.mark.parametrize("rt60_s", [0.4, 0.8])
+def test_drr_falls_with_distance_by_the_inverse_square_law(rt60_s):
+    """Moving the microphone from 1 to 2 to 4 m: the direct energy falls 6.02 dB per doubling
+    (inverse square) while the reverberant field stays nearly constant (diffuse-field theory;
+    Barron's revised theory lets it fall slightly), so the DRR falls ~4-7 dB per doubling; and a
+    longer RT60 (more reverberant energy, Sabine: proportional to RT60 / V) gives a lower DRR."""
+    drr = [direct_to_reverberant_db(image_source_rir(Room((8.0, 6.0, 3.0), (1.5, 3.0, 1.5), (1.5 + d, 3.0, 1.5),
+                                                          rt60_s), SR), SR) for d in (1.0, 2.0, 4.0)]
+    for near, far in zip(drr, drr[1:]):
+        assert -7.0 <= far - near <= -3.5, drr
+    # Sabine critical distance r_c = sqrt(0.161 V / (16 pi RT60)); at 1 m the DRR is 20 log10(r_c) dB in a
+    # diffuse field; image-source rooms (coherent, no scattering) stay within a few dB of it
+    critical_m = np.sqrt(0.161 * 8 * 6 * 3 / (16 * np.pi * rt60_s))
+    assert drr[0] == pytest.approx(20 * np.log10(critical_m), abs=4.0)
+
+
+def test_drr_agrees_with_pyroomacoustics():
+    pytest.importorskip("pyroomacoustics")
+    rooms = random_rooms(4, rt60_s=(0.3, 0.9), seed=3)
+    ours, theirs = room_rirs(rooms, SR, engine="image"), room_rirs(rooms, SR, engine="pyroomacoustics")
+    for a, b in zip(ours, theirs):  # pyroomacoustics' sinc taps spread the direct path a little: ~1.5 dB lower
+        assert direct_to_reverberant_db(a, SR) == pytest.approx(direct_to_reverberant_db(b, SR), abs=3.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reverb_with_an_image_source_bank_on_cuda_replays_the_cpu_draw():
+    from audioconv.augment import params_to
+
+    rirs = torch.from_numpy(np.stack([np.pad(r, (0, 20000 - len(r)))[:20000] for r in
+                                      room_rirs(random_rooms(3, rt60_s=(0.3, 0.8), seed=1), SR)])).float()
+    aug = Reverb(SR, rirs=rirs, p=1.0)
+    x = torch.randn(8, 1, SR, generator=torch.Generator().manual_seed(0)) * 0.1
+    params = aug.sample(8, generator=torch.Generator().manual_seed(1))
+    y_cpu = aug.apply(x, params)
+    y_gpu = aug.apply(x.cuda(), params_to(params, "cuda"))
+    assert y_gpu.device.type == "cuda"
+    torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-3, atol=1e-4 * float(y_cpu.abs().max()))
 
 
 def test_random_rooms_keep_positions_inside_with_margins_and_are_reproducible():
@@ -125,6 +174,16 @@ def test_rirs_command_writes_a_bank_that_reverb_uses(tmp_path, capsys):
         ref = rir[int(direct_path(torch.from_numpy(rir)[None])[0]):][:6000]
         assert np.abs(y[i, :2000]).max() < 1e-6 * np.abs(y[i]).max()
         np.testing.assert_allclose(y[i, 2000: 2000 + len(ref)] / y[i, 2000], ref / ref[0], atol=1e-4)
+
+
+def test_pyroomacoustics_missing_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyroomacoustics", None)  # import raises ModuleNotFoundError
+    assert main(["rirs", "-o", str(tmp_path / "b"), "--n", "2", "--engine", "pyroomacoustics"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'audioconv[rooms]'" in err[0]
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("argv, match", [

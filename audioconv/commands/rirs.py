@@ -60,6 +60,12 @@ def run(args) -> int:
     from audioconv.io.audio import save
     from audioconv.io.files import ensure_folder, write_text
 
+    if args.engine == "pyroomacoustics":
+        try:
+            import pyroomacoustics  # noqa: F401
+        except ModuleNotFoundError:
+            raise RuntimeError("--engine pyroomacoustics: pyroomacoustics is not installed: pip install "
+                               "'audioconv[rooms]' (or use the built-in image method, --engine image)") from None
     s = args.size_m
     rooms = random_rooms(args.n, rt60_s=args.rt60_s, size_m=(s[0:2], s[2:4], s[4:6]), margin_m=args.margin_m,
                          min_distance_m=args.min_distance_m, seed=args.seed)
