@@ -633,7 +633,7 @@ def _noise_any_colour(snr_db, p):
         {"type": "AddNoise", "snr_db": list(snr_db), "color": c, "p": 1.0} for c in ("white", "pink", "brown")]}
 
 
-def chain_configs() -> dict[str, str | list]:
+def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
     """The chains compared: ``"none"``, ``"default"`` (whatever ``default_chain`` is now) or a
     chain config list (written to ``CHAIN.json`` and given to ``audioconv train --augment``).
 
@@ -679,7 +679,7 @@ def chain_configs() -> dict[str, str | list]:
                      _noise_any_colour((0, 30), 0.7), {"type": "Gain", "gain_db": [-20, 6], "p": 0.5}],
         # the shipped default with a second talker from the batch mixed in before the room and noise
         "default_mix": _default_with(1, {"type": "BatchMix", "snr_db": [0, 20], "p": 0.3}),
-        **round4_chains(),
+        **round4_chains(rirs),
     }
 
 
@@ -694,7 +694,7 @@ DEFAULT_R3 = [
 ]
 
 
-def round4_chains(rirs: str = "/work/study/rirs_train/rirs.jsonl") -> dict[str, list]:
+def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
     """Round 4's chains: ``default_r3`` with its reverb replaced (the cause being looked for) and
     then with stronger noise and voice transforms. ``rirs``: a bank from ``audioconv rirs``."""
     def swap(reverb):
@@ -709,7 +709,8 @@ def round4_chains(rirs: str = "/work/study/rirs_train/rirs.jsonl") -> dict[str, 
         "r3_synth_lowdrr": swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}),
         # image-source rooms (audioconv rirs, other rooms than the test's)
         "r3_rooms": swap({"type": "Reverb", "rirs": rirs, "p": 0.5}),
-        **_stronger(rooms := swap({"type": "Reverb", "rirs": rirs, "p": 0.5}), "r4_rooms"),
+        **_stronger(swap({"type": "Reverb", "rirs": rirs, "p": 0.5}), "r4_rooms"),
+        **_stronger(swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}), "r4_synth_lowdrr"),
     }
 
 
@@ -931,6 +932,8 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, help="voices: default 3e-3; engines: the trainer's default")
     ap.add_argument("--channels", help="model size; voices: default 16,32,64,64 (a quarter of the package "
                                        "default, for CPU); engines: the trainer's default")
+    ap.add_argument("--rirs", default="rirs_train/rirs.jsonl",
+                    help="engines: the RIR bank (`audioconv rirs`) of the r3_rooms/r4_rooms chains")
     ap.add_argument("--seeds", default="0", help="comma list of training seeds")
     ap.add_argument("--chains", default=DEFAULT_CHAINS, help="comma list of chains to compare (see chain_configs)")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
@@ -993,7 +996,7 @@ def main(argv=None) -> int:
         manifests = prepare_data(args.corpus, args.engines_corpus, args.out, args.quick, args.data_seed, log)
     if args.prepare_only:
         return 0
-    all_chains = chain_configs()
+    all_chains = chain_configs(str(Path(args.rirs).resolve()))
     names = [c for c in args.chains.split(",") if c]
     unknown = [c for c in names if c not in all_chains]
     if unknown:
