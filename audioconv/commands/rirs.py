@@ -61,8 +61,10 @@ def run(args) -> int:
     from audioconv.io.files import ensure_folder, write_text
 
     if args.engine == "pyroomacoustics":
+        import importlib
+
         try:
-            import pyroomacoustics  # noqa: F401
+            importlib.import_module("pyroomacoustics")
         except ModuleNotFoundError:
             raise RuntimeError("--engine pyroomacoustics: pyroomacoustics is not installed: pip install "
                                "'audioconv[rooms]' (or use the built-in image method, --engine image)") from None
