@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-COMMANDS = ["manifest", "shards", "augment", "train", "cv", "evaluate", "predict", "export", "project", "topk",
+COMMANDS = ["manifest", "shards", "rirs", "augment", "train", "cv", "evaluate", "predict", "export", "project", "topk",
             "evolve", "sanity", "faithfulness", "invariance", "report", "demo"]
 
 

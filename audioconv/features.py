@@ -2,7 +2,8 @@
 
 Shapes: waveforms ``(batch, channels, time)`` or ``(batch, time)`` at ``sample_rate`` Hz;
 log-mel spectrograms ``(batch, 1, n_mels, frames)`` in dB re full scale (0 dB = a sine of amplitude
-1.0; see :class:`LogMel`), or re each example's peak with ``LogMelConfig.relative_to_peak``.
+1.0; see :class:`LogMel`), or re each example's peak with ``LogMelConfig.relative_to_peak``, or
+normalised per example (``LogMelConfig.normalize``).
 The mel scale is HTK's (as ``librosa`` with ``htk=True``), without area normalisation, so that
 ``librosa.display.specshow(..., y_axis="mel", htk=True)`` labels the rows with the right Hz.
 """
@@ -17,7 +18,36 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 
-__all__ = ["LogMelConfig", "LogMel"]
+__all__ = ["LogMelConfig", "LogMel", "NORMALIZATIONS", "normalize_logmel"]
+
+#: Per-example normalisations of the log-mel (``LogMelConfig.normalize``); see :func:`normalize_logmel`.
+NORMALIZATIONS = ("none", "clip", "bin_mean", "bin_mean_var")
+STD_FLOOR_DB = 1e-3  # a constant row or clip has no spread to divide by: it comes out as zeros
+
+
+def normalize_logmel(db: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-example normalisation of a log-mel ``(B, ..., n_mels, frames)`` in dB; same shape.
+
+    ``"none"``: unchanged. ``"clip"``: minus the example's mean over all its cells, divided by their
+    standard deviation (level invariance). ``"bin_mean"``: minus each mel bin's mean over the frames
+    of that example (cepstral mean normalisation: a fixed gain per band — a microphone, a room's
+    colouring, a phone line — is an offset per row in dB and disappears; so does the level).
+    ``"bin_mean_var"``: ``"bin_mean"``, then divided by each bin's standard deviation over the frames.
+    Standard deviations are the population ones (divide by N), floored at ``STD_FLOOR_DB``.
+    """
+    if mode == "none":
+        return db
+    if mode == "clip":
+        dims = tuple(range(1, db.dim()))
+    elif mode in ("bin_mean", "bin_mean_var"):
+        dims = (-1,)
+    else:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {mode!r}")
+    centred = db - db.mean(dim=dims, keepdim=True)
+    if mode == "bin_mean":
+        return centred
+    std = centred.square().mean(dim=dims, keepdim=True).sqrt().clamp_min(STD_FLOOR_DB)
+    return centred / std
 
 
 @dataclass(frozen=True)
@@ -28,8 +58,10 @@ class LogMelConfig:
     silence and zero padding do not produce -100 dB outliers.
     ``relative_to_peak``: give dB relative to each example's loudest cell (values in
     ``[-top_db, 0]``), so the model cannot depend on the recording level (a gain is an offset in
-    dB). Default ``False``: dB re full scale (``db_reference``); the default training chain's
-    ``Gain`` teaches level robustness instead.
+    dB). Default ``False``: dB re full scale (``db_reference``).
+    ``normalize``: a per-example normalisation applied last, one of ``NORMALIZATIONS`` (see
+    :func:`normalize_logmel`); default ``"none"`` (the trainer sets it explicitly:
+    ``TrainConfig.normalize``).
     ``db_reference``: what 0 dB is. ``"full_scale_sine"`` (default): the mel power a sine of
     amplitude 1.0 puts into the bands (see :class:`LogMel`). ``"unit_power"``: a mel power of 1.0
     as torchaudio computes it, about 42.8 dB above a full-scale sine with the default window —
@@ -46,6 +78,7 @@ class LogMelConfig:
     top_db: float = 80.0
     relative_to_peak: bool = False
     db_reference: str = "full_scale_sine"
+    normalize: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,6 +155,8 @@ class LogMel(torch.nn.Module):
             )
         if cfg.n_mels <= 0:
             raise ValueError(f"n_mels must be > 0, got {cfg.n_mels}")
+        if cfg.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {cfg.normalize!r}")
         if cfg.db_reference not in ("full_scale_sine", "unit_power"):
             raise ValueError(f"db_reference must be 'full_scale_sine' or 'unit_power', got {cfg.db_reference!r}")
 
@@ -142,7 +177,7 @@ class LogMel(torch.nn.Module):
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
         """Power → dB re full scale with the per-example ``top_db`` floor (and, with
-        ``relative_to_peak``, minus the example's peak); ``(B, ...)`` → same shape.
+        ``relative_to_peak``, minus the example's peak; then ``normalize``); ``(B, ...)`` → same shape.
 
         ``torchaudio.functional.amplitude_to_DB`` (``10 log10(max(power, 1e-10) / reference_power)``,
         floored at the peak minus ``top_db``) on each example seen as one ``(1, 1, N)`` spectrogram,
@@ -152,9 +187,9 @@ class LogMel(torch.nn.Module):
         per_example = power.reshape(power.shape[0], 1, 1, -1)  # amplitude_to_DB floors per (C, F, T) item
         db = AF.amplitude_to_DB(per_example, multiplier=10.0, amin=1e-10, db_multiplier=math.log10(self.reference_power),
                                 top_db=self.config.top_db).reshape(power.shape)
-        if not self.config.relative_to_peak:
-            return db
-        return db - db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
+        if self.config.relative_to_peak:
+            db = db - db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
+        return normalize_logmel(db, self.config.normalize)
 
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:

@@ -403,6 +403,227 @@ def prepare_data(corpus: Path, engines_corpus: Path | None, out: Path, quick: bo
 
 
 # ----------------------------------------------------------------------------------------------
+# round 4 (issue 13): train on one engine's corpus split as a user would, test on OTHER engines
+# ----------------------------------------------------------------------------------------------
+
+#: The five held-out conditions of issue 13 (plus a harsher Sabine-nominal room set) on the other-engine clips.
+ENGINE_CONDITIONS = ("reverb", "reverb_sabine", "noise", "phone", "all3")
+#: Goals of issue 13 (accuracy on the other engines, %).
+GOALS = {"engines:clean": 75, "engines:reverb": 60, "engines:noise": 60, "engines:phone": 65, "engines:all3": 50}
+BABBLE_SENTENCES = Babble.SENTENCES
+
+
+def listed_split_records(corpus: Path) -> list[dict]:
+    """Records of a ``make_kws_corpus.py`` corpus with ``split`` from its ``validation_list.txt`` /
+    ``testing_list.txt`` (the split ``audioconv manifest speech-commands --split-files`` makes)."""
+    lists = {}
+    for split, name in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
+        path = corpus / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the corpus has no {name} (make it with make_kws_corpus.py)")
+        lists.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
+    records = corpus_records(corpus)
+    for rec in records:
+        rel = f"{rec['label']}/{Path(rec['audio_filepath']).name}"
+        rec["split"] = lists.get(rel, "train")
+    return records
+
+
+def _room_positions(rng: np.random.Generator, dims: np.ndarray, margin_m: float = 0.5,
+                    min_distance_m: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A source and a microphone drawn uniformly in the room, ``margin_m`` from every wall and at
+    least ``min_distance_m`` apart."""
+    for _ in range(1000):
+        src, mic = (rng.uniform(margin_m, dims - margin_m) for _ in range(2))
+        if np.linalg.norm(src - mic) >= min_distance_m:
+            return src, mic
+    raise ValueError(f"cannot place a source and a microphone {min_distance_m} m apart in room {dims}")
+
+
+def pyroomacoustics_rir(rng: np.random.Generator, dims_m, rt60_s, calibrate: bool) -> tuple[np.ndarray, dict]:
+    """A shoebox RIR by pyroomacoustics' image-source method: room size, RT60 and positions drawn
+    uniformly. Absorption from ``pyroomacoustics.inverse_sabine``; with ``calibrate`` it is then
+    corrected (3 times) until the Schroeder T30 of the RIR matches the drawn RT60 (Sabine's formula
+    overestimates the absorption an image-source room needs, so uncalibrated rooms ring longer).
+    Returns the RIR (peak 1) and ``{"dims_m", "rt60_s", "measured_rt60_s", "distance_m"}``."""
+    import pyroomacoustics as pra
+
+    dims = np.array([rng.uniform(*d) for d in dims_m])
+    rt60 = float(rng.uniform(*rt60_s))
+    src, mic = _room_positions(rng, dims)
+    absorption, max_order = pra.inverse_sabine(rt60, dims)
+    for attempt in range(4 if calibrate else 1):
+        room = pra.ShoeBox(dims, fs=SAMPLE_RATE_HZ, materials=pra.Material(float(absorption)), max_order=max_order)
+        room.add_source(src)
+        room.add_microphone(mic)
+        room.compute_rir()
+        rir = np.asarray(room.rir[0][0], np.float64)
+        measured = float(pra.experimental.measure_rt60(rir, fs=SAMPLE_RATE_HZ))
+        if not calibrate or abs(measured / rt60 - 1) < 0.03:
+            break
+        absorption = float(np.clip(1 - (1 - absorption) ** (measured / rt60), 1e-3, 0.99))
+    info = {"dims_m": dims.round(2).tolist(), "rt60_s": round(rt60, 3), "measured_rt60_s": round(measured, 3),
+            "distance_m": round(float(np.linalg.norm(src - mic)), 2)}
+    return (rir / np.abs(rir).max()).astype(np.float32), info
+
+
+def speech_babble_streams(rng: np.random.Generator) -> list[np.ndarray]:
+    """Long streams of flite and festival voices reading ordinary sentences (no keywords), unit RMS."""
+    cmds = [["flite", "-voice", v] for v in ("kal", "awb", "rms", "slt")]
+    cmds += [["text2wave", "-eval", f"({v})"] for v in ("voice_kal_diphone", "voice_cmu_us_slt_arctic_hts")]
+    streams = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, cmd in enumerate(cmds):
+            text = " ".join(rng.permutation(BABBLE_SENTENCES))
+            wav = f"{tmp}/{i}.wav"
+            if cmd[0] == "flite":
+                subprocess.run(cmd + ["-t", text, "-o", wav], check=True, capture_output=True)
+            else:
+                Path(f"{tmp}/{i}.txt").write_text(text)
+                subprocess.run(cmd + [f"{tmp}/{i}.txt", "-o", wav], check=True, capture_output=True)
+            y, sr = sf.read(wav, dtype="float64")
+            y = signal.resample_poly(y, SAMPLE_RATE_HZ, sr) if sr != SAMPLE_RATE_HZ else y
+            streams.append(y / max(rms(y), 1e-9))
+    return streams
+
+
+def street_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Traffic-like: low-passed brown noise, slowly swelling (a passing car every few seconds), with
+    an engine hum whose pitch glides (Doppler)."""
+    rumble = signal.sosfilt(signal.butter(2, 800.0, fs=SAMPLE_RATE_HZ, output="sos"), powerlaw_noise(n, 1.5, rng))
+    t = np.arange(n) / SAMPLE_RATE_HZ
+    swell = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 2 * np.pi))
+    f0 = rng.uniform(60, 140) * (1 + 0.08 * np.tanh(rng.uniform(2, 6) * (t - rng.uniform(0, t[-1]))))
+    engine = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / SAMPLE_RATE_HZ) / k for k in range(1, 6))
+    return rumble / max(rms(rumble), 1e-9) * (0.3 + swell) + 0.3 * engine / max(rms(engine), 1e-9)
+
+
+def cafe_noise(n: int, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
+    """Cafe-like: distant babble (4 talkers, low-passed) and the clinks of cups (short decaying partials)."""
+    out = np.zeros(n)
+    for k in rng.choice(len(streams), 4, replace=False):
+        start = rng.integers(0, len(streams[k]) - n)
+        out += streams[k][start: start + n]
+    out = signal.sosfilt(signal.butter(2, 2500.0, fs=SAMPLE_RATE_HZ, output="sos"), out)
+    out /= max(rms(out), 1e-9)
+    t = np.arange(int(0.15 * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
+    for _ in range(rng.integers(1, 5)):
+        clink = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(2000, 6000, 3)) * np.exp(-t / rng.uniform(0.01, 0.05))
+        at = rng.integers(0, n - len(t))
+        out[at: at + len(t)] += rng.uniform(1, 4) * clink
+    return out
+
+
+def fan_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Fan / air conditioning: pink noise through a broad resonance, plus mains hum."""
+    centre = np.exp(rng.uniform(np.log(150.0), np.log(1500.0)))
+    sos = signal.butter(2, [centre / 1.6, centre * 1.6], btype="bandpass", fs=SAMPLE_RATE_HZ, output="sos")
+    air = powerlaw_noise(n, 1.0, rng) + 3 * signal.sosfilt(sos, rng.standard_normal(n))
+    h = hum(n, rng)
+    return air / max(rms(air), 1e-9) + 0.5 * h / max(rms(h), 1e-9)
+
+
+def babble_noise(n: int, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
+    """3-6 voices of other engines talking at once."""
+    out = np.zeros(n)
+    for k in rng.choice(len(streams), int(rng.integers(3, 7)), replace=False):
+        start = rng.integers(0, len(streams[k]) - n)
+        out += streams[k][start: start + n]
+    return out
+
+
+NOISE_TYPES = ("white", "pink", "babble", "street", "cafe", "fan")
+
+
+def mixed_noise(x: np.ndarray, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
+    """One noise type of ``NOISE_TYPES`` per clip at an SNR drawn evenly in 0-10 dB (whole clip)."""
+    kind = NOISE_TYPES[rng.integers(len(NOISE_TYPES))]
+    n = len(x)
+    noise = {"white": lambda: rng.standard_normal(n), "pink": lambda: powerlaw_noise(n, 1.0, rng),
+             "babble": lambda: babble_noise(n, rng, streams), "street": lambda: street_noise(n, rng),
+             "cafe": lambda: cafe_noise(n, rng, streams), "fan": lambda: fan_noise(n, rng)}[kind]()
+    return mix_at_snr(x, noise, rng.uniform(0.0, 10.0))
+
+
+def phone_channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A phone line: 300-3400 Hz band (4th-order Butterworth), 8 kHz, then G.711 mu-law or GSM 06.10
+    encoded and decoded by sox, back to 16 kHz."""
+    if shutil.which("sox") is None:
+        raise FileNotFoundError("sox not found on PATH (apt-get install sox)")
+    sos = signal.butter(4, [300.0, 3400.0], btype="bandpass", fs=SAMPLE_RATE_HZ, output="sos")
+    y = signal.resample_poly(signal.sosfilt(sos, x), 1, 2)
+    y = y * (0.9 / max(np.abs(y).max(), 1e-9))
+    codec = ["-e", "u-law", "-b", "8"] if rng.random() < 0.5 else []
+    suffix = ".wav" if codec else ".gsm"
+    with tempfile.TemporaryDirectory() as tmp:
+        sf.write(f"{tmp}/in.wav", y.astype(np.float32), 8000, subtype="FLOAT")
+        subprocess.run(["sox", f"{tmp}/in.wav", *codec, "-r", "8000", "-c", "1", f"{tmp}/coded{suffix}"], check=True,
+                       capture_output=True)
+        subprocess.run(["sox", f"{tmp}/coded{suffix}", "-e", "floating-point", "-b", "32", f"{tmp}/out.wav"],
+                       check=True, capture_output=True)
+        z, _ = sf.read(f"{tmp}/out.wav", dtype="float64")
+    z = signal.resample_poly(z, 2, 1)[: len(x)]
+    return np.pad(z, (0, len(x) - len(z)))
+
+
+def build_engine_conditions(rng: np.random.Generator, quick: bool, log) -> tuple[dict, dict]:
+    """``{name: fn(x, rng)}`` for ``ENGINE_CONDITIONS`` and a description of the rooms drawn.
+
+    Rooms: 4-12 × 3-9 × 2.5-4.5 m, RT60 0.4-1.0 s, source and microphone anywhere 0.5 m from the
+    walls and 0.5 m apart (pyroomacoustics' image method; ``reverb`` calibrated to the measured
+    RT60, ``reverb_sabine`` with Sabine's absorption as is: they ring longer)."""
+    n_rooms = 6 if quick else 30
+    dims, rt60 = [(4, 12), (3, 9), (2.5, 4.5)], (0.4, 1.0)
+    t0 = time.time()
+    rooms = [pyroomacoustics_rir(rng, dims, rt60, calibrate=True) for _ in range(n_rooms)]
+    sabine = [pyroomacoustics_rir(rng, dims, rt60, calibrate=False) for _ in range(n_rooms)]
+    log(f"  {2 * n_rooms} test rooms ({time.time() - t0:.0f} s)")
+    streams = speech_babble_streams(rng)
+
+    def pick(items, r):
+        return items[r.integers(len(items))][0]
+
+    conditions = {
+        "reverb": lambda x, r: convolve_same_rms(x, pick(rooms, r)),
+        "reverb_sabine": lambda x, r: convolve_same_rms(x, pick(sabine, r)),
+        "noise": lambda x, r: mixed_noise(x, r, streams),
+        "phone": lambda x, r: phone_channel(x, r),
+        "all3": lambda x, r: phone_channel(mixed_noise(convolve_same_rms(x, pick(rooms, r)), r, streams), r),
+    }
+    return conditions, {"reverb": [i for _, i in rooms], "reverb_sabine": [i for _, i in sabine]}
+
+
+def prepare_engine_data(corpus: Path, engines_corpus: Path, out: Path, quick: bool, seed: int, log) -> dict[str, Path]:
+    """Round 4's data: train / validation / ``espeak:clean`` from the corpus's own lists, and the
+    other-engine clips clean and under every ``ENGINE_CONDITIONS`` (``engines:<name>``)."""
+    data = out / "data"
+    done = data / "manifests.json"
+    if done.exists():
+        return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
+    rng = np.random.default_rng(seed)
+    records = listed_split_records(corpus)
+    by_split = {s: [r for r in records if r["split"] == s] for s in ("train", "validation", "test")}
+    eng = corpus_records(engines_corpus)
+    if quick:
+        eng = subsample(eng, 1, rng)
+    manifests = {"train": write_jsonl(data / "train.jsonl", by_split["train"]),
+                 "val": write_jsonl(data / "val.jsonl", by_split["validation"]),
+                 "espeak:clean": write_jsonl(data / "espeak_test.jsonl", by_split["test"]),
+                 "engines:clean": write_jsonl(data / "engines_clean.jsonl", eng)}
+    log(f"split: train {len(by_split['train'])}, val {len(by_split['validation'])}, "
+        f"espeak test {len(by_split['test'])}, other engines {len(eng)} clips per condition")
+    conditions, rooms = build_engine_conditions(rng, quick, log)
+    (data / "rooms.json").write_text(json.dumps(rooms, indent=1))
+    for i, (name, fn) in enumerate(conditions.items()):
+        t0 = time.time()
+        recs = write_condition(eng, fn, data / "wav" / f"engines_{name}", seed=seed * 1000 + 200 + i)
+        manifests[f"engines:{name}"] = write_jsonl(data / f"engines_{name}.jsonl", recs)
+        log(f"  wrote engines/{name} ({len(recs)} clips, {time.time() - t0:.1f} s)")
+    done.write_text(json.dumps({k: str(v) for k, v in manifests.items()}, indent=1))
+    return manifests
+
+
+# ----------------------------------------------------------------------------------------------
 # 3. chains, training and evaluation
 # ----------------------------------------------------------------------------------------------
 
@@ -412,7 +633,7 @@ def _noise_any_colour(snr_db, p):
         {"type": "AddNoise", "snr_db": list(snr_db), "color": c, "p": 1.0} for c in ("white", "pink", "brown")]}
 
 
-def chain_configs() -> dict[str, str | list]:
+def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
     """The chains compared: ``"none"``, ``"default"`` (whatever ``default_chain`` is now) or a
     chain config list (written to ``CHAIN.json`` and given to ``audioconv train --augment``).
 
@@ -458,7 +679,49 @@ def chain_configs() -> dict[str, str | list]:
                      _noise_any_colour((0, 30), 0.7), {"type": "Gain", "gain_db": [-20, 6], "p": 0.5}],
         # the shipped default with a second talker from the batch mixed in before the room and noise
         "default_mix": _default_with(1, {"type": "BatchMix", "snr_db": [0, 20], "p": 0.3}),
+        **round4_chains(rirs),
     }
+
+
+#: ``default_chain`` as rounds 1-3 left it (``light_nospeed`` + polarity), frozen for round 4.
+DEFAULT_R3 = [
+    {"type": "TimeShift", "shift_s": [-0.1, 0.1], "p": 0.5},
+    {"type": "PolarityInversion", "p": 0.5},
+    {"type": "RandomEQ", "n_bands": 3, "gain_db": [-12, 12], "q": [0.5, 4.0], "p": 0.5},
+    {"type": "Reverb", "rt60_s": [0.2, 0.8], "p": 0.3},
+    _noise_any_colour((5, 30), 0.5),
+    {"type": "Gain", "gain_db": [-20, 6], "p": 0.5},
+]
+
+
+def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
+    """Round 4's chains: ``default_r3`` with its reverb replaced (the cause being looked for) and
+    then with stronger noise and voice transforms. ``rirs``: a bank from ``audioconv rirs``."""
+    def swap(reverb):
+        return [reverb if step["type"] == "Reverb" else step for step in DEFAULT_R3]
+
+    return {
+        "default_r3": DEFAULT_R3,
+        "r3_noreverb": [step for step in DEFAULT_R3 if step["type"] != "Reverb"],
+        # synthetic RIRs as they are, over the test's RT60 range and on half of the examples
+        "r3_synth_wide": swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "p": 0.5}),
+        # ... and with direct-to-reverberant ratios as low as real rooms at a few metres have
+        "r3_synth_lowdrr": swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}),
+        # image-source rooms (audioconv rirs, other rooms than the test's)
+        "r3_rooms": swap({"type": "Reverb", "rirs": rirs, "p": 0.5}),
+        **_stronger(swap({"type": "Reverb", "rirs": rirs, "p": 0.5}), "r4_rooms"),
+        **_stronger(swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}), "r4_synth_lowdrr"),
+    }
+
+
+def _stronger(chain: list, name: str) -> dict[str, list]:
+    """``chain`` with noise down to 0 dB on 70 % of the examples (``_noise``), then also a second
+    talker from the batch (``_mix``) or a pitch shift (``_pitch``)."""
+    noisy = [_noise_any_colour((0, 20), 0.7) if step["type"] == "OneOf" else step for step in chain]
+    mix = {"type": "BatchMix", "snr_db": [0, 15], "p": 0.25}
+    pitch = {"type": "PitchShift", "semitones": [-3, 3], "p": 0.3}
+    return {f"{name}_noise": noisy, f"{name}_noise_mix": noisy[:1] + [mix] + noisy[1:],
+            f"{name}_noise_pitch": noisy[:1] + [pitch] + noisy[1:]}
 
 
 def _default_with(position: int, transform: dict) -> list:
@@ -486,10 +749,12 @@ def augment_argument(name: str, spec, chains_dir: Path) -> str:
 
 def train_command(manifests: dict, run_dir: Path, augment: str, seed: int, args) -> list[str]:
     """The ``audioconv train`` command line of one run (same budget for every chain)."""
+    budget = [(flag, value) for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                                                ("--lr", args.lr), ("--channels", args.channels)) if value is not None]
+    augment_opt = [] if augment == "default" and args.protocol == "engines" else ["--augment", augment]
     return [sys.executable, "-m", "audioconv", "train", "--train", str(manifests["train"]),
-            "--val", str(manifests["val"]), "--out", str(run_dir), "--augment", augment,
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-            "--channels", args.channels, "--seed", str(seed), "--device", args.device,
+            "--val", str(manifests["val"]), "--out", str(run_dir), *augment_opt,
+            *[str(v) for pair in budget for v in pair], "--seed", str(seed), "--device", args.device,
             "--threads", str(args.threads), "--workers", "0", "--no-progress", "--json", *args.train_args.split()]
 
 
@@ -513,7 +778,7 @@ def run_one(name: str, seed: int, augment: str, manifests: dict, args, log) -> d
     if result_path.exists():
         return json.loads(result_path.read_text())
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if not (run_dir / "best.pt").exists() or not _finished(run_dir, args.epochs):
+    if not (run_dir / "best.pt").exists() or not _finished(run_dir):
         if run_dir.exists():
             shutil.rmtree(run_dir)
         t0 = time.time()
@@ -540,16 +805,17 @@ def run_one(name: str, seed: int, augment: str, manifests: dict, args, log) -> d
               "train_s": train_s, "eval_s": time.time() - t0,
               "clips_per_s": float(np.mean([m.get("clips_per_s", np.nan) for m in metrics]))}
     result_path.write_text(json.dumps(result, indent=1))
-    log(f"[{name} seed {seed}] clean {scores['test:clean']['accuracy']:.3f}  "
-        f"degraded mean {degraded_mean(scores):.3f}")
+    log(f"[{name} seed {seed}] " + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in scores.items()))
     return result
 
 
-def _finished(run_dir: Path, epochs: int) -> bool:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+def _finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` trained all the epochs its ``config.json`` asked for."""
+    path, config = run_dir / "metrics.jsonl", run_dir / "config.json"
+    if not path.exists() or not config.exists():
         return False
     lines = [line for line in path.read_text().splitlines() if line.strip()]
+    epochs = json.loads(config.read_text())["train_config"]["epochs"]
     return bool(lines) and json.loads(lines[-1]).get("epoch") == epochs
 
 
@@ -576,10 +842,12 @@ def summarize_results(results: list[dict]) -> dict:
         row = table.setdefault(r["chain"], {})
         s = r["scores"]
         cols = {k: s[k]["accuracy"] for k in s}
-        cols["degraded_mean"] = degraded_mean(s)
-        cols["degraded_worst"] = min(s[k]["accuracy"] for k in degraded_keys(s))
+        if degraded_keys(s):
+            cols["degraded_mean"] = degraded_mean(s)
+            cols["degraded_worst"] = min(s[k]["accuracy"] for k in degraded_keys(s))
+        cols["train_s"] = r.get("train_s") or float("nan")
         eng = [k for k in s if k.startswith("engines:") and k != "engines:clean"]
-        if eng:
+        if eng and "test:clean" in s:
             cols["engines_degraded_mean"] = float(np.mean([s[k]["accuracy"] for k in eng]))
         for k, v in cols.items():
             row.setdefault(k, []).append(v)
@@ -617,6 +885,31 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+ENGINE_COLUMNS = ("espeak:clean", "engines:clean", "engines:reverb", "engines:reverb_sabine", "engines:noise",
+                  "engines:phone", "engines:all3")
+
+
+def engine_table(summary: dict) -> str:
+    """Round 4's table: one row per chain/setting, the conditions as columns, the goals last;
+    accuracy in %, mean ± half-range over the n seeds; training wall time in minutes."""
+    head = ["setting (n seeds)"] + [c.replace("engines:", "") for c in ENGINE_COLUMNS] + ["train min"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, row in summary.items():
+        n = row["engines:clean"][2]
+        cells = []
+        for key in ENGINE_COLUMNS:
+            if key not in row:
+                cells.append("–")
+                continue
+            mean, half, _ = row[key]
+            cells.append(f"{100 * mean:.1f}" + (f" ± {100 * half:.1f}" if n > 1 else ""))
+        minutes = row.get("train_s", (float("nan"),))[0] / 60
+        lines.append(f"| {name} ({n}) | " + " | ".join(cells) + f" | {minutes:.1f} |")
+    goals = [f"≥ {GOALS[k]}" if k in GOALS else "" for k in ENGINE_COLUMNS]
+    lines.append("| *goal* | " + " | ".join(goals) + " | ≤ 15 |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------
@@ -630,10 +923,17 @@ def parse_args(argv=None):
     ap.add_argument("--corpus", type=Path, help="espeak-ng corpus from make_kws_corpus.py (--engines espeak-ng)")
     ap.add_argument("--engines-corpus", type=Path, help="optional corpus of other engines (--engines flite,festival)")
     ap.add_argument("--out", type=Path, default=Path("runs/robustness_study"))
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--channels", default="16,32,64,64", help="model size (smaller than the package default, for CPU)")
+    ap.add_argument("--protocol", choices=["voices", "engines"], default="voices",
+                    help="voices: rounds 1-3 (held-out espeak voice families, 14 degradations); engines: round 4 "
+                         "(train on the corpus's own split with `audioconv train` defaults, test on --engines-corpus "
+                         "clean, in rooms, in noise, on a phone line and all three)")
+    ap.add_argument("--epochs", type=int, help="voices: default 15; engines: the trainer's default")
+    ap.add_argument("--batch-size", type=int, help="voices: default 64; engines: the trainer's default")
+    ap.add_argument("--lr", type=float, help="voices: default 3e-3; engines: the trainer's default")
+    ap.add_argument("--channels", help="model size; voices: default 16,32,64,64 (a quarter of the package "
+                                       "default, for CPU); engines: the trainer's default")
+    ap.add_argument("--rirs", default="rirs_train/rirs.jsonl",
+                    help="engines: the RIR bank (`audioconv rirs`) of the r3_rooms/r4_rooms chains")
     ap.add_argument("--seeds", default="0", help="comma list of training seeds")
     ap.add_argument("--chains", default=DEFAULT_CHAINS, help="comma list of chains to compare (see chain_configs)")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
@@ -642,14 +942,21 @@ def parse_args(argv=None):
     ap.add_argument("--tag", default="", help="appended to the chain names of this invocation's runs (with --train-args)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--prepare-only", action="store_true", help="make the data (splits, degraded copies) and stop")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 epochs, none vs default, small test sets")
     ap.add_argument("--evaluate-run", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--manifests", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.evaluate_run is None and args.corpus is None:
         ap.error("--corpus is required")
+    if args.protocol == "engines" and args.evaluate_run is None and args.engines_corpus is None:
+        ap.error("--protocol engines needs --engines-corpus")
+    if args.protocol == "voices":
+        for name, value in (("epochs", 15), ("batch_size", 64), ("lr", 3e-3), ("channels", "16,32,64,64")):
+            if getattr(args, name) is None:
+                setattr(args, name, value)
     if args.quick:
-        args.epochs = min(args.epochs, 2)
+        args.epochs = min(args.epochs or 2, 2)
         if args.chains == DEFAULT_CHAINS:
             args.chains = "none,default"
     if args.threads == 0:
@@ -683,8 +990,13 @@ def main(argv=None) -> int:
         if path is not None and not path.is_dir():
             raise SystemExit(f"corpus folder not found: {path}")
     sys.path.insert(0, str(REPO))
-    manifests = prepare_data(args.corpus, args.engines_corpus, args.out, args.quick, args.data_seed, log)
-    all_chains = chain_configs()
+    if args.protocol == "engines":
+        manifests = prepare_engine_data(args.corpus, args.engines_corpus, args.out, args.quick, args.data_seed, log)
+    else:
+        manifests = prepare_data(args.corpus, args.engines_corpus, args.out, args.quick, args.data_seed, log)
+    if args.prepare_only:
+        return 0
+    all_chains = chain_configs(str(Path(args.rirs).resolve()))
     names = [c for c in args.chains.split(",") if c]
     unknown = [c for c in names if c not in all_chains]
     if unknown:
@@ -700,7 +1012,7 @@ def main(argv=None) -> int:
     (args.out / "results.json").write_text(json.dumps(
         {"results": results, "summary": summary, "default_chain": chain_to_config(default_chain(SAMPLE_RATE_HZ)),
          "settings": {k: str(v) for k, v in vars(args).items()}}, indent=1))
-    table = markdown_table(summary)
+    table = engine_table(summary) if args.protocol == "engines" else markdown_table(summary)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
     return 0

@@ -44,13 +44,18 @@ def test_synthetic_rir_direct_to_reverberant_ratio():
 
 @pytest.mark.parametrize("drr", [(0.0, 12.0), (-6.0, -3.0), None])
 def test_impulse_stays_where_it_was(drr):
-    """Output aligned to the RIR's direct-path peak: an impulse at t0 peaks at t0 (exactly)."""
+    """Output aligned to the RIR's direct path (its first tap of at least half the largest
+    magnitude): an impulse at t0 starts at t0 exactly; with a direct path (any DRR) it peaks there
+    and nothing comes before it."""
     sr, t0 = 16000, 3000
     aug = Reverb(sr, rt60_s=(0.2, 0.8), drr_db=drr, p=1.0)
     x = torch.zeros(16, 1, 12000)
     x[:, :, t0] = 1.0
-    y = aug(x, generator=torch.Generator().manual_seed(0))
-    assert (y[:, 0].abs().argmax(-1) == t0).all()
+    y = aug(x, generator=torch.Generator().manual_seed(0))[:, 0].abs()
+    onset = (y >= 0.5 * y.amax(-1, keepdim=True)).to(torch.uint8).argmax(-1)
+    assert (onset == t0).all()
+    if drr is not None:
+        assert (y.argmax(-1) == t0).all() and (y[:, :t0] < 1e-6 * y.amax(-1, keepdim=True)).all()
 
 
 def test_level_length_and_scipy_convolution():

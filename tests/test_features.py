@@ -6,7 +6,7 @@ import pytest
 import scipy.signal
 import torch
 
-from audioconv.features import LogMel, LogMelConfig
+from audioconv.features import LogMel, LogMelConfig, normalize_logmel
 
 
 def _full_scale_power(cfg: LogMelConfig) -> float:
@@ -169,3 +169,60 @@ def test_the_issue_example_a_06_sine_reads_minus_4_db_not_plus_37():
     assert float((old - db).mean()) == pytest.approx(10 * np.log10(_full_scale_power(fe.config)), abs=1e-3)
     with pytest.raises(ValueError, match="db_reference must be"):
         LogMel(db_reference="dBFS")
+
+
+def _numpy_normalised(db: np.ndarray, mode: str) -> np.ndarray:
+    """The normalisations written out with numpy: ``db`` (n_mels, frames)."""
+    if mode == "clip":
+        centred = db - db.mean()
+        return centred / max(np.sqrt(np.mean(centred ** 2)), 1e-3)
+    centred = db - db.mean(axis=1, keepdims=True)
+    if mode == "bin_mean":
+        return centred
+    return centred / np.maximum(np.sqrt(np.mean(centred ** 2, axis=1, keepdims=True)), 1e-3)
+
+
+@pytest.mark.parametrize("mode", ["clip", "bin_mean", "bin_mean_var"])
+def test_normalised_logmel_matches_the_formula(mode):
+    """Each example normalised on its own: the dB log-mel (checked against librosa above) minus its
+    mean (per clip, or per mel bin over the frames), divided by the matching standard deviation."""
+    x = np.stack([_tone_burst(), 0.05 * np.random.default_rng(1).standard_normal(16000).astype(np.float32)])
+    plain = LogMel(LogMelConfig())(torch.from_numpy(x))[:, 0].double().numpy()
+    ours = LogMel(LogMelConfig(normalize=mode))(torch.from_numpy(x))[:, 0].double().numpy()
+    for i in range(2):
+        np.testing.assert_allclose(ours[i], _numpy_normalised(plain[i], mode), atol=2e-4)
+
+
+@pytest.mark.parametrize("mode", ["bin_mean", "bin_mean_var"])
+def test_bin_normalisation_removes_a_fixed_gain_per_band(mode):
+    """A time-invariant filter whose gain is flat within each mel band is an offset per row in dB:
+    a per-bin normalised log-mel does not see it (nor the level). Here: a gain of -20 dB and a
+    +12 dB step above 4 kHz applied to white noise (rows whose band holds the step are left out)."""
+    n = 32000
+    x = np.random.default_rng(2).standard_normal(n)
+    f = np.fft.rfftfreq(n, 1 / 16000)
+    edges = librosa.mel_frequencies(n_mels=42, fmin=20.0, fmax=8000.0, htk=True)
+    cut = 4000.0
+    gain = np.where(f >= cut, 10 ** (12 / 20), 1.0) * 10 ** (-20 / 20)
+    y = np.fft.irfft(np.fft.rfft(x) * gain, n)
+    # rows whose triangle (edges[k] .. edges[k + 2]) reaches within 100 Hz of the step see part of it
+    far = [k for k in range(40) if edges[k + 2] < cut - 100 or edges[k] > cut + 100]
+    assert len(far) == 37
+    plain = LogMel(LogMelConfig(n_mels=40))
+    # the edge frames see the reflect padding, which a circular filter does not commute with: left out
+    a, b = (normalize_logmel(plain(torch.tensor(v[None], dtype=torch.float32))[:, :, :, 3:-3], mode)[0, 0, far]
+            for v in (x, y))
+    assert plain(torch.tensor(y[None], dtype=torch.float32)).mean() < \
+        plain(torch.tensor(x[None], dtype=torch.float32)).mean() - 10  # the gain is there
+    torch.testing.assert_close(a, b, atol=0.05 if mode == "bin_mean" else 0.02, rtol=0)
+
+
+def test_normalisation_of_a_constant_row_is_zero_not_nan():
+    db = torch.full((2, 1, 4, 10), -80.0)
+    for mode in ("clip", "bin_mean", "bin_mean_var"):
+        out = normalize_logmel(db, mode)
+        assert torch.equal(out, torch.zeros_like(out))
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        normalize_logmel(db, "per_bin")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        LogMel(LogMelConfig(normalize="bins"))

@@ -10,7 +10,7 @@ from .base import Augmentation, uniform
 from .dsp import NOISE_BANK_SAMPLES, circular_windows, fft_convolve, gain_to_power, mean_power, shared_noise_bank
 from .validation import check_range, check_sample_rate
 
-__all__ = ["Reverb", "synthetic_rir", "shape_rir"]
+__all__ = ["Reverb", "synthetic_rir", "shape_rir", "direct_path"]
 
 LN_1000 = 3 * math.log(10)  # amplitude decays by 1000 (energy by 60 dB) over one RT60
 RIR_NOISE_SEED = 60
@@ -84,6 +84,14 @@ def synthetic_rir(rt60_s: float | torch.Tensor, sample_rate: int, drr_db: float 
     return rir[0] if rt60.dim() == 0 else rir
 
 
+def direct_path(rir: torch.Tensor) -> torch.Tensor:
+    """Index of the direct path of each impulse response ``(B, L)`` → ``(B,)`` int64: the first tap
+    whose magnitude reaches half the largest one. (In a room the largest tap is not always the direct
+    sound: several reflections can arrive together, and a fractional delay splits a tap in two.)"""
+    magnitude = rir.abs()
+    return (magnitude >= 0.5 * magnitude.amax(-1, keepdim=True)).to(torch.uint8).argmax(-1)
+
+
 class Reverb(Augmentation):
     """Convolve each example with a room impulse response, keeping its timing and level.
 
@@ -93,7 +101,8 @@ class Reverb(Augmentation):
     example gets a recorded RIR drawn from the bank instead (decoded once, cached per device).
 
     The convolution runs by FFT at a fast length. The output is taken from the RIR's
-    direct-path peak (its largest magnitude) on, so an impulse at sample ``t`` stays at ``t``
+    direct path on (:func:`direct_path`: its first tap of at least half the largest magnitude),
+    so an impulse at sample ``t`` stays at ``t``
     and labels keep their timing; it has the input's length and, per example, the input's RMS
     (over the real samples when ``lengths`` is given).
 
@@ -149,7 +158,7 @@ class Reverb(Augmentation):
         if self._bank is None and self.drr_db is not None and self.drr_db[0] >= 0:
             latest = 0  # the direct path outweighs the whole tail, so sample 0 is the peak
         else:
-            peak = rir.abs().argmax(-1)  # direct path: (N,)
+            peak = direct_path(rir)  # (N,)
             latest = int(peak.max())  # one sync on CUDA
 
         def finish(wet, dry, start, stop):  # wet (n, C, latest + T): align to the direct path, keep the RMS

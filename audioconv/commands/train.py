@@ -22,7 +22,7 @@ multi-node: run on every node
 _FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
            "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
-           "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer")
+           "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer", "normalize")
 _EXTRA_FIELDS = ("ema", "mixup", "early_stopping", "tensorboard")
 
 
@@ -73,6 +73,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--channels", type=_channels,
                        help=f"cnn: conv channels per block (default {','.join(map(str, d.channels))})")
     model.add_argument("--n-mels", type=int, help=f"log-mel bins (default {d.n_mels})")
+    model.add_argument("--normalize", choices=["none", "clip", "bin_mean", "bin_mean_var"],
+                       help=f"per-example log-mel normalisation: per clip, per mel bin (mean, or mean and "
+                            f"variance over time) or none (default {d.normalize})")
     model.add_argument("--dropout", type=float,
                        help=f"cnn: before the head; bcresnet: on each block's temporal feature (default {d.dropout})")
     model.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], help=f"cnn (default {d.activation})")
@@ -129,12 +132,12 @@ def _add_extra_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args):
     """TrainConfig from parsed args: defaults, then OUT/config.json when resuming, then the options given."""
-    from audioconv.training.config import TrainConfig
+    from audioconv.training.config import LEGACY_DEFAULTS, TrainConfig
 
     base = TrainConfig().to_dict()
     given = {name: getattr(args, name) for name in _FIELDS + _EXTRA_FIELDS if getattr(args, name, None) is not None}
     if args.resume:
-        base.update(_saved_config(args.out))
+        base.update({**LEGACY_DEFAULTS, **_saved_config(args.out)})
         _refuse_changed_settings(base, given, Path(args.out) / "config.json")
     if "manifest" in given:
         base.update(train=None, val=None)
@@ -194,7 +197,7 @@ def _saved_config(out: str | None) -> dict:
             raise ValueError(f"--resume: {saved} is not a run's config.json (no train_config)") from None
     else:
         config = load_checkpoint(last).get("train_config") or {}
-    return {"freq_warp": 0.0, **config}  # a run saved before the warp existed trained without it
+    return config
 
 
 def run(args) -> int:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits"]
+__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "LEGACY_DEFAULTS"]
+
+#: Fields added to :class:`TrainConfig` after runs were written without them, with the value such a run
+#: used (a resumed run's saved settings are read on top of these, not on top of today's defaults).
+LEGACY_DEFAULTS = {"normalize": "none", "freq_warp": 0.0}  # (no frequency warp before it existed)
 
 
 def parse_splits(value) -> tuple[str, ...]:
@@ -37,7 +41,8 @@ class TrainConfig:
     (:class:`~audioconv.models.bcresnet.BCResNet`; ``dropout`` on each block's temporal feature) or
     ``"package.module:factory"`` (:mod:`audioconv.models.registry`); ``width`` scales it (cnn:
     channels × width; bcresnet: BC-ResNet-width, default 1; a factory gets ``width=``; ``None`` = the
-    model's own size); ``n_mels`` log-mel bins. Augmentation: ``augment`` is
+    model's own size); ``n_mels`` log-mel bins; ``normalize`` the front end's per-example
+    normalisation (:data:`audioconv.features.NORMALIZATIONS`). Augmentation: ``augment`` is
     ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
     chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
     ``freq_mask_bins`` mel bins / ``time_mask_frames`` frames, ``n_freq_masks`` / ``n_time_masks``
@@ -77,6 +82,7 @@ class TrainConfig:
     activation: str = "relu"
     dropout: float = 0.2
     n_mels: int = 64
+    normalize: str = "none"
     # augmentation
     augment: str = "default"
     specaugment: bool = True
@@ -166,6 +172,10 @@ class TrainConfig:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if not 0.0 <= self.min_lr_frac <= 1.0:
             raise ValueError(f"min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        from audioconv.features import NORMALIZATIONS
+
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if not 0.0 <= self.freq_warp < 0.5:
             raise ValueError(f"freq_warp must be in [0, 0.5), got {self.freq_warp}")
         if not 0.0 <= self.label_smoothing < 1.0:

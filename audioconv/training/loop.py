@@ -236,8 +236,9 @@ def build_model(config: TrainConfig, n_classes: int):
     if config.model in BUILTIN:
         options["dropout"] = config.dropout
     n_frames = int(round(config.clip_s * config.sample_rate)) // LogMelConfig.hop_length + 1
+    frontend = {"n_mels": int(config.n_mels), **({"normalize": config.normalize} if config.normalize != "none" else {})}
     return build(config.model, n_classes, int(config.sample_rate), width=config.width,
-                 frontend={"n_mels": int(config.n_mels)}, n_frames=n_frames, **options)
+                 frontend=frontend, n_frames=n_frames, **options)
 
 
 def build_augment(config: TrainConfig):
