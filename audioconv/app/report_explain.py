@@ -72,7 +72,9 @@ def explain_test_clips(checkpoint, dataset, probs: np.ndarray, labels: list[str]
 
 
 # ---- outputs of `audioconv sanity` / `audioconv faithfulness` -----------------------------------------
-def _json(path: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` when it cannot be read or is not a JSON object (an
+    output folder the report only looks through)."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -134,7 +136,7 @@ def find_explanation_outputs(folders) -> list[ExplanationFigures]:
             for name, make in (("sanity.json", _sanity_block), ("faithfulness.json", _faithfulness_block)):
                 for path in sorted(folder.glob(pattern.format(name))):
                     key = os.path.realpath(path)
-                    obj = _json(path) if key not in seen else None
+                    obj = read_json_object(path) if key not in seen else None
                     seen.add(key)
                     block = make(path, obj) if obj else None
                     if block is not None:

@@ -28,7 +28,6 @@ training time (relative to the folder training was started from).
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import statistics
@@ -41,7 +40,7 @@ from tqdm.auto import tqdm
 
 from audioconv.app.report import (ClipAudio, InvarianceFigure, LayerFigures, ReportContent, Table, read_metrics,
                                   write_report)
-from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs
+from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs, read_json_object as _json
 from audioconv.io import audio
 from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
@@ -232,12 +231,6 @@ def _evaluate(checkpoint: Path, test: Path, split, device: str, progress: bool):
 
 
 # ---- interpretation figures ---------------------------------------------------------------------------
-def _json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def find_interpretation(folders) -> tuple[list[LayerFigures], Path | None]:

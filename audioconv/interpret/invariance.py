@@ -592,19 +592,8 @@ class InvarianceResult:
 # ---------------------------------------------------------------------------------------------
 def _inputs(traced: TracedModel, inputs, input_kind: str) -> tuple[torch.Tensor, str]:
     """Inputs → ``(waveforms (N, C, T) or log-mel (N, 1, F, T), kind)``, on the CPU."""
-    x = torch.as_tensor(inputs)
-    if not x.is_floating_point():
-        raise ValueError(f"inputs must be a float tensor, got dtype {x.dtype}")
-    if input_kind not in ("auto", "logmel", "waveform"):
-        raise ValueError(f"input_kind must be 'auto', 'logmel' or 'waveform', got {input_kind!r}")
-    kind = input_kind
-    if kind == "auto":
-        n_mels = traced.frontend.config.n_mels if traced.frontend is not None else None
-        logmel = x.dim() == 4 or traced.frontend is None or (x.dim() == 3 and x.shape[1] == n_mels)
-        kind = "logmel" if logmel else "waveform"
+    x, kind = traced.input_kind(inputs, input_kind)
     if kind == "waveform":
-        if traced.frontend is None:
-            raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
         x = x.unsqueeze(1) if x.dim() == 2 else x
         if x.dim() != 3:
             raise ValueError(f"waveforms must be (clips, channels, samples) or (clips, samples), got {tuple(x.shape)}")

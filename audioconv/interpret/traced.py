@@ -107,15 +107,9 @@ class TracedModel:
         return acts or [n for n, _ in self.model.named_modules() if n]
 
     # ---- inputs -----------------------------------------------------------------------------
-    def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
-        """Inputs → log-mel ``(B, 1, F, T)`` on the device in the model's dtype.
-
-        Args:
-            inputs: waveforms ``(B, C, T)`` / ``(B, T)`` (models with a front end) or log-mel
-                ``(B, 1, F, T)`` / ``(B, F, T)``.
-            input_kind: ``"auto"`` (4-D, or 3-D with ``n_mels`` rows, or any input of a model
-                without front end is log-mel; other input is a waveform), ``"logmel"`` or ``"waveform"``.
-        """
+    def input_kind(self, inputs, input_kind: str = "auto") -> tuple[torch.Tensor, str]:
+        """``(inputs as a float tensor, "waveform" or "logmel")``: what :meth:`to_logmel` is given
+        (``input_kind`` as there; ``"auto"`` decided from the shape and the model's front end)."""
         x = torch.as_tensor(inputs)
         if not x.is_floating_point():
             raise ValueError(f"inputs must be a float tensor, got dtype {x.dtype}")
@@ -126,10 +120,22 @@ class TracedModel:
             n_mels = self.frontend.config.n_mels if self.frontend is not None else None
             logmel = x.dim() == 4 or self.frontend is None or (x.dim() == 3 and x.shape[1] == n_mels)
             kind = "logmel" if logmel else "waveform"
+        if kind == "waveform" and self.frontend is None:
+            raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
+        return x, kind
+
+    def to_logmel(self, inputs, input_kind: str = "auto") -> torch.Tensor:
+        """Inputs → log-mel ``(B, 1, F, T)`` on the device in the model's dtype.
+
+        Args:
+            inputs: waveforms ``(B, C, T)`` / ``(B, T)`` (models with a front end) or log-mel
+                ``(B, 1, F, T)`` / ``(B, F, T)``.
+            input_kind: ``"auto"`` (4-D, or 3-D with ``n_mels`` rows, or any input of a model
+                without front end is log-mel; other input is a waveform), ``"logmel"`` or ``"waveform"``.
+        """
+        x, kind = self.input_kind(inputs, input_kind)
         x = x.to(self.device)
         if kind == "waveform":
-            if self.frontend is None:
-                raise ValueError("waveform inputs need a model with a LogMel front end (a SpectrogramCNN)")
             with torch.no_grad():
                 x = self.frontend(x)
         elif x.dim() == 3:
