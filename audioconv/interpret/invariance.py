@@ -442,7 +442,13 @@ class _Sums:
         self._add(self.orig, li, phi - self.centre[li])
 
     def add(self, rows: slice, li: int, ai: int, phi: torch.Tensor, psi: torch.Tensor, c: _Compare) -> None:
-        """Clips ``rows``: original maps ``phi`` and transformed ``psi`` ``(B, C, H, W)``."""
+        """Clips ``rows``: original maps ``phi`` and transformed ``psi`` ``(B, C, H, W)`` (``psi is phi`` at
+        the identity amount: distances 0, and the normaliser reads the originals' sums)."""
+        if psi is phi:
+            self.d2_inv[rows, li, ai] = 0.0
+            if c.box is not None:
+                self.d2_eq[rows, li, ai] = 0.0
+            return
         self._add(self.trans, (li, ai), psi - self.centre[li])
         d2 = (psi - phi).square_().sum(1)  # (B, H, W)
         self.d2_inv[rows, li, ai] = (d2 * c.inv).sum((1, 2)).double().cpu().numpy()
@@ -454,7 +460,7 @@ class _Sums:
         """``R²``: mean over pairs of different clips of ½(‖φ_i − φ_j‖² + ‖ψ_i − ψ_j‖²) on the compared
         cells (nan when the clips do not differ there)."""
         mask = c.inv if kind == "inv" else c.eq[c.box]
-        (s1, s2), (t1, t2) = self.orig[li], self.trans[(li, ai)]
+        (s1, s2), (t1, t2) = self.orig[li], self.trans.get((li, ai), self.orig[li])
         if kind == "eq":
             s1, s2, t1, t2 = _moved(s1, c), _moved(s2, c), t1[(..., *c.box)], t2[c.box]
         total, energy = 0.0, 0.0

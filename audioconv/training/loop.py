@@ -924,8 +924,9 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
                     bar.set_postfix({k: round(v, 4) for k, v in metrics.items()
                                      if k in ("train_loss", "val_accuracy", "val_macro_f1") and v is not None})
             bar.close()
-            distributed.barrier(state.info)
-            return _summary(state)
+            summary = _summary(state)
+            distributed.barrier(state.info)  # (after the summary: no rank tears the group down while another works)
+            return summary
         finally:
             if state.tb is not None:
                 state.tb.close()
