@@ -259,3 +259,37 @@ def test_model_is_left_as_it_was():
     assert all(m.training for m in model.modules())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+class _InPlace(nn.Module):
+    """Each captured output is later written in place: relu_, +=, F.relu(inplace=True), item assignment."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        a.relu_()
+        b = self.conv2(a)
+        b += a
+        b = F.relu(b, inplace=True)
+        b[:, 0] = 0.0
+        return self.head(b.mean(dim=(2, 3)))
+
+
+def test_several_captured_maps_survive_later_in_place_calls():
+    """Feature maps of several layers in one pass equal the values each layer had when it ran, even
+    when the model later writes them in place (references: forward hooks that copy at once)."""
+    torch.manual_seed(0)
+    model, x = _InPlace().double().eval(), _x((2, 1, 6, 7))
+    copied = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: copied.__setitem__(n, o.detach().clone()))
+             for n, m in model.named_modules() if n in ("conv1", "conv2")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    got = Projector(model, mode="gradient").traced.feature_maps(x, ["conv1", "conv2", "head"])
+    assert torch.equal(got["conv1"], copied["conv1"]) and torch.equal(got["conv2"], copied["conv2"])

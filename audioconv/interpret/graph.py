@@ -149,6 +149,22 @@ def _label(func) -> str:
     return f"torch.{name}"
 
 
+_IN_PLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+                     "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"}
+
+
+def _may_write_in_place(func, args, kwargs) -> bool:
+    """Whether a torch call may write into its first argument (or ``out=``): ``x.relu_()``, ``x += y``,
+    ``x[i] = v``, ``F.relu(x, inplace=True)`` (any ``True`` argument after the first counts: copying
+    once too often costs a copy, missing one would corrupt a captured map)."""
+    name = getattr(func, "__name__", "")
+    if name in _IN_PLACE_DUNDERS or kwargs.get("out") is not None:
+        return True
+    if name.endswith("_") and not name.endswith("__"):
+        return True
+    return kwargs.get("inplace") is True or any(a is True for a in args[1:])
+
+
 class _Tracer(TorchFunctionMode):
     """Records the calls made on signals while the model runs (see the module docstring)."""
 
@@ -168,6 +184,7 @@ class _Tracer(TorchFunctionMode):
         self.counts: dict[str, int] = {}
         self.aliases: dict[str, int] = {}
         self.found: dict[str, int] = {}
+        self.uncopied: dict[str, torch.Tensor] = {}  # captured outputs not yet copied (see _snapshot)
         self.calls: dict[str, int] = {}  # module name -> calls so far
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -197,9 +214,23 @@ class _Tracer(TorchFunctionMode):
         return node.index
 
     def _found(self, key: str, index: int, t: torch.Tensor):
-        # with several layers wanted, a later in-place call could overwrite an earlier one's output (a
-        # capture for autograd keeps the tensor itself: a clone is not on the way to the output)
-        self.found[key] = (index, t.clone() if len(self.wanted) > 1 and self.stop else t)
+        # with several layers wanted, a later in-place call could overwrite an earlier one's output:
+        # it is copied just before such a call touches its memory (see _snapshot); a capture for
+        # autograd keeps the tensor itself (a clone is not on the way to the output)
+        self.found[key] = (index, t)
+        if len(self.wanted) > 1 and self.stop:
+            self.uncopied[key] = t
+
+    def _snapshot(self, func, args, kwargs) -> None:
+        """Before a call that may write in place: copy the captured outputs whose memory it may write."""
+        if not _may_write_in_place(func, args, kwargs):
+            return
+        targets = [a for a in (*args[:1], kwargs.get("out")) if isinstance(a, torch.Tensor)]
+        ptrs = {a.untyped_storage().data_ptr() for a in targets}
+        for key, t in list(self.uncopied.items()):
+            if t.untyped_storage().data_ptr() in ptrs:
+                self.found[key] = (self.found[key][0], t.clone())
+                del self.uncopied[key]
 
     def _maybe_stop(self):
         if self.stop and self.wanted and self.wanted <= set(self.found):
@@ -208,6 +239,8 @@ class _Tracer(TorchFunctionMode):
     # ---- the mode -----------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.uncopied:
+            self._snapshot(func, args, kwargs)
         call = Call(func, args, kwargs, self.is_live)
         live = [t for t in call.tensors() if self.is_live(t)]
         if not live or func in NO_SIGNAL:
