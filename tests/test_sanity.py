@@ -165,7 +165,7 @@ def test_cli_sanity_writes_json_and_figures(checkpoint, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--methods", "gradient,lime"], "--methods: unknown method 'lime'"),
     (["--unit", "conv2"], "--unit must be LAYER:CHANNEL"),
-    (["--target", "dog"], "--target must be 'predicted', 'label', a class name (a, b) or an index"),
+    (["--target", "dog"], "--target 'dog' is not a class: use 'predicted', 'label', a class name (a, b) or an index 0..1"),
     (["--target", "7"], "--target 7 is out of range"),
     (["--layers", "features.bn1"], "cannot re-initialise 'features.bn1'"),
 ])

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from _tones import CLIP_S, SAMPLE_RATE, make_corpus
+from test_train import Stop, chain_stopping_after
 from audioconv.cli import main
 from audioconv.training import loop
 from audioconv.training.batches import TrainingWarning
@@ -23,7 +24,7 @@ from audioconv.training.checkpoint import load_checkpoint, load_model
 from audioconv.training.config import TrainConfig, lr_at
 from audioconv.training.ema import debiased_decay, ema_decay_advice, make_ema
 from audioconv.training.evaluate import evaluate
-from audioconv.training.loop import build_augment, fit, setup, train_step
+from audioconv.training.loop import fit, setup, train_step
 from audioconv.training.mixup import MixDraw, draw_mixup, mix_inputs, mixup_correct, mixup_loss
 from audioconv.utils import mix_seed
 
@@ -275,19 +276,6 @@ def test_metrics_csv_equals_metrics_jsonl(corpus, tmp_path):
 
 
 # ------------------------------------------------------------------------------ resume
-class Stop(Exception):
-    pass
-
-
-def stopping_after(cfg, n_steps):
-    chain, calls = build_augment(cfg), []
-
-    def augment(x, generator=None, lengths=None):
-        calls.append(1)
-        if len(calls) > n_steps:
-            raise Stop
-        return x if chain is None else chain(x, generator=generator, lengths=lengths)
-    return augment
 
 
 def test_resume_is_bit_identical_with_ema_mixup_and_early_stopping(corpus, tmp_path, monkeypatch):
@@ -300,7 +288,7 @@ def test_resume_is_bit_identical_with_ema_mixup_and_early_stopping(corpus, tmp_p
     run = tmp_path / "killed"
     cfg = tiny(corpus, run, **settings)
     with pytest.raises(Stop):  # interrupted in epoch 6, after step 5 * 18 + 7 (last.pt of that step)
-        fit(cfg, progress=False, augment=stopping_after(cfg, 5 * 18 + 7))
+        fit(cfg, progress=False, augment=chain_stopping_after(cfg, 5 * 18 + 7))
     assert load_checkpoint(run / "last.pt")["progress"]["batches_done"] == 7
     (run / "metrics.csv").write_text("epoch\n")  # as if killed between metrics.jsonl and metrics.csv
     resumed = fit(TrainConfig.from_dict({**cfg.to_dict(), "resume": True}), progress=False)

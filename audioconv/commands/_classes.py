@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["parse_targets", "project_classes"]
+__all__ = ["parse_targets", "class_index", "project_classes"]
 
 SOUND_MODES = {"masked.wav": ("deconv", "guided", "gradient"), "griffinlim.wav": ("deconv", "guided")}
 
@@ -28,20 +28,22 @@ def parse_targets(text: str, labels: list[str]) -> list[int] | None:
         return None
     if t in labels:
         return [labels.index(t)]
-    out = []
-    for part in (p.strip() for p in t.split(",")):
-        if part in labels:
-            out.append(labels.index(part))
-            continue
-        try:
-            index = int(part)
-        except ValueError:
-            raise ValueError(f"--target {part!r} is not a class: use 'predicted', a class name ({', '.join(labels)}) "
-                             f"or an index 0..{len(labels) - 1}") from None
-        if not 0 <= index < len(labels):
-            raise ValueError(f"--target {index} is out of range: the model has classes 0..{len(labels) - 1}")
-        out.append(index)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(class_index(part.strip(), labels) for part in t.split(",")))
+
+
+def class_index(part: str, labels: list[str], choices: str = "'predicted'") -> int:
+    """One ``--target`` class, by name or index → its index; ValueError naming ``--target``, the
+    other accepted words (``choices``) and the valid names otherwise."""
+    if part in labels:
+        return labels.index(part)
+    try:
+        index = int(part)
+    except ValueError:
+        raise ValueError(f"--target {part!r} is not a class: use {choices}, a class name ({', '.join(labels)}) "
+                         f"or an index 0..{len(labels) - 1}") from None
+    if not 0 <= index < len(labels):
+        raise ValueError(f"--target {index} is out of range: the model has classes 0..{len(labels) - 1}")
+    return index
 
 
 def _write_class(folder: Path, proj, k: int, mono, logmel_cpu, sr: int, n_iter: int, title: str) -> list[str]:

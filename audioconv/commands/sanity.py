@@ -77,16 +77,9 @@ def class_target(text: str, labels: list[str], clip_labels: list[int]):
         return None
     if t == "label":
         return list(clip_labels)
-    if t in labels:
-        return labels.index(t)
-    try:
-        index = int(t)
-    except ValueError:
-        raise ValueError(f"--target must be 'predicted', 'label', a class name ({', '.join(labels)}) or an index, "
-                         f"got {text!r}") from None
-    if not 0 <= index < len(labels):
-        raise ValueError(f"--target {index} is out of range: the model has classes 0..{len(labels) - 1}")
-    return index
+    from audioconv.commands._classes import class_index
+
+    return class_index(t, labels, choices="'predicted', 'label'")
 
 
 def load_clips(args):
