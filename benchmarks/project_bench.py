@@ -59,6 +59,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _residual import BasicBlock  # noqa: E402  (the tests' ResNet basic block: one definition)
+from _tiny_cnn import Classify  # noqa: E402  (and their model.classify wrapper)
 
 
 class AudioResNet(nn.Module):
@@ -82,15 +83,6 @@ class AudioResNet(nn.Module):
         return self.head(x)
 
 
-class _Classify(nn.Module):
-    """Wrap ``SpectrogramCNN.classify`` as a module so Captum can hook its ReLUs (log-mel in, logits out)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
 
 
 def _timed(fn):
@@ -169,7 +161,7 @@ def main(argv=None) -> int:
     if args.model != "resnet":
         modules = dict(model.named_modules())
         act_module = model.feature_module(args.layer) if args.layer in model.layer_names else modules[args.layer]
-        wrapped = _Classify(model)
+        wrapped = Classify(model)
     else:
         act_module, wrapped = dict(model.named_modules())[args.layer], model
     B, K = x.shape[0], len(units)

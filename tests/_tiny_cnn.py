@@ -37,3 +37,14 @@ def tiny_sequential_cnn(seed: int = 0) -> torch.nn.Sequential:
         bn.running_var.uniform_(0.5, 2.0)
         bn.bias.uniform_(-0.2, 0.8)
     return m.double().eval()
+
+
+class Classify(torch.nn.Module):
+    """``model.classify`` (log-mel in, logits out) as a module, so Captum can run and hook it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.classify(x)

@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from audioconv.cli import main
 from audioconv.features import LogMel
@@ -14,19 +13,12 @@ from audioconv.interpret import saliency
 from audioconv.interpret.sonify import masked_audio
 from audioconv.io import audio
 from audioconv.training.checkpoint import save_checkpoint
-from _tiny_cnn import tiny_cnn
+from _tiny_cnn import Classify, tiny_cnn
 import test_cli_project
 
 setup = test_cli_project.setup  # the fixture: a tiny checkpoint and three tones
 
 
-class _Classify(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
 
 
 def _project(root, *extra, out="cls"):
@@ -52,7 +44,7 @@ def test_project_a_class_by_name_matches_captum_deconvolution(setup):
     m64 = tiny_cnn(0).double().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = captum_attr.Deconvolution(_Classify(m64)).attribute(logmel.double(), target=1)[0, 0]
+        ref = captum_attr.Deconvolution(Classify(m64)).attribute(logmel.double(), target=1)[0, 0]
     assert info["map_max"] == pytest.approx(float(ref.max()), rel=1e-4)
     assert info["map_min"] == pytest.approx(float(ref.min()), rel=1e-4)
     masked, _ = audio.load(out / "masked.wav")

@@ -11,21 +11,12 @@ from torch import nn
 from audioconv.interpret import Projector, Unit, grad_cam, guided_grad_cam, saliency
 from audioconv.models.spectrogram_cnn import SpectrogramCNN
 from _methods_models import make
-from _tiny_cnn import tiny_cnn
+from _tiny_cnn import Classify, tiny_cnn
 
 captum_attr = pytest.importorskip("captum.attr")
 TOL = 1e-9
 
 
-class _Classify(nn.Module):
-    """``SpectrogramCNN.classify`` as a module, so Captum can run it."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
 
 
 class _LayerOutput(nn.Module):
@@ -64,7 +55,7 @@ def _cases():
     tiny = tiny_cnn(0).double()
     res, fun, bc = make("resnet"), make("functional"), make("bcblock")
     return [
-        ("spectrogram_cnn", tiny, _Classify(tiny), "conv2", tiny.feature_module("conv2")),
+        ("spectrogram_cnn", tiny, Classify(tiny), "conv2", tiny.feature_module("conv2")),
         ("resnet", res, res, "top", res.top),
         ("functional", fun, make("resnet"), "top", make("resnet").top),  # same weights, F.relu / relu_ inside
         ("bcblock", bc, bc, "out_relu", bc.out_relu),
@@ -138,7 +129,7 @@ def test_grad_cam_of_a_unit_matches_captum():
     x = _input(9) * 5 - 40
     unit = Unit("conv2", 5, (3, 4))
     cam = grad_cam(model, x, "conv1", unit, relu=False, device="cpu")
-    fm = _LayerOutput(_Classify(model), model.feature_module("conv2"))
+    fm = _LayerOutput(Classify(model), model.feature_module("conv2"))
     fm(x)
     _, _, H, W = fm.shape
     index = 5 * H * W + 3 * W + 4  # (channel 5, f 3, t 4) in the flattened layer output

@@ -18,6 +18,7 @@ import torch
 
 from audioconv.interpret import Projector
 from _residual import bcresnet_cnn, densenet_cnn, functional_resnet, reference_maps, resnet_cnn
+from _tiny_cnn import Classify
 
 captum_attr = pytest.importorskip("captum.attr")
 CAPTUM = {"deconv": captum_attr.NeuronDeconvolution, "guided": captum_attr.NeuronGuidedBackprop,
@@ -165,15 +166,6 @@ def test_negative_activations_project_as_the_negated_neuron(mode):
 
 
 # ---- the package's own residual family ------------------------------------------------------------
-class _Classify(torch.nn.Module):
-    """``model.classify`` as a module (Captum runs ``forward``)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.classify(x)
 
 
 def _builtin_bcresnet():
@@ -201,6 +193,6 @@ def test_builtin_bcresnet_matches_the_reference_and_captum(mode):
                 ref = reference_maps(model, x, module, mode, _unit_seed(proj, k), entry=model.classify)
                 assert _rel(proj.maps[:, k], ref) <= TOL, (layer, mode, crop, k)
                 if mode == "gradient":
-                    cap = _captum(mode, _Classify(model), module, x, lambda out, k=k: out[
+                    cap = _captum(mode, Classify(model), module, x, lambda out, k=k: out[
                         torch.arange(2), proj.channel_of(0, k), proj.positions[:, k, 0], proj.positions[:, k, 1]])
                     assert _rel(proj.maps[:, k], cap * proj.activations[:, k, None, None]) <= TOL
