@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from _tones import CLIP_S, SAMPLE_RATE, make_corpus
-from test_train import Stop, chain_stopping_after
+from test_train import Stop, chain_stopping_after, tiny as tiny_run
 from audioconv.cli import main
 from audioconv.training import loop
 from audioconv.training.batches import TrainingWarning
@@ -39,10 +39,8 @@ def corpus(tmp_path_factory):
 
 
 def tiny(corpus, out, **kw) -> TrainConfig:
-    base = dict(train=str(corpus["train"]), val=str(corpus["val"]), out=str(out), sample_rate=SAMPLE_RATE,
-                clip_s=CLIP_S, channels=(8, 16), n_mels=32, epochs=3, batch_size=4, lr=3e-3, augment="none",
-                specaugment=False, workers=0, threads=1, seed=0)
-    return TrainConfig(**{**base, **kw})
+    """test_train's tiny run, 3 epochs unless told otherwise."""
+    return tiny_run(corpus, out, **{"epochs": 3, **kw})
 
 
 def read_metrics(run: Path) -> list[dict]:
