@@ -139,6 +139,26 @@ class ReportContent:
 
 
 # ---------------------------------------------------------------------------------------------
+# outputs of the interpretation commands
+# ---------------------------------------------------------------------------------------------
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or ``None`` when it cannot be read or is not a JSON object (an
+    output folder the report only looks through)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def output_files(folder, names: list[str]) -> list[Path]:
+    """Files called ``names`` (glob patterns) in ``folder`` and its sub-folders two levels down, where
+    the interpretation commands' outputs are looked for: level by level, in ``names`` order, sorted."""
+    folder = Path(folder)
+    return [p for prefix in ("", "*/", "*/*/") for name in names for p in sorted(folder.glob(prefix + name))]
+
+
+# ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -12,13 +12,12 @@ outputs of ``audioconv sanity`` / ``audioconv faithfulness`` found next to the r
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from audioconv.app.report import ExplanationFigures, Table
+from audioconv.app.report import ExplanationFigures, Table, output_files, read_json_object
 
 __all__ = ["explain_test_clips", "choose_clips", "find_explanation_outputs"]
 
@@ -72,14 +71,6 @@ def explain_test_clips(checkpoint, dataset, probs: np.ndarray, labels: list[str]
 
 
 # ---- outputs of `audioconv sanity` / `audioconv faithfulness` -----------------------------------------
-def read_json_object(path: Path) -> dict | None:
-    """The JSON object in ``path``, or ``None`` when it cannot be read or is not a JSON object (an
-    output folder the report only looks through)."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _near(path: Path, png) -> Path | None:
@@ -129,16 +120,14 @@ def _faithfulness_block(path: Path, obj: dict) -> ExplanationFigures | None:
 def find_explanation_outputs(folders) -> list[ExplanationFigures]:
     """Blocks for every ``sanity.json`` / ``faithfulness.json`` (with its PNGs) in ``folders`` and their
     sub-folders (two levels); a JSON whose figures are missing is skipped."""
+    makers = {"sanity.json": _sanity_block, "faithfulness.json": _faithfulness_block}
     blocks, seen = [], set()
     for folder in folders:
-        folder = Path(folder)
-        for pattern in ("{}", "*/{}", "*/*/{}"):
-            for name, make in (("sanity.json", _sanity_block), ("faithfulness.json", _faithfulness_block)):
-                for path in sorted(folder.glob(pattern.format(name))):
-                    key = os.path.realpath(path)
-                    obj = read_json_object(path) if key not in seen else None
-                    seen.add(key)
-                    block = make(path, obj) if obj else None
-                    if block is not None:
-                        blocks.append(block)
+        for path in output_files(folder, list(makers)):
+            key = os.path.realpath(path)
+            obj = read_json_object(path) if key not in seen else None
+            seen.add(key)
+            block = makers[path.name](path, obj) if obj else None
+            if block is not None:
+                blocks.append(block)
     return blocks

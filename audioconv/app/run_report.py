@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioconv.app.report import (ClipAudio, InvarianceFigure, LayerFigures, ReportContent, Table, read_metrics,
-                                  write_report)
-from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs, read_json_object as _json
+from audioconv.app.report import (ClipAudio, InvarianceFigure, LayerFigures, ReportContent, Table, output_files,
+                                  read_json_object as _json, read_metrics, write_report)
+from audioconv.app.report_explain import explain_test_clips, find_explanation_outputs
 from audioconv.io import audio
 from audioconv.io.files import ensure_folder, write_json
 from audioconv.io.manifest import iter_manifest
@@ -240,11 +240,7 @@ def find_interpretation(folders) -> tuple[list[LayerFigures], Path | None]:
     layers: dict[str, LayerFigures] = {}
     convergence = None
     for folder in folders:
-        folder = Path(folder)
-        candidates = [folder / "index.json", folder / "evolve.json"] + sorted(folder.glob("*/index.json")) \
-            + sorted(folder.glob("*/evolve.json")) + sorted(folder.glob("*/*/index.json")) \
-            + sorted(folder.glob("*/*/evolve.json"))
-        for path in candidates:
+        for path in output_files(folder, ["index.json", "evolve.json"]):
             obj = _json(path) if path.is_file() else None
             if not obj or not isinstance(obj.get("layers"), dict):
                 continue
@@ -275,9 +271,7 @@ def find_invariance(folders) -> list[InvarianceFigure]:
 
     found: dict[str, InvarianceFigure] = {}
     for folder in folders:
-        folder = Path(folder)
-        for path in [*sorted(folder.glob("invariance_*.json")), *sorted(folder.glob("*/invariance_*.json")),
-                     *sorted(folder.glob("*/*/invariance_*.json"))]:
+        for path in output_files(folder, ["invariance_*.json"]):
             obj = _json(path)
             name = obj.get("transform") if obj else None
             png = path.with_suffix(".png")
