@@ -91,7 +91,11 @@ class Clip(Augmentation):
 
     def _transform(self, x, params, lengths):
         threshold = clip_threshold(x, params, lengths)[:, None, None]
-        return torch.clamp(x, min=-threshold, max=threshold)
+        if x.requires_grad:
+            return torch.clamp(x, min=-threshold, max=threshold)
+        # the same values; clamp between per-row tensor bounds took twice as long on the CPU
+        y = torch.maximum(x, threshold.neg())
+        return torch.minimum(y, threshold, out=y)
 
     def describe(self, params, index):
         if "percentile" in params:
