@@ -153,3 +153,32 @@ def test_time_mask_silences_the_drawn_chunks_and_nothing_else():
 def test_bad_arguments_name_the_parameter(make, word):
     with pytest.raises(ValueError, match=word):
         make()
+
+
+@pytest.mark.parametrize("one_by_one", [True, False])
+def test_events_are_added_at_their_rows_and_starts_overlapping_ones_summed(one_by_one):
+    from audioconv.augment.events import add_at
+
+    x = clean(b=3, c=2, t=50)
+    g = torch.Generator().manual_seed(5)
+    events = torch.randn(5, 20, generator=g, dtype=torch.float64)
+    length = torch.tensor([20, 7, 12, 20, 1])
+    events[torch.arange(20) >= length[:, None]] = 0
+    row, start = torch.tensor([0, 0, 2, 1, 2]), torch.tensor([3, 10, 45, 30, 0])  # 0 and 1 overlap; 2 runs past T
+    want = x.numpy().copy()
+    for m in range(5):
+        stop = min(int(start[m]) + int(length[m]), 50)
+        want[int(row[m]), :, int(start[m]):stop] += events[m, : stop - int(start[m])].numpy()
+    np.testing.assert_allclose(add_at(x, row, start, events, length, one_by_one=one_by_one).numpy(), want, atol=1e-12)
+
+
+def test_an_event_shorter_than_two_fades_follows_the_lower_ramp():
+    x = torch.ones(1, 1, 8000, dtype=torch.float64) * 0.1
+    aug = AddEvents(SR, background=torch.ones(2000, dtype=torch.float64), n=(1, 1), snr_db=(0, 0),
+                    duration_s=(0.0125, 0.0125), fade_s=0.01, p=1.0)  # 100 samples, fades of 80
+    added = (aug.apply(x, aug.sample(1, generator=torch.Generator().manual_seed(0))) - x)[0, 0].numpy()
+    (start, stop), = segments(added > 0)
+    t = np.arange(100)
+    want = np.sin(np.pi / 2 * np.clip(np.minimum(t + 0.5, 99.5 - t) / 80, 0, 1)) ** 2
+    envelope = added[start:stop]
+    np.testing.assert_allclose(envelope / envelope.max() * want.max(), want, atol=1e-12)

@@ -10,7 +10,7 @@ from .clips import ClipBank, ClipSource
 from .dsp import gain_to_power, mean_power
 from .validation import check_int_range, check_range, check_sample_rate
 
-__all__ = ["AddEvents"]
+__all__ = ["AddEvents", "add_at"]
 
 
 class AddEvents(Augmentation):
@@ -83,8 +83,9 @@ class AddEvents(Augmentation):
         return state
 
     def events_for(self, params, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """The faded excerpts ``(B, K, E)`` (``E``: the longest excerpt the range and the bank allow)
-        and their lengths ``(B, K)`` int64 that ``params`` (on the target device) pick; unscaled."""
+        """The faded excerpts ``(*S, E)`` (``E``: the longest excerpt the range and the bank allow)
+        and their lengths ``S`` int64 that ``params`` (``event_index``, ``event_pos``,
+        ``duration_s`` of one shape ``S``, e.g. ``(B, K)``, on the target device) pick; unscaled."""
         device = params["event_pos"].device
         starts, lengths = self._bank.layout(device)
         clip_start, clip_len = starts[params["event_index"]], lengths[params["event_index"]]  # (B, K)
@@ -94,27 +95,38 @@ class AddEvents(Augmentation):
         first = clip_start + (params["event_pos"].double() * (clip_len - length + 1)).long()  # (B, K)
         windows = self._padded_signal(device, dtype, width).unfold(0, width, 1)  # (N + 1, E) views
         excerpts = windows.index_select(0, first.reshape(-1)).reshape(*first.shape, width)  # row copies
-        t = torch.arange(width, device=device, dtype=dtype)
+        return self._fade(excerpts, length), length
+
+    def _fade(self, excerpts: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """``excerpts`` ``(*S, E)`` zeroed from ``length`` ``S`` on and faded in place:
+        ``sin^2(pi / 2 * clamp(min(t + 0.5, length - 0.5 - t) / fade, 0, 1))`` at sample ``t``,
+        ``fade`` the fade in samples. That is 1 away from the ends, so it is computed only for
+        the first and the last ``ceil(fade)`` samples of each excerpt (gathered, scaled, written
+        back): the whole excerpt is touched once, by the cut at its length."""
+        width = excerpts.shape[-1]
+        t = torch.arange(width, device=excerpts.device)
+        excerpts.masked_fill_(t >= length[..., None], 0)
         fade = max(self.fade_s * self.sample_rate, 1e-9)
-        ramp = torch.minimum((t + 0.5) / fade, (length[..., None].to(dtype) - 0.5 - t).div_(fade))
-        envelope = ramp.clamp_(0, 1).mul_(torch.pi / 2).sin_().square_()  # sin^2 fades; 0 past the end
-        return excerpts.mul_(envelope), length
+        edge = torch.arange(min(math.ceil(fade), width), device=excerpts.device)
+        where = torch.cat([edge.expand(*length.shape, -1), length[..., None] - edge.flip(0) - 1], -1).clamp_(0, width - 1)
+        dtype = excerpts.dtype
+        ramp = torch.minimum(where.to(dtype) + 0.5, length[..., None].to(dtype) - 0.5 - where).div_(fade)
+        envelope = ramp.clamp_(0, 1).mul_(torch.pi / 2).sin_().square_()  # positions in both ends: same value
+        return excerpts.scatter_(-1, where, excerpts.gather(-1, where).mul_(envelope))
 
     def _transform(self, x, params, lengths):
         batch, _, time = x.shape
-        events, length = self.events_for(params, x.dtype)  # (N, K, E), (N, K)
-        slots, width = events.shape[1:]
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
-        used = (torch.arange(slots, device=x.device) < params["n"][:, None]) & (real[:, None] > 0)
-        power = events.square().sum(-1) / length.to(x.dtype)  # (N, K) over each excerpt's own samples
-        target = mean_power(x, lengths)[:, None] * 10.0 ** (-params["snr_db"].to(x.dtype) / 10)
-        gain = gain_to_power(target, power) * used  # (N, K); 0 for unused slots and silent examples
-        start = (params["start_pos"].double() * real[:, None]).long()  # (N, K)
-        where = start[..., None] + torch.arange(width, device=x.device)  # (N, K, E) sample indices
-        events.mul_(gain[..., None]).mul_(where < real[:, None, None])  # nothing past the real samples
-        added = torch.zeros(batch, time + 1, dtype=x.dtype, device=x.device)  # sample `time` takes the overflow
-        added.scatter_add_(1, where.clamp_(max=time).reshape(batch, -1), events.reshape(batch, -1))
-        return x + added[:, None, :time]
+        slots = torch.arange(params["event_index"].shape[1], device=x.device)
+        used = ((slots < params["n"][:, None]) & (real[:, None] > 0)).reshape(-1).nonzero().squeeze(1)  # (M,)
+        picked = {key: params[key].reshape(-1)[used] for key in self.param_keys[1:]}  # the used slots' draws
+        row = torch.div(used, len(slots), rounding_mode="floor")  # (M,) the example of each event
+        events, length = self.events_for(picked, x.dtype)  # (M, E), (M,)
+        power = torch.linalg.vector_norm(events, dim=-1).square() / length.to(x.dtype)  # over the excerpt's samples
+        target = mean_power(x, lengths)[row] * 10.0 ** (-picked["snr_db"].to(x.dtype) / 10)
+        start = (picked["start_pos"].double() * real[row]).long()  # (M,), below the real end
+        events.mul_(gain_to_power(target, power)[:, None])  # 0 for a silent example
+        return add_at(x, row, start, events, length)
 
     def describe(self, params, index):
         count = int(params["n"][index])
@@ -122,3 +134,31 @@ class AddEvents(Augmentation):
             return "no events"
         snr = params["snr_db"][index, :count]
         return f"{count} event{'s' if count > 1 else ''}, SNR {float(snr.min()):.0f}-{float(snr.max()):.0f} dB"
+
+
+def add_at(x: torch.Tensor, row: torch.Tensor, start: torch.Tensor, events: torch.Tensor,
+           length: torch.Tensor, one_by_one: bool | None = None) -> torch.Tensor:
+    """``x`` ``(B, C, T)`` plus, for each event ``m``, ``events[m, :length[m]]`` (mono, to every
+    channel) added to example ``row[m]`` from sample ``start[m]`` on (cut at ``T``); new memory.
+
+    On the CPU the events are added one by one into a copy of ``x`` (slices of the rows, no
+    scratch memory: 3-4x faster there than the batched form). Elsewhere, in one call: each event
+    goes into a zero row of ``T + E`` samples through an (overlapping) view of that memory as
+    windows of ``E`` samples, where ``index_add_`` adds element by element, so events that overlap
+    in time sum.
+
+    Args:
+        row, start, length: ``(M,)`` ints. events: ``(M, E)``, zero from ``length[m]`` on.
+        one_by_one (bool or None): the event-by-event form; default: on the CPU.
+    """
+    batch, _, time = x.shape
+    if x.device.type == "cpu" if one_by_one is None else one_by_one:
+        y = x.clone()
+        for m, (b, first, count) in enumerate(zip(row.tolist(), start.tolist(), length.tolist())):
+            count = min(count, time - first)
+            y[b, :, first:first + count] += events[m, :count]
+        return y
+    width = events.shape[-1]
+    added = torch.zeros(batch, time + width, dtype=x.dtype, device=x.device)
+    added.view(-1).unfold(0, width, 1).index_add_(0, row * (time + width) + start, events)
+    return x + added[:, None, :time]
