@@ -123,3 +123,18 @@ def test_bad_arguments_name_the_parameter():
         TimeStretch(16000, rate=(0.0, 1.2))
     with pytest.raises(ValueError, match="sample_rate"):
         PitchShift(0)
+
+
+@pytest.mark.parametrize("time", [16000, 16001, 1000])
+def test_stft_and_istft_match_torch_frames_first(time):
+    from audioconv.augment.vocoder import istft, stft
+
+    n_fft, hop = stft_size(16000)
+    x = torch.randn(3, time, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    want = torch.stft(x, n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True)
+    spectrum = stft(x, n_fft, hop)
+    torch.testing.assert_close(spectrum, want.transpose(1, 2), atol=1e-10, rtol=0)
+    spectrum = spectrum * torch.rand(spectrum.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = torch.istft(spectrum.transpose(1, 2), n_fft, hop, window=window, center=True, length=time)
+    torch.testing.assert_close(istft(spectrum, n_fft, hop, time), expected, atol=1e-10, rtol=0)
