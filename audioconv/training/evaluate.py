@@ -86,6 +86,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}", weights)
+    _, scored_weights = checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")  # "ema" or "raw"
     model.to(dev).eval()
     ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
                          labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
@@ -96,5 +97,5 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
                   checkpoint=str(checkpoint), manifest=str(manifest),
-                  weights=checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")[1])
+                  weights=scored_weights)
     return result
