@@ -208,31 +208,6 @@ def misclassified_clips(dataset, probs: np.ndarray, labels: list[str], folder: P
     return clips
 
 
-def _evaluate(checkpoint: Path, ckpt: dict, test: Path, split, device: str, progress: bool):
-    """``(evaluation dict as evaluate() gives it, the dataset, probabilities (N, K), labels, the model)`` of the
-    checkpoint ``ckpt`` read from ``checkpoint``."""
-    import torch
-
-    from audioconv.data.dataset import ManifestDataset
-    from audioconv.training.checkpoint import model_from_checkpoint, run_clip_s
-    from audioconv.training.metrics import confusion_matrix, summarize
-    from audioconv.training.predict import predict_dataset
-    from audioconv.utils import resolve_device
-
-    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}")
-    model.to(resolve_device(device)).eval()
-    ds = ManifestDataset(test, sample_rate=int(model.config.sample_rate), clip_s=run_clip_s(ckpt),
-                         labels=labels, crop="center", split=split, allow_unknown=True)
-    probs = predict_dataset(model, ds, progress=progress)
-    targets = torch.as_tensor(ds.targets)
-    confusion = confusion_matrix(targets, torch.as_tensor(probs.argmax(axis=1)), len(labels))
-    nll = -np.log(np.clip(probs[np.arange(len(ds)), ds.targets], 1e-300, None))
-    result = summarize(confusion, labels)
-    result.update(labels=labels, loss=float(nll.mean()), unknown=int(ds.unknown),
-                  unknown_labels=dict(ds.unknown_labels), checkpoint=str(checkpoint), manifest=str(test))
-    return result, ds, probs, labels, model
-
-
 # ---- interpretation figures ---------------------------------------------------------------------------
 
 
@@ -357,6 +332,7 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     from audioconv.app.figures import save_figure
     from audioconv.plots.confusion import plot_confusion
     from audioconv.training.checkpoint import load_checkpoint
+    from audioconv.training.evaluate import score_checkpoint
 
     run_dir, media_dir = Path(run_dir), Path(media_dir)
     checkpoint, config = _run_files(run_dir, checkpoint)
@@ -377,13 +353,15 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     content.data_tables = data_tables(sets, progress) if sets else []
     content.data_note = " ".join(notes) or ("" if sets else "no manifest of the run could be read")
     if test_path is not None:
-        result, ds, probs, labels, model = _evaluate(checkpoint, ckpt, test_path, split, device, progress)
+        scored = score_checkpoint(ckpt, checkpoint, test_path, device, allow_unknown=True, progress=progress,
+                                  split=split)  # scored as `audioconv evaluate` scores
+        result, ds, probs, labels = scored.result, scored.dataset, scored.probs, scored.result["labels"]
         content.evaluation = result
         content.confusion_png = save_figure(plot_confusion(result), media_dir / "confusion.png", dpi=100)
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
         content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
         if explain and len(ds):
-            content.explanations.append(explain_test_clips(model, ds, probs, labels, media_dir / "explain",
+            content.explanations.append(explain_test_clips(scored.model, ds, probs, labels, media_dir / "explain",
                                                            explain, gradcam_layer, device))
     else:
         content.notes.append(f"No test evaluation: {found}." + (" No explanations of test clips either (--explain "
