@@ -5,8 +5,10 @@
 builds ``SPEC`` with :func:`audioconv.models.registry.build_model` (``cnn``, ``bcresnet`` or
 ``package.module:factory``, called with ``n_classes`` and ``sample_rate``; a backbone on log-mel gets
 the package's LogMel front end) and loads a state dict into it. The weights may be a plain
-``state_dict()`` file, a checkpoint dict holding one under ``"model"`` or ``"state_dict"``, or a
-TorchScript file (its ``state_dict()`` is read). Keys of a backbone's own state dict (without the
+``state_dict()`` file, an audioconv checkpoint (the weights ``--checkpoint`` would load: the EMA copy of
+a run trained with ``--ema``, :func:`~audioconv.training.checkpoint.checkpoint_weights`), another
+checkpoint dict holding one under ``"model"`` or ``"state_dict"``, or a TorchScript file (its
+``state_dict()`` is read). Keys of a backbone's own state dict (without the
 ``backbone.`` prefix) are accepted too.
 
 A TorchScript file cannot be the model itself: the projector follows the model's torch calls in
@@ -70,6 +72,8 @@ def read_labels(path) -> list[str]:
 
 def _state_dict(path) -> dict:
     """The state dict in ``path`` (module docstring)."""
+    from audioconv.training.checkpoint import FORMAT, checkpoint_weights
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"weights file not found: {p}")
@@ -87,7 +91,9 @@ def _state_dict(path) -> dict:
                              f"({type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''})") from None
     if isinstance(obj, torch.nn.Module):  # a TorchScript module: its weights
         obj = obj.state_dict()
-    if isinstance(obj, dict):
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("model"), dict):
+        obj, _ = checkpoint_weights(obj, "auto", f"weights file {p}")  # as --checkpoint: EMA weights when kept
+    elif isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
