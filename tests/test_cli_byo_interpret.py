@@ -117,6 +117,30 @@ def test_labels_json_json_list_and_text_are_read(tmp_path):
         assert read_labels(tmp_path / name) == ["dog", "rain", "siren"], name
 
 
+def test_weights_from_a_checkpoint_with_ema_load_its_ema_copy_as_checkpoint_does(tmp_path):
+    """``--model cnn --weights last.pt`` of a run trained with ``--ema`` (``model`` the trained weights, ``ema``
+    their average) loads the EMA weights, as ``--checkpoint last.pt`` does (checkpoint_weights "auto")."""
+    from argparse import Namespace
+
+    from audioconv.commands._model import load_cli_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn", 2, SR, frontend={"n_mels": FRONTEND["n_mels"]}, n_frames=16)
+    spec, config = describe(model)
+    raw, trained = model.state_dict(), {name for name, _ in model.named_parameters()}
+    ema = {k: v + 0.5 if k in trained else v.clone() for k, v in raw.items()}  # another copy of the weights
+    save_checkpoint(tmp_path / "last.pt", {"kind": "train", "model": raw, "weights": "raw", "model_spec": spec,
+                                           "ema": {"weights": ema, "updates": 3}, "model_config": config,
+                                           "labels": ["a", "b"]})
+    brought, _, ckpt = load_cli_model(Namespace(checkpoint=None, model="cnn", weights=str(tmp_path / "last.pt"),
+                                                labels=None, n_classes=2, sample_rate=SR, n_mels=FRONTEND["n_mels"],
+                                                width=None), "cpu")
+    recorded, _, _ = load_cli_model(Namespace(checkpoint=str(tmp_path / "last.pt"), model=None), "cpu")
+    assert ckpt is None
+    for name, value in brought.state_dict().items():
+        assert torch.equal(value, ema[name]) and torch.equal(recorded.state_dict()[name], value), name
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"classes": ["a", "b"]}', 'bad.json: expected {"labels": [...]} or a JSON list of label strings'),
     ('["a", 3]', "bad.json: label 1 must be a non-empty string, got 3"),

@@ -30,13 +30,13 @@ def choose_clips(targets, n: int) -> list[int]:
     return (firsts + rest)[: max(0, int(n))]
 
 
-def explain_test_clips(checkpoint, dataset, probs: np.ndarray, labels: list[str], folder: Path, n: int,
+def explain_test_clips(model, dataset, probs: np.ndarray, labels: list[str], folder: Path, n: int,
                        gradcam_layer: str | None = None, device: str = "auto") -> ExplanationFigures:
     """Maps of every method for the predicted class of ``n`` test clips (module docstring), one PNG each
     in ``folder``.
 
     Args:
-        checkpoint: the checkpoint the report evaluates.
+        model: the model the report evaluates (in eval mode on ``device``).
         dataset: the test :class:`~audioconv.data.dataset.ManifestDataset` (clips as the model heard them).
         probs: ``(N, K)`` class probabilities of the dataset's clips; labels: the class names.
         folder: where the PNGs go; n: clips (``>= 1``); gradcam_layer: default the model's last layer.
@@ -46,9 +46,7 @@ def explain_test_clips(checkpoint, dataset, probs: np.ndarray, labels: list[str]
     from audioconv.app.figures import file_stem, write_explanation
     from audioconv.features import LogMel
     from audioconv.interpret.explain import METHODS, explain
-    from audioconv.training.checkpoint import load_model
 
-    model, _ = load_model(checkpoint, device)
     chosen = choose_clips(dataset.targets, n)
     waves = torch.stack([dataset.load_clip(i)[0] for i in chosen])  # (n, C, T)
     expl = explain(model, waves, METHODS, target=None, gradcam_layer=gradcam_layer, device=device)

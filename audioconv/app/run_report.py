@@ -208,28 +208,6 @@ def misclassified_clips(dataset, probs: np.ndarray, labels: list[str], folder: P
     return clips
 
 
-def _evaluate(checkpoint: Path, test: Path, split, device: str, progress: bool):
-    """``(evaluation dict as evaluate() gives it, the dataset, probabilities (N, K), labels)``."""
-    import torch
-
-    from audioconv.data.dataset import ManifestDataset
-    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
-    from audioconv.training.metrics import confusion_matrix, summarize
-    from audioconv.training.predict import predict_dataset
-
-    model, labels = load_model(checkpoint, device)
-    ds = ManifestDataset(test, sample_rate=int(model.config.sample_rate), clip_s=run_clip_s(load_checkpoint(checkpoint)),
-                         labels=labels, crop="center", split=split, allow_unknown=True)
-    probs = predict_dataset(model, ds, progress=progress)
-    targets = torch.as_tensor(ds.targets)
-    confusion = confusion_matrix(targets, torch.as_tensor(probs.argmax(axis=1)), len(labels))
-    nll = -np.log(np.clip(probs[np.arange(len(ds)), ds.targets], 1e-300, None))
-    result = summarize(confusion, labels)
-    result.update(labels=labels, loss=float(nll.mean()), unknown=int(ds.unknown),
-                  unknown_labels=dict(ds.unknown_labels), checkpoint=str(checkpoint), manifest=str(test))
-    return result, ds, probs, labels
-
-
 # ---- interpretation figures ---------------------------------------------------------------------------
 
 
@@ -298,11 +276,11 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
     return Path(checkpoint), config or {}
 
 
-def _summary_rows(run_dir: Path, checkpoint: Path, config: dict, metrics: list[dict], found: str) -> dict:
+def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, metrics: list[dict], found: str) -> dict:
+    """The summary table of the run (``ckpt``: the checkpoint dict read from ``checkpoint``)."""
     from audioconv.models.registry import count_parameters, rebuild
-    from audioconv.training.checkpoint import load_checkpoint, run_clip_s
+    from audioconv.training.checkpoint import run_clip_s
 
-    ckpt = load_checkpoint(checkpoint)
     mc, spec = ckpt["model_config"], ckpt.get("model_spec", "cnn")
     model = rebuild(spec, mc)
     shape = (f"channels {list(mc.get('channels', []))}, {mc.get('activation', 'relu')}" if spec == "cnn"
@@ -353,14 +331,18 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     """
     from audioconv.app.figures import save_figure
     from audioconv.plots.confusion import plot_confusion
+    from audioconv.training.checkpoint import load_checkpoint
+    from audioconv.training.evaluate import score_checkpoint
 
     run_dir, media_dir = Path(run_dir), Path(media_dir)
     checkpoint, config = _run_files(run_dir, checkpoint)
     train_config = config.get("train_config") or {}
     metrics = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
     test_path, split, found = find_test_manifest(train_config, test, test_split)
+    ckpt = load_checkpoint(checkpoint)  # read once: the summary, the evaluation and the explanations use it
     content = ReportContent(title=f"audioconv run report: {run_dir.resolve().name}", metrics=metrics,
-                            summary=_summary_rows(run_dir, checkpoint, config, metrics, found), config=config or None)
+                            summary=_summary_rows(run_dir, checkpoint, ckpt, config, metrics, found),
+                            config=config or None)
     if train_config:
         content.command, missing = train_command(train_config, train_flags)
         content.command_note = (f"settings with no command-line flag (put them in a config): {missing}" if missing
@@ -371,13 +353,15 @@ def build_run_report(run_dir: str | os.PathLike, media_dir: str | os.PathLike, c
     content.data_tables = data_tables(sets, progress) if sets else []
     content.data_note = " ".join(notes) or ("" if sets else "no manifest of the run could be read")
     if test_path is not None:
-        result, ds, probs, labels = _evaluate(checkpoint, test_path, split, device, progress)
+        scored = score_checkpoint(ckpt, checkpoint, test_path, device, allow_unknown=True, progress=progress,
+                                  split=split)  # scored as `audioconv evaluate` scores
+        result, ds, probs, labels = scored.result, scored.dataset, scored.probs, scored.result["labels"]
         content.evaluation = result
         content.confusion_png = save_figure(plot_confusion(result), media_dir / "confusion.png", dpi=100)
         content.misclassified = misclassified_clips(ds, probs, labels, media_dir / "clips", max_misclassified)
         content.misclassified_note = _mistakes_note(ds, probs, len(content.misclassified), result["unknown"])
         if explain and len(ds):
-            content.explanations.append(explain_test_clips(checkpoint, ds, probs, labels, media_dir / "explain",
+            content.explanations.append(explain_test_clips(scored.model, ds, probs, labels, media_dir / "explain",
                                                            explain, gradcam_layer, device))
     else:
         content.notes.append(f"No test evaluation: {found}." + (" No explanations of test clips either (--explain "

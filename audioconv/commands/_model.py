@@ -5,8 +5,10 @@
 builds ``SPEC`` with :func:`audioconv.models.registry.build_model` (``cnn``, ``bcresnet`` or
 ``package.module:factory``, called with ``n_classes`` and ``sample_rate``; a backbone on log-mel gets
 the package's LogMel front end) and loads a state dict into it. The weights may be a plain
-``state_dict()`` file, a checkpoint dict holding one under ``"model"`` or ``"state_dict"``, or a
-TorchScript file (its ``state_dict()`` is read). Keys of a backbone's own state dict (without the
+``state_dict()`` file, an audioconv checkpoint (the weights ``--checkpoint`` would load: the EMA copy of
+a run trained with ``--ema``, :func:`~audioconv.training.checkpoint.checkpoint_weights`), another
+checkpoint dict holding one under ``"model"`` or ``"state_dict"``, or a TorchScript file (its
+``state_dict()`` is read). Keys of a backbone's own state dict (without the
 ``backbone.`` prefix) are accepted too.
 
 A TorchScript file cannot be the model itself: the projector follows the model's torch calls in
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_model_arguments", "load_cli_model", "snapshot_loader", "read_labels"]
+__all__ = ["add_model_arguments", "load_cli_model", "clip_length_s", "snapshot_loader", "read_labels"]
 
 
 def add_model_arguments(p, checkpoint: bool = True) -> None:
@@ -70,6 +72,8 @@ def read_labels(path) -> list[str]:
 
 def _state_dict(path) -> dict:
     """The state dict in ``path`` (module docstring)."""
+    from audioconv.training.checkpoint import FORMAT, checkpoint_weights
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"weights file not found: {p}")
@@ -87,7 +91,9 @@ def _state_dict(path) -> dict:
                              f"({type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''})") from None
     if isinstance(obj, torch.nn.Module):  # a TorchScript module: its weights
         obj = obj.state_dict()
-    if isinstance(obj, dict):
+    if isinstance(obj, dict) and obj.get("format") == FORMAT and isinstance(obj.get("model"), dict):
+        obj, _ = checkpoint_weights(obj, "auto", f"weights file {p}")  # as --checkpoint: EMA weights when kept
+    elif isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
@@ -110,17 +116,34 @@ def _load_weights(model: torch.nn.Module, state: dict, source: str) -> None:
     load_model_state(model, state, source=source)
 
 
-def load_cli_model(args, device) -> tuple[torch.nn.Module, list[str]]:
-    """``(model in eval mode on device, labels)`` from ``--checkpoint`` or ``--model``/``--weights``."""
-    from audioconv.training.checkpoint import load_model
+def load_cli_model(args, device) -> tuple[torch.nn.Module, list[str], dict | None]:
+    """``(model in eval mode on device, labels, checkpoint)`` from ``--checkpoint`` (``checkpoint``: the dict
+    :func:`~audioconv.training.checkpoint.load_checkpoint` read, so that nothing reads the file again) or
+    ``--model``/``--weights`` (``checkpoint`` is ``None``)."""
+    from audioconv.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from audioconv.utils import resolve_device
 
     if getattr(args, "checkpoint", None) and args.model:
         raise ValueError("give --checkpoint or --model (with --weights), not both")
     if getattr(args, "checkpoint", None):
-        return load_model(args.checkpoint, device)
+        device = resolve_device(device)
+        ckpt = load_checkpoint(args.checkpoint, map_location="cpu")
+        model, labels = model_from_checkpoint(ckpt, f"checkpoint {args.checkpoint}")
+        return model.to(device).eval(), labels, ckpt
     if not args.model:
         raise ValueError("--checkpoint or --model is required")
-    return _brought_model(args, device)
+    return (*_brought_model(args, device), None)
+
+
+def clip_length_s(args, checkpoint: dict | None) -> float:
+    """The probe clips' length in seconds: ``--clip-s`` when given, else the clip length the checkpoint's run
+    trained on (:func:`~audioconv.training.checkpoint.run_clip_s`), else (``--model``)
+    :data:`~audioconv.training.checkpoint.DEFAULT_CLIP_S`."""
+    from audioconv.training.checkpoint import DEFAULT_CLIP_S, run_clip_s
+
+    if args.clip_s is not None:
+        return args.clip_s
+    return run_clip_s(checkpoint) if checkpoint is not None else DEFAULT_CLIP_S
 
 
 def snapshot_loader(args):

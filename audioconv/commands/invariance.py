@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from audioconv.commands._model import add_model_arguments, load_cli_model
+from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 EPILOG = """amounts (comma list, in the transform's unit; default a range per transform):
   time_shift   seconds (e.g. -0.08,-0.04,0,0.04,0.08)   pitch_shift  semitones (within ±24)
@@ -90,20 +90,17 @@ def _drr(text: str):
         raise ValueError(f"--drr-db must be a number of dB or 'none', got {text!r}") from None
 
 
-def _clips(args, model, labels):
-    """``(waveforms (N, 1, T), targets (N,), paths, clip_s, unknown)`` of the chosen probe clips."""
+def _clips(args, model, labels, checkpoint):
+    """``(waveforms (N, 1, T), targets (N,), paths, clip_s, unknown)`` of the chosen probe clips (``checkpoint``:
+    the dict ``--checkpoint`` read, or ``None``)."""
     import numpy as np
     import torch
 
     from audioconv.data.dataset import ManifestDataset
-    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, run_clip_s
 
     if args.n_clips < 0 or args.n_clips == 1:
         raise ValueError(f"--n-clips must be 0 (all) or at least 2, got {args.n_clips}")
-    if args.clip_s is not None:
-        clip_s = args.clip_s
-    else:
-        clip_s = run_clip_s(load_checkpoint(args.checkpoint)) if args.checkpoint else DEFAULT_CLIP_S
+    clip_s = clip_length_s(args, checkpoint)
     ds = ManifestDataset(args.manifest, sample_rate=model.frontend.config.sample_rate, clip_s=clip_s, labels=labels,
                          channels="mono", crop="center", split=args.split, allow_unknown=True)
     if len(ds) < 2:
@@ -157,9 +154,9 @@ def run(args) -> int:
         raise ValueError("-o/--out is required with --model (the default is the checkpoint's folder /invariance)")
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "invariance"
     device = resolve_device(args.device)
-    model, labels = load_cli_model(args, device)
+    model, labels, ckpt = load_cli_model(args, device)
     layers = parse_list(args.layers, "--layers")
-    wavs, targets, lengths, paths, clip_s, unknown = _clips(args, model, labels)
+    wavs, targets, lengths, paths, clip_s, unknown = _clips(args, model, labels, ckpt)
     if unknown:
         print(f"{unknown} clip(s) with labels the model does not know were left out")
     extra = {"checkpoint": args.checkpoint, "model": args.model, "manifest": str(args.manifest), "split": args.split,

@@ -151,7 +151,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if args.target is None:
         units, position = parse_units(args.unit), parse_position(args.position or "max")
-    model, labels = load_cli_model(args, device)
+    model, labels, _ = load_cli_model(args, device)
     projector = Projector(model, mode=args.mode, device=device)
     sr = model.frontend.config.sample_rate
     wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)

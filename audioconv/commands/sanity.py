@@ -10,7 +10,7 @@ brought network's own names too) and defaults to the model's last feature map ``
 """
 from __future__ import annotations
 
-from audioconv.commands._model import add_model_arguments, load_cli_model
+from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 
 def add_clip_arguments(p) -> None:
@@ -91,18 +91,14 @@ def load_clips(args):
     import torch
 
     from audioconv.data.dataset import ManifestDataset
-    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, run_clip_s
     from audioconv.utils import resolve_device
 
     if args.n_clips < 0:
         raise ValueError(f"--n-clips must be >= 0, got {args.n_clips}")
     device = resolve_device(args.device)
-    model, labels = load_cli_model(args, device)
+    model, labels, ckpt = load_cli_model(args, device)
     check_layer_flags(model, args, device)
-    if args.clip_s is not None:
-        clip_s = args.clip_s
-    else:
-        clip_s = run_clip_s(load_checkpoint(args.checkpoint)) if args.checkpoint else DEFAULT_CLIP_S
+    clip_s = clip_length_s(args, ckpt)
     frontend = getattr(model, "frontend", None)
     if frontend is None or not hasattr(frontend, "config"):
         raise ValueError("the model has no LogMel front end (frontend.config): the clips are waveforms")

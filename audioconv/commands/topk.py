@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audioconv.commands._model import add_model_arguments, load_cli_model
+from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 
 def register(subparsers) -> None:
@@ -79,11 +79,10 @@ def run(args) -> int:
     from audioconv.interpret.projector import Projector
     from audioconv.interpret.topk import top_k
     from audioconv.io.files import write_json
-    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, run_clip_s
     from audioconv.utils import resolve_device
 
     device = resolve_device(args.device)
-    model, labels = load_cli_model(args, device)
+    model, labels, ckpt = load_cli_model(args, device)
     projector = Projector(model, mode=args.mode, device=device)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     if not layers:
@@ -98,10 +97,7 @@ def run(args) -> int:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     if args.max_per_clip < 0:
         raise ValueError(f"--max-per-clip must be >= 1, or 0 for no limit; got {args.max_per_clip}")
-    if args.clip_s is not None:
-        clip_s = args.clip_s
-    else:
-        clip_s = run_clip_s(load_checkpoint(args.checkpoint)) if args.checkpoint else DEFAULT_CLIP_S
+    clip_s = clip_length_s(args, ckpt)
     dataset = ManifestDataset(args.manifest, sample_rate=model.frontend.config.sample_rate, clip_s=clip_s,
                               channels="mono", crop="center", skip_bad=args.skip_bad)
     out = Path(args.out)

@@ -249,20 +249,25 @@ def evolve(run_dir: str | os.PathLike, probe_manifest, layers=None, channels_per
     Returns:
         :class:`Evolution`; ``audioconv.app.figures.write_evolution`` draws and writes it.
     """
-    from audioconv.training.checkpoint import DEFAULT_CLIP_S, load_checkpoint, load_model, run_clip_s
+    from audioconv.training.checkpoint import (DEFAULT_CLIP_S, load_checkpoint, load_model, model_from_checkpoint,
+                                               run_clip_s)
 
     snaps = find_snapshots(run_dir)
     _check_arguments(cka_features, k, channels_per_layer, cka_estimator, baseline)
     dev = resolve_device(device)
     read = load or (lambda path, where: load_model(path, where)[0])
-    final = Projector(read(snaps[-1][1], dev), mode, dev)
+    if load is None:  # the final snapshot read once: its model and its run's clip length
+        last = load_checkpoint(snaps[-1][1], map_location="cpu")
+        final = Projector(model_from_checkpoint(last, f"checkpoint {snaps[-1][1]}")[0].to(dev).eval(), mode, dev)
+    else:
+        last, final = None, Projector(read(snaps[-1][1], dev), mode, dev)
     if final.traced.frontend is None:
         raise ValueError("evolve needs a model with a LogMel front end (the probe clips are waveforms)")
     layers = list(final.layer_names) if layers is None else [str(x) for x in layers]
     for name in layers:
         final.traced.key(name)  # ValueError listing the valid layers
     if clip_s is None:
-        clip_s = DEFAULT_CLIP_S if load is not None else run_clip_s(load_checkpoint(snaps[-1][1]))
+        clip_s = DEFAULT_CLIP_S if last is None else run_clip_s(last)
     probe = load_probe(probe_manifest, final.traced.frontend.config.sample_rate, clip_s)
     need = 4 if cka_estimator == "debiased" else 2
     if len(probe) < need:

@@ -19,8 +19,8 @@ checkpoints), so it can be evaluated, inspected and resumed like any other.
 """
 from __future__ import annotations
 
-import math
 import re
+import statistics
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -91,10 +91,7 @@ def _warn_groups_across_folds(manifest: str | Path, folds: list[str]) -> None:
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (n - 1 in the denominator; ``None`` for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def _fold_config(config: TrainConfig, step: dict, out: Path, resume: bool) -> TrainConfig:

@@ -1,6 +1,7 @@
 """Score a model on labelled clips: :func:`run_validation` (any loader; used by the training loop
-every epoch) and :func:`evaluate` (a checkpoint on a manifest: accuracy, macro-F1, per-class recall,
-confusion matrix).
+every epoch), :func:`evaluate` (a checkpoint on a manifest: accuracy, macro-F1, per-class recall,
+confusion matrix) and :func:`score_checkpoint` (the same from a checkpoint dict already read, with the
+dataset, the class probabilities and the model: what a run report shows).
 
 Clips are read like the validation set during training: at the checkpoint's sample rate, cropped
 around their centre (or zero-padded at the end) to the training clip length, no augmentation.
@@ -9,7 +10,9 @@ Drawing the confusion matrix is :func:`audioconv.plots.confusion.plot_confusion`
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,12 +22,13 @@ from audioconv.training.checkpoint import checkpoint_weights, load_checkpoint, m
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
 
-__all__ = ["evaluate", "run_validation"]
+__all__ = ["evaluate", "score_checkpoint", "Scored", "run_validation"]
 
 
 @torch.no_grad()
 def run_validation(model: nn.Module, loader, device: torch.device, n_classes: int,
-                   amp_dtype: torch.dtype | None = None, progress: bool = False, desc: str = "val"):
+                   amp_dtype: torch.dtype | None = None, progress: bool = False, desc: str = "val",
+                   probs: list | None = None):
     """Run ``model`` in eval mode (every submodule's mode restored afterwards) over ``loader``.
 
     Args:
@@ -34,6 +38,8 @@ def run_validation(model: nn.Module, loader, device: torch.device, n_classes: in
         n_classes: number of classes (the confusion matrix is ``(n_classes, n_classes)``).
         amp_dtype: autocast dtype, or ``None`` for full precision.
         progress: tqdm bar (``desc`` its title).
+        probs: a list to append each batch's class probabilities to (softmax, ``(B, n_classes)`` float64 on
+            the CPU), or ``None``.
 
     Returns:
         ``(confusion (K, K) int64 on device, summed cross-entropy in nats (float64 tensor), clip count)``.
@@ -49,6 +55,8 @@ def run_validation(model: nn.Module, loader, device: torch.device, n_classes: in
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
             confusion += confusion_matrix(y, logits.argmax(dim=1), n_classes)
+            if probs is not None:
+                probs.append(torch.softmax(logits.double(), dim=-1).cpu())
     return confusion, loss_sum, int(confusion.sum())
 
 
@@ -79,22 +87,44 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         ``n`` plus the skipped ones), ``skipped`` ``{"manifest:line": reason}`` (``skip_bad``),
         ``checkpoint``, ``manifest``, ``weights`` (``"ema"`` or ``"raw"``: the weights scored).
     """
-    from audioconv.data.dataset import ManifestDataset, collate
-
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    return score_checkpoint(ckpt, checkpoint, manifest, dev, batch_size, allow_unknown, progress, split, workers,
+                            skip_bad, weights).result
+
+
+class Scored(NamedTuple):
+    """What :func:`score_checkpoint` returns."""
+    result: dict  # evaluate()'s dict
+    dataset: object  # the ManifestDataset scored (clips as the model heard them; ``targets`` its label indices)
+    probs: np.ndarray  # (N, K) float64 class probabilities (softmax) of the dataset's clips, in order
+    model: nn.Module  # the model scored, in eval mode on the device
+
+
+def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | os.PathLike, device="auto",
+                     batch_size: int = 64, allow_unknown: bool = False, progress: bool = True, split: str | None = None,
+                     workers: int = 0, skip_bad: bool = False, weights: str = "auto") -> Scored:
+    """:func:`evaluate` of a checkpoint dict already read (``ckpt``, read by
+    :func:`~audioconv.training.checkpoint.load_checkpoint` from ``checkpoint``, which messages and the
+    result name), with the dataset, the probabilities and the model it scored (:class:`Scored`).
+    Arguments as :func:`evaluate`'s (``batch_size >= 1``)."""
+    from audioconv.data.dataset import ManifestDataset, collate
+
+    dev = resolve_device(device)
     model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}", weights)
+    _, scored_weights = checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")  # "ema" or "raw"
     model.to(dev).eval()
     ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
                          labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
-    confusion, loss_sum, n = run_validation(model, loader, dev, len(labels), None, progress, desc="evaluate")
+    chunks: list[torch.Tensor] = []
+    confusion, loss_sum, n = run_validation(model, loader, dev, len(labels), None, progress, "evaluate", chunks)
     result = summarize(confusion.cpu(), labels)
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
-                  checkpoint=str(checkpoint), manifest=str(manifest),
-                  weights=checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")[1])
-    return result
+                  checkpoint=str(checkpoint), manifest=str(manifest), weights=scored_weights)
+    probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, len(labels)))
+    return Scored(result, ds, probs, model)

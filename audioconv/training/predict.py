@@ -185,15 +185,18 @@ def predict_files(checkpoint: str | os.PathLike, paths, device: str = "auto", wi
     Returns:
         One :class:`FilePrediction` per path, in order.
     """
-    from audioconv.training.checkpoint import load_checkpoint, load_model, run_clip_s
+    from audioconv.training.checkpoint import load_checkpoint, model_from_checkpoint, run_clip_s
 
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no audio files given")
     for p in paths:
         audio.info(p)  # FileNotFoundError / ValueError naming the file
-    model, labels = load_model(checkpoint, resolve_device(device))
-    window_s = run_clip_s(load_checkpoint(checkpoint)) if window_s is None else float(window_s)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}")
+    model.to(dev).eval()
+    window_s = run_clip_s(ckpt) if window_s is None else float(window_s)
     return [predict_file(model, labels, p, window_s, hop_s, batch_size, silence_db)
             for p in tqdm(paths, disable=not progress, desc="predict", unit="file")]
 
