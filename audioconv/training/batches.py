@@ -21,7 +21,7 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames",
+__all__ = ["TrainData", "build_data", "data_workers", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames",
            "GroupLeakageWarning", "shared_groups", "group_leak_message"]
 
 
@@ -244,35 +244,34 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
     return train_ds, val_ds, labels
 
 
-def _auto_workers(device: torch.device, local_world: int) -> int:
+def data_workers(cfg: TrainConfig, device: torch.device, local_world: int) -> int:
+    """DataLoader decode processes of each of the ``local_world`` processes on this machine:
+    ``cfg.workers``, or with ``-1`` a number that suits ``device`` and the cores they share."""
+    if cfg.workers >= 0:
+        return cfg.workers
     cores = available_cores()
     if device.type == "cuda":
         return max(1, min(8, cores // local_world - 1))
     return 1 if cores // local_world >= 2 else 0
 
 
-def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, local_world: int,
+def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, workers: int,
                labels: list[str] | None = None) -> tuple[TrainData, list[str]]:
-    """The run's :class:`TrainData` and its class names (sorted, or ``labels`` from a checkpoint).
+    """The run's :class:`TrainData` and its class names (sorted, or ``labels`` from a checkpoint), from
+    manifests (:func:`audioconv.training.shard_data.build_shard_data` builds the same from shards).
 
     Args:
-        cfg: the run's settings (manifests, clip length, batch size, workers, seed).
+        cfg: the run's settings (manifests, clip length, batch size, seed).
         info: this process's rank among ``world_size``.
-        device: the training device (pinned memory on CUDA; the default number of workers).
-        local_world: processes on this machine (they share its cores among their workers).
+        device: the training device (pinned memory on CUDA).
+        workers: DataLoader decode processes (:func:`data_workers`).
         labels: a resumed run's class names; the training set must have exactly these.
 
     Raises:
         ValueError: an empty training or validation set, one class only, validation labels that
             training lacks, or labels that differ from ``labels``.
     """
-    from audioconv.training.shard_data import build_shard_data, uses_shards
-
-    if uses_shards(cfg):  # WebDataset shards: --train 'DIR/train-{000000..000123}.tar'
-        workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
-        return build_shard_data(cfg, info, device, workers, labels)
     train_ds, val_ds, labels = _datasets(cfg, labels)
-    workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
     sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=False)
     shard = len(sampler)
