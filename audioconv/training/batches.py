@@ -32,7 +32,8 @@ class GroupLeakageWarning(TrainingWarning):
     """Clips of one group (speaker, source recording) are both trained on and scored."""
 
 
-_CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5
+#: streams of the run's seed (mix_seed(config.seed, STREAM, ...)) that the data uses; the loop uses 2, 4 and 6
+CROPS_STREAM, VAL_LOADER_STREAM, TRAIN_LOADER_STREAM = 1, 3, 5
 
 
 def available_cores() -> int:
@@ -100,7 +101,8 @@ class TrainData:
         per epoch, in ``steps_per_epoch`` batches of ``batch_size`` or one fewer clips."""
         self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch(epoch)
-        return _loader(self.train_ds, self.workers, self.device, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank),
+        seed = mix_seed(self.seed, TRAIN_LOADER_STREAM, epoch, self.rank)
+        return _loader(self.train_ds, self.workers, self.device, seed,
                        batch_sampler=_EvenBatchSampler(self.sampler, self.steps_per_epoch, skip_batches))
 
     def epoch_batches(self, epoch: int) -> list["ClipNames"]:
@@ -237,7 +239,8 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
         if extra:
             raise ValueError(f"validation set {val_src} has labels that are not in the training set: {extra}")
     common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels, skip_bad=cfg.skip_bad)
-    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
+    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, CROPS_STREAM),
+                               **common)
     val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
     if val_ds is not None:
         _warn_leakage(train_ds, val_ds)
@@ -283,7 +286,7 @@ def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.devic
     val_loader = None
     if val_ds is not None:
         val_shard = list(range(info.rank, len(val_ds), info.world_size))
-        val_loader = _loader(val_ds, workers, device, mix_seed(cfg.seed, _VAL_LOADER), sampler=val_shard,
+        val_loader = _loader(val_ds, workers, device, mix_seed(cfg.seed, VAL_LOADER_STREAM), sampler=val_shard,
                              batch_size=batch_size)
     data = TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size,
                      steps_per_epoch=math.ceil(shard / batch_size), workers=workers, val_loader=val_loader,
