@@ -16,14 +16,14 @@ import torch
 
 from audioconv.data.shards import ShardClips, ShardLoader, is_shard_spec, open_shard_set
 from audioconv.training import distributed
-from audioconv.training.batches import CROPS_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM
+from audioconv.training.batches import CROPS_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, TrainingWarning
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
 __all__ = ["ShardTrainData", "uses_shards", "build_shard_data"]
 
 
-class ShardEpochWarning(UserWarning):
+class ShardEpochWarning(TrainingWarning):
     """Shards that do not divide evenly among the processes: some clips are left out of each epoch."""
 
 
