@@ -48,7 +48,6 @@ class ShardTrainData:
 
     train_ds: ShardClips
     batch_size: int
-    drop_last: bool
     steps_per_epoch: int
     workers: int
     val_loader: ShardLoader | None
@@ -119,6 +118,6 @@ def build_shard_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch
         val = ShardClips(cfg.val, crop="center", shuffle=False, shuffle_buffer=0, **common)
         val_loader = ShardLoader(val, 0, batch, workers, pin_memory=device.type == "cuda",
                                  seed=mix_seed(cfg.seed, VAL_LOADER_STREAM))
-    data = ShardTrainData(train_ds=train, batch_size=batch, drop_last=True, steps_per_epoch=steps, workers=workers,
+    data = ShardTrainData(train_ds=train, batch_size=batch, steps_per_epoch=steps, workers=workers,
                           val_loader=val_loader, seed=int(cfg.seed), rank=info.rank, device=device, left_out=left_out)
     return data, list(labels)
