@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "data_workers", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames",
-           "GroupLeakageWarning", "shared_groups", "group_leak_message"]
+__all__ = ["TrainData", "build_data", "data_workers", "available_cores", "data_report", "TrainingWarning",
+           "even_batches", "ClipNames", "natural_key", "GroupLeakageWarning", "shared_groups", "group_leak_message"]
 
 
 class TrainingWarning(UserWarning):
@@ -154,10 +155,10 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     for r in records:
         counts[r.get("split")] = counts.get(r.get("split"), 0) + 1
     present = ", ".join(f"{s} ({n})" if s is not None else f"no split key ({n})" for s, n in sorted(
-        counts.items(), key=lambda kv: _natural(str(kv[0]))))
+        counts.items(), key=lambda kv: natural_key(str(kv[0]))))
     folds = [s for s in counts if isinstance(s, str) and s.startswith("fold")]
     hint = (f"; cross-validate over the folds (audioconv cv --manifest {path}) or choose the splits, e.g. "
-            f"--train-split {','.join(sorted(folds, key=_natural)[:-1])} --val-split {max(folds, key=_natural)}"
+            f"--train-split {','.join(sorted(folds, key=natural_key)[:-1])} --val-split {max(folds, key=natural_key)}"
             if len(folds) >= 2 else "; choose the splits with train_split=/val_split= (--train-split/--val-split; "
                                     "--val-split none trains without validation)")
     name = "split" if len(splits) == 1 else "splits"
@@ -173,15 +174,16 @@ def _check_splits_known(path: str, splits: tuple[str, ...] | None, present: set,
     exist: a misspelt fold would otherwise drop out of the run without a word."""
     unknown = [s for s in (splits or ()) if s not in present]
     if unknown:
-        have = ", ".join(sorted((str(s) for s in present if s is not None), key=_natural)) or "none"
+        have = ", ".join(sorted((str(s) for s in present if s is not None), key=natural_key)) or "none"
         raise ValueError(f"{_SPLIT_FLAGS[role]}: manifest {path} has no split {', '.join(map(repr, unknown))} "
                          f"(splits present: {have})")
 
 
-def _natural(name: str) -> tuple:
-    """Sort key that puts fold2 before fold10."""
-    digits = "".join(c for c in name if c.isdigit())
-    return (name.rstrip("0123456789"), int(digits) if digits and name.endswith(digits) else -1, name)
+def natural_key(name: str) -> tuple:
+    """Sort key that compares the runs of digits in ``name`` by value (``fold2`` before ``fold10``,
+    ``us8k_fold2`` before ``us8k_fold10``); names equal that way (``fold01``, ``fold1``) by their text."""
+    parts = re.split(r"(\d+)", name)  # text, digits, text, ...: the same kinds at the same places
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
 
 
 def _warn_leakage(train_ds, val_ds) -> None:
