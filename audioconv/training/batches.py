@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -55,20 +55,6 @@ def even_batches(order: list[int], n_batches: int) -> list[list[int]]:
     return out
 
 
-class _EvenBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """The batches of one epoch: a sampler's order cut by :func:`even_batches`, the first ``skip``
-    batches left out (resuming mid-epoch)."""
-
-    def __init__(self, sampler, n_batches: int, skip: int = 0):
-        self.sampler, self.n_batches, self.skip = sampler, int(n_batches), int(skip)
-
-    def __iter__(self):
-        return iter(even_batches(list(self.sampler), self.n_batches)[self.skip:])
-
-    def __len__(self) -> int:
-        return max(0, self.n_batches - self.skip)
-
-
 def _loader(dataset, workers: int, device: torch.device, seed: int, *, batch_sampler=None, sampler=None,
             batch_size: int | None = None):
     from audioconv.data.dataset import collate
@@ -95,22 +81,29 @@ class TrainData:
     seed: int
     rank: int
     device: torch.device
+    _batches: tuple = field(default=(None, []), init=False, repr=False)  # (epoch, its batches of clip indices)
+
+    def _epoch_indices(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of epoch ``epoch`` as clip indices: the sampler's order of the epoch cut
+        by :func:`even_batches` (made once per epoch, for the loader and the clip names alike)."""
+        if self._batches[0] != epoch:
+            self.sampler.set_epoch(epoch)
+            self._batches = (epoch, even_batches(list(self.sampler), self.steps_per_epoch))
+        return self._batches[1]
 
     def epoch_loader(self, epoch: int, skip_batches: int = 0) -> torch.utils.data.DataLoader:
         """This rank's batches of epoch ``epoch`` (0-based) after the first ``skip_batches``:
         ``(waveforms (B, C, T), labels (B,), lengths (B,))``. Every clip of the shard is used once
         per epoch, in ``steps_per_epoch`` batches of ``batch_size`` or one fewer clips."""
-        self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch(epoch)
         seed = mix_seed(self.seed, TRAIN_LOADER_STREAM, epoch, self.rank)
         return _loader(self.train_ds, self.workers, self.device, seed,
-                       batch_sampler=_EvenBatchSampler(self.sampler, self.steps_per_epoch, skip_batches))
+                       batch_sampler=self._epoch_indices(epoch)[skip_batches:])
 
     def epoch_batches(self, epoch: int) -> list["ClipNames"]:
         """The clips of each of this rank's batches of epoch ``epoch``, in the order
         :meth:`epoch_loader` gives them, as :class:`ClipNames` (for messages that name a batch's clips)."""
-        self.sampler.set_epoch(epoch)
-        return [ClipNames(self.train_ds, batch) for batch in even_batches(list(self.sampler), self.steps_per_epoch)]
+        return [ClipNames(self.train_ds, batch) for batch in self._epoch_indices(epoch)]
 
 
 def data_report(data: TrainData, info: distributed.DistInfo) -> dict:
