@@ -57,6 +57,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -195,14 +196,6 @@ class _Input:
     frame_s: float
 
 
-def _htk_mel(hz):
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _htk_hz(mel):
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
 def _shift_frames(pt: ProbeTransform, amount: float, inp: _Input) -> float:
     """Frames a time shift of ``amount`` s moves the log-mel by (the samples TimeShift moves / hop)."""
     if inp.sample_rate is None:
@@ -279,9 +272,10 @@ def _source_positions(pt: ProbeTransform, amount: float, geo: _AxisGeometry, inp
     if pt.axis == "time":
         return np.arange(n) - _shift_frames(pt, amount, inp) / geo.stride
     pts = inp.mel_points_hz
-    mel0, step = _htk_mel(pts[0]), (_htk_mel(pts[-1]) - _htk_mel(pts[0])) / (len(pts) - 1)
-    hz = _htk_hz(mel0 + (geo.centre + 1.0) * step)  # bin b is centred on mel point b + 1
-    source_bin = (_htk_mel(hz / 2.0 ** (amount / 12.0)) - mel0) / step - 1.0
+    mel0 = librosa.hz_to_mel(pts[0], htk=True)
+    step = (librosa.hz_to_mel(pts[-1], htk=True) - mel0) / (len(pts) - 1)
+    hz = librosa.mel_to_hz(mel0 + (geo.centre + 1.0) * step, htk=True)  # bin b is centred on mel point b + 1
+    source_bin = (librosa.hz_to_mel(hz / 2.0 ** (amount / 12.0), htk=True) - mel0) / step - 1.0
     return (source_bin - geo.centre[0]) / geo.stride
 
 
@@ -619,9 +613,8 @@ def _input_geometry(traced: TracedModel, x: torch.Tensor, kind: str, frame_s: fl
             raise ValueError(f"frame_s must be > 0 seconds, got {frame_s!r}")
         return _Input((int(x.shape[2]), int(x.shape[3])), None, None, None, None, None, step)
     c = fe.config
-    mel = np.linspace(_htk_mel(c.f_min_hz), _htk_mel(c.f_max), c.n_mels + 2)
     return _Input((c.n_mels, fe.n_frames(int(x.shape[-1]))), int(x.shape[-1]), c.sample_rate, c.hop_length,
-                  c.win_length, _htk_hz(mel), c.hop_length / c.sample_rate)
+                  c.win_length, fe.mel_points_hz(), c.hop_length / c.sample_rate)
 
 
 def _output_key(traced: TracedModel, logmel: torch.Tensor) -> str | None:
