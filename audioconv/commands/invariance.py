@@ -133,8 +133,6 @@ def run(args) -> int:
     amounts = parse_list(args.amounts, "--amounts", number=True)
     if amounts is not None and len(transforms) > 1:
         raise ValueError("--amounts goes with a single --transform (each transform has its own unit)")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out is None and not args.checkpoint:
         raise ValueError("-o/--out is required with --model (the default is the checkpoint's folder /invariance)")
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "invariance"

@@ -707,11 +707,9 @@ def invariance(model: nn.Module, inputs, transform: str, amounts=None, layers=No
     if x.shape[0] < 2:
         raise ValueError(f"invariance needs at least 2 clips (distances are normalised by the distance between "
                          f"different clips), got {x.shape[0]}")
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    amounts = sorted(float(a) for a in (DEFAULT_AMOUNTS[transform] if amounts is None else amounts))
+    amounts = sorted(float(a) for a in (DEFAULT_AMOUNTS.get(transform, ()) if amounts is None else amounts))
     sr = traced.frontend.config.sample_rate if kind == "waveform" else None
     pt = probe_transform(transform, sr, amounts, shift_mode, noise_color, drr_db)
     inp = _input_geometry(traced, x, kind, frame_s)
