@@ -54,6 +54,7 @@ CLI_NAMES = {
     "mode='gradient'": {"project": "--mode gradient", "topk": "--mode gradient", "evolve": "--mode gradient",
                         "sanity": "--methods gradient,grad_cam", "faithfulness": "--methods gradient,grad_cam"},
     "gradcam_layer": {"sanity": "--gradcam-layer", "faithfulness": "--gradcam-layer"},
+    "batch_size": {"invariance": "--batch-size"},
 }
 
 

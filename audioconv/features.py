@@ -194,8 +194,13 @@ class LogMel(torch.nn.Module):
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:
         """Centre frequency (Hz) of each mel bin, shape ``(n_mels,)`` (HTK mel scale)."""
+        return self.mel_points_hz()[1:-1]
+
+    def mel_points_hz(self) -> np.ndarray:
+        """The mel filters' corners in Hz, shape ``(n_mels + 2,)``: bin ``b``'s triangle rises from point
+        ``b``, peaks at ``b + 1`` and falls to ``b + 2`` (equally spaced on the HTK mel scale)."""
         c = self.config
-        return librosa.mel_frequencies(n_mels=c.n_mels + 2, fmin=c.f_min_hz, fmax=c.f_max, htk=True)[1:-1]
+        return librosa.mel_frequencies(n_mels=c.n_mels + 2, fmin=c.f_min_hz, fmax=c.f_max, htk=True)
 
     def frame_s(self, n_frames: int) -> np.ndarray:
         """Centre time (s) of each frame, shape ``(n_frames,)``."""

@@ -680,6 +680,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         # the shipped default with a second talker from the batch mixed in before the room and noise
         "default_mix": _default_with(1, {"type": "BatchMix", "snr_db": [0, 20], "p": 0.3}),
         **round4_chains(rirs),
+        **round5_chains(),
     }
 
 
@@ -712,6 +713,17 @@ def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
         **_stronger(swap({"type": "Reverb", "rirs": rirs, "p": 0.5}), "r4_rooms"),
         **_stronger(swap({"type": "Reverb", "rt60_s": [0.2, 1.0], "drr_db": [-12, 6], "p": 0.5}), "r4_synth_lowdrr"),
     }
+
+
+def round5_chains() -> dict[str, list]:
+    """Round 5's chain: the shipped default followed by a telephone channel made of the
+    augmentation issue's transforms — a band-pass around 300-3400 Hz (p .3), then mu-law, A-law
+    or GSM (8 kHz) coding (p .3) — after the room and the noise, where a phone line sits."""
+    steps = _default_with(0, {"type": "BandPass", "centre_hz": [800, 1200], "bandwidth_octaves": [2.8, 3.8],
+                              "order": [2, 4], "p": 0.3})
+    band = steps.pop(0)
+    codec = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
+    return {"r5_phone": steps + [band, codec]}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:

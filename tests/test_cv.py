@@ -12,6 +12,7 @@ import torch
 
 from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus
 from audioconv.cli import main
+from audioconv.training.batches import natural_key
 from audioconv.training.checkpoint import load_model
 from audioconv.training.config import TrainConfig
 from audioconv.training.cv import cross_validate, fold_plan
@@ -87,6 +88,12 @@ def test_fold_plans():
         fold_plan(["f1", "f2"], "next")
     with pytest.raises(ValueError, match="at least 2 folds"):
         fold_plan(["f1"])
+
+
+def test_split_names_sort_by_the_value_of_every_number_in_them():
+    names = ["us8k_fold10", "fold10a", "fold2", "us8k_fold2", "fold1", "fold01", "fold2a", "fold10"]
+    assert sorted(names, key=natural_key) == ["fold01", "fold1", "fold2", "fold2a", "fold10", "fold10a",
+                                              "us8k_fold2", "us8k_fold10"]
 
 
 def test_cv_command(folds, tmp_path, capsys):

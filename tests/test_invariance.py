@@ -259,6 +259,8 @@ def test_figure_axes_carry_the_units(transform, unit):
     (dict(targets=[0, 1, 5, 0]), "class indices in 0..1"),
     (dict(layers=["conv9"]), "unknown layer|conv9"),
     (dict(inputs="logmel", transform="gain", amounts=[3.0]), "acts on waveforms"),
+    (dict(transform="speed", amounts=None), "transform must be one of"),
+    (dict(batch_size=0), "batch_size must be >= 1, got 0"),
 ])
 def test_bad_input_is_a_one_line_value_error(kwargs, match):
     args = dict(model=tiny_cnn(), inputs=_noise(4), transform="time_shift", amounts=[0.01], progress=False)
@@ -323,6 +325,7 @@ def test_cli_writes_figure_and_json_per_transform_equal_to_the_library(run_folde
     (["--transform", "gain", "--layers", "stem,conv9"], "conv9"),
     (["--transform", "gain", "--manifest", "EMPTY"], "has no clips"),
     (["--transform", "gain", "--split", "train"], "no clips with split"),
+    (["--transform", "gain", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(run_folder, capsys, argv, match):
     root = run_folder

@@ -23,6 +23,7 @@ from audioconv.data import ManifestDataset  # noqa: E402
 from audioconv.data.shards import ShardClips, ShardLoader, open_shard_set, write_shards  # noqa: E402
 from audioconv.io.importers import import_folder  # noqa: E402
 from audioconv.io.manifest import read_manifest  # noqa: E402
+from audioconv.training.batches import TrainingWarning  # noqa: E402
 from audioconv.training.checkpoint import load_checkpoint  # noqa: E402
 from audioconv.training.config import TrainConfig  # noqa: E402
 from audioconv.training.loop import fit  # noqa: E402
@@ -153,6 +154,7 @@ def test_uneven_shards_give_equal_batches_per_process_and_no_clip_twice(tones, t
         flat = [i for b in seen for i in b]
         assert len(seen) == 6 and all(len(b) == 4 for b in seen)
         assert len(flat) == len(set(flat)) == 24  # 31 - 24 = 7 left out, none twice
+    assert issubclass(ShardEpochWarning, TrainingWarning)  # filtering a run's TrainingWarnings catches it too
 
 
 def test_missing_index_and_mixed_inputs_are_one_line_errors(tones, tmp_path):

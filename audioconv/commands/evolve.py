@@ -6,6 +6,7 @@ state dicts of that architecture.
 """
 from __future__ import annotations
 
+from audioconv.commands._args import comma_list
 from audioconv.commands._model import add_model_arguments, snapshot_loader
 
 
@@ -44,7 +45,7 @@ def run(args) -> int:
     from audioconv.interpret.evolve import evolve
     from audioconv.interpret.traced import LayerNameError
 
-    layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]
+    layers = comma_list(args.layers)
     if args.units_per_layer < 0:
         raise ValueError(f"--units-per-layer must be >= 0, got {args.units_per_layer}")
     try:

@@ -10,8 +10,8 @@ original map at the layer's stride: small = place-coded), and the true-class pro
 from __future__ import annotations
 
 import argparse
-import math
 
+from audioconv.commands._args import parse_list
 from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 EPILOG = """amounts (comma list, in the transform's unit; default a range per transform):
@@ -54,24 +54,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("-o", "--out", default=None, help="output folder (default: the checkpoint's folder /invariance)")
     p.set_defaults(func=run)
-
-
-def parse_list(text: str | None, name: str, number: bool = False) -> list | None:
-    """A comma list (``None`` stays ``None``); numbers with ``number`` (``inf`` allowed), else names."""
-    if text is None:
-        return None
-    items = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not items:
-        raise ValueError(f"{name} is empty")
-    if not number:
-        return items
-    try:
-        values = [float(s) for s in items]
-    except ValueError:
-        raise ValueError(f"{name} must be a comma list of numbers, got {text!r}") from None
-    if any(math.isnan(v) for v in values):
-        raise ValueError(f"{name} holds nan: give numbers")
-    return values
 
 
 def _color(text: str):
@@ -148,8 +130,6 @@ def run(args) -> int:
     amounts = parse_list(args.amounts, "--amounts", number=True)
     if amounts is not None and len(transforms) > 1:
         raise ValueError("--amounts goes with a single --transform (each transform has its own unit)")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out is None and not args.checkpoint:
         raise ValueError("-o/--out is required with --model (the default is the checkpoint's folder /invariance)")
     out = Path(args.out) if args.out is not None else Path(args.checkpoint).parent / "invariance"

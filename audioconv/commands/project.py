@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audioconv.commands._args import comma_list
 from audioconv.commands._model import add_model_arguments, load_cli_model
 
 
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
 def parse_units(text: str) -> list[int]:
     """``"5"`` → ``[5]``, ``"5,7,9"`` → ``[5, 7, 9]``; ValueError naming ``--unit`` otherwise."""
     try:
-        units = [int(s) for s in str(text).split(",") if s.strip() != ""]
+        units = [int(s) for s in comma_list(text)]
     except ValueError:
         raise ValueError(f"--unit must be an integer or a comma list of integers, got {text!r}") from None
     if not units:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from audioconv.commands._args import comma_list
+
 EPILOG = """examples:
   audioconv rirs -o rirs/ --n 500 --rt60-s 0.2,1.0
   audioconv rirs -o rirs/ --n 200 --size-m 3,10,3,8,2.4,4 --seed 1 --engine pyroomacoustics
@@ -17,7 +19,7 @@ measured rt60_s (Schroeder T30) and direct-to-reverberant ratio (drr_db).
 def _floats(count: int | tuple[int, ...], name: str):
     def parse(text: str) -> tuple[float, ...]:
         try:
-            values = tuple(float(v) for v in text.split(",") if v.strip())
+            values = tuple(float(v) for v in comma_list(text))
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a comma list of numbers, got {text!r}") from None
         if len(values) not in ((count,) if isinstance(count, int) else count):

@@ -10,6 +10,7 @@ brought network's own names too) and defaults to the model's last feature map ``
 """
 from __future__ import annotations
 
+from audioconv.commands._args import comma_list
 from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
 def parse_methods(text: str) -> list[str]:
     from audioconv.interpret.explain import check_methods
 
-    methods = [s.strip() for s in str(text).split(",") if s.strip()]
+    methods = comma_list(text)
     try:
         return check_methods(methods)
     except ValueError as e:
@@ -153,7 +154,7 @@ def run(args) -> int:
 
     methods = parse_methods(args.methods)
     unit = parse_unit(args.unit) if args.unit else None
-    layers = None if args.layers is None else [s.strip() for s in args.layers.split(",") if s.strip()]
+    layers = comma_list(args.layers)
     model, labels, wavs, clips, clip_s, device = load_clips(args)
     target = unit if unit is not None else class_target(args.target, labels, clips["labels"])
     result = sanity_check(model, wavs, methods, target, gradcam_layer=args.gradcam_layer, layers=layers,

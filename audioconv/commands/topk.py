@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from audioconv.commands._args import comma_list, parse_list
 from audioconv.commands._model import add_model_arguments, clip_length_s, load_cli_model
 
 
@@ -48,7 +49,7 @@ def parse_units(text: str | None, n_channels: int, layer: str) -> list[int] | No
             if n < 1:
                 raise ValueError
             return list(range(min(n, n_channels)))
-        units = [int(s) for s in t.split(",") if s.strip()]
+        units = [int(s) for s in comma_list(t)]
     except ValueError:
         raise ValueError(f"--units must be a positive count N or a comma list of unit indices, got {text!r}") from None
     bad = [u for u in units if not 0 <= u < n_channels]
@@ -84,9 +85,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model, labels, ckpt = load_cli_model(args, device)
     projector = Projector(model, mode=args.mode, device=device)
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()]
-    if not layers:
-        raise ValueError("--layers is empty")
+    layers = parse_list(args.layers, "--layers")
     channels = {}
     for layer in layers:
         try:

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from audioconv.commands._args import comma_list
+
 EPILOG = """examples:
   audioconv train --train kws_train.jsonl --val kws_validation.jsonl --out runs/kws
   audioconv train --manifest kws.jsonl --out runs/kws            # splits "train" / "validation"
@@ -28,7 +30,7 @@ _EXTRA_FIELDS = ("ema", "mixup", "early_stopping", "tensorboard")
 
 def _channels(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(c) for c in text.split(",") if c.strip())
+        values = tuple(int(c) for c in comma_list(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--channels must be a comma list of integers, got {text!r}") from None
     if not values or min(values) <= 0:

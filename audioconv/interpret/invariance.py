@@ -3,9 +3,9 @@
 :func:`invariance` transforms a set of clips by each amount of one of the package's own
 augmentations (:class:`~audioconv.augment.TimeShift`, :class:`~audioconv.augment.PitchShift`,
 :class:`~audioconv.augment.Gain`, :class:`~audioconv.augment.Reverb`,
-:class:`~audioconv.augment.AddNoise`), runs the model once per amount on the whole batch
-(:meth:`~audioconv.interpret.traced.TracedModel.feature_maps`, the package's one forward path,
-which also yields the logits), and measures per layer:
+:class:`~audioconv.augment.AddNoise`), runs the model once per batch of clips and amount
+(:func:`audioconv.interpret.graph.capture`: one whole forward pass gives the feature maps of every
+layer and the logits), and measures per layer:
 
 * **invariance distance** — how far the layer's feature map of the transformed clip ``ψ`` lies from
   that of the original ``φ``: the Euclidean distance ``‖ψ − φ‖`` of Zeiler & Fergus, over the
@@ -57,13 +57,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from audioconv.augment import AddNoise, Gain, PitchShift, Reverb, TimeShift
+from audioconv.interpret.graph import capture as graph_capture
 from audioconv.interpret.traced import TracedModel
+from audioconv.utils import eval_mode
 
 __all__ = ["TRANSFORMS", "LOGITS", "ProbeTransform", "probe_transform", "InvarianceResult", "invariance"]
 
@@ -195,14 +198,6 @@ class _Input:
     frame_s: float
 
 
-def _htk_mel(hz):
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _htk_hz(mel):
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
 def _shift_frames(pt: ProbeTransform, amount: float, inp: _Input) -> float:
     """Frames a time shift of ``amount`` s moves the log-mel by (the samples TimeShift moves / hop)."""
     if inp.sample_rate is None:
@@ -279,9 +274,10 @@ def _source_positions(pt: ProbeTransform, amount: float, geo: _AxisGeometry, inp
     if pt.axis == "time":
         return np.arange(n) - _shift_frames(pt, amount, inp) / geo.stride
     pts = inp.mel_points_hz
-    mel0, step = _htk_mel(pts[0]), (_htk_mel(pts[-1]) - _htk_mel(pts[0])) / (len(pts) - 1)
-    hz = _htk_hz(mel0 + (geo.centre + 1.0) * step)  # bin b is centred on mel point b + 1
-    source_bin = (_htk_mel(hz / 2.0 ** (amount / 12.0)) - mel0) / step - 1.0
+    mel0 = librosa.hz_to_mel(pts[0], htk=True)
+    step = (librosa.hz_to_mel(pts[-1], htk=True) - mel0) / (len(pts) - 1)
+    hz = librosa.mel_to_hz(mel0 + (geo.centre + 1.0) * step, htk=True)  # bin b is centred on mel point b + 1
+    source_bin = (librosa.hz_to_mel(hz / 2.0 ** (amount / 12.0), htk=True) - mel0) / step - 1.0
     return (source_bin - geo.centre[0]) / geo.stride
 
 
@@ -619,33 +615,16 @@ def _input_geometry(traced: TracedModel, x: torch.Tensor, kind: str, frame_s: fl
             raise ValueError(f"frame_s must be > 0 seconds, got {frame_s!r}")
         return _Input((int(x.shape[2]), int(x.shape[3])), None, None, None, None, None, step)
     c = fe.config
-    mel = np.linspace(_htk_mel(c.f_min_hz), _htk_mel(c.f_max), c.n_mels + 2)
     return _Input((c.n_mels, fe.n_frames(int(x.shape[-1]))), int(x.shape[-1]), c.sample_rate, c.hop_length,
-                  c.win_length, _htk_hz(mel), c.hop_length / c.sample_rate)
+                  c.win_length, fe.mel_points_hz(), c.hop_length / c.sample_rate)
 
 
-def _output_key(traced: TracedModel, logmel: torch.Tensor) -> str | None:
-    """The name of the operation whose output is the model's logits (so one forward pass gives feature
-    maps and logits), or ``None`` when the last operation of the forward pass is not it."""
-    ops = traced.census(logmel).ops
-    if not ops:
-        return None
-    last = list(ops)[-1]
-    key = f"{last}#{ops[last]}"
-    try:
-        got = traced.feature_maps(logmel[:2], [key])[key]
-    except ValueError:
-        return None
-    ref = traced.logits(logmel[:2])
-    ok = got.shape == ref.shape and torch.allclose(got.float().cpu(), ref.float(), rtol=1e-5, atol=1e-6)
-    return key if ok else None
-
-
-def _forward(traced: TracedModel, logmel: torch.Tensor, names: list, out_key: str | None) -> list[torch.Tensor]:
-    """Feature maps of ``names`` and then the logits, as ``(B, C, H, W)``: one forward pass."""
-    maps = traced.feature_maps(logmel, names + ([out_key] if out_key and out_key not in names else []))
-    logits = maps[out_key] if out_key else traced.logits(logmel).to(logmel.device)
-    return [_as_4d(maps[n]) for n in names] + [_as_4d(logits)]
+def _forward(traced: TracedModel, logmel: torch.Tensor, keys: dict) -> list[torch.Tensor]:
+    """Feature maps of the layers ``keys`` (``{name: canonical key}``) and then the logits, as
+    ``(B, C, H, W)``: one whole forward pass of log-mel ``(B, 1, F, T)`` (eval mode, no grad)."""
+    with eval_mode(traced.model), torch.no_grad():
+        logits, maps = graph_capture(traced.model, traced.entry, logmel.to(traced.device, traced.dtype), keys)
+    return [_as_4d(maps[name]) for name in keys] + [_as_4d(logits)]
 
 
 def _transformed(pt: ProbeTransform, xb: torch.Tensor, amount: float, noise_pos, kind: str, inp: _Input,
@@ -714,11 +693,9 @@ def invariance(model: nn.Module, inputs, transform: str, amounts=None, layers=No
     if x.shape[0] < 2:
         raise ValueError(f"invariance needs at least 2 clips (distances are normalised by the distance between "
                          f"different clips), got {x.shape[0]}")
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    amounts = sorted(float(a) for a in (DEFAULT_AMOUNTS[transform] if amounts is None else amounts))
+    amounts = sorted(float(a) for a in (DEFAULT_AMOUNTS.get(transform, ()) if amounts is None else amounts))
     sr = traced.frontend.config.sample_rate if kind == "waveform" else None
     pt = probe_transform(transform, sr, amounts, shift_mode, noise_color, drr_db)
     inp = _input_geometry(traced, x, kind, frame_s)
@@ -742,7 +719,7 @@ def _probe(traced, x, kind, pt, amounts, names, inp, noise_pos, targets, lengths
     sums = _Sums(n, n_layers, len(amounts))
     p_true, correct = np.zeros((n, len(amounts))), np.zeros((n, len(amounts)), dtype=bool)
     p_orig, y_all = np.zeros(n), np.zeros(n, dtype=np.int64)
-    plan, out_key = None, None
+    plan, keys = None, None
     steps = -(-n // batch_size) * len(amounts)
     with tqdm(total=steps, disable=not progress, desc=f"invariance {pt.name}", unit="pass") as bar:
         for lo in range(0, n, batch_size):
@@ -751,8 +728,8 @@ def _probe(traced, x, kind, pt, amounts, names, inp, noise_pos, targets, lengths
             lb = None if lengths is None else lengths[rows].to(traced.device)
             logmel = traced.to_logmel(xb, kind)
             if plan is None:
-                out_key = _output_key(traced, logmel)
-            orig = _forward(traced, logmel, names, out_key)
+                keys = {name: traced.key(name, logmel) for name in names}
+            orig = _forward(traced, logmel, keys)
             if plan is None:
                 plan = [_layer_plan(traced, name, tuple(m.shape), pt, amounts, inp, logmel[:1], m.device)
                         for name, m in zip(names + [LOGITS], orig)]
@@ -763,8 +740,7 @@ def _probe(traced, x, kind, pt, amounts, names, inp, noise_pos, targets, lengths
                 sums.add_original(li, phi)
             for ai, amount in enumerate(amounts):
                 maps = orig if amount == pt.identity else _forward(
-                    traced, traced.to_logmel(_transformed(pt, xb, amount, noise_pos[rows], kind, inp, lb), kind),
-                    names, out_key)
+                    traced, traced.to_logmel(_transformed(pt, xb, amount, noise_pos[rows], kind, inp, lb), kind), keys)
                 for li, (phi, psi) in enumerate(zip(orig, maps)):
                     sums.add(rows, li, ai, phi, psi, plan[li].compare[ai])
                 probs = torch.softmax(maps[-1][:, :, 0, 0].double(), dim=1)

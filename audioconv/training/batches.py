@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,8 +22,8 @@ from audioconv.training import distributed
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
-__all__ = ["TrainData", "build_data", "available_cores", "data_report", "TrainingWarning", "even_batches", "ClipNames",
-           "GroupLeakageWarning", "shared_groups", "group_leak_message"]
+__all__ = ["TrainData", "build_data", "data_workers", "available_cores", "data_report", "TrainingWarning",
+           "even_batches", "ClipNames", "natural_key", "GroupLeakageWarning", "shared_groups", "group_leak_message"]
 
 
 class TrainingWarning(UserWarning):
@@ -32,7 +33,8 @@ class GroupLeakageWarning(TrainingWarning):
     """Clips of one group (speaker, source recording) are both trained on and scored."""
 
 
-_CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5
+#: streams of the run's seed (mix_seed(config.seed, STREAM, ...)) that the data uses; the loop uses 2, 4 and 6
+CROPS_STREAM, VAL_LOADER_STREAM, TRAIN_LOADER_STREAM = 1, 3, 5
 
 
 def available_cores() -> int:
@@ -51,20 +53,6 @@ def even_batches(order: list[int], n_batches: int) -> list[list[int]]:
         out.append(order[start:start + size])
         start += size
     return out
-
-
-class _EvenBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """The batches of one epoch: a sampler's order cut by :func:`even_batches`, the first ``skip``
-    batches left out (resuming mid-epoch)."""
-
-    def __init__(self, sampler, n_batches: int, skip: int = 0):
-        self.sampler, self.n_batches, self.skip = sampler, int(n_batches), int(skip)
-
-    def __iter__(self):
-        return iter(even_batches(list(self.sampler), self.n_batches)[self.skip:])
-
-    def __len__(self) -> int:
-        return max(0, self.n_batches - self.skip)
 
 
 def _loader(dataset, workers: int, device: torch.device, seed: int, *, batch_sampler=None, sampler=None,
@@ -93,21 +81,29 @@ class TrainData:
     seed: int
     rank: int
     device: torch.device
+    _batches: tuple = field(default=(None, []), init=False, repr=False)  # (epoch, its batches of clip indices)
+
+    def _epoch_indices(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of epoch ``epoch`` as clip indices: the sampler's order of the epoch cut
+        by :func:`even_batches` (made once per epoch, for the loader and the clip names alike)."""
+        if self._batches[0] != epoch:
+            self.sampler.set_epoch(epoch)
+            self._batches = (epoch, even_batches(list(self.sampler), self.steps_per_epoch))
+        return self._batches[1]
 
     def epoch_loader(self, epoch: int, skip_batches: int = 0) -> torch.utils.data.DataLoader:
         """This rank's batches of epoch ``epoch`` (0-based) after the first ``skip_batches``:
         ``(waveforms (B, C, T), labels (B,), lengths (B,))``. Every clip of the shard is used once
         per epoch, in ``steps_per_epoch`` batches of ``batch_size`` or one fewer clips."""
-        self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch(epoch)
-        return _loader(self.train_ds, self.workers, self.device, mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank),
-                       batch_sampler=_EvenBatchSampler(self.sampler, self.steps_per_epoch, skip_batches))
+        seed = mix_seed(self.seed, TRAIN_LOADER_STREAM, epoch, self.rank)
+        return _loader(self.train_ds, self.workers, self.device, seed,
+                       batch_sampler=self._epoch_indices(epoch)[skip_batches:])
 
     def epoch_batches(self, epoch: int) -> list["ClipNames"]:
         """The clips of each of this rank's batches of epoch ``epoch``, in the order
         :meth:`epoch_loader` gives them, as :class:`ClipNames` (for messages that name a batch's clips)."""
-        self.sampler.set_epoch(epoch)
-        return [ClipNames(self.train_ds, batch) for batch in even_batches(list(self.sampler), self.steps_per_epoch)]
+        return [ClipNames(self.train_ds, batch) for batch in self._epoch_indices(epoch)]
 
 
 def data_report(data: TrainData, info: distributed.DistInfo) -> dict:
@@ -152,10 +148,10 @@ def _manifest_labels(path: str, splits: tuple[str, ...] | None, role: str) -> li
     for r in records:
         counts[r.get("split")] = counts.get(r.get("split"), 0) + 1
     present = ", ".join(f"{s} ({n})" if s is not None else f"no split key ({n})" for s, n in sorted(
-        counts.items(), key=lambda kv: _natural(str(kv[0]))))
+        counts.items(), key=lambda kv: natural_key(str(kv[0]))))
     folds = [s for s in counts if isinstance(s, str) and s.startswith("fold")]
     hint = (f"; cross-validate over the folds (audioconv cv --manifest {path}) or choose the splits, e.g. "
-            f"--train-split {','.join(sorted(folds, key=_natural)[:-1])} --val-split {max(folds, key=_natural)}"
+            f"--train-split {','.join(sorted(folds, key=natural_key)[:-1])} --val-split {max(folds, key=natural_key)}"
             if len(folds) >= 2 else "; choose the splits with train_split=/val_split= (--train-split/--val-split; "
                                     "--val-split none trains without validation)")
     name = "split" if len(splits) == 1 else "splits"
@@ -171,15 +167,16 @@ def _check_splits_known(path: str, splits: tuple[str, ...] | None, present: set,
     exist: a misspelt fold would otherwise drop out of the run without a word."""
     unknown = [s for s in (splits or ()) if s not in present]
     if unknown:
-        have = ", ".join(sorted((str(s) for s in present if s is not None), key=_natural)) or "none"
+        have = ", ".join(sorted((str(s) for s in present if s is not None), key=natural_key)) or "none"
         raise ValueError(f"{_SPLIT_FLAGS[role]}: manifest {path} has no split {', '.join(map(repr, unknown))} "
                          f"(splits present: {have})")
 
 
-def _natural(name: str) -> tuple:
-    """Sort key that puts fold2 before fold10."""
-    digits = "".join(c for c in name if c.isdigit())
-    return (name.rstrip("0123456789"), int(digits) if digits and name.endswith(digits) else -1, name)
+def natural_key(name: str) -> tuple:
+    """Sort key that compares the runs of digits in ``name`` by value (``fold2`` before ``fold10``,
+    ``us8k_fold2`` before ``us8k_fold10``); names equal that way (``fold01``, ``fold1``) by their text."""
+    parts = re.split(r"(\d+)", name)  # text, digits, text, ...: the same kinds at the same places
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), name
 
 
 def _warn_leakage(train_ds, val_ds) -> None:
@@ -237,42 +234,42 @@ def _datasets(cfg: TrainConfig, labels: list[str] | None):
         if extra:
             raise ValueError(f"validation set {val_src} has labels that are not in the training set: {extra}")
     common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels, skip_bad=cfg.skip_bad)
-    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, _CROPS), **common)
+    train_ds = ManifestDataset(train_src, crop="random", split=train_split, seed=mix_seed(cfg.seed, CROPS_STREAM),
+                               **common)
     val_ds = None if val_src is None else ManifestDataset(val_src, crop="center", split=val_split, **common)
     if val_ds is not None:
         _warn_leakage(train_ds, val_ds)
     return train_ds, val_ds, labels
 
 
-def _auto_workers(device: torch.device, local_world: int) -> int:
+def data_workers(cfg: TrainConfig, device: torch.device, local_world: int) -> int:
+    """DataLoader decode processes of each of the ``local_world`` processes on this machine:
+    ``cfg.workers``, or with ``-1`` a number that suits ``device`` and the cores they share."""
+    if cfg.workers >= 0:
+        return cfg.workers
     cores = available_cores()
     if device.type == "cuda":
         return max(1, min(8, cores // local_world - 1))
     return 1 if cores // local_world >= 2 else 0
 
 
-def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, local_world: int,
+def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.device, workers: int,
                labels: list[str] | None = None) -> tuple[TrainData, list[str]]:
-    """The run's :class:`TrainData` and its class names (sorted, or ``labels`` from a checkpoint).
+    """The run's :class:`TrainData` and its class names (sorted, or ``labels`` from a checkpoint), from
+    manifests (:func:`audioconv.training.shard_data.build_shard_data` builds the same from shards).
 
     Args:
-        cfg: the run's settings (manifests, clip length, batch size, workers, seed).
+        cfg: the run's settings (manifests, clip length, batch size, seed).
         info: this process's rank among ``world_size``.
-        device: the training device (pinned memory on CUDA; the default number of workers).
-        local_world: processes on this machine (they share its cores among their workers).
+        device: the training device (pinned memory on CUDA).
+        workers: DataLoader decode processes (:func:`data_workers`).
         labels: a resumed run's class names; the training set must have exactly these.
 
     Raises:
         ValueError: an empty training or validation set, one class only, validation labels that
             training lacks, or labels that differ from ``labels``.
     """
-    from audioconv.training.shard_data import build_shard_data, uses_shards
-
-    if uses_shards(cfg):  # WebDataset shards: --train 'DIR/train-{000000..000123}.tar'
-        workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
-        return build_shard_data(cfg, info, device, workers, labels)
     train_ds, val_ds, labels = _datasets(cfg, labels)
-    workers = cfg.workers if cfg.workers >= 0 else _auto_workers(device, local_world)
     sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=False)
     shard = len(sampler)
@@ -284,7 +281,7 @@ def build_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch.devic
     val_loader = None
     if val_ds is not None:
         val_shard = list(range(info.rank, len(val_ds), info.world_size))
-        val_loader = _loader(val_ds, workers, device, mix_seed(cfg.seed, _VAL_LOADER), sampler=val_shard,
+        val_loader = _loader(val_ds, workers, device, mix_seed(cfg.seed, VAL_LOADER_STREAM), sampler=val_shard,
                              batch_size=batch_size)
     data = TrainData(train_ds=train_ds, sampler=sampler, batch_size=batch_size,
                      steps_per_epoch=math.ceil(shard / batch_size), workers=workers, val_loader=val_loader,

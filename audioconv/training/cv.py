@@ -19,7 +19,6 @@ checkpoints), so it can be evaluated, inspected and resumed like any other.
 """
 from __future__ import annotations
 
-import re
 import statistics
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 
 from audioconv.training import distributed
-from audioconv.training.batches import GroupLeakageWarning, group_leak_message, shared_groups
+from audioconv.training.batches import GroupLeakageWarning, group_leak_message, natural_key, shared_groups
 from audioconv.training.config import TrainConfig, parse_splits
 from audioconv.training.evaluate import evaluate
 from audioconv.training.loop import fit
@@ -37,16 +36,12 @@ from audioconv.training.metrics import summarize
 __all__ = ["cross_validate", "fold_splits", "fold_plan"]
 
 
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def fold_splits(manifest: str | Path) -> list[str]:
     """The ``split`` values of ``manifest`` that name folds (``fold1``, ``fold2``, …), in natural order."""
     from audioconv.io.manifest import iter_manifest
 
     splits = {r.get("split") for r in iter_manifest(manifest)}
-    return sorted((s for s in splits if isinstance(s, str) and s.lower().startswith("fold")), key=_natural)
+    return sorted((s for s in splits if isinstance(s, str) and s.lower().startswith("fold")), key=natural_key)
 
 
 def fold_plan(folds: Sequence[str], validation: str = "none") -> list[dict]:

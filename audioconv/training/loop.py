@@ -57,7 +57,8 @@ from tqdm.auto import tqdm
 
 from audioconv.io.files import ensure_folder, write_json
 from audioconv.training import distributed, logs
-from audioconv.training.batches import TrainData, TrainingWarning, available_cores, build_data, data_report
+from audioconv.training.batches import (TrainData, TrainingWarning, available_cores, build_data, data_report,
+                                        data_workers)
 from audioconv.training.checkpoint import (checkpoint_labels, load_checkpoint, load_model_state, rng_state,
                                            save_checkpoint, set_rng_state)
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
@@ -65,6 +66,7 @@ from audioconv.training.ema import ema_decay_advice, ema_state, load_ema_state, 
 from audioconv.training.evaluate import run_validation
 from audioconv.training.metrics import accuracy, macro_f1
 from audioconv.training.mixup import MixDraw, draw_mixup, mix_inputs, mixup_correct, mixup_loss
+from audioconv.training.shard_data import build_shard_data, uses_shards
 from audioconv.utils import accepts_keyword, mix_seed, resolve_device
 
 __all__ = [
@@ -444,7 +446,8 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         logs.require_tensorboard()  # a missing package: an error now, not after the data scan
     ckpt = _resume_checkpoint(cfg, out, info.is_main)
     chain = augment if augment is not None else build_augment(cfg)
-    data, labels = build_data(cfg, info, device, local_world, ckpt["labels"] if ckpt else None)
+    build = build_shard_data if uses_shards(cfg) else build_data  # shards: --train 'DIR/train-{000000..000123}.tar'
+    data, labels = build(cfg, info, device, data_workers(cfg, device, local_world), ckpt["labels"] if ckpt else None)
     model = _model(cfg, len(labels), ckpt, out, device)
     net: nn.Module = _Classifier(model)
     if info.is_distributed:

@@ -16,15 +16,14 @@ import torch
 
 from audioconv.data.shards import ShardClips, ShardLoader, is_shard_spec, open_shard_set
 from audioconv.training import distributed
+from audioconv.training.batches import CROPS_STREAM, TRAIN_LOADER_STREAM, VAL_LOADER_STREAM, TrainingWarning
 from audioconv.training.config import TrainConfig
 from audioconv.utils import mix_seed
 
 __all__ = ["ShardTrainData", "uses_shards", "build_shard_data"]
 
-_CROPS, _VAL_LOADER, _TRAIN_LOADER = 1, 3, 5  # the streams of audioconv.training.batches
 
-
-class ShardEpochWarning(UserWarning):
+class ShardEpochWarning(TrainingWarning):
     """Shards that do not divide evenly among the processes: some clips are left out of each epoch."""
 
 
@@ -49,7 +48,6 @@ class ShardTrainData:
 
     train_ds: ShardClips
     batch_size: int
-    drop_last: bool
     steps_per_epoch: int
     workers: int
     val_loader: ShardLoader | None
@@ -66,7 +64,7 @@ class ShardTrainData:
     def epoch_loader(self, epoch: int, skip_batches: int = 0) -> ShardLoader:
         """This process's batches of epoch ``epoch`` (0-based) after the first ``skip_batches``."""
         return ShardLoader(self.train_ds, epoch, self.batch_size, self.workers, skip_batches, self.steps_per_epoch,
-                           self.device.type == "cuda", mix_seed(self.seed, _TRAIN_LOADER, epoch, self.rank))
+                           self.device.type == "cuda", mix_seed(self.seed, TRAIN_LOADER_STREAM, epoch, self.rank))
 
 
 class _StreamedBatch:
@@ -108,7 +106,7 @@ def build_shard_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch
     common = dict(sample_rate=int(cfg.sample_rate), clip_s=float(cfg.clip_s), labels=labels, skip_bad=cfg.skip_bad,
                   rank=info.rank, world_size=info.world_size)
     train = ShardClips(train_set, crop="random", shuffle=True, shuffle_buffer=cfg.shuffle_buffer,
-                       seed=mix_seed(cfg.seed, _CROPS), **common)
+                       seed=mix_seed(cfg.seed, CROPS_STREAM), **common)
     batch, steps, left_out = _steps(train, cfg.batch_size, int(cfg.epochs), info.world_size)
     if left_out and info.is_main:
         warnings.warn(f"{train_set.total} clips in {len(train_set.urls)} shards do not divide into {info.world_size} "
@@ -119,7 +117,7 @@ def build_shard_data(cfg: TrainConfig, info: distributed.DistInfo, device: torch
     if cfg.val is not None:
         val = ShardClips(cfg.val, crop="center", shuffle=False, shuffle_buffer=0, **common)
         val_loader = ShardLoader(val, 0, batch, workers, pin_memory=device.type == "cuda",
-                                 seed=mix_seed(cfg.seed, _VAL_LOADER))
-    data = ShardTrainData(train_ds=train, batch_size=batch, drop_last=True, steps_per_epoch=steps, workers=workers,
+                                 seed=mix_seed(cfg.seed, VAL_LOADER_STREAM))
+    data = ShardTrainData(train_ds=train, batch_size=batch, steps_per_epoch=steps, workers=workers,
                           val_loader=val_loader, seed=int(cfg.seed), rank=info.rank, device=device, left_out=left_out)
     return data, list(labels)
