@@ -479,7 +479,9 @@ def codec_round_trip(waveform: torch.Tensor, sample_rate: int, file_format: str,
     Raises:
         ValueError: the codec refuses the settings (libsndfile's message, with the format named).
     """
-    data = np.ascontiguousarray(waveform.detach().to("cpu", torch.float32).numpy().T)
+    # clipped here: libsndfile converts floats beyond ±1 to integers without clipping (they wrap
+    # round and flip sign) and its mu-law/A-law tables index out of bounds far beyond it (a crash)
+    data = np.ascontiguousarray(np.clip(waveform.detach().to("cpu", torch.float32).numpy().T, -1.0, 1.0))
     encoded = io.BytesIO()
     extra = {k: v for k, v in (("compression_level", compression_level), ("bitrate_mode", bitrate_mode))
              if v is not None}
