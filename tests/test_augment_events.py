@@ -182,3 +182,15 @@ def test_an_event_shorter_than_two_fades_follows_the_lower_ramp():
     want = np.sin(np.pi / 2 * np.clip(np.minimum(t + 0.5, 99.5 - t) / 80, 0, 1)) ** 2
     envelope = added[start:stop]
     np.testing.assert_allclose(envelope / envelope.max() * want.max(), want, atol=1e-12)
+
+
+def test_time_mask_under_autograd_passes_the_gradient_outside_the_chunks():
+    x = clean(b=4, c=2, t=8000)
+    aug = TimeMask(SR, max_s=0.2, n=(1, 3), p=1.0)
+    params = aug.sample(4, generator=torch.Generator().manual_seed(1))
+    plain = aug.apply(x, params)
+    leaf = x.clone().requires_grad_(True)
+    y = aug.apply(leaf, params)
+    y.sum().backward()
+    torch.testing.assert_close(y.detach(), plain, rtol=0, atol=0)
+    torch.testing.assert_close(leaf.grad, (plain != 0).to(x.dtype), rtol=0, atol=0)  # 1 kept, 0 masked

@@ -61,7 +61,7 @@ class TimeMask(Augmentation):
         batch, _, time = x.shape
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
         start, stop = time_mask_spans(params, real, self.sample_rate)
-        if x.device.type == "cpu":  # a few spans per example: zero them in a copy (memsets), no mask
+        if x.device.type == "cpu" and not x.requires_grad:  # a few spans: zero them in a copy, no mask
             y = x.clone()
             for row, first, last in zip(y, start.tolist(), stop.tolist()):  # views: no indexing per span
                 for a, b in zip(first, last):
