@@ -200,6 +200,8 @@ def test_chains_pickle_and_replay_the_same():
     ([{"type": "Gain", "gain": 3}], ["transforms[0]", "gain"]),
     ([{"type": "Reverb", "rt60_s": [-0.2, 0.5]}], ["transforms[0]", "rt60_s"]),
     ([{"type": "Gain", "p": 0.5}, {"type": "AddNoise", "snr_db": [30, 10]}], ["transforms[1]", "snr_db"]),
+    ([{"type": "AddEvents"}], ["transforms[0]", "AddEvents", "missing", "background"]),
+    ([{"type": "AddEvents", "background": "/nonexistent/events"}], ["transforms[0]", "AddEvents", "/nonexistent/events"]),
 ])
 def test_bad_chain_config_names_the_place(cfg, words):
     with pytest.raises(ValueError) as e:
@@ -474,3 +476,13 @@ def test_every_new_transform_round_trips_through_a_chain_file(tmp_path):
     x = signal((4, 1, 4000), torch.float32, "cpu")
     params = chain.sample(4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loaded.apply(x, params), chain.apply(x, params))
+
+
+def test_a_bad_line_in_a_manifest_a_chain_names_gives_the_chain_file_and_the_line(tmp_path):
+    (tmp_path / "events.jsonl").write_text('{"path": "a.wav"}\n')
+    chain_file = tmp_path / "chain.json"
+    chain_file.write_text('[{"type": "AddEvents", "background": "events.jsonl", "p": 1.0}]')
+    with pytest.raises(ValueError) as e:
+        load_chain(chain_file, SR)
+    message = str(e.value)
+    assert all(w in message for w in (str(chain_file), "transforms[0]", "events.jsonl:1", "audio_filepath")), message

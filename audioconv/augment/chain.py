@@ -114,10 +114,14 @@ def _build(cfg: Any, sample_rate: int, base_dir: Path | None, where: str) -> Aug
             cfg[key] = _resolve_paths(cfg[key], base_dir)
     if accepts_keyword(cls, "sample_rate"):
         cfg["sample_rate"] = sample_rate
+    required = [k for k, p in inspect.signature(cls.__init__).parameters.items()
+                if k != "self" and p.default is inspect.Parameter.empty and k not in cfg]
+    if required:
+        raise ValueError(f"{where} ({name}): missing argument(s) {required}")
     try:
         return cls(**cfg)
-    except (ValueError, FileNotFoundError) as e:
-        raise type(e)(f"{where} ({name}): {e}") from None
+    except (ValueError, FileNotFoundError) as e:  # one type whatever the cause (a subclass may take other arguments)
+        raise ValueError(f"{where} ({name}): {e}") from None
 
 
 def chain_from_config(cfg: dict | list, sample_rate: int, base_dir: str | os.PathLike | None = None) -> Compose:
@@ -130,7 +134,8 @@ def chain_from_config(cfg: dict | list, sample_rate: int, base_dir: str | os.Pat
         base_dir: folder that relative ``rirs`` / ``background`` paths are relative to.
 
     Raises:
-        ValueError: unknown type or argument, or a bad argument value (the message names where).
+        ValueError: unknown type, unknown or missing argument, a bad argument value or a file it names
+            that is missing or unreadable (the message names where).
     """
     base = None if base_dir is None else Path(base_dir)
     if isinstance(cfg, list):
