@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -486,3 +488,15 @@ def test_a_bad_line_in_a_manifest_a_chain_names_gives_the_chain_file_and_the_lin
         load_chain(chain_file, SR)
     message = str(e.value)
     assert all(w in message for w in (str(chain_file), "transforms[0]", "events.jsonl:1", "audio_filepath")), message
+
+
+def test_a_chain_built_with_paths_relative_to_the_working_folder_saves_and_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ev").mkdir()
+    sf.write(tmp_path / "ev" / "knock.wav", np.hanning(800) * 0.5, SR)
+    chain = Compose([AddEvents(SR, "ev", p=1.0)])
+    save_chain(chain, "saved/chain.json")
+    loaded = load_chain("saved/chain.json", SR)
+    x = signal((2, 1, 4000), torch.float32, "cpu")
+    params = chain.sample(2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.apply(x, params), chain.apply(x, params))

@@ -165,8 +165,22 @@ def load_chain(path: str | os.PathLike, sample_rate: int) -> Compose:
 
 
 def save_chain(aug: Augmentation, path: str | os.PathLike) -> Path:
-    """Write ``chain_to_config(aug)`` as JSON to ``path`` (atomically, folders created); returns the path."""
-    return write_json(path, chain_to_config(aug), indent=2)
+    """Write ``chain_to_config(aug)`` as JSON to ``path`` (atomically, folders created); returns the path.
+
+    Relative ``rirs`` / ``background`` paths (relative to the working folder, as the transforms
+    read them) are written absolute: ``load_chain`` reads relative ones against the file's folder."""
+    return write_json(path, _absolute_paths(chain_to_config(aug)), indent=2)
+
+
+def _absolute_paths(cfg: dict) -> dict:
+    """``cfg`` with its path arguments, and those of the transforms it holds, made absolute."""
+    cfg = dict(cfg)
+    for key in PATH_ARGUMENTS:
+        if cfg.get(key) is not None:
+            cfg[key] = _resolve_paths(cfg[key], Path.cwd())
+    if isinstance(cfg.get("transforms"), list):
+        cfg["transforms"] = [_absolute_paths(c) for c in cfg["transforms"]]
+    return cfg
 
 
 def describe_example(chain: Augmentation, params: dict, index: int, values: bool = False) -> str:
