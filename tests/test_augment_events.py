@@ -194,3 +194,13 @@ def test_time_mask_under_autograd_passes_the_gradient_outside_the_chunks():
     y.sum().backward()
     torch.testing.assert_close(y.detach(), plain, rtol=0, atol=0)
     torch.testing.assert_close(leaf.grad, (plain != 0).to(x.dtype), rtol=0, atol=0)  # 1 kept, 0 masked
+
+
+def test_event_titles_give_one_snr_when_the_events_share_it():
+    aug = AddEvents(SR, background=bank(), n=(1, 1), snr_db=(20, 20), p=1.0)
+    params = aug.sample(1, generator=torch.Generator().manual_seed(0))
+    assert aug.describe(params, 0) == "1 event, SNR 20 dB"
+    aug = AddEvents(SR, background=bank(), n=(3, 3), snr_db=(0, 20), p=1.0)
+    params = aug.sample(1, generator=torch.Generator().manual_seed(0))
+    low, high = params["snr_db"][0].min().round(), params["snr_db"][0].max().round()
+    assert aug.describe(params, 0) == f"3 events, SNR {int(low)}-{int(high)} dB"

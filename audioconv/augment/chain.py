@@ -51,7 +51,7 @@ TRANSFORMS: dict[str, type[Augmentation]] = {
 }
 PATH_ARGUMENTS = ("rirs", "background")  # resolved relative to the chain file's folder
 SHORT_NAMES = {"PolarityInversion": "polarity", "RandomEQ": "EQ", "Reverb": "reverb", "AddNoise": "noise",
-               "Gain": "gain", "TimeShift": "shift", "SpeedPerturb": "speed", "PitchShift": "pitch",
+               "Gain": "gain", "TimeShift": "shift", "SpeedPerturb": "speed", "PitchShift": "pitch", "BatchMix": "mix",
                "TimeStretch": "stretch", "LowPass": "low-pass", "HighPass": "high-pass", "BandPass": "band-pass",
                "BandStop": "band-stop", "Clip": "clip", "Distortion": "distortion", "BitCrush": "bit crush",
                "Codec": "codec", "AddEvents": "events", "GainTransition": "fade", "TimeMask": "time mask"}

@@ -132,8 +132,9 @@ class AddEvents(Augmentation):
         count = int(params["n"][index])
         if count == 0:
             return "no events"
-        snr = params["snr_db"][index, :count]
-        return f"{count} event{'s' if count > 1 else ''}, SNR {float(snr.min()):.0f}-{float(snr.max()):.0f} dB"
+        low, high = (round(float(v)) for v in params["snr_db"][index, :count].aminmax())
+        snr = f"{low}" if low == high else f"{low}-{high}"
+        return f"{count} event{'s' if count > 1 else ''}, SNR {snr} dB"
 
 
 def add_at(x: torch.Tensor, row: torch.Tensor, start: torch.Tensor, events: torch.Tensor,
