@@ -413,7 +413,7 @@ def test_describe_example_names_what_each_example_got():
                           "1.AddNoise": {"apply": torch.tensor([True, False, False])}},
               "2.BatchMix": {"apply": torch.tensor([False, True, False])}}
     assert describe_example(chain, params, 0) == "gain+noise"
-    assert describe_example(chain, params, 1) == "reverb+BatchMix"
+    assert describe_example(chain, params, 1) == "reverb+mix"
     assert describe_example(chain, params, 2) == "unchanged"
 
 
