@@ -3,6 +3,7 @@ composites, chains and parameter dicts."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -500,3 +501,51 @@ def test_a_chain_built_with_paths_relative_to_the_working_folder_saves_and_loads
     x = signal((2, 1, 4000), torch.float32, "cpu")
     params = chain.sample(2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(loaded.apply(x, params), chain.apply(x, params))
+
+
+def test_a_chain_reports_the_same_lengths_however_it_was_built(tmp_path):
+    """A chain with a OneOf of TimeStretch (ends at round(L / 1.25)) and SpeedPerturb (ceil(L / 1.1)),
+    built from a list, a tuple, a generator, a JSON list config and a saved file, reports per example
+    the end the formula gives for what it drew; lengths may be a list, as apply takes them."""
+    sr, time = SR, 8000
+
+    def steps():
+        return [OneOf([TimeStretch(sr, rate=(1.25, 1.25), p=1.0), SpeedPerturb(sr, factors=[1.1], p=1.0),
+                       Gain(gain_db=(0.0, 0.0), p=1.0)], p=0.8), AddNoise(snr_db=(20.0, 20.0), p=0.5)]
+
+    path = save_chain(Compose(steps()), tmp_path / "chain.json")
+    chains = [Compose(steps()), Compose(tuple(steps())), Compose(s for s in steps()),
+              chain_from_config([step.to_config() for step in steps()], sr), load_chain(path, sr)]
+    lengths = [8000, 7000, 6001, 5000, 4000, 3000, 2000, 1000]
+    reports = []
+    for chain in chains:
+        params = chain.sample(8, generator=torch.Generator().manual_seed(3))
+        choice, applied = params["0.OneOf"]["choice"].tolist(), params["0.OneOf"]["apply"].tolist()
+        expected = [L if not on else round(L / 1.25) if c == 0 else math.ceil(L / 1.1) if c == 1 else L
+                    for L, c, on in zip(lengths, choice, applied)]
+        reported = chain.output_lengths(params, lengths, time)
+        assert reported.tolist() == expected and reported.dtype == torch.int64
+        assert chain.output_lengths(params, torch.tensor(lengths), time).tolist() == expected
+        x = torch.randn(8, 1, time, generator=torch.Generator().manual_seed(0))
+        x *= (torch.arange(time) < torch.tensor(lengths)[:, None])[:, None, :]
+        y = chain.apply(x, params, torch.tensor(lengths))
+        for row, end, L in zip(y, expected, lengths):
+            assert (row[:, end:L] == 0).all()
+        reports.append(reported.tolist())
+    assert {0, 1, 2} <= set(choice) and len(set(map(tuple, reports))) == 1
+
+
+def test_output_lengths_names_what_does_not_fit():
+    chain = Compose([TimeShift(8000, p=1.0)])
+    params = chain.sample(3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(3,\)"):
+        chain.output_lengths(params, [100, 100], 100)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 100\]"):
+        chain.output_lengths(params, [100, 100, 101], 100)
+    with pytest.raises(ValueError, match="params for Compose lack"):
+        chain.output_lengths(params["0.TimeShift"], None, 100)
+    with pytest.raises(ValueError, match="params for Compose must be a dict"):
+        chain.output_lengths({"0.TimeShift": params["0.TimeShift"]}, None, 100)
+    with pytest.raises(ValueError, match="time must be a positive int"):
+        chain.output_lengths(params, None, 0)
+    assert chain.output_lengths(params, None, 100) is None  # nothing moves the ends

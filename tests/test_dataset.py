@@ -3,6 +3,7 @@ the channel mean, sample indices written into the files, chi-square for the samp
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -460,3 +461,26 @@ def test_a_transform_sees_the_clip_and_the_padding_stays_silent(tmp_path):
     assert n == 4800 and torch.count_nonzero(noisy[0, 4800:]) == 0
     snr_db = 10 * torch.log10(clean[0, :4800].pow(2).mean() / (noisy - clean)[0, :4800].pow(2).mean()).item()
     assert snr_db == pytest.approx(10.0, abs=0.3)  # measured on the clip: the padding did not dilute its level
+
+
+@pytest.mark.parametrize("clip_s", [1.0, None])
+def test_an_item_transformed_by_a_speed_change_reports_where_its_real_samples_now_end(tmp_path, clip_s):
+    """TimeStretch ends a clip of L samples at round(L / rate), SpeedPerturb at ceil(L / factor),
+    a chain of both at the one after the other: the item's length is that end, not L."""
+    from audioconv.augment import Compose, Gain, SpeedPerturb, TimeStretch
+
+    short = tmp_path / "short.wav"
+    sf.write(short, sine(TARGET_SR, 0.3, freq_hz=440.0), TARGET_SR, subtype="FLOAT")  # L = 4800
+    chain = Compose([SpeedPerturb(TARGET_SR, factors=[1.1], p=1.0), Gain(gain_db=(0.0, 0.0), p=1.0),
+                     TimeStretch(TARGET_SR, rate=(1.25, 1.25), p=1.0)])
+    expected = {"stretch": (TimeStretch(TARGET_SR, rate=(1.25, 1.25), p=1.0), 3840),
+                "speed": (SpeedPerturb(TARGET_SR, factors=[1.25], p=1.0), 3840),
+                "slower": (SpeedPerturb(TARGET_SR, factors=[0.8], p=1.0), 4800),  # cut at L
+                "chain": (chain, round(math.ceil(4800 / 1.1) / 1.25))}  # 4364, then 3491
+    for name, (transform, n_expected) in expected.items():
+        wav, _, n = ManifestDataset([rec(short)], TARGET_SR, clip_s, crop="start", transform=transform, seed=0)[0]
+        assert n == n_expected, name
+        assert wav.shape[-1] == (16000 if clip_s else 4800), name
+        assert torch.count_nonzero(wav[0, n:]) == 0 and wav[0, n - 40:n].abs().max() > 0.05, name
+    plain, _, n = ManifestDataset([rec(short)], TARGET_SR, clip_s, crop="start", transform=lambda w: w[:, :1000])[0]
+    assert n == 1000  # a plain callable: its output's length

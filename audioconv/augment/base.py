@@ -23,9 +23,10 @@ non-finite (an FFT filter spreads one NaN over its whole clip), and no other exa
 is checked here (it would cost a pass over every batch); the trainer stops on a non-finite loss,
 naming the step, before a weight moves.
 
-Lengths: a transform that moves where each example's real samples end (``TimeStretch``) says so
-in ``output_lengths(params, lengths, time)``; chains pass the updated lengths to their later
-steps, and return them from their own ``output_lengths``.
+Lengths: a transform that moves where each example's real samples end (``TimeStretch``,
+``SpeedPerturb``) says so in ``output_lengths(params, lengths, time)`` (a subclass overrides
+``_output_lengths``); chains pass the updated lengths to their later steps, and return them from
+their own ``output_lengths``. ``call_with_lengths`` draws, applies and returns both.
 """
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ import torch
 from .params import Params, check_params, params_select, params_to, restrict
 from .validation import as_batch, check_generator, check_lengths, check_probability
 
-__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "uniform", "log_uniform",
-           "CHAIN_IN_PLACE"]
+__all__ = ["Augmentation", "Compose", "OneOf", "Params", "as_batch", "keep_padding", "real_lengths", "uniform",
+           "log_uniform", "CHAIN_IN_PLACE"]
 
 # Chains write the rows of each step after the first into memory they own (see ``Augmentation``);
 # ``False`` turns that off, for the ablation in ``benchmarks/augment_bench.py --ablation``.
@@ -56,6 +57,13 @@ def log_uniform(lo: float, hi: float, shape: tuple[int, ...], generator, device)
     """float32 draws, evenly spread in ``log`` between ``lo`` and ``hi`` (both > 0)."""
     u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
     return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
+
+
+def real_lengths(params: Params, lengths: torch.Tensor | None, time: int) -> torch.Tensor:
+    """``lengths``, or ``(B,)`` int64 ``time`` (on the device of ``params["apply"]``) when ``None``."""
+    if lengths is not None:
+        return lengths
+    return torch.full(params["apply"].shape, time, dtype=torch.long, device=params["apply"].device)
 
 
 def keep_padding(y: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -156,13 +164,19 @@ class Augmentation:
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
         name = type(self).__name__
+        self._check_params(params, batch)
+        lengths = check_lengths(lengths, batch, time, xb.device)
+        y = self._apply_batch(xb, params_to(params, xb.device), lengths, inplace and not xb.requires_grad)
+        return x if y is xb else y.reshape(shape)
+
+    def _check_params(self, params: Params, batch: int) -> None:
+        """``ValueError`` unless ``params`` has this transform's keys (and, in a chain, those of
+        every step), each with ``batch`` rows."""
+        name = type(self).__name__
         check_params(params, batch, name)
         missing = [k for k in self.param_keys if k not in params]
         if missing:
             raise ValueError(f"params for {name} lack {missing}; draw them with {name}.sample()")
-        lengths = check_lengths(lengths, batch, time, xb.device)
-        y = self._apply_batch(xb, params_to(params, xb.device), lengths, inplace and not xb.requires_grad)
-        return x if y is xb else y.reshape(shape)
 
     def _apply_batch(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None,
                      inplace: bool) -> torch.Tensor:
@@ -196,18 +210,36 @@ class Augmentation:
         a transform that implements ``_transform``."""
         return None
 
-    def output_lengths(self, params: Params, lengths: torch.Tensor | None, time: int) -> torch.Tensor | None:
+    def output_lengths(self, params: Params, lengths: Any, time: int) -> torch.Tensor | None:
         """Where each example's real samples end after ``apply(x, params, lengths)``.
 
         Args:
             params (dict): as given to ``apply``.
-            lengths (Tensor or None): ``(B,)`` real samples per example before (``None``: all ``time``).
+            lengths (Tensor, sequence of ints or None): ``(B,)`` real samples per example before, as
+                ``apply`` takes them (``None``: all ``time``).
             time (int): samples per example (the last dimension of ``x``).
 
         Returns:
-            ``(B,)`` int64, or ``lengths`` itself (possibly ``None``) for the transforms that do not
-            move them — all but ``TimeStretch`` (and chains holding one).
+            ``(B,)`` int64 on the device of ``lengths`` (else of ``params``), or ``None`` when
+            ``lengths`` is ``None`` and no step moves them — all transforms but ``TimeStretch``
+            and ``SpeedPerturb`` (and chains holding one) return the lengths they were given.
+
+        Raises:
+            ValueError: ``params``, ``lengths`` or ``time`` do not fit each other.
         """
+        apply = params.get("apply") if isinstance(params, dict) else None
+        if not isinstance(apply, torch.Tensor) or apply.dim() != 1:
+            name = type(self).__name__
+            raise ValueError(f"params for {name} must be a dict from {name}.sample() with a (batch,) 'apply' entry")
+        if isinstance(time, bool) or not isinstance(time, int) or time < 1:
+            raise ValueError(f"time must be a positive int (samples per example), got {time!r}")
+        self._check_params(params, apply.shape[0])
+        device = lengths.device if isinstance(lengths, torch.Tensor) else apply.device
+        return self._output_lengths(params, check_lengths(lengths, apply.shape[0], time, device), time)
+
+    def _output_lengths(self, params: Params, lengths: torch.Tensor | None, time: int) -> torch.Tensor | None:
+        """``output_lengths`` for checked arguments (``lengths`` ``(B,)`` int64 or ``None``); a transform
+        that moves where the real samples end overrides this (the default: they stay)."""
         return lengths
 
     def describe(self, params: Params, index: int) -> str:
@@ -218,8 +250,19 @@ class Augmentation:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
                  lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Draw parameters for ``x``'s batch with ``generator`` and apply them (see ``apply``)."""
+        return self.apply(x, self._sample_for(x, generator), lengths)
+
+    def call_with_lengths(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                          lengths: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(self(x, generator, lengths), output_lengths(...))``: the same draw as calling it, and
+        where each example's real samples end afterwards (``None`` when ``lengths`` is ``None``
+        and no step moves them). ``ManifestDataset`` calls this to report an item's length."""
+        params = self._sample_for(x, generator)
+        return self.apply(x, params, lengths), self.output_lengths(params, lengths, as_batch(x)[0].shape[-1])
+
+    def _sample_for(self, x: torch.Tensor, generator: torch.Generator | None) -> Params:
         xb, _ = as_batch(x)
-        return self.apply(x, self.sample(xb.shape[0], generator, xb.device), lengths)
+        return self.sample(xb.shape[0], generator, xb.device)
 
     # -- description -----------------------------------------------------------------------
     def to_config(self) -> dict:
@@ -286,7 +329,7 @@ class _Composite(Augmentation):
         A step that moves the examples' ends (``output_lengths``) hands the new lengths on."""
         time = x.shape[-1]
         for key, t in zip(self._keys, self.transforms):
-            after = t.output_lengths(params[key], lengths, time)  # the step reads the old lengths
+            after = t._output_lengths(params[key], lengths, time)  # the step reads the old lengths
             if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
                 x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
             else:
@@ -296,10 +339,15 @@ class _Composite(Augmentation):
             lengths = after
         return x
 
-    def output_lengths(self, params, lengths, time):
+    def _check_params(self, params, batch):
+        super()._check_params(params, batch)
+        for key, t in zip(self._keys, self.transforms):
+            t._check_params(params[key], batch)
+
+    def _output_lengths(self, params, lengths, time):
         """The lengths after every step in turn (see ``Augmentation.output_lengths``)."""
         for key, t in zip(self._keys, self.transforms):
-            lengths = t.output_lengths(params[key], lengths, time)
+            lengths = t._output_lengths(params[key], lengths, time)
         return lengths
 
     def __len__(self) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Augmentation, uniform
+from .base import Augmentation, real_lengths, uniform
 from .validation import check_range, check_sample_rate
 from .vocoder import stretch_frames, vocode
 
@@ -50,14 +50,11 @@ class TimeStretch(Augmentation):
         """``min(L, round(L / rate))`` ``(N,)`` int64."""
         return torch.minimum(real, torch.round(real.double() / rate.double()).long())
 
-    def output_lengths(self, params, lengths, time):
+    def _output_lengths(self, params, lengths, time):
         """``min(L, round(L / rate))`` where applied, ``L`` elsewhere (``L = lengths``, or ``time``)."""
-        apply = params["apply"].to(torch.bool)
-        device = lengths.device if lengths is not None else apply.device
-        real = lengths.to(torch.long) if lengths is not None else torch.full(apply.shape, time, dtype=torch.long,
-                                                                             device=device)
-        rate = params["rate"].to(device)
-        return torch.where(apply.to(device), self._stretched(rate, real), real)
+        real = real_lengths(params, lengths, time)
+        apply, rate = params["apply"].to(real.device, torch.bool), params["rate"].to(real.device)
+        return torch.where(apply, self._stretched(rate, real), real)
 
     def _transform(self, x, params, lengths):
         batch, channels, time = x.shape

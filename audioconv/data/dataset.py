@@ -174,7 +174,10 @@ class ManifestDataset(torch.utils.data.Dataset):
         crop: where a long clip is cut: ``"random"`` (uniform start), ``"center"``, ``"start"``.
         transform: CPU callable on ``(C, T)`` returning ``(C, T)``; receives ``generator=`` (a
             ``torch.Generator``) when its signature accepts it. It is given the clip's real samples
-            only (before the zero padding), so an ``AddNoise`` measures the clip's own level.
+            only (before the zero padding), so an ``AddNoise`` measures the clip's own level. The
+            item's ``length`` is the output's, or, for a transform with ``call_with_lengths`` (every
+            augmentation: called through it), where it says the real samples now end — a sped-up
+            clip (``TimeStretch``, ``SpeedPerturb``) ends early, followed by zeros.
         skip_bad: leave out unusable clips instead of raising. Missing, empty, undecodable or
             truncated files, offsets past the end and zero-length clips are found when the dataset
             is built (they are not indexed; one :class:`SkippedClipWarning` for all of them);
@@ -460,13 +463,25 @@ class ManifestDataset(torch.utils.data.Dataset):
     def _transformed(self, wav: torch.Tensor, real: int, generator) -> tuple[torch.Tensor, int]:
         """The transform of the clip's real samples, zero-padded again after it: noise is scaled
         to the clip, not to its padding, and the padding stays silent."""
-        clip = wav[..., :real]
-        out = self.transform(clip, generator=generator) if self._transform_takes_generator else self.transform(clip)
+        out, moved = self._call_transform(wav[..., :real], generator)
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise ValueError(f"transform must return a (C, T) tensor, got {type(out).__name__} {getattr(out, 'shape', '')}")
+        real = out.shape[-1] if moved is None else min(moved, out.shape[-1])
         if self.clip_samples is None:
-            return out, out.shape[-1]
-        return audio.fix_length(out, self.clip_samples, offset=0), min(out.shape[-1], self.clip_samples)
+            return out, real
+        return audio.fix_length(out, self.clip_samples, offset=0), min(real, self.clip_samples)
+
+    def _call_transform(self, clip: torch.Tensor, generator) -> tuple[object, int | None]:
+        """``(transform(clip), where its real samples end)``: the end as the transform's
+        ``call_with_lengths`` reports it (an augmentation that moves it, e.g. ``TimeStretch``), else
+        ``None`` (the output's own length)."""
+        call = getattr(self.transform, "call_with_lengths", None)
+        if callable(call):
+            out, lengths = call(clip, generator=generator)
+            return out, None if lengths is None else int(lengths[0])
+        if self._transform_takes_generator:
+            return self.transform(clip, generator=generator), None
+        return self.transform(clip), None
 
     def _generator(self, index: int) -> torch.Generator | None:
         if self.crop != "random" and not self._transform_takes_generator:
