@@ -91,3 +91,31 @@ def test_band_edges_are_the_centre_and_width_in_octaves():
 def test_bad_arguments_name_the_parameter(make, word):
     with pytest.raises(ValueError, match=word):
         make()
+
+
+@pytest.mark.parametrize("cls", [LowPass, HighPass, BandPass, BandStop])
+@pytest.mark.parametrize("sample_rate", [2000, 4000, 5000, 8000, 11025, 16000, 48000])
+def test_the_default_ranges_hold_at_every_rate_and_filter_as_scipy_does(cls, sample_rate):
+    """Defaults scale with low rates (HighPass's 2400 Hz top was above Nyquist below 4.8 kHz): every
+    cutoff drawn lies below 0.45 sr (band edges: in order, the upper one held at 0.49 sr), and the
+    filter is scipy's sosfilt there."""
+    aug = cls(sample_rate, p=1.0)
+    params = aug.sample(64, generator=torch.Generator().manual_seed(sample_rate))
+    edges = filter_edges_hz(aug.kind, params, sample_rate)
+    band = edges.shape[1] == 2
+    assert (edges > 0).all() and (edges <= (0.49 if band else 0.45) * sample_rate).all()
+    assert (edges[:, 1] > edges[:, 0]).all() if band else True
+    if cls is HighPass:
+        assert aug.cutoff_hz == (min(20.0, 0.01 * sample_rate), min(2400.0, 0.3 * sample_rate))
+    x = torch.randn(4, 1, 4000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = aug.apply(x, {k: v[:4] for k, v in params.items()})
+    for i in range(4):
+        ref = scipy.signal.sosfilt(scipy_sos(aug, params, i), x[i].numpy(), axis=-1)
+        np.testing.assert_allclose(y[i].numpy(), ref, atol=1e-5 * np.abs(ref).max())
+    assert cls(sample_rate).to_config()["cutoff_hz" if cls in (LowPass, HighPass) else "centre_hz"] is None
+
+
+def test_a_band_centre_where_the_edges_are_held_is_refused():
+    """The upper edge is held below 0.49 sr: a centre above it made the band's edges cross."""
+    with pytest.raises(ValueError, match=r"centre_hz must be < 3920.0 Hz"):
+        BandPass(8000, centre_hz=(3950, 3990), bandwidth_octaves=(0.01, 0.02))

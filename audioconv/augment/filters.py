@@ -215,7 +215,9 @@ class HighPass(ButterworthFilter):
 
     Args:
         sample_rate (int): Hz.
-        cutoff_hz ((min, max) in Hz, below Nyquist): -3 dB frequency. Default (20, 2400).
+        cutoff_hz ((min, max) in Hz, below Nyquist): -3 dB frequency. Default
+            (min(20, 0.01 sample_rate), min(2400, 0.3 sample_rate)): (20, 2400) from 8 kHz up,
+            scaled down with the rate below (a 4 kHz rate: (20, 1200)).
         order (int or (min, max) ints in [1, 12]): roll-off ``6 * order`` dB/octave. Default (2, 4).
         p (float): per-example probability. Default 0.5.
 
@@ -225,9 +227,11 @@ class HighPass(ButterworthFilter):
     kind = "highpass"
     param_keys = ("cutoff_hz", "order")
 
-    def __init__(self, sample_rate: int, cutoff_hz=(20.0, 2400.0), order=(2, 4), p: float = 0.5):
+    def __init__(self, sample_rate: int, cutoff_hz=None, order=(2, 4), p: float = 0.5):
         self._setup(sample_rate, order, p)
-        self.cutoff_hz = check_range("cutoff_hz", cutoff_hz, **self._hz)
+        default = (min(20.0, 0.01 * self.sample_rate), min(2400.0, 0.3 * self.sample_rate))
+        self._defaulted = cutoff_hz is None
+        self.cutoff_hz = check_range("cutoff_hz", default if cutoff_hz is None else cutoff_hz, **self._hz)
 
 
 class _BandFilter(ButterworthFilter):
@@ -238,7 +242,8 @@ class _BandFilter(ButterworthFilter):
         self._setup(sample_rate, order, p)
         self._defaulted = centre_hz is None
         default = (min(200.0, 0.05 * self.sample_rate), min(4000.0, 0.3 * self.sample_rate))
-        self.centre_hz = check_range("centre_hz", default if centre_hz is None else centre_hz, **self._hz)
+        self.centre_hz = check_range("centre_hz", default if centre_hz is None else centre_hz,
+                                     **{**self._hz, "high": EDGE_LIMIT * self.sample_rate})  # the edges' limit
         self.bandwidth_octaves = check_range("bandwidth_octaves", bandwidth_octaves, low=0.0, low_inclusive=False,
                                              high=10.0, unit="octaves")
 
@@ -251,8 +256,8 @@ class BandPass(_BandFilter):
 
     Args:
         sample_rate (int): Hz.
-        centre_hz ((min, max) in Hz): geometric centre of the band. Default
-            (min(200, 0.05 sample_rate), min(4000, 0.3 sample_rate)).
+        centre_hz ((min, max) in Hz, below 0.49 sample_rate): geometric centre of the band.
+            Default (min(200, 0.05 sample_rate), min(4000, 0.3 sample_rate)).
         bandwidth_octaves ((min, max), > 0): width of the band in octaves. Default (0.5, 2).
         order (int or (min, max) ints in [1, 12]): order of the prototype (the filter has twice as
             many poles); 6 * order dB/octave on each side. Default (2, 4).
