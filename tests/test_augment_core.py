@@ -549,3 +549,24 @@ def test_output_lengths_names_what_does_not_fit():
     with pytest.raises(ValueError, match="time must be a positive int"):
         chain.output_lengths(params, None, 0)
     assert chain.output_lengths(params, None, 100) is None  # nothing moves the ends
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TimeMask(SR, max_s=(0.1, 0.2)), r"max_s must be a single number \(s\), not a range or list; got \(0.1, 0.2\)"),
+    (lambda: TimeMask(SR, min_s=[0.0, 0.05]), r"min_s must be a single number \(s\)"),
+    (lambda: AddEvents(SR, background=[torch.ones(800)], fade_s=(0.01, 0.02)), r"fade_s must be a single number \(s\)"),
+    (lambda: AddNoise(color=(-3.0, 3.0)), r"color must be one of \['brown', 'pink', 'white'\] or a slope in dB/octave"),
+    (lambda: AddNoise(color=["pink"]), r"color must be one of"),
+    (lambda: Codec(SR, formats=None), r"formats must be a non-empty list of codec names"),
+    (lambda: Codec(SR, formats=3), r"formats must be a non-empty list of codec names"),
+    (lambda: Codec(SR, formats=[["mp3"]]), r"formats must be a non-empty list of codec names"),
+    (lambda: chain_from_config([{"type": "TimeMask", "max_s": [0.1, 0.2]}], SR),
+     r"chain.transforms\[0\] \(TimeMask\): max_s must be a single number"),
+])
+def test_single_number_parameters_refuse_ranges_naming_the_parameter(make, message):
+    """A range where one number is meant was taken silently (its first or last value), a list of
+    formats that is not one raised a TypeError; now one ValueError line names the parameter."""
+    with pytest.raises(ValueError, match=message) as caught:
+        make()
+    assert "\n" not in str(caught.value)
+    assert Codec(SR, formats=(f for f in ["mp3", "gsm"])).formats == ["mp3", "gsm"]  # any iterable of names

@@ -1,7 +1,7 @@
 """Lossy and companding codecs: each example encoded and decoded by the real encoder (libsndfile)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 import torchaudio.functional as AF
@@ -104,12 +104,13 @@ class Codec(Augmentation):
                  p: float = 0.5):
         super().__init__(p)
         self.sample_rate = check_sample_rate(sample_rate)
-        if isinstance(formats, str) or not list(formats):
+        names = None if isinstance(formats, str) or not isinstance(formats, Iterable) else list(formats)
+        if not names or not all(isinstance(f, str) for f in names):
             raise ValueError(f"formats must be a non-empty list of codec names {sorted(CODECS)}, got {formats!r}")
-        unknown = [f for f in formats if f not in CODECS]
+        unknown = [f for f in names if f not in CODECS]
         if unknown:
             raise ValueError(f"formats: unknown codec(s) {unknown}; known: {', '.join(CODECS)}")
-        self.formats = list(formats)
+        self.formats = names
         self.compression_level = check_range("compression_level", compression_level, low=0.0, high=1.0)
 
     def _draw(self, batch, generator, device):

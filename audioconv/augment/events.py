@@ -8,7 +8,7 @@ import torch
 from .base import Augmentation, uniform
 from .clips import ClipBank, ClipSource
 from .dsp import gain_to_power, mean_power
-from .validation import check_int_range, check_range, check_sample_rate
+from .validation import check_int_range, check_number, check_range, check_sample_rate
 
 __all__ = ["AddEvents", "add_at"]
 
@@ -55,7 +55,7 @@ class AddEvents(Augmentation):
         self.n = check_int_range("n", n, low=0, high=16)
         self.snr_db = check_range("snr_db", snr_db, unit="dB")
         self.duration_s = check_range("duration_s", duration_s, low=0.0, low_inclusive=False, unit="s")
-        self.fade_s = check_range("fade_s", fade_s, low=0.0, unit="s")[0]
+        self.fade_s = check_number("fade_s", fade_s, low=0.0, unit="s")
 
     def _draw(self, batch, generator, device):
         slots = (batch, max(self.n[1], 1))

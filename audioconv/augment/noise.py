@@ -1,13 +1,15 @@
 """Additive noise at a drawn signal-to-noise ratio: coloured noise or recorded backgrounds."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .clips import ClipBank, ClipSource
 from .base import Augmentation, uniform
 from .dsp import (COLOR_SLOPES_DB_PER_OCTAVE, NOISE_BANK_SAMPLES, add_at_snr, circular_windows, shared_bank_energy,
                   shared_noise_bank)
-from .validation import check_range, check_sample_rate
+from .validation import check_number, check_range, check_sample_rate
 
 __all__ = ["AddNoise"]
 
@@ -46,13 +48,13 @@ class AddNoise(Augmentation):
                  sample_rate: int | None = None, p: float = 0.5):
         super().__init__(p)
         self.snr_db = check_range("snr_db", snr_db, unit="dB")
-        if isinstance(color, str):
-            if color not in COLOR_SLOPES_DB_PER_OCTAVE:
+        if isinstance(color, str) or not isinstance(color, numbers.Real) or isinstance(color, bool):
+            if not isinstance(color, str) or color not in COLOR_SLOPES_DB_PER_OCTAVE:
                 raise ValueError(f"color must be one of {sorted(COLOR_SLOPES_DB_PER_OCTAVE)} or a slope in "
-                                 f"dB/octave, got {color!r}")
+                                 f"dB/octave (one number), got {color!r}")
             self.slope_db_per_octave = COLOR_SLOPES_DB_PER_OCTAVE[color]
         else:
-            self.slope_db_per_octave = check_range("color", color, low=-12.0, high=12.0, unit="dB/octave")[0]
+            self.slope_db_per_octave = check_number("color", color, low=-12.0, high=12.0, unit="dB/octave")
         self.color = color
         self.sample_rate = None if sample_rate is None else check_sample_rate(sample_rate)
         self.background = background

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, uniform
-from .validation import check_int_range, check_range, check_sample_rate
+from .validation import check_int_range, check_number, check_sample_rate
 
 __all__ = ["TimeMask", "time_mask_spans"]
 
@@ -47,8 +47,8 @@ class TimeMask(Augmentation):
     def __init__(self, sample_rate: int, max_s: float = 0.1, n=(1, 3), min_s: float = 0.0, p: float = 0.5):
         super().__init__(p)
         self.sample_rate = check_sample_rate(sample_rate)
-        self.max_s = check_range("max_s", max_s, low=0.0, low_inclusive=False, unit="s")[1]
-        self.min_s = check_range("min_s", min_s, low=0.0, high=self.max_s, unit="s")[0]
+        self.max_s = check_number("max_s", max_s, low=0.0, low_inclusive=False, unit="s")
+        self.min_s = check_number("min_s", min_s, low=0.0, high=self.max_s, unit="s")
         self.n = check_int_range("n", n, low=0, high=64)
 
     def _draw(self, batch, generator, device):

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence, Union
 
 import torch
 
-__all__ = ["check_range", "check_sample_rate", "check_probability", "as_batch", "check_lengths",
+__all__ = ["check_range", "check_number", "check_sample_rate", "check_probability", "as_batch", "check_lengths",
            "check_generator", "check_int_range"]
 
 Range = Union[float, Sequence[float]]
@@ -45,6 +46,16 @@ def check_range(
         op = "<=" if high_inclusive else "<"
         raise ValueError(f"{name} must be {op} {high}{u}, got max {hi}{u}")
     return lo, hi
+
+
+def check_number(name: str, value: Any, *, unit: str = "", **bounds: Any) -> float:
+    """``value`` as a float, for a parameter that is one number (not a range): ``ValueError``
+    naming ``name`` for a pair, a list or anything else that is not a real number, or one
+    outside ``bounds`` (``low``, ``high``, ``low_inclusive``, ``high_inclusive``, as ``check_range``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        u = f" ({unit})" if unit else ""
+        raise ValueError(f"{name} must be a single number{u}, not a range or list; got {value!r}")
+    return check_range(name, float(value), unit=unit, **bounds)[0]
 
 
 def check_sample_rate(sample_rate: Any) -> int:
