@@ -226,14 +226,28 @@ def test_evaluate_prints_its_result_before_the_picture_that_cannot_be_written(ru
     assert main(args + ["--json", "--no-png"]) == 0 and json.loads(capsys.readouterr().out)["png"] is None
 
 
-def test_any_os_error_of_a_command_is_one_line(tmp_path, capsys):
+def test_any_os_error_of_a_command_is_one_line(tmp_path, capsys, monkeypatch):
+    """The words docs/bad_input.md gives: an output folder that is a file, and an OSError without
+    words of its own (here a file that cannot be read: the path and the system's reason)."""
     import numpy as np
     import soundfile as sf
 
+    from audioconv.io import audio
+
     sf.write(tmp_path / "in.wav", np.zeros(1600, np.float32), 16000)
-    (tmp_path / "taken").write_text("x")
-    assert main(["augment", str(tmp_path / "in.wav"), "-o", str(tmp_path / "taken"), "--n", "1", "--device", "cpu"]) == 2
-    assert str(tmp_path / "taken") in one_error_line(capsys.readouterr().err, "augment")
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["augment", str(tmp_path / "in.wav"), "-o", str(taken), "--n", "1", "--device", "cpu"]) == 2
+    assert one_error_line(capsys.readouterr().err, "augment") == \
+        f"audioconv augment: error: cannot write {taken}: {taken} is a file, not a folder"
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(audio, "load", unreadable)
+    assert main(["augment", str(tmp_path / "in.wav"), "-o", str(tmp_path / "out"), "--n", "1", "--device", "cpu"]) == 2
+    assert one_error_line(capsys.readouterr().err, "augment") == \
+        f"audioconv augment: error: {tmp_path / 'in.wav'}: permission denied"
 
 
 def test_a_closed_pipe_ends_quietly(corpus):
