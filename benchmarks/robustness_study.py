@@ -68,7 +68,8 @@ def espeak_speaker_table() -> dict[str, tuple[str, str]]:
     table = {}
     for base in ESPEAK_BASES:
         for var in ESPEAK_VARIANTS:
-            table[hashlib.sha1(f"espeak-{base}-{var}".encode()).hexdigest()[:8]] = (base, var)
+            for spelling in {var, var.lower()}:  # newer versions of the tool spell paul, steph, linda, ed in lower case
+                table[hashlib.sha1(f"espeak-{base}-{spelling}".encode()).hexdigest()[:8]] = (base, var)
     return table
 
 
@@ -716,14 +717,16 @@ def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
 
 
 def round5_chains() -> dict[str, list]:
-    """Round 5's chain: the shipped default followed by a telephone channel made of the
+    """Round 5's chains: the shipped default followed by a telephone channel made of the
     augmentation issue's transforms — a band-pass around 300-3400 Hz (p .3), then mu-law, A-law
-    or GSM (8 kHz) coding (p .3) — after the room and the noise, where a phone line sits."""
+    or GSM (8 kHz) coding (p .3) — after the room and the noise, where a phone line sits
+    (``r5_phone``); and the band-pass alone (``r5_band``)."""
     steps = _default_with(0, {"type": "BandPass", "centre_hz": [800, 1200], "bandwidth_octaves": [2.8, 3.8],
                               "order": [2, 4], "p": 0.3})
     band = steps.pop(0)
     codec = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
-    return {"r5_phone": steps + [band, codec]}
+    # the band limit alone: no codec, so every step stays on the training device
+    return {"r5_phone": steps + [band, codec], "r5_band": steps + [band]}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
