@@ -82,7 +82,8 @@ def test_report_evaluation_equals_evaluate_and_lists_every_mistake(trained):
         assert (info.samplerate, info.frames) == (8000, 8000)
     page = _page(index)
     assert f"{n_wrong} of 6 test clips misclassified" in page
-    assert "the run&#x27;s manifest corpus/m.jsonl, split &#x27;test&#x27;" in page
+    recorded = json.loads((run / "config.json").read_text())["train_config"]["manifest"]  # absolute: see below
+    assert f"the run&#x27;s manifest {recorded}, split &#x27;test&#x27;" in page
 
 
 def test_report_command_reproduces_the_run_settings(trained):
@@ -95,7 +96,9 @@ def test_report_command_reproduces_the_run_settings(trained):
     rebuilt = config_from_args(build_parser().parse_args(words[1:])).to_dict()
     saved = json.loads((run / "config.json").read_text())["train_config"]
     assert rebuilt == saved
-    assert "--manifest corpus/m.jsonl" in command and "--no-specaugment" in command
+    assert f"--manifest {saved['manifest']}" in command and "--no-specaugment" in command
+    # the run records the relative --manifest it was given absolute: the command works from any folder
+    assert Path(saved["manifest"]).is_absolute() and Path(saved["manifest"]).samefile(trained / "corpus" / "m.jsonl")
 
 
 def test_report_data_tables_agree_with_the_files(trained):

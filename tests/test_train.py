@@ -17,8 +17,9 @@ from _tones import CLASSES, CLIP_S, SAMPLE_RATE, make_corpus, write_manifest
 from audioconv.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from audioconv.data.dataset import ManifestDataset
 from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
-from audioconv.training.loop import (NonFiniteBatchError, NonFiniteLossError, build_augment, fit, save, setup,
-                                     train_step)
+from audioconv.training import loop
+from audioconv.training.loop import (NonFiniteBatchError, NonFiniteLossError, TrainingWarning, build_augment, fit,
+                                     save, setup, train_step)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,6 +153,99 @@ def test_resume_after_sigkill_gives_identical_weights(corpus, tmp_path, extras):
     for x, y in zip(read_metrics(tmp_path / "ref"), read_metrics(run), strict=True):
         for key in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_accuracy", "val_macro_f1", "lr"):
             assert x[key] == y[key], (key, x, y)
+
+
+def test_a_run_records_the_files_it_names_absolute(tmp_path, monkeypatch):
+    """train/val/manifest and a chain file, relative to the working folder, become absolute (shard lists
+    part by part, URLs kept, ~ expanded); 'default' and 'none' stay names."""
+    monkeypatch.chdir(tmp_path)
+    here = os.getcwd()
+    cfg = TrainConfig(train="d/train-{000..003}.tar :: https://host/x-{0..1}.tar", val="../v.tar",
+                      augment="chains/c.json").with_absolute_paths()
+    assert cfg.train == f"{here}/d/train-{{000..003}}.tar::https://host/x-{{0..1}}.tar"
+    assert (cfg.val, cfg.augment) == (os.path.dirname(here) + "/v.tar", f"{here}/chains/c.json")
+    cfg = TrainConfig(manifest="~/m.jsonl", augment="default").with_absolute_paths()
+    assert (cfg.manifest, cfg.augment, cfg.train) == (os.path.expanduser("~/m.jsonl"), "default", None)
+    assert TrainConfig(train="/abs/t.jsonl", augment="none").with_absolute_paths().augment == "none"
+
+
+def write_chain(path: Path, gain_db: tuple[float, float], p: float) -> Path:
+    path.write_text(json.dumps([{"type": "Gain", "gain_db": list(gain_db), "p": p},
+                                {"type": "AddNoise", "snr_db": [5.0, 30.0], "p": 0.8}]), encoding="utf-8")
+    return path
+
+
+def test_resume_trains_with_the_recorded_chain_when_the_chain_file_was_edited(corpus, tmp_path, monkeypatch):
+    """The chain a run trained with is recorded in last.pt; a resumed run rebuilds it from there, so
+    an edited chain file changes nothing (bit-identical to an uninterrupted run) and says so once."""
+    chain_file = write_chain(tmp_path / "chain.json", (-12.0, 6.0), 0.7)
+    settings = dict(epochs=2, augment=str(chain_file), checkpoint_every_steps=1, dropout=0.3, deterministic=True)
+    ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
+
+    run = tmp_path / "killed"
+    cfg = tiny(corpus, run, **settings)
+    real_step, calls = loop.train_step, []
+
+    def stopping_step(*args, **kw):  # interrupted in epoch 2, after step 18 + 7 (last.pt of that step)
+        calls.append(1)
+        if len(calls) > 18 + 7:
+            raise Stop
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", stopping_step)
+    with pytest.raises(Stop):
+        fit(cfg, progress=False)
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert load_checkpoint(run / "last.pt")["progress"]["batches_done"] == 7
+
+    write_chain(chain_file, (-40.0, -30.0), 1.0)  # edited between the two halves
+    with pytest.warns(TrainingWarning) as caught:
+        resumed = fit(TrainConfig.from_dict({**cfg.to_dict(), "resume": True}), progress=False)
+    notes = [str(w.message) for w in caught if issubclass(w.category, TrainingWarning)]
+    assert notes == [f"resume: augment={chain_file} (--augment) now gives another chain; continuing with the chain "
+                     f"this run was trained with, recorded in {run / 'last.pt'}"]
+    assert resumed["steps"] == ref["steps"] == 36 and resumed["state_sha1"] == ref["state_sha1"]
+    for x, y in zip(read_metrics(tmp_path / "ref"), read_metrics(run), strict=True):
+        assert x["train_loss"] == y["train_loss"] and x["val_loss"] == y["val_loss"], (x, y)
+    # the recorded chain is the file's first version: equal to the chain that version builds
+    first = build_augment(TrainConfig(augment=str(write_chain(tmp_path / "first.json", (-12.0, 6.0), 0.7)),
+                                      sample_rate=SAMPLE_RATE))
+    recorded = json.loads((run / "config.json").read_text())["augment"]
+    assert recorded == load_checkpoint(run / "last.pt")["augment_chain"] == first.to_config()
+
+
+def test_resume_from_another_folder_with_the_run_chain(corpus, tmp_path, monkeypatch, capsys):
+    """A run started with relative --train/--val/--augment resumes from another working folder (the
+    run records them absolute); --augment naming another chain file is refused, the run's own file
+    named another way is not a change; a deleted chain file resumes with the recorded chain."""
+    from audioconv.cli import main
+
+    first, second = tmp_path / "A", tmp_path / "B"
+    first.mkdir(), second.mkdir()
+    write_chain(first / "c.json", (-6.0, 6.0), 0.5)
+    write_chain(first / "other.json", (-3.0, 3.0), 0.5)
+    flags = ["--sample-rate", str(SAMPLE_RATE), "--clip-s", str(CLIP_S), "--channels", "8,16", "--n-mels", "32",
+             "--batch-size", "8", "--no-specaugment", "--workers", "0", "--threads", "1", "--no-progress"]
+    monkeypatch.chdir(first)
+    assert main(["train", "--train", os.path.relpath(corpus["train"]), "--val", os.path.relpath(corpus["val"]),
+                 "--augment", "c.json", "--out", "runs/x", "--epochs", "1", *flags]) == 0
+    saved = json.loads((first / "runs/x/config.json").read_text())["train_config"]
+    assert (saved["train"], saved["val"], saved["augment"]) == (str(corpus["train"]), str(corpus["val"]),
+                                                                str(first / "c.json"))
+    capsys.readouterr()
+    assert main(["train", "--out", "runs/x", "--resume", "--epochs", "2", "--augment", "other.json"]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        f"audioconv train: error: --resume continues the run with the settings in runs/x/config.json; these options "
+        f"would change them: --augment other.json (was {first / 'c.json'}) (only --epochs")
+
+    monkeypatch.chdir(second)
+    (first / "c.json").unlink()
+    assert main(["train", "--out", str(first / "runs/x"), "--resume", "--epochs", "2",
+                 "--augment", os.path.relpath(first / "c.json"), "--no-progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"audioconv train: warning: resume: augment={first / 'c.json'} (--augment) is gone; continuing "
+                      f"with the chain this run was trained with, recorded in {first / 'runs/x/last.pt'}")
+    assert [m["epoch"] for m in read_metrics(first / "runs/x")] == [1, 2]
 
 
 # ------------------------------------------------------------------------------ the step and the state on their own

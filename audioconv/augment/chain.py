@@ -144,9 +144,14 @@ def chain_from_config(cfg: dict | list, sample_rate: int, base_dir: str | os.Pat
     return aug if isinstance(aug, Compose) else Compose([aug])
 
 
-def chain_to_config(aug: Augmentation) -> dict:
-    """The config of ``aug`` (``chain_from_config`` rebuilds an equal chain from it)."""
-    return aug.to_config()
+def chain_to_config(aug: Augmentation, absolute_paths: bool = False) -> dict:
+    """The config of ``aug`` (``chain_from_config`` rebuilds an equal chain from it).
+
+    With ``absolute_paths``, relative ``rirs`` / ``background`` paths (relative to the working folder,
+    as the transforms read them) are written absolute, so that the config rebuilds the same chain
+    from any folder and ``load_chain`` (which reads relative ones against the file's folder) reads it."""
+    cfg = aug.to_config()
+    return _absolute_paths(cfg) if absolute_paths else cfg
 
 
 def load_chain(path: str | os.PathLike, sample_rate: int) -> Compose:
@@ -165,11 +170,9 @@ def load_chain(path: str | os.PathLike, sample_rate: int) -> Compose:
 
 
 def save_chain(aug: Augmentation, path: str | os.PathLike) -> Path:
-    """Write ``chain_to_config(aug)`` as JSON to ``path`` (atomically, folders created); returns the path.
-
-    Relative ``rirs`` / ``background`` paths (relative to the working folder, as the transforms
-    read them) are written absolute: ``load_chain`` reads relative ones against the file's folder."""
-    return write_json(path, _absolute_paths(chain_to_config(aug)), indent=2)
+    """Write ``chain_to_config(aug, absolute_paths=True)`` as JSON to ``path`` (atomically, folders
+    created); returns the path."""
+    return write_json(path, chain_to_config(aug, absolute_paths=True), indent=2)
 
 
 def _absolute_paths(cfg: dict) -> dict:

@@ -171,9 +171,11 @@ def _refuse_changed_settings(saved: dict, given: dict, where: Path) -> None:
 
 
 def _same(name: str, a, b) -> bool:
-    """Whether a setting is unchanged; the data paths compare as files (``m.jsonl`` = ``./m.jsonl`` = absolute)."""
-    if name in ("train", "val", "manifest") and isinstance(a, str) and isinstance(b, str):
-        return Path(a).resolve() == Path(b).resolve()
+    """Whether a setting is unchanged; the data paths (shard lists part by part) and a chain file
+    ``augment`` compare as files (``m.jsonl`` = ``./m.jsonl`` = absolute)."""
+    files = name in ("train", "val", "manifest") or (name == "augment" and not {a, b} & {"default", "none", ""})
+    if files and isinstance(a, str) and isinstance(b, str):
+        return [Path(p.strip()).resolve() for p in a.split("::")] == [Path(p.strip()).resolve() for p in b.split("::")]
     return a == b
 
 

@@ -4,7 +4,8 @@ snapshot (:func:`snapshot_epochs`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, fields, replace
 
 __all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "LEGACY_DEFAULTS"]
 
@@ -24,6 +25,18 @@ def parse_splits(value) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"split names repeat: {list(names)}")
     return names
+
+
+def _absolute(spec: str | None) -> str | None:
+    """``spec`` (a file, or shards ``a.tar::DIR/b-{000..009}.tar``) with each local path made absolute
+    against the working folder (``~`` expanded; URLs such as ``https://…`` and ``pipe:…`` kept)."""
+    from audioconv.data.shards import is_shard_spec
+
+    if not spec:
+        return spec
+    parts = [p.strip() for p in spec.split("::")] if is_shard_spec(spec) else [spec]
+    return "::".join(p if "://" in p or p.startswith("pipe:") else os.path.abspath(os.path.expanduser(p))
+                     for p in parts)
 
 
 @dataclass
@@ -139,6 +152,14 @@ class TrainConfig:
         if "channels" in d:
             d["channels"] = tuple(int(c) for c in d["channels"])
         return cls(**d)
+
+    def with_absolute_paths(self) -> "TrainConfig":
+        """A copy with the files it names — ``train``, ``val``, ``manifest`` and a chain file
+        ``augment`` — given relative to the working folder made absolute (URLs in shard specs kept),
+        as a run records them: resumed from another folder, it reads the same files."""
+        chain_file = self.augment not in (None, "", "none", "default")
+        return replace(self, train=_absolute(self.train), val=_absolute(self.val), manifest=_absolute(self.manifest),
+                       augment=_absolute(self.augment) if chain_file else self.augment)
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first bad setting; returns ``self``."""

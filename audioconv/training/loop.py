@@ -278,15 +278,53 @@ def _default_chain(chain_mod, sample_rate: int):
                          f"--augment none") from None
 
 
-def _chain_description(chain) -> object:
-    if chain is None:
+def _chain_config(chain) -> dict | None:
+    """The config that rebuilds ``chain`` from any folder (``chain_to_config``, file paths absolute), or
+    ``None`` where there is none: no chain, a custom callable, a transform class of the user's own
+    (``chain_from_config`` knows only the registry's), a chain holding in-memory tensors."""
+    from audioconv.augment.chain import chain_to_config
+
+    if chain is None or not _registered(chain):
         return None
     try:
-        from audioconv.augment.chain import chain_to_config
+        return chain_to_config(chain, absolute_paths=True)
+    except ValueError:
+        return None
 
-        return chain_to_config(chain)
-    except Exception:  # a custom callable that is not a chain of our augmentations
-        return repr(chain)
+
+def _registered(aug) -> bool:
+    """Whether ``aug`` and every transform it holds are classes of the chain registry (``TRANSFORMS``)."""
+    from audioconv.augment.chain import TRANSFORMS
+
+    return (TRANSFORMS.get(type(aug).__name__) is type(aug)
+            and all(_registered(t) for t in getattr(aug, "transforms", ())))
+
+
+def _chain_description(chain) -> object:
+    """What ``config.json`` records of the chain: its config (:func:`_chain_config`), else its repr."""
+    return None if chain is None else _chain_config(chain) or repr(chain)
+
+
+def _run_chain(cfg: TrainConfig, ckpt: dict | None, out: Path):
+    """The run's waveform chain: resumed, the one ``last.pt`` recorded (``augment_chain``), so that an
+    edited or deleted chain file changes nothing — with one :class:`TrainingWarning` when
+    ``cfg.augment`` now gives another chain; fresh (or resuming a checkpoint without that record),
+    :func:`build_augment`."""
+    recorded = (ckpt or {}).get("augment_chain")
+    if not isinstance(recorded, dict):
+        return build_augment(cfg)
+    from audioconv.augment.chain import chain_from_config
+
+    try:
+        why = None if _chain_config(build_augment(cfg)) == recorded else "now gives another chain"
+    except FileNotFoundError:
+        why = "is gone"
+    except ValueError as e:
+        why = f"no longer loads ({e})"
+    if why:
+        warnings.warn(f"resume: augment={cfg.augment} (--augment) {why}; continuing with the chain this run was "
+                      f"trained with, recorded in {out / 'last.pt'}", TrainingWarning, stacklevel=5)
+    return chain_from_config(recorded, int(cfg.sample_rate))
 
 
 class _Classifier(nn.Module):
@@ -445,7 +483,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
     if cfg.tensorboard and info.is_main:
         logs.require_tensorboard()  # a missing package: an error now, not after the data scan
     ckpt = _resume_checkpoint(cfg, out, info.is_main)
-    chain = augment if augment is not None else build_augment(cfg)
+    chain = augment if augment is not None else _run_chain(cfg, ckpt, out)
     build = build_shard_data if uses_shards(cfg) else build_data  # shards: --train 'DIR/train-{000000..000123}.tar'
     data, labels = build(cfg, info, device, data_workers(cfg, device, local_world), ckpt["labels"] if ckpt else None)
     model = _model(cfg, len(labels), ckpt, out, device)
@@ -500,7 +538,7 @@ def setup(config: TrainConfig, augment=None, progress: bool = True) -> TrainStat
     Raises:
         ValueError / FileNotFoundError: bad settings or data (see :func:`fit`).
     """
-    cfg = TrainConfig.from_dict(config.to_dict()).validate()
+    cfg = TrainConfig.from_dict(config.to_dict()).validate().with_absolute_paths()
     info = distributed.detect()
     device = resolve_device(cfg.device, info.local_rank)
     info = distributed.setup(device.type)
@@ -786,7 +824,8 @@ def _training_checkpoint(state: TrainState) -> dict:
     mine = {k: v.cpu() for k, v in rng_state(state.device).items()}
     rng = distributed.all_gather_object(mine, info)
     return {**_weights_checkpoint(state), "kind": "train", "model": state.model.state_dict(), "weights": "raw",
-            "ema": None if state.ema is None else ema_state(state.ema), "optimizer": state.optimizer.state_dict(),
+            "ema": None if state.ema is None else ema_state(state.ema), "augment_chain": _chain_config(state.chain),
+            "optimizer": state.optimizer.state_dict(),
             "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
             "rng": {"per_rank": rng, "world_size": info.world_size,
@@ -885,7 +924,8 @@ def fit(config: TrainConfig, progress: bool = True, augment=None, log: Callable[
         config: a :class:`~audioconv.training.config.TrainConfig`.
         progress: show tqdm bars (epochs, steps) on rank 0.
         augment: override ``config.augment`` with any callable ``(x (B, C, T), generator=g) -> x``
-            (a ``Compose`` chain, a recorder for tests...). It must be passed again on resume.
+            (a ``Compose`` chain, a recorder for tests...). A chain of the registry's transforms is
+            recorded in ``last.pt`` and a resume continues with it; any other callable must be passed again.
         log: called (rank 0) with one-line notes as the run goes: where a resumed run continues from.
 
     Returns:
