@@ -12,7 +12,6 @@ from .dsp import DeviceCache
 
 __all__ = ["ClipBank", "ClipSource"]
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 ClipSource = Union[str, os.PathLike, torch.Tensor, Sequence[Union[str, os.PathLike, torch.Tensor]]]
 
 
@@ -48,9 +47,11 @@ def _expand(source: ClipSource, name: str) -> list[Union[FileClip, torch.Tensor]
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            from audioconv.io.audio import AUDIO_EXTENSIONS, audio_files_under  # deferred, as in ``_decode``
+
+            files = audio_files_under(path)  # the importers' rule: hidden files and folders skipped
             if not files:
-                raise ValueError(f"{name}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in folder {path}")
+                raise ValueError(f"{name}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in folder {path}")
             return [FileClip(p) for p in files]
         if not path.exists():
             raise FileNotFoundError(f"{name}: file not found: {path}")
@@ -75,7 +76,8 @@ class ClipBank:
 
     Args:
         source: tensor ``(samples,)`` / ``(clips, samples)``, a list of tensors or paths, a folder
-            (searched recursively for audio files), or a ``.jsonl`` manifest whose lines have
+            (searched recursively for ``audio.AUDIO_EXTENSIONS`` files, hidden files and folders
+            skipped, as the importers do), or a ``.jsonl`` manifest whose lines have
             ``audio_filepath`` relative to the manifest's folder.
         sample_rate (int or None): Hz; needed when the source holds files.
         name (str): the argument's name, for error messages.
