@@ -64,6 +64,6 @@ def run(args) -> int:
           f"{args.n} times on {device}")
     for name, values in zip(files, drawn):
         print(f"  {out / name}  {values}")
-    print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(params)))")
+    print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(record['params'])))")
     print(f"  {png}  log-mel spectrograms")
     return 0
