@@ -142,6 +142,8 @@ def test_background_folder_skips_hidden_files_and_takes_every_audio_ending(tmp_p
     (lambda d: AddNoise(background=d / "noise"), ValueError, "sample_rate"),
     (lambda d: AddNoise(background=d / "bad.jsonl", sample_rate=8000), ValueError, r"bad.jsonl:2"),
     (lambda d: AddNoise(background=d / "empty", sample_rate=8000), ValueError, "no audio files"),
+    (lambda d: AddNoise(background=np.ones(800, np.float32)), ValueError, r"numpy array \(pass torch.from_numpy"),
+    (lambda d: AddNoise(background=[np.ones(800, np.float32)]), ValueError, r"numpy array \(pass torch.from_numpy"),
 ])
 def test_bad_parameters_raise_naming_them(tmp_path, make, error, word):
     _write_background(tmp_path, 8000)

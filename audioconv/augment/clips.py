@@ -56,6 +56,9 @@ def _expand(source: ClipSource, name: str) -> list[Union[FileClip, torch.Tensor]
         if not path.exists():
             raise FileNotFoundError(f"{name}: file not found: {path}")
         return _manifest_clips(path) if path.suffix.lower() == ".jsonl" else [FileClip(path)]
+    if type(source).__module__ == "numpy":  # iterating an array would give numbers, named as the wrong thing
+        raise ValueError(f"{name} must be a tensor, a path, or a list of them; got a numpy array "
+                         f"(pass torch.from_numpy(array))")
     try:
         items = list(source)
     except TypeError:
