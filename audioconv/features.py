@@ -169,11 +169,24 @@ class LogMel(torch.nn.Module):
             raise ValueError(f"waveform must be (batch, channels, time) or (batch, time), got {tuple(waveform.shape)}")
         if waveform.is_floating_point() is False:
             raise ValueError(f"waveform must be a float tensor, got dtype {waveform.dtype}")
+        self.check_length(waveform.shape[-1])
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             return self.mel(waveform.float()).unsqueeze(1)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.to_db(self.power(waveform))
+
+    def check_length(self, n_samples: int, where: str = "waveform") -> None:
+        """Raise a ``ValueError`` naming ``where`` if a clip of ``n_samples`` is too short for the
+        front end: its frames are centred with reflection padding of ``n_fft // 2`` samples, which
+        needs more samples than that (257 at the default ``n_fft`` 512: 16 ms at 16 kHz)."""
+        c = self.config
+        need = c.n_fft // 2 + 1
+        if n_samples < need:
+            raise ValueError(f"{where} is too short for the log-mel front end: {n_samples} samples "
+                             f"({n_samples / c.sample_rate * 1000:.1f} ms at {c.sample_rate} Hz); it needs at least "
+                             f"{need} ({need / c.sample_rate * 1000:.1f} ms; more than n_fft / 2, "
+                             f"its frames being centred with reflection padding)")
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
         """Power → dB re full scale with the per-example ``top_db`` floor (and, with

@@ -172,6 +172,19 @@ def test_params_json_round_trip_replays_exactly(tmp_path):
                                atol=1e-6, rtol=1e-5)  # differently in the last bit)
 
 
+
+def test_params_from_json_names_a_value_that_is_not_params():
+    """The whole record of an ``audioconv augment`` params.json (strings, the chain) instead of its
+    ``params``: a ValueError naming the key and pointing at ``record['params']`` (it was torch's
+    TypeError "new(): invalid data type 'str'"); a ragged leaf is named the same way."""
+    params = params_to_json(default_chain(SR).sample(2, generator=torch.Generator().manual_seed(0)))
+    record = {"input": "/data/tone.wav", "sample_rate": SR, "chain": {"type": "Compose"}, "params": params}
+    with pytest.raises(ValueError, match=r"params\['input'\] must be numbers .*record\['params'\]"):
+        params_from_json(record)
+    with pytest.raises(ValueError, match=r"params\['0.TimeShift'\]\['shift_s'\] must be numbers"):
+        params_from_json({**params, "0.TimeShift": {**params["0.TimeShift"], "shift_s": [[0.1], [0.1, 0.2]]}})
+    assert torch.equal(params_from_json(record["params"])["apply"], torch.tensor(params["apply"]))
+
 def test_chain_config_round_trip(tmp_path):
     chain = Compose([default_chain(SR), OneOf([Gain((-3, 3)), SpeedPerturb(SR)], weights=[2, 1], p=0.3)])
     cfg = chain_to_config(chain)

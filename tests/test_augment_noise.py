@@ -116,6 +116,23 @@ def test_background_from_folder_list_and_tensors(tmp_path):
         assert torch.isfinite(y).all() and not torch.equal(y, x)
 
 
+def test_background_folder_skips_hidden_files_and_takes_every_audio_ending(tmp_path):
+    """A folder copied from macOS holds ``._hum.wav`` resource forks (not audio) and may hold hidden
+    folders; Opus files are audio. The bank takes exactly the files ``manifest folder`` would."""
+    sr = 8000
+    _write_background(tmp_path, sr)
+    folder = tmp_path / "noise"
+    (folder / "._hum.wav").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (folder / ".Trash").mkdir()
+    sf.write(folder / ".Trash" / "old.wav", np.ones(100, np.float32) * 0.1, sr)
+    rain = np.random.default_rng(1).standard_normal(48000).astype(np.float32) * 0.05
+    sf.write(folder / "rain.opus", rain, 48000, format="OGG", subtype="OPUS")
+    aug = AddNoise(background=folder, sample_rate=sr, p=1.0)
+    assert sorted(clip.path.name for clip in aug._bank.items) == ["hiss.wav", "hum.wav", "rain.opus"]
+    y = aug(torch.randn(4, 1, sr) * 0.1, generator=torch.Generator().manual_seed(0))  # decodes the bank
+    assert torch.isfinite(y).all()
+
+
 @pytest.mark.parametrize("make, error, word", [
     (lambda d: AddNoise(snr_db=(30, 0)), ValueError, "snr_db"),
     (lambda d: AddNoise(snr_db=(0, math.inf)), ValueError, "snr_db"),
@@ -125,6 +142,8 @@ def test_background_from_folder_list_and_tensors(tmp_path):
     (lambda d: AddNoise(background=d / "noise"), ValueError, "sample_rate"),
     (lambda d: AddNoise(background=d / "bad.jsonl", sample_rate=8000), ValueError, r"bad.jsonl:2"),
     (lambda d: AddNoise(background=d / "empty", sample_rate=8000), ValueError, "no audio files"),
+    (lambda d: AddNoise(background=np.ones(800, np.float32)), ValueError, r"numpy array \(pass torch.from_numpy"),
+    (lambda d: AddNoise(background=[np.ones(800, np.float32)]), ValueError, r"numpy array \(pass torch.from_numpy"),
 ])
 def test_bad_parameters_raise_naming_them(tmp_path, make, error, word):
     _write_background(tmp_path, 8000)

@@ -138,3 +138,15 @@ def test_preview_titles_show_the_drawn_values_on_one_db_scale(tmp_path, tone, mo
     assert len({m.get_clim() for m in meshes}) == 1  # one dB scale
     peaks = [float(np.asarray(m.get_array()).max()) for m in meshes]
     assert peaks[0] - max(peaks[1:]) == pytest.approx(20, abs=1.5)  # the gain shows
+
+
+def test_a_clip_too_short_for_the_preview_is_one_line_naming_the_file(tmp_path, capsys):
+    """100 samples: fewer than the front end's n_fft / 2 + 1; refused before anything is written
+    (it was torch's padding message, after the WAVs and params.json had been written)."""
+    path = tmp_path / "click.wav"
+    sf.write(path, np.full(100, 0.5, np.float32), SR)
+    out = tmp_path / "out"
+    assert main(["augment", str(path), "-o", str(out), "--n", "2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is too short for the log-mel front end: 100 samples" in err and "Padding" not in err
+    assert not out.exists()

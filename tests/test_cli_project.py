@@ -95,6 +95,17 @@ def test_project_errors(setup, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("target", [["--layer", "conv2", "--unit", "1"], ["--target", "predicted"]])
+def test_project_a_clip_shorter_than_half_an_fft_is_one_line_naming_it(setup, capsys, target):
+    root, m = setup
+    n = m.frontend.config.n_fft // 2
+    sf.write(root / "click.wav", np.full(n, 0.3, np.float32), SR)
+    rc = main(["project", "--checkpoint", str(root / "run" / "best.pt"), "--audio", str(root / "click.wav"),
+               "--device", "cpu", "-o", str(root / "out"), *target])
+    assert rc == 2
+    assert f"click.wav is too short for the log-mel front end: {n} samples" in capsys.readouterr().err
+
 def test_topk_and_evolve_commands(setup, capsys):
     root, _ = setup
     out = root / "topk"

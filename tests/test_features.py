@@ -96,6 +96,21 @@ def test_bad_waveforms_are_refused():
         fe(torch.zeros(1, 100, dtype=torch.int16))
 
 
+
+@pytest.mark.parametrize("n_fft", [512, 256])
+def test_a_clip_of_at_most_half_an_fft_is_refused_naming_its_length(n_fft):
+    """Centred frames pad ``n_fft // 2`` samples by reflection, which needs more samples than that:
+    a shorter clip is a ValueError saying so (it was torch's "Padding size should be less than the
+    corresponding input dimension"); one sample more gives ``T // hop + 1`` frames."""
+    fe = LogMel(LogMelConfig(sample_rate=16000, n_fft=n_fft, win_length=n_fft, hop_length=n_fft // 4))
+    for n in (1, n_fft // 2):
+        with pytest.raises(ValueError, match=rf"too short .*: {n} samples .* at least {n_fft // 2 + 1}"):
+            fe(torch.randn(2, 1, n))
+    n = n_fft // 2 + 1
+    assert fe(torch.randn(2, 1, n)).shape == (2, 1, fe.config.n_mels, n // (n_fft // 4) + 1)
+    with pytest.raises(ValueError, match="clip.wav is too short"):
+        fe.check_length(n - 1, "clip.wav")
+
 # ------------------------------------------------------------------------------ calibration: dB re full scale
 def _sine(freq_hz: float, amplitude: float, sample_rate: int) -> torch.Tensor:
     t = torch.arange(sample_rate, dtype=torch.float64) / sample_rate

@@ -12,7 +12,6 @@ from .dsp import DeviceCache
 
 __all__ = ["ClipBank", "ClipSource"]
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 ClipSource = Union[str, os.PathLike, torch.Tensor, Sequence[Union[str, os.PathLike, torch.Tensor]]]
 
 
@@ -48,13 +47,18 @@ def _expand(source: ClipSource, name: str) -> list[Union[FileClip, torch.Tensor]
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            from audioconv.io.audio import AUDIO_EXTENSIONS, audio_files_under  # deferred, as in ``_decode``
+
+            files = audio_files_under(path)  # the importers' rule: hidden files and folders skipped
             if not files:
-                raise ValueError(f"{name}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in folder {path}")
+                raise ValueError(f"{name}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in folder {path}")
             return [FileClip(p) for p in files]
         if not path.exists():
             raise FileNotFoundError(f"{name}: file not found: {path}")
         return _manifest_clips(path) if path.suffix.lower() == ".jsonl" else [FileClip(path)]
+    if type(source).__module__ == "numpy":  # iterating an array would give numbers, named as the wrong thing
+        raise ValueError(f"{name} must be a tensor, a path, or a list of them; got a numpy array "
+                         f"(pass torch.from_numpy(array))")
     try:
         items = list(source)
     except TypeError:
@@ -75,7 +79,8 @@ class ClipBank:
 
     Args:
         source: tensor ``(samples,)`` / ``(clips, samples)``, a list of tensors or paths, a folder
-            (searched recursively for audio files), or a ``.jsonl`` manifest whose lines have
+            (searched recursively for ``audio.AUDIO_EXTENSIONS`` files, hidden files and folders
+            skipped, as the importers do), or a ``.jsonl`` manifest whose lines have
             ``audio_filepath`` relative to the manifest's folder.
         sample_rate (int or None): Hz; needed when the source holds files.
         name (str): the argument's name, for error messages.

@@ -50,12 +50,28 @@ def _leaf_dtype(values: Any) -> torch.dtype:
     return torch.float32
 
 
-def params_from_json(obj: dict) -> Params:
-    """Tensors back from ``params_to_json``: bools → bool, ints → int64, floats → float32."""
+def params_from_json(obj: dict, where: str = "params") -> Params:
+    """Tensors back from ``params_to_json``: bools → bool, ints → int64, floats → float32.
+
+    Raises:
+        ValueError: ``obj`` is not an object, or a value is not numbers/booleans of one shape
+            (the message names its key; ``where`` names ``obj``).
+    """
     if not isinstance(obj, dict):
-        raise ValueError(f"params must be a JSON object, got {type(obj).__name__}")
-    return {k: params_from_json(v) if isinstance(v, dict) else torch.tensor(v, dtype=_leaf_dtype(v))
-            for k, v in obj.items()}
+        raise ValueError(f"{where} must be a JSON object, got {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out[key] = params_from_json(value, f"{where}[{key!r}]")
+            continue
+        try:
+            out[key] = torch.tensor(value, dtype=_leaf_dtype(value))
+        except (TypeError, ValueError, RuntimeError):
+            hint = (" (the params.json of `audioconv augment` holds them under 'params': "
+                    "params_from_json(record['params']))") if "params" in obj else ""
+            raise ValueError(f"{where}[{key!r}] must be numbers or booleans of one shape, as params_to_json "
+                             f"writes them; got {str(value)[:60]}{hint}") from None
+    return out
 
 
 def check_params(params: Any, batch: int, owner: str) -> None:

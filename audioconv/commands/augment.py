@@ -28,6 +28,7 @@ def run(args) -> int:
     import torch
 
     from audioconv.augment import chain_to_config, default_chain, describe_example, load_chain, params_to_json
+    from audioconv.features import LogMel, LogMelConfig
     from audioconv.io.audio import load, save
     from audioconv.io.files import ensure_folder, write_json
     from audioconv.plots.augment_preview import plot_logmels
@@ -37,6 +38,7 @@ def run(args) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     device = resolve_device(args.device)
     wav, sr = load(args.input, sample_rate=args.sample_rate)
+    LogMel(LogMelConfig(sample_rate=sr)).check_length(wav.shape[-1], args.input)  # the preview's front end
     chain = load_chain(args.chain, sr) if args.chain else default_chain(sr)
     out = ensure_folder(args.out)  # a file in the way: "OUT is a file, not a folder"
 
@@ -62,6 +64,6 @@ def run(args) -> int:
           f"{args.n} times on {device}")
     for name, values in zip(files, drawn):
         print(f"  {out / name}  {values}")
-    print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(params)))")
+    print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(record['params'])))")
     print(f"  {png}  log-mel spectrograms")
     return 0

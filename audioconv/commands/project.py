@@ -157,6 +157,7 @@ def run(args) -> int:
     sr = model.frontend.config.sample_rate
     wav, _ = audio.load(args.audio, offset_s=args.offset_s, duration_s=args.duration_s, sample_rate=sr)
     mono = audio.to_mono(wav)  # (1, T): the front end averages channels too
+    model.frontend.check_length(mono.shape[-1], str(args.audio))
     if args.target is not None:
         from audioconv.commands._classes import project_classes
 

@@ -35,10 +35,12 @@ import torchaudio.functional as AF
 from audioconv.io.files import atomic_write
 
 __all__ = [
-    "AudioInfo", "AudioReader", "COMPRESSED_FORMATS", "info", "open_audio", "clip_frames", "load", "save", "resample", "to_mono", "fix_length",
+    "AudioInfo", "AudioReader", "AUDIO_EXTENSIONS", "COMPRESSED_FORMATS", "audio_files_under", "info", "is_audio", "open_audio", "clip_frames", "load", "save", "resample", "to_mono", "fix_length",
 ]
 
 
+#: File name endings treated as audio (what libsndfile decodes) when a folder is searched.
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au"})
 #: libsndfile formats whose frame count is an estimate or can promise more than the file decodes.
 COMPRESSED_FORMATS = frozenset({"MP3", "MPEG", "OGG", "FLAC"})
 _SALVAGE_BLOCK = 1024  # frames per read when a compressed file is decoded up to where it fails
@@ -57,6 +59,22 @@ class AudioInfo:
     channels: int
     duration_s: float
     subtype: str
+
+
+def is_audio(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s name ends in an ``AUDIO_EXTENSIONS`` ending and is not hidden (``.``-names:
+    macOS ``._x.wav`` resource forks, editor and notebook copies)."""
+    name = Path(path).name
+    return Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith(".")
+
+
+def audio_files_under(folder: str | os.PathLike) -> list[Path]:
+    """Audio files (``is_audio``) anywhere under ``folder``, hidden folders skipped, sorted."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(Path(dirpath) / f for f in filenames if is_audio(f))
+    return sorted(out)
 
 
 def _check_exists(path: str | os.PathLike) -> None:

@@ -11,9 +11,7 @@ from typing import Iterable
 from tqdm.auto import tqdm
 
 from audioconv.io import audio
-
-#: File name endings the importers treat as audio (what libsndfile decodes).
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au"})
+from audioconv.io.audio import AUDIO_EXTENSIONS, audio_files_under, is_audio  # noqa: F401 (the importers' names)
 
 
 @dataclass
@@ -62,19 +60,6 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path} (is this the right corpus layout?)")
     return path
-
-
-def is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
-
-
-def audio_files_under(folder: Path) -> list[Path]:
-    """Audio files anywhere under ``folder`` (hidden files and folders skipped), sorted."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in filenames if is_audio(Path(f)))
-    return sorted(out)
 
 
 def speaker_group(path: Path) -> str:
