@@ -167,3 +167,33 @@ def test_the_docstring_states_the_vorbis_bitrates_libsndfile_gives():
     for level, kbit in zip((0.0, 0.5, 1.0), map(int, stated.groups())):
         size = codec_round_trip(noise(1.0)[0], SR, "OGG", "VORBIS", level)[1]
         assert size * 8 / 1000 == pytest.approx(kbit, rel=0.1), f"level {level}"
+
+
+@pytest.mark.parametrize("name, subtype", [("mulaw", "ULAW"), ("alaw", "ALAW")])
+def test_g711_on_the_device_equals_libsndfile(name, subtype):
+    """Mu-law and A-law are companded as tensors (no file): every sample equals libsndfile's round
+    trip, over the whole range, tiny values, both zeros, full scale and beyond it."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(-1.3, 1.3, 60000), rng.uniform(-0.01, 0.01, 40000),
+                        np.linspace(-1, 1, 65537), [0.0, -0.0, 1.0, -1.0, 1e-9, -1e-9]]).astype(np.float32)
+    x = torch.from_numpy(x)[None, None]
+    reference = codec_round_trip(x[0], SR, "WAV", subtype)[0]
+    assert torch.equal(through(name, x)[0], reference)
+
+
+def test_g711_examples_mixed_with_file_codecs_and_padding():
+    """A batch drawing mu-law, A-law and GSM: each example equals its own codec's round trip,
+    padding (lengths) is kept, and an example holding NaN passes as it was."""
+    x = noise(0.5).repeat(4, 1, 1)
+    x[2, :, 3000:] = 0.25
+    x[3, 0, 10] = float("nan")
+    aug = Codec(SR, formats=["mulaw", "alaw", "gsm"], p=1.0)
+    params = {"apply": torch.ones(4, dtype=torch.bool), "format_index": torch.tensor([0, 2, 1, 1]),
+              "compression_level": torch.zeros(4)}
+    lengths = torch.tensor([8000, 8000, 3000, 8000])
+    y = aug.apply(x, params, lengths)
+    assert torch.equal(y[0], codec_round_trip(x[0], SR, "WAV", "ULAW")[0])
+    assert torch.equal(y[1], through("gsm", x[1:2])[0])
+    assert torch.equal(y[2, :, :3000], codec_round_trip(x[2, :, :3000], SR, "WAV", "ALAW")[0])
+    assert torch.equal(y[2, :, 3000:], x[2, :, 3000:])
+    torch.testing.assert_close(y[3], x[3], rtol=0, atol=0, equal_nan=True)

@@ -7,6 +7,8 @@ import torch
 import torchaudio.functional as AF
 
 from .base import Augmentation, uniform
+from .g711 import alaw_round_trip, mulaw_round_trip
+from .params import params_select
 from .validation import check_range, check_sample_rate
 
 __all__ = ["Codec", "CODECS", "codec_rate"]
@@ -33,6 +35,7 @@ CODECS = {
     "opus": CodecSpec("OGG", "OPUS", (8000, 12000, 16000, 24000, 48000), True),
     "gsm": CodecSpec("WAV", "GSM610", (8000,), False, mono=True),  # GSM 06.10 full rate, 13 kbit/s, 8 kHz
 }
+G711 = ("mulaw", "alaw")  # sample-wise companding: computed on the batch's device (g711.py), not by libsndfile
 MP3_DELAY = 1105  # LAME's encoder delay (576) + the decoder's (529), when the file carries no gapless tag
 MAX_LEVEL = {"mp3": 0.99}  # libsndfile refuses compression level 1 for MP3
 
@@ -66,10 +69,11 @@ class Codec(Augmentation):
     """Pass each example through a real audio codec, drawn per example from ``formats``.
 
     Every example is encoded to a file in memory and decoded again by libsndfile (through
-    ``audioconv.io.audio.codec_round_trip``): G.711 mu-law and A-law (8-bit companding, about
-    38 dB SNR), MP3 (LAME, constant bitrate), Ogg Vorbis, Ogg Opus, and GSM 06.10 full-rate
-    telephony (13 kbit/s). ``compression_level`` (libsndfile's, 0 = best) sets the bitrate of MP3,
-    Vorbis and Opus; the others have one. What the codecs do, measured on 1 s of white noise at
+    ``audioconv.io.audio.codec_round_trip``) — MP3 (LAME, constant bitrate), Ogg Vorbis, Ogg
+    Opus and GSM 06.10 full-rate telephony (13 kbit/s) — or, for G.711 mu-law and A-law (8-bit
+    companding, about 38 dB SNR), companded sample by sample on the batch's device to the levels
+    libsndfile gives (``g711.py``; equal to them in the tests). ``compression_level``
+    (libsndfile's, 0 = best) sets the bitrate of MP3, Vorbis and Opus; the others have one. What the codecs do, measured on 1 s of white noise at
     16 kHz (tests/test_augment_codec.py; docs/augmentations.md has the table for 2 s): MP3
     179 kbit/s at level 0 down to 9 kbit/s at 0.99, band-limited to ~3-7 kHz at low rates; Opus
     270 down to 12 kbit/s; Vorbis 101 kbit/s at level 0, 71 at 0.5, 59 at 1 — of which ~30 are
@@ -83,11 +87,11 @@ class Codec(Augmentation):
     zero-padded to the input's length; only the real samples (``lengths``) are encoded. Samples
     beyond ±1 clip, as in any file; an example holding NaN or inf is left as it was.
 
-    Not differentiable (the output carries no gradient). CPU only, one example at a time
-    (libsndfile): slow next to the batched transforms (a few to
-    tens of ms per second of audio), so put it in the DataLoader's ``transform``, which runs in
-    the worker processes. Given a CUDA batch it copies the selected rows to the CPU and back
-    (one synchronisation) rather than failing.
+    Not differentiable (the output carries no gradient). The file codecs run on the CPU, one
+    example at a time (libsndfile): slow next to the batched transforms (a few to tens of ms per
+    second of audio), so put them in the DataLoader's ``transform``, which runs in the worker
+    processes. Given a CUDA batch, the examples drawn for them go to the CPU and back (one
+    synchronisation) rather than failing; mu-law and A-law stay on the device.
 
     Args:
         sample_rate (int): Hz.
@@ -120,6 +124,25 @@ class Codec(Augmentation):
                 "compression_level": uniform(*self.compression_level, (batch,), generator, device)}
 
     def _transform(self, x, params, lengths):
+        names = [self.formats[f] for f in params["format_index"].tolist()]
+        companded = torch.tensor([n in G711 for n in names], device=x.device)
+        if not companded.any():
+            return self._through_files(x, params, lengths)
+        y = x.detach().clone()
+        rows = companded.nonzero().squeeze(1)
+        law = torch.tensor([names[i] == "mulaw" for i in rows.tolist()], device=x.device)[:, None, None]
+        part = y[rows]
+        coded = torch.where(law, mulaw_round_trip(part), alaw_round_trip(part))
+        finite = torch.isfinite(part).flatten(1).all(1)[:, None, None]  # NaN/inf examples pass as they were
+        y[rows] = torch.where(finite, coded, part)
+        if not companded.all():
+            others = (~companded).nonzero().squeeze(1)
+            y[others] = self._through_files(x[others], params_select(params, others),
+                                            None if lengths is None else lengths[others])
+        return y
+
+    def _through_files(self, x, params, lengths):
+        """The examples through libsndfile, one at a time on the CPU."""
         device, dtype = x.device, x.dtype
         x = x.detach().to("cpu", torch.float32)  # libsndfile works on the CPU: rows go there and back
         time = x.shape[-1]
