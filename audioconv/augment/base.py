@@ -163,7 +163,6 @@ class Augmentation:
         place) or new memory."""
         xb, shape = as_batch(x)
         batch, _, time = xb.shape
-        name = type(self).__name__
         self._check_params(params, batch)
         lengths = check_lengths(lengths, batch, time, xb.device)
         y = self._apply_batch(xb, params_to(params, xb.device), lengths, inplace and not xb.requires_grad)
