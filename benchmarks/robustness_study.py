@@ -726,7 +726,8 @@ def round5_chains() -> dict[str, list]:
     band = steps.pop(0)
     codec = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
     # the band limit alone: no codec, so every step stays on the training device
-    return {"r5_phone": steps + [band, codec], "r5_band": steps + [band]}
+    g711 = {"type": "Codec", "formats": ["mulaw", "alaw"], "p": 0.3}  # companding only: no GSM, no 8 kHz
+    return {"r5_phone": steps + [band, codec], "r5_band": steps + [band], "r5_g711": steps + [band, g711]}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
