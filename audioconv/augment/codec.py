@@ -125,20 +125,20 @@ class Codec(Augmentation):
 
     def _transform(self, x, params, lengths):
         names = [self.formats[f] for f in params["format_index"].tolist()]
-        companded = torch.tensor([n in G711 for n in names], device=x.device)
-        if not companded.any():
+        files = [i for i, n in enumerate(names) if n not in G711]
+        if len(files) == len(names):
             return self._through_files(x, params, lengths)
         y = x.detach().clone()
-        rows = companded.nonzero().squeeze(1)
-        law = torch.tensor([names[i] == "mulaw" for i in rows.tolist()], device=x.device)[:, None, None]
-        part = y[rows]
-        coded = torch.where(law, mulaw_round_trip(part), alaw_round_trip(part))
-        finite = torch.isfinite(part).flatten(1).all(1)[:, None, None]  # NaN/inf examples pass as they were
-        y[rows] = torch.where(finite, coded, part)
-        if not companded.all():
-            others = (~companded).nonzero().squeeze(1)
-            y[others] = self._through_files(x[others], params_select(params, others),
-                                            None if lengths is None else lengths[others])
+        for law, round_trip in (("mulaw", mulaw_round_trip), ("alaw", alaw_round_trip)):
+            rows = [i for i, n in enumerate(names) if n == law]
+            if rows:
+                part = x[rows].detach()
+                finite = torch.isfinite(part).flatten(1).all(1)[:, None, None]  # NaN/inf examples pass as they were
+                y[rows] = torch.where(finite, round_trip(part), part)
+        if files:
+            index = torch.tensor(files, device=x.device)
+            y[index] = self._through_files(x[index], params_select(params, index),
+                                           None if lengths is None else lengths[index])
         return y
 
     def _through_files(self, x, params, lengths):

@@ -51,10 +51,11 @@ def _levels(law: str, device: torch.device) -> torch.Tensor:
 
 
 def _round_trip(x: torch.Tensor, law: str, scale: float) -> torch.Tensor:
-    xf = torch.nan_to_num(x.float(), nan=0.0).clamp(-1.0, 1.0)
-    level = _levels(law, xf.device)[torch.round(xf.abs() * scale).long()]
+    xf = x.float()
+    index = torch.nan_to_num(xf, nan=0.0).abs_().clamp_(max=1.0).mul_(scale).round_().to(torch.int32)
+    level = _levels(law, xf.device)[index]
     sign = torch.sign(xf) if law == "mulaw" else torch.where(xf >= 0, 1.0, -1.0)  # A-law has no zero level
-    return (sign * level).to(x.dtype)
+    return level.mul_(sign).to(x.dtype)
 
 
 def mulaw_round_trip(x: torch.Tensor) -> torch.Tensor:
