@@ -685,7 +685,8 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
     }
 
 
-#: ``default_chain`` as rounds 1-3 left it (``light_nospeed`` + polarity), frozen for round 4.
+#: ``default_chain`` as rounds 1-3 left it (``light_nospeed`` + polarity), frozen for rounds 4 and 5
+#: (``default`` there; since round 5 the default adds a telephone channel, ``r5_g711``).
 DEFAULT_R3 = [
     {"type": "TimeShift", "shift_s": [-0.1, 0.1], "p": 0.5},
     {"type": "PolarityInversion", "p": 0.5},
@@ -717,17 +718,15 @@ def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
 
 
 def round5_chains() -> dict[str, list]:
-    """Round 5's chains: the shipped default followed by a telephone channel made of the
-    augmentation issue's transforms — a band-pass around 300-3400 Hz (p .3), then mu-law, A-law
-    or GSM (8 kHz) coding (p .3) — after the room and the noise, where a phone line sits
-    (``r5_phone``); and the band-pass alone (``r5_band``)."""
-    steps = _default_with(0, {"type": "BandPass", "centre_hz": [800, 1200], "bandwidth_octaves": [2.8, 3.8],
-                              "order": [2, 4], "p": 0.3})
-    band = steps.pop(0)
-    codec = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
-    # the band limit alone: no codec, so every step stays on the training device
-    g711 = {"type": "Codec", "formats": ["mulaw", "alaw"], "p": 0.3}  # companding only: no GSM, no 8 kHz
-    return {"r5_phone": steps + [band, codec], "r5_band": steps + [band], "r5_g711": steps + [band, g711]}
+    """Round 5's chains: ``DEFAULT_R3`` (the default of rounds 3 to 5, round 5's ``default`` row)
+    followed by a telephone channel made of the augmentation issue's transforms, after the room
+    and the noise, where a phone line sits: a band-pass around 300-3400 Hz (p .3) alone
+    (``r5_band``); then mu-law or A-law companding (p .3; ``r5_g711``, the default since); or
+    mu-law, A-law or GSM at 8 kHz (p .3; ``r5_phone``: GSM runs on the CPU, one clip at a time)."""
+    band = {"type": "BandPass", "centre_hz": [800, 1200], "bandwidth_octaves": [2.8, 3.8], "order": [2, 4], "p": 0.3}
+    g711 = {"type": "Codec", "formats": ["mulaw", "alaw"], "p": 0.3}
+    phone = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
+    return {"r5_band": DEFAULT_R3 + [band], "r5_g711": DEFAULT_R3 + [band, g711], "r5_phone": DEFAULT_R3 + [band, phone]}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:

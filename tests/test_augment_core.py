@@ -276,7 +276,8 @@ def test_bad_constructor_arguments_name_the_parameter(make, word):
 
 
 def test_cpu_generator_drives_any_device_identically():
-    chain = default_chain(SR)
+    chain = Compose(list(default_chain(SR))[:-1])  # without G.711: a float difference upstream can move a
+    # sample one quantisation level (tests/test_cuda.py compares G.711 on its own)
     x = signal((4, 1, 3000), torch.float32, "cpu")
     ref = chain(x, generator=torch.Generator().manual_seed(9))
     for device in DEVICES:
