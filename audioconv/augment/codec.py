@@ -1,4 +1,5 @@
-"""Lossy and companding codecs: each example encoded and decoded by the real encoder (libsndfile)."""
+"""Lossy and companding codecs: each example encoded and decoded by the real encoder (libsndfile),
+or companded on the batch's device for G.711 (``g711.py``)."""
 from __future__ import annotations
 
 from typing import Iterable, NamedTuple, Sequence
@@ -73,9 +74,9 @@ class Codec(Augmentation):
     Opus and GSM 06.10 full-rate telephony (13 kbit/s) — or, for G.711 mu-law and A-law (8-bit
     companding, about 38 dB SNR), companded sample by sample on the batch's device to the levels
     libsndfile gives (``g711.py``; equal to them in the tests). ``compression_level``
-    (libsndfile's, 0 = best) sets the bitrate of MP3, Vorbis and Opus; the others have one. What the codecs do, measured on 1 s of white noise at
-    16 kHz (tests/test_augment_codec.py; docs/augmentations.md has the table for 2 s): MP3
-    179 kbit/s at level 0 down to 9 kbit/s at 0.99, band-limited to ~3-7 kHz at low rates; Opus
+    (libsndfile's, 0 = best) sets the bitrate of MP3, Vorbis and Opus; the others have one. What
+    the codecs do, measured on 1 s of white noise at 16 kHz (tests/test_augment_codec.py;
+    docs/augmentations.md has the table for 2 s): MP3 179 kbit/s at level 0 down to 9 kbit/s at 0.99, band-limited to ~3-7 kHz at low rates; Opus
     270 down to 12 kbit/s; Vorbis 101 kbit/s at level 0, 71 at 0.5, 59 at 1 — of which ~30 are
     the ~4 kB of headers every Vorbis stream carries (over 10 s: 70, 42, 32 kbit/s); GSM
     band-limited to 4 kHz.
