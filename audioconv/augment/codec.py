@@ -76,10 +76,10 @@ class Codec(Augmentation):
     libsndfile gives (``g711.py``; equal to them in the tests). ``compression_level``
     (libsndfile's, 0 = best) sets the bitrate of MP3, Vorbis and Opus; the others have one. What
     the codecs do, measured on 1 s of white noise at 16 kHz (tests/test_augment_codec.py;
-    docs/augmentations.md has the table for 2 s): MP3 179 kbit/s at level 0 down to 9 kbit/s at 0.99, band-limited to ~3-7 kHz at low rates; Opus
-    270 down to 12 kbit/s; Vorbis 101 kbit/s at level 0, 71 at 0.5, 59 at 1 — of which ~30 are
-    the ~4 kB of headers every Vorbis stream carries (over 10 s: 70, 42, 32 kbit/s); GSM
-    band-limited to 4 kHz.
+    docs/augmentations.md has the table for 2 s): MP3 179 kbit/s at level 0 down to 9 kbit/s at
+    0.99, band-limited to ~3-7 kHz at low rates; Opus 270 down to 12 kbit/s; Vorbis 101 kbit/s at
+    level 0, 71 at 0.5, 59 at 1 — of which ~30 are the ~4 kB of headers every Vorbis stream
+    carries (over 10 s: 70, 42, 32 kbit/s); GSM band-limited to 4 kHz.
 
     A codec that does not take the data's rate (Opus: 8/12/16/24/48 kHz; MP3: 8-48 kHz; GSM:
     8 kHz only) gets the example resampled to the next rate it takes (``codec_rate``; GSM: down
