@@ -720,7 +720,7 @@ def round4_chains(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, list]:
 def round5_chains() -> dict[str, list]:
     """Round 5's chains: ``DEFAULT_R3`` (the default of rounds 3 to 5, round 5's ``default`` row)
     followed by a telephone channel made of the augmentation issue's transforms, after the room
-    and the noise, where a phone line sits: a band-pass around 300-3400 Hz (p .3) alone
+    and the noise, where a phone line sits: a band-pass (edges 210-460 Hz and 2.1-4.5 kHz; p .3) alone
     (``r5_band``); then mu-law or A-law companding (p .3; ``r5_g711``, the default since); or
     mu-law, A-law or GSM at 8 kHz (p .3; ``r5_phone``: GSM runs on the CPU, one clip at a time)."""
     band = {"type": "BandPass", "centre_hz": [800, 1200], "bandwidth_octaves": [2.8, 3.8], "order": [2, 4], "p": 0.3}

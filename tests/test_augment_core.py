@@ -584,3 +584,21 @@ def test_single_number_parameters_refuse_ranges_naming_the_parameter(make, messa
         make()
     assert "\n" not in str(caught.value)
     assert Codec(SR, formats=(f for f in ["mp3", "gsm"])).formats == ["mp3", "gsm"]  # any iterable of names
+
+
+def test_default_chain_keeps_working_below_the_telephone_band():
+    """Below 4 kHz the default chain leaves its telephone band-pass out (no such band fits under
+    Nyquist) instead of refusing the rate; from 4 kHz on it has it, its upper edge held below
+    0.49 * sr, and the chain's output stays finite."""
+    from audioconv.augment.filters import filter_edges_hz
+
+    for sr, has_band in ((1000, False), (3999, False), (4000, True), (8000, True), (16000, True)):
+        chain = default_chain(sr)
+        bands = [t for t in chain if isinstance(t, BandPass)]
+        assert bool(bands) == has_band, sr
+        if bands:
+            params = bands[0].sample(1000, generator=torch.Generator().manual_seed(0))
+            edges = filter_edges_hz("bandpass", params, sr)
+            assert float(edges[:, 1].max()) <= 0.49 * sr and 210 < float(edges[:, 0].min()) < float(edges[:, 0].max()) < 460
+        y = chain(torch.randn(4, 1, sr) * 0.1, generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(y).all()
