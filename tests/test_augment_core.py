@@ -602,3 +602,25 @@ def test_default_chain_keeps_working_below_the_telephone_band():
             assert float(edges[:, 1].max()) <= 0.49 * sr and 210 < float(edges[:, 0].min()) < float(edges[:, 0].max()) < 460
         y = chain(torch.randn(4, 1, sr) * 0.1, generator=torch.Generator().manual_seed(1))
         assert torch.isfinite(y).all()
+
+
+def test_a_chain_passes_on_the_lengths_of_a_step_that_overrides_output_lengths():
+    """A user transform written against the public hook (``output_lengths`` overridden, not
+    ``_output_lengths``): inside a chain its new lengths reach the later steps, so noise added
+    after it leaves its trimmed tail silent, and the chain reports them."""
+    class Trim(Augmentation):
+        def _transform(self, x, params, lengths):
+            y = x.clone()
+            y[..., x.shape[-1] // 2:] = 0
+            return y
+
+        def output_lengths(self, params, lengths, time):
+            full = torch.full(params["apply"].shape, time) if lengths is None else lengths
+            return torch.where(params["apply"], full.clamp(max=time // 2), full)
+
+    chain = Compose([Trim(p=1.0), AddNoise(snr_db=(10.0, 10.0), p=1.0)])
+    x = torch.randn(2, 1, 100, generator=torch.Generator().manual_seed(0)) * 0.1
+    params = chain.sample(2, generator=torch.Generator().manual_seed(1))
+    assert chain.output_lengths(params, None, 100).tolist() == [50, 50]
+    y = chain.apply(x, params)
+    assert torch.count_nonzero(y[..., 50:]) == 0 and torch.count_nonzero(y[..., :50]) == 100

@@ -301,6 +301,14 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------- composites
+def _step_lengths(t: "Augmentation", params: Params, lengths: torch.Tensor | None, time: int):
+    """A chain step's ``output_lengths`` without re-checking what the chain checked, unless the
+    step's class overrides the public ``output_lengths`` itself (the hook before ``_output_lengths``)."""
+    if type(t).output_lengths is not Augmentation.output_lengths:
+        return t.output_lengths(params, lengths, time)
+    return t._output_lengths(params, lengths, time)
+
+
 class _Composite(Augmentation):
     def __init__(self, transforms: Iterable[Augmentation], p: float):
         super().__init__(p)
@@ -328,7 +336,7 @@ class _Composite(Augmentation):
         A step that moves the examples' ends (``output_lengths``) hands the new lengths on."""
         time = x.shape[-1]
         for key, t in zip(self._keys, self.transforms):
-            after = t._output_lengths(params[key], lengths, time)  # the step reads the old lengths
+            after = _step_lengths(t, params[key], lengths, time)  # the step reads the old lengths
             if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
                 x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
             else:
@@ -346,7 +354,7 @@ class _Composite(Augmentation):
     def _output_lengths(self, params, lengths, time):
         """The lengths after every step in turn (see ``Augmentation.output_lengths``)."""
         for key, t in zip(self._keys, self.transforms):
-            lengths = t._output_lengths(params[key], lengths, time)
+            lengths = _step_lengths(t, params[key], lengths, time)
         return lengths
 
     def __len__(self) -> int:
