@@ -197,3 +197,13 @@ def test_g711_examples_mixed_with_file_codecs_and_padding():
     assert torch.equal(y[2, :, :3000], codec_round_trip(x[2, :, :3000], SR, "WAV", "ALAW")[0])
     assert torch.equal(y[2, :, 3000:], x[2, :, 3000:])
     torch.testing.assert_close(y[3], x[3], rtol=0, atol=0, equal_nan=True)
+
+
+def test_codec_round_trip_refuses_nan_in_one_line():
+    """A NaN sample given straight to codec_round_trip is a ValueError naming the codec (libsndfile
+    indexed its mu-law table with it and the process died); Codec itself passes such examples through."""
+    x = noise(0.1)[0]
+    x[0, 5] = float("nan")
+    for subtype in ("ULAW", "ALAW", "GSM610"):
+        with pytest.raises(ValueError, match=f"WAV/{subtype}: the waveform holds NaN samples"):
+            codec_round_trip(x, 8000, "WAV", subtype)

@@ -571,3 +571,23 @@ def test_resume_keeps_the_run_settings_and_a_finished_run_its_config(corpus, tmp
     now = json.loads((run / "config.json").read_text())["train_config"]
     assert now["epochs"] == 2 and now["lr"] == 3e-3
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
+
+
+def test_resume_of_a_checkpoint_without_a_chain_record_uses_the_chain_config_json_describes(tmp_path):
+    """A last.pt from before runs recorded their chain: the resumed run rebuilds the chain its
+    config.json described (so a changed default chain does not change the run), with one warning;
+    with no description either, it warns that the chain is read anew."""
+    from audioconv.augment import Compose, Gain
+    from audioconv.augment.chain import chain_to_config
+
+    before = chain_to_config(Compose([Gain(gain_db=(-3.0, 3.0), p=0.5)]))
+    (tmp_path / "config.json").write_text(json.dumps({"train_config": {}, "augment": before}))
+    cfg = TrainConfig(augment="default", sample_rate=SAMPLE_RATE)
+    with pytest.warns(TrainingWarning, match=r"augment=default \(--augment\) now gives another chain; .* recorded "
+                                             r"in .*config\.json"):
+        chain = loop._run_chain(cfg, {"kind": "train"}, tmp_path)
+    assert chain.to_config() == before
+    (tmp_path / "config.json").unlink()
+    with pytest.warns(TrainingWarning, match="older version that did not record its augmentation chain"):
+        chain = loop._run_chain(cfg, {"kind": "train"}, tmp_path)
+    assert chain.to_config() == build_augment(cfg).to_config()

@@ -4,8 +4,9 @@ The same levels libsndfile gives for a float WAV written as ``ULAW`` / ``ALAW`` 
 ``Codec`` needs no CPU round trip for these two): libsndfile scales a float sample to a 14-bit
 (mu-law) or 13-bit (A-law, in steps of 2) signed magnitude, rounding half to even, and G.711
 (ITU-T, 1988) quantises that magnitude on a segmented logarithmic scale of 8 segments of 16
-steps each; decoding returns the middle of the step. Samples beyond ±1 clip; NaN is coded as 0.
-The decoded level of every magnitude is computed once (``_levels``) and looked up.
+steps each; decoding returns the middle of the step. Samples beyond ±1 clip; NaN is coded as
+magnitude 0 (mu-law: 0; A-law, which has no zero: ±1/4096). The decoded level of every magnitude
+is computed once (``_levels``) and looked up.
 """
 from __future__ import annotations
 

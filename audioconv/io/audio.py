@@ -495,11 +495,15 @@ def codec_round_trip(waveform: torch.Tensor, sample_rate: int, file_format: str,
         from ``time`` (codecs that pad their last frame, or keep their delay).
 
     Raises:
-        ValueError: the codec refuses the settings (libsndfile's message, with the format named).
+        ValueError: the codec refuses the settings (libsndfile's message, with the format named),
+            or the waveform holds NaN.
     """
     # clipped here: libsndfile converts floats beyond ±1 to integers without clipping (they wrap
-    # round and flip sign) and its mu-law/A-law tables index out of bounds far beyond it (a crash)
-    data = np.ascontiguousarray(np.clip(waveform.detach().to("cpu", torch.float32).numpy().T, -1.0, 1.0))
+    # round and flip sign) and its mu-law/A-law tables index out of bounds far beyond it or at NaN (a crash)
+    data = np.clip(waveform.detach().to("cpu", torch.float32).numpy().T, -1.0, 1.0)
+    if np.isnan(data).any():
+        raise ValueError(f"{file_format}/{subtype}: the waveform holds NaN samples; a codec needs finite ones")
+    data = np.ascontiguousarray(data)
     encoded = io.BytesIO()
     extra = {k: v for k, v in (("compression_level", compression_level), ("bitrate_mode", bitrate_mode))
              if v is not None}

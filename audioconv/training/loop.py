@@ -43,6 +43,7 @@ Files written to ``config.out`` (by rank 0 only, each one atomically)::
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -306,12 +307,11 @@ def _chain_description(chain) -> object:
 
 
 def _run_chain(cfg: TrainConfig, ckpt: dict | None, out: Path):
-    """The run's waveform chain: resumed, the one ``last.pt`` recorded (``augment_chain``), so that an
-    edited or deleted chain file changes nothing — with one :class:`TrainingWarning` when
-    ``cfg.augment`` now gives another chain; fresh (or resuming a checkpoint without that record),
-    :func:`build_augment`."""
-    recorded = (ckpt or {}).get("augment_chain")
-    if not isinstance(recorded, dict):
+    """The run's waveform chain: resumed, the one the run recorded (:func:`_recorded_chain`), so
+    that an edited or deleted chain file or a changed default changes nothing — with one
+    :class:`TrainingWarning` when ``cfg.augment`` now gives another chain; fresh, :func:`build_augment`."""
+    recorded, where = _recorded_chain(cfg, ckpt, out)
+    if recorded is None:
         return build_augment(cfg)
     from audioconv.augment.chain import chain_from_config
 
@@ -323,8 +323,27 @@ def _run_chain(cfg: TrainConfig, ckpt: dict | None, out: Path):
         why = f"no longer loads ({e})"
     if why:
         warnings.warn(f"resume: augment={cfg.augment} (--augment) {why}; continuing with the chain this run was "
-                      f"trained with, recorded in {out / 'last.pt'}", TrainingWarning, stacklevel=5)
+                      f"trained with, recorded in {where}", TrainingWarning, stacklevel=5)
     return chain_from_config(recorded, int(cfg.sample_rate))
+
+
+def _recorded_chain(cfg: TrainConfig, ckpt: dict | None, out: Path) -> tuple[dict | None, Path | None]:
+    """The chain config a resumed run recorded, and where: ``last.pt``'s ``augment_chain``; for a
+    checkpoint from before that record, the chain ``config.json`` described (a warning says when
+    neither has one, as a changed default would then change the run). ``(None, None)`` when fresh."""
+    if ckpt is None or "augment_chain" in ckpt:
+        chain = (ckpt or {}).get("augment_chain")
+        return (chain, out / "last.pt") if isinstance(chain, dict) else (None, None)
+    try:
+        described = json.loads((out / "config.json").read_text(encoding="utf-8")).get("augment")
+    except (OSError, ValueError, AttributeError):
+        described = None
+    if isinstance(described, dict):
+        return described, out / "config.json"
+    if cfg.augment not in (None, "", "none"):
+        warnings.warn(f"resume: {out / 'last.pt'} comes from an older version that did not record its augmentation "
+                      f"chain; continuing with augment={cfg.augment} as it reads now", TrainingWarning, stacklevel=6)
+    return None, None
 
 
 class _Classifier(nn.Module):
