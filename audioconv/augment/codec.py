@@ -36,7 +36,7 @@ CODECS = {
     "opus": CodecSpec("OGG", "OPUS", (8000, 12000, 16000, 24000, 48000), True),
     "gsm": CodecSpec("WAV", "GSM610", (8000,), False, mono=True),  # GSM 06.10 full rate, 13 kbit/s, 8 kHz
 }
-G711 = ("mulaw", "alaw")  # sample-wise companding: computed on the batch's device (g711.py), not by libsndfile
+G711 = {"mulaw": mulaw_round_trip, "alaw": alaw_round_trip}  # companding on the batch's device, not libsndfile
 MP3_DELAY = 1105  # LAME's encoder delay (576) + the decoder's (529), when the file carries no gapless tag
 MAX_LEVEL = {"mp3": 0.99}  # libsndfile refuses compression level 1 for MP3
 
@@ -130,7 +130,7 @@ class Codec(Augmentation):
         if len(files) == len(names):
             return self._through_files(x, params, lengths)
         y = x.detach().clone()
-        for law, round_trip in (("mulaw", mulaw_round_trip), ("alaw", alaw_round_trip)):
+        for law, round_trip in G711.items():
             rows = [i for i, n in enumerate(names) if n == law]
             if rows:
                 part = x[rows].detach()

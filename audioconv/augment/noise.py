@@ -48,13 +48,13 @@ class AddNoise(Augmentation):
                  sample_rate: int | None = None, p: float = 0.5):
         super().__init__(p)
         self.snr_db = check_range("snr_db", snr_db, unit="dB")
-        if isinstance(color, str) or not isinstance(color, numbers.Real) or isinstance(color, bool):
-            if not isinstance(color, str) or color not in COLOR_SLOPES_DB_PER_OCTAVE:
-                raise ValueError(f"color must be one of {sorted(COLOR_SLOPES_DB_PER_OCTAVE)} or a slope in "
-                                 f"dB/octave (one number), got {color!r}")
+        if isinstance(color, str) and color in COLOR_SLOPES_DB_PER_OCTAVE:
             self.slope_db_per_octave = COLOR_SLOPES_DB_PER_OCTAVE[color]
-        else:
+        elif isinstance(color, numbers.Real) and not isinstance(color, bool):
             self.slope_db_per_octave = check_number("color", color, low=-12.0, high=12.0, unit="dB/octave")
+        else:
+            raise ValueError(f"color must be one of {sorted(COLOR_SLOPES_DB_PER_OCTAVE)} or a slope in "
+                             f"dB/octave (one number), got {color!r}")
         self.color = color
         self.sample_rate = None if sample_rate is None else check_sample_rate(sample_rate)
         self.background = background

@@ -72,7 +72,7 @@ class SpeedPerturb(Augmentation):
         return torch.where(apply, self._sped(factors, real), real)
 
     def _transform(self, x, params, lengths):
-        batch, _, time = x.shape
+        time = x.shape[-1]
         t = torch.arange(time, device=x.device)
         if lengths is not None:  # the padding takes no part
             x = x * (t < lengths[:, None])[:, None, :]
