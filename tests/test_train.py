@@ -591,3 +591,28 @@ def test_resume_of_a_checkpoint_without_a_chain_record_uses_the_chain_config_jso
     with pytest.warns(TrainingWarning, match="older version that did not record its augmentation chain"):
         chain = loop._run_chain(cfg, {"kind": "train"}, tmp_path)
     assert chain.to_config() == build_augment(cfg).to_config()
+
+
+@pytest.mark.parametrize("spec", ["_byo_models:backbone", "_byo_models:full"])
+def test_a_run_of_a_brought_model_resumes_bit_identically(corpus, tmp_path, monkeypatch, spec):
+    """--model package.module:factory (a backbone the package wraps, or a full model): a run
+    interrupted in epoch 2 and resumed ends with the weights of an uninterrupted run (the resume
+    compared the checkpoint's model record with the wrapper's own config and then called a
+    from_config that only the built-in models have: an AttributeError)."""
+    settings = dict(model=spec, channels=TrainConfig.channels, epochs=2, checkpoint_every_steps=1,
+                    deterministic=True)
+    ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
+    real_step, calls = loop.train_step, []
+
+    def stopping_step(*args, **kw):  # interrupted in epoch 2, after step 18 + 5
+        calls.append(1)
+        if len(calls) > 18 + 5:
+            raise Stop
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", stopping_step)
+    with pytest.raises(Stop):
+        fit(tiny(corpus, tmp_path / "run", **settings), progress=False)
+    monkeypatch.setattr(loop, "train_step", real_step)
+    resumed = fit(tiny(corpus, tmp_path / "run", **settings, resume=True), progress=False)
+    assert resumed["steps"] == ref["steps"] == 36 and resumed["state_sha1"] == ref["state_sha1"]

@@ -415,11 +415,11 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_classes)
     if ckpt is not None:
-        from audioconv.models.registry import describe
+        from audioconv.models.registry import describe, rebuild
 
-        spec, wanted = describe(model)
+        spec, current = describe(model)
         saved_spec, saved = ckpt.get("model_spec", "cnn"), ckpt["model_config"]
-        saved, wanted = _without_db_reference(saved), _without_db_reference(wanted)
+        saved, wanted = _without_db_reference(saved), _without_db_reference(current)
         if saved_spec != spec:
             raise ValueError(f"resume: {out / 'last.pt'} holds model {saved_spec!r}, this run asks for {spec!r}; "
                              f"use the same --model or a new output folder")
@@ -428,8 +428,8 @@ def _model(cfg: TrainConfig, n_classes: int, ckpt: dict | None, out: Path, devic
             detail = ", ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"resume: {out / 'last.pt'} is from another model shape ({detail}); "
                              f"use the same settings or a new output folder")
-        if ckpt["model_config"] != model.config.to_dict():
-            model = type(model).from_config(ckpt["model_config"])
+        if ckpt["model_config"] != current:  # an older front-end calibration (db_reference): the run's own
+            model = rebuild(spec, ckpt["model_config"])
         load_model_state(model, ckpt["model"], source=f"checkpoint {out / 'last.pt'}")
     return model.to(device)
 
