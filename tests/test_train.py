@@ -184,18 +184,7 @@ def test_resume_trains_with_the_recorded_chain_when_the_chain_file_was_edited(co
 
     run = tmp_path / "killed"
     cfg = tiny(corpus, run, **settings)
-    real_step, calls = loop.train_step, []
-
-    def stopping_step(*args, **kw):  # interrupted in epoch 2, after step 18 + 7 (last.pt of that step)
-        calls.append(1)
-        if len(calls) > 18 + 7:
-            raise Stop
-        return real_step(*args, **kw)
-
-    monkeypatch.setattr(loop, "train_step", stopping_step)
-    with pytest.raises(Stop):
-        fit(cfg, progress=False)
-    monkeypatch.setattr(loop, "train_step", real_step)
+    fit_interrupted(cfg, monkeypatch, 18 + 7)  # in epoch 2, after step 18 + 7 (last.pt of that step)
     assert load_checkpoint(run / "last.pt")["progress"]["batches_done"] == 7
 
     write_chain(chain_file, (-40.0, -30.0), 1.0)  # edited between the two halves
@@ -251,6 +240,22 @@ def test_resume_from_another_folder_with_the_run_chain(corpus, tmp_path, monkeyp
 # ------------------------------------------------------------------------------ the step and the state on their own
 class Stop(Exception):
     """Raised by a chain to interrupt fit() at a chosen step (after last.pt of the step before)."""
+
+
+def fit_interrupted(cfg: TrainConfig, monkeypatch, steps: int) -> None:
+    """``fit(cfg)`` stopped (``Stop``) when it starts training step ``steps + 1``; ``train_step`` restored after."""
+    real_step, calls = loop.train_step, []
+
+    def stopping_step(*args, **kw):
+        calls.append(1)
+        if len(calls) > steps:
+            raise Stop
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(loop, "train_step", stopping_step)
+    with pytest.raises(Stop):
+        fit(cfg, progress=False)
+    monkeypatch.setattr(loop, "train_step", real_step)
 
 
 def chain_stopping_after(cfg, n_steps: int):
@@ -602,17 +607,6 @@ def test_a_run_of_a_brought_model_resumes_bit_identically(corpus, tmp_path, monk
     settings = dict(model=spec, channels=TrainConfig.channels, epochs=2, checkpoint_every_steps=1,
                     deterministic=True)
     ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
-    real_step, calls = loop.train_step, []
-
-    def stopping_step(*args, **kw):  # interrupted in epoch 2, after step 18 + 5
-        calls.append(1)
-        if len(calls) > 18 + 5:
-            raise Stop
-        return real_step(*args, **kw)
-
-    monkeypatch.setattr(loop, "train_step", stopping_step)
-    with pytest.raises(Stop):
-        fit(tiny(corpus, tmp_path / "run", **settings), progress=False)
-    monkeypatch.setattr(loop, "train_step", real_step)
+    fit_interrupted(tiny(corpus, tmp_path / "run", **settings), monkeypatch, 18 + 5)  # in epoch 2
     resumed = fit(tiny(corpus, tmp_path / "run", **settings, resume=True), progress=False)
     assert resumed["steps"] == ref["steps"] == 36 and resumed["state_sha1"] == ref["state_sha1"]
