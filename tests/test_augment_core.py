@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audioconv.augment.params import check_params
 from audioconv.augment import (AddEvents, AddNoise, Augmentation, BandPass, BandStop, BatchMix, BitCrush, Clip, Codec,
                                Compose, Distortion, Gain, GainTransition, HighPass, LowPass, OneOf, PitchShift,
                                PolarityInversion, RandomEQ, Reverb, SpeedPerturb, TimeMask, TimeShift, TimeStretch,
@@ -563,6 +564,25 @@ def test_output_lengths_names_what_does_not_fit():
     with pytest.raises(ValueError, match="time must be a positive int"):
         chain.output_lengths(params, None, 0)
     assert chain.output_lengths(params, None, 100) is None  # nothing moves the ends
+
+
+def test_a_chain_checks_each_steps_params_once_per_apply(monkeypatch):
+    """apply: the chain checks its own keys and each step its own params as it runs (one check per
+    level, not the chain's steps twice); output_lengths checks every level before any step runs."""
+    import audioconv.augment.base as base
+    chain = Compose([Gain(p=1.0), Compose([TimeStretch(SR, p=1.0), Gain(p=1.0)])])
+    params = chain.sample(2, generator=torch.Generator().manual_seed(0))
+    calls = []
+    monkeypatch.setattr(base, "check_params", lambda p, b, owner: calls.append(owner) or check_params(p, b, owner))
+    chain.apply(torch.randn(2, 1, SR // 2), params)
+    assert sorted(calls) == ["Compose", "Compose", "Gain", "Gain", "TimeStretch"]
+    calls.clear()
+    chain.output_lengths(params, None, SR // 2)
+    assert sorted(calls) == ["Compose", "Compose", "Gain", "Gain", "TimeStretch"]
+    bad = {**params, "1.Compose": {**params["1.Compose"], "0.TimeStretch": {"apply": params["apply"]}}}
+    for run in (lambda: chain.apply(torch.randn(2, 1, SR // 2), bad), lambda: chain.output_lengths(bad, None, SR // 2)):
+        with pytest.raises(ValueError, match=r"params for TimeStretch lack \['rate'\]"):
+            run()
 
 
 @pytest.mark.parametrize("make, message", [

@@ -175,6 +175,21 @@ def write_chain(path: Path, gain_db: tuple[float, float], p: float) -> Path:
     return path
 
 
+def test_the_chain_config_is_computed_once_per_run_not_at_every_save(corpus, tmp_path, monkeypatch):
+    """The chain never changes within a run, so its config (recorded in config.json and in every
+    last.pt) is computed once in setup, not at each of the run's checkpoint saves."""
+    import audioconv.augment.chain as chain_module
+    calls = []
+    real = chain_module.chain_to_config
+    monkeypatch.setattr(chain_module, "chain_to_config", lambda *a, **k: calls.append(1) or real(*a, **k))
+    chain = write_chain(tmp_path / "chain.json", (-6.0, 6.0), 0.5)
+    fit(tiny(corpus, tmp_path / "run", augment=str(chain), epochs=2, checkpoint_every_steps=1), progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["augment_chain"]
+    assert [s["type"] for s in saved["transforms"]] == ["Gain", "AddNoise"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["augment"] == saved
+    assert len(calls) == 1
+
+
 def test_resume_trains_with_the_recorded_chain_when_the_chain_file_was_edited(corpus, tmp_path, monkeypatch):
     """The chain a run trained with is recorded in last.pt; a resumed run rebuilds it from there, so
     an edited chain file changes nothing (bit-identical to an uninterrupted run) and says so once."""

@@ -169,13 +169,19 @@ class Augmentation:
         return x if y is xb else y.reshape(shape)
 
     def _check_params(self, params: Params, batch: int) -> None:
-        """``ValueError`` unless ``params`` has this transform's keys (and, in a chain, those of
-        every step), each with ``batch`` rows."""
+        """``ValueError`` unless ``params`` has this transform's keys, each with ``batch`` rows (a
+        chain's keys hold its steps' params, which this does not look into: ``_check_all_params``)."""
         name = type(self).__name__
         check_params(params, batch, name)
         missing = [k for k in self.param_keys if k not in params]
         if missing:
             raise ValueError(f"params for {name} lack {missing}; draw them with {name}.sample()")
+
+    def _check_all_params(self, params: Params, batch: int) -> None:
+        """``_check_params``, and in a chain also every step's, so that a bad nested entry is named
+        before any step runs (``output_lengths``). ``apply`` checks one level: each step checks its
+        own params when it runs."""
+        self._check_params(params, batch)
 
     def _apply_batch(self, x: torch.Tensor, params: Params, lengths: torch.Tensor | None,
                      inplace: bool) -> torch.Tensor:
@@ -232,7 +238,7 @@ class Augmentation:
             raise ValueError(f"params for {name} must be a dict from {name}.sample() with a (batch,) 'apply' entry")
         if isinstance(time, bool) or not isinstance(time, int) or time < 1:
             raise ValueError(f"time must be a positive int (samples per example), got {time!r}")
-        self._check_params(params, apply.shape[0])
+        self._check_all_params(params, apply.shape[0])
         device = lengths.device if isinstance(lengths, torch.Tensor) else apply.device
         return self._output_lengths(params, check_lengths(lengths, apply.shape[0], time, device), time)
 
@@ -335,21 +341,20 @@ class _Composite(Augmentation):
         and the steps after it write their rows into it (``inplace``); the caller's is never written.
         A step that moves the examples' ends (``output_lengths``) hands the new lengths on."""
         time = x.shape[-1]
-        for key, t in zip(self._keys, self.transforms):
-            after = _step_lengths(t, params[key], lengths, time)  # the step reads the old lengths
+        for key, t in zip(self._keys, self.transforms):  # each step checks its own params first
             if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
                 x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
             else:
                 y = t._apply(x, params[key], lengths, inplace)
                 inplace = CHAIN_IN_PLACE and (inplace or y is not x)  # a step returns x itself or memory of its own
                 x = y
-            lengths = after
+            lengths = _step_lengths(t, params[key], lengths, time)  # from the lengths the step read
         return x
 
-    def _check_params(self, params, batch):
-        super()._check_params(params, batch)
+    def _check_all_params(self, params, batch):
+        self._check_params(params, batch)
         for key, t in zip(self._keys, self.transforms):
-            t._check_params(params[key], batch)
+            t._check_all_params(params[key], batch)
 
     def _output_lengths(self, params, lengths, time):
         """The lengths after every step in turn (see ``Augmentation.output_lengths``)."""

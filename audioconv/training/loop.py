@@ -157,6 +157,7 @@ class TrainState:
     amp_dtype: torch.dtype | None
     chain: Callable | None  # waveform augmentation, (x (B, C, T), generator=g[, lengths=]) -> x
     chain_takes_lengths: bool
+    chain_config: dict | None  # what rebuilds the chain (_chain_config), computed once: it never changes in a run
     specaug: nn.Module | None
     generator: torch.Generator  # augmentation + SpecAugment draws, re-seeded every step
     data: TrainData
@@ -301,9 +302,9 @@ def _registered(aug) -> bool:
             and all(_registered(t) for t in getattr(aug, "transforms", ())))
 
 
-def _chain_description(chain) -> object:
-    """What ``config.json`` records of the chain: its config (:func:`_chain_config`), else its repr."""
-    return None if chain is None else _chain_config(chain) or repr(chain)
+def _chain_description(state: TrainState) -> object:
+    """What ``config.json`` records of the run's chain: its config (:func:`_chain_config`), else its repr."""
+    return None if state.chain is None else state.chain_config or repr(state.chain)
 
 
 def _run_chain(cfg: TrainConfig, ckpt: dict | None, out: Path):
@@ -487,7 +488,7 @@ def _write_run_info(state: TrainState) -> None:
     d = state.data
     write_json(state.out / "config.json", {
         "train_config": state.config.to_dict(), **_model_record(state.model),
-        "augment": _chain_description(state.chain),
+        "augment": _chain_description(state),
         "specaugment": state.specaug.to_dict() if state.specaug is not None else None,
         "labels": state.labels, "world_size": state.info.world_size, "device": str(state.device),
         "steps_per_epoch": d.steps_per_epoch, "batch_size_per_process": d.batch_size, "torch": torch.__version__})
@@ -515,7 +516,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         config=cfg, info=info, device=device, out=out, labels=list(labels), model=model, net=net,
         optimizer=_optimizer(cfg, model, device), scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
         amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
-        specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
+        chain_config=_chain_config(chain), specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
         data=data, tally=EpochSums(device),
         progress=progress and info.is_main, ema=make_ema(model, cfg.ema) if cfg.ema > 0 else None)
     torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
@@ -843,7 +844,7 @@ def _training_checkpoint(state: TrainState) -> dict:
     mine = {k: v.cpu() for k, v in rng_state(state.device).items()}
     rng = distributed.all_gather_object(mine, info)
     return {**_weights_checkpoint(state), "kind": "train", "model": state.model.state_dict(), "weights": "raw",
-            "ema": None if state.ema is None else ema_state(state.ema), "augment_chain": _chain_config(state.chain),
+            "ema": None if state.ema is None else ema_state(state.ema), "augment_chain": state.chain_config,
             "optimizer": state.optimizer.state_dict(),
             "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
