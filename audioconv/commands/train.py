@@ -173,7 +173,9 @@ def _refuse_changed_settings(saved: dict, given: dict, where: Path) -> None:
 def _same(name: str, a, b) -> bool:
     """Whether a setting is unchanged; the data paths (shard lists part by part) and a chain file
     ``augment`` compare as files (``m.jsonl`` = ``./m.jsonl`` = absolute)."""
-    files = name in ("train", "val", "manifest") or (name == "augment" and not {a, b} & {"default", "none", ""})
+    from audioconv.training.config import is_chain_file
+
+    files = name in ("train", "val", "manifest") or (name == "augment" and is_chain_file(a) and is_chain_file(b))
     if files and isinstance(a, str) and isinstance(b, str):
         return [Path(p.strip()).resolve() for p in a.split("::")] == [Path(p.strip()).resolve() for p in b.split("::")]
     return a == b

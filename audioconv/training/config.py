@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "LEGACY_DEFAULTS"]
+__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "augment_off", "is_chain_file", "LEGACY_DEFAULTS"]
 
 #: Fields added to :class:`TrainConfig` after runs were written without them, with the value such a run
 #: used (a resumed run's saved settings are read on top of these, not on top of today's defaults).
@@ -37,6 +37,16 @@ def _absolute(spec: str | None) -> str | None:
     parts = [p.strip() for p in spec.split("::")] if is_shard_spec(spec) else [spec]
     return "::".join(p if "://" in p or p.startswith("pipe:") else os.path.abspath(os.path.expanduser(p))
                      for p in parts)
+
+
+def augment_off(augment: str | None) -> bool:
+    """Whether ``TrainConfig.augment`` turns the waveform chain off (``"none"``; ``None`` and ``""`` read so)."""
+    return augment in (None, "", "none")
+
+
+def is_chain_file(augment: str | None) -> bool:
+    """Whether ``TrainConfig.augment`` names a chain JSON file (anything but ``"default"`` and ``"none"``)."""
+    return not augment_off(augment) and augment != "default"
 
 
 @dataclass
@@ -157,9 +167,8 @@ class TrainConfig:
         """A copy with the files it names — ``train``, ``val``, ``manifest`` and a chain file
         ``augment`` — given relative to the working folder made absolute (URLs in shard specs kept),
         as a run records them: resumed from another folder, it reads the same files."""
-        chain_file = self.augment not in (None, "", "none", "default")
         return replace(self, train=_absolute(self.train), val=_absolute(self.val), manifest=_absolute(self.manifest),
-                       augment=_absolute(self.augment) if chain_file else self.augment)
+                       augment=_absolute(self.augment) if is_chain_file(self.augment) else self.augment)
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first bad setting; returns ``self``."""

@@ -62,7 +62,7 @@ from audioconv.training.batches import (TrainData, TrainingWarning, available_co
                                         data_workers)
 from audioconv.training.checkpoint import (checkpoint_labels, load_checkpoint, load_model_state, rng_state,
                                            save_checkpoint, set_rng_state)
-from audioconv.training.config import TrainConfig, lr_at, snapshot_epochs
+from audioconv.training.config import TrainConfig, augment_off, lr_at, snapshot_epochs
 from audioconv.training.ema import ema_decay_advice, ema_state, load_ema_state, make_ema
 from audioconv.training.evaluate import run_validation
 from audioconv.training.metrics import accuracy, macro_f1
@@ -249,7 +249,7 @@ def build_augment(config: TrainConfig):
     """The waveform augmentation chain for ``config.augment``: a callable ``(x, generator=g) -> x``
     on ``(B, C, T)``, or ``None`` for ``"none"``."""
     spec = config.augment
-    if spec in (None, "", "none"):
+    if augment_off(spec):
         return None
     from audioconv.augment import chain as chain_mod
 
@@ -341,7 +341,7 @@ def _recorded_chain(cfg: TrainConfig, ckpt: dict | None, out: Path) -> tuple[dic
         described = None
     if isinstance(described, dict):
         return described, out / "config.json"
-    if cfg.augment not in (None, "", "none"):
+    if not augment_off(cfg.augment):
         warnings.warn(f"resume: {out / 'last.pt'} comes from an older version that did not record its augmentation "
                       f"chain; continuing with augment={cfg.augment} as it reads now", TrainingWarning, stacklevel=6)
     return None, None
