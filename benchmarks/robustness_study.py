@@ -682,6 +682,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         "default_mix": _default_with(1, {"type": "BatchMix", "snr_db": [0, 20], "p": 0.3}),
         **round4_chains(rirs),
         **round5_chains(),
+        **round6_chains(),
     }
 
 
@@ -727,6 +728,16 @@ def round5_chains() -> dict[str, list]:
     g711 = {"type": "Codec", "formats": ["mulaw", "alaw"], "p": 0.3}
     phone = {"type": "Codec", "formats": ["mulaw", "alaw", "gsm"], "p": 0.3}
     return {"r5_band": DEFAULT_R3 + [band], "r5_g711": DEFAULT_R3 + [band, g711], "r5_phone": DEFAULT_R3 + [band, phone]}
+
+
+def round6_chains() -> dict[str, list]:
+    """Round 6's chain: the default since round 5 (``r5_g711``) with the voice changed first, before
+    the room: a pitch shift of up to 3 semitones and a tempo change of 0.8-1.25 (each p .4;
+    ``r6_voice``), for speakers whose pitch and speaking rate differ from the training voices'."""
+    voice = [{"type": "PitchShift", "semitones": [-3, 3], "p": 0.4},
+             {"type": "TimeStretch", "rate": [0.8, 1.25], "p": 0.4}]
+    g711 = round5_chains()["r5_g711"]
+    return {"r6_voice": g711[:1] + voice + g711[1:]}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:

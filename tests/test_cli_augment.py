@@ -107,15 +107,16 @@ def test_augment_command_reports_a_missing_file(tmp_path, capsys):
 
 
 def test_preview_titles_show_the_drawn_values_on_one_db_scale(tmp_path, tone, monkeypatch, capsys):
-    """Each panel is titled with what was drawn for it (``describe_example(..., values=True)``), and
-    all panels share one colour scale, so a -20 dB gain shows as a panel 20 dB darker."""
+    """Each panel is titled with what was drawn for it (``describe_example(..., values=True)``), all
+    panels share one colour scale, so a -20 dB gain shows as a panel 20 dB darker, and they show the
+    front end `audioconv train` builds by default."""
     import audioconv.plots.augment_preview as preview
 
     drawn = {}
 
     def spy(wavs, sample_rate, titles, path=None, **kwargs):
         fig = plot_logmels(wavs, sample_rate, titles, path, **kwargs)
-        drawn.update(fig=fig, titles=titles)
+        drawn.update(fig=fig, titles=titles, front_end=kwargs.get("front_end"))
         return fig
 
     monkeypatch.setattr(preview, "plot_logmels", spy)
@@ -138,6 +139,8 @@ def test_preview_titles_show_the_drawn_values_on_one_db_scale(tmp_path, tone, mo
     assert len({m.get_clim() for m in meshes}) == 1  # one dB scale
     peaks = [float(np.asarray(m.get_array()).max()) for m in meshes]
     assert peaks[0] - max(peaks[1:]) == pytest.approx(20, abs=1.5)  # the gain shows
+    from audioconv.training.config import TrainConfig
+    assert drawn["front_end"].config.n_mels == TrainConfig.n_mels  # the bands `audioconv train` gives its model
 
 
 def test_a_clip_too_short_for_the_preview_is_one_line_naming_the_file(tmp_path, capsys):

@@ -141,6 +141,26 @@ def test_weights_from_a_checkpoint_with_ema_load_its_ema_copy_as_checkpoint_does
         assert torch.equal(value, ema[name]) and torch.equal(recorded.state_dict()[name], value), name
 
 
+@pytest.mark.parametrize("spec", ["cnn", "bcresnet"])
+def test_a_built_in_model_without_n_mels_gets_the_front_end_audioconv_train_builds(tmp_path, spec):
+    """``--model cnn|bcresnet --weights W`` without ``--n-mels`` builds the front end of a run trained with
+    ``audioconv train``'s defaults; another number of bins would refuse that run's weights (the mel
+    filters are in the state dict). A factory keeps its own default."""
+    from argparse import Namespace
+
+    from audioconv.commands._model import load_cli_model
+    from audioconv.training.config import TrainConfig
+
+    trained = build_model(spec, 2, SR, frontend={"n_mels": TrainConfig.n_mels})
+    torch.save(trained.state_dict(), tmp_path / "weights.pt")
+    model, _, _ = load_cli_model(Namespace(checkpoint=None, model=spec, weights=str(tmp_path / "weights.pt"),
+                                           labels=None, n_classes=2, sample_rate=SR, n_mels=None, width=None), "cpu")
+    assert model.frontend.config.n_mels == TrainConfig.n_mels
+    x = torch.randn(2, 1, SR // 2)
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained.eval()(x))
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"classes": ["a", "b"]}', 'bad.json: expected {"labels": [...]} or a JSON list of label strings'),
     ('["a", 3]', "bad.json: label 1 must be a non-empty string, got 3"),

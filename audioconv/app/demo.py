@@ -351,7 +351,8 @@ def _summary_rows(s: DemoSettings, result: dict, trained: dict, manifests: dict,
         "classes": ", ".join(test.labels),
         "corpus": f"{len(CLASSES)} synthesized classes, {split_counts['train']} train / {split_counts['val']} val / "
                   f"{split_counts['test']} test clips of {_CLIP_S:g} s at {_SAMPLE_RATE} Hz, seed {s.seed}",
-        "model": f"SpectrogramCNN channels {list(s.channels)}, {n_params:,} parameters, 64-bin log-mel",
+        "model": f"SpectrogramCNN channels {list(s.channels)}, {n_params:,} parameters, "
+                 f"{test.model.frontend.config.n_mels}-bin log-mel",
         "training": f"{trained['epochs']} epochs, batch {s.batch_size}, peak lr {s.lr:g}, default augmentation "
                     f"chain{' + SpecAugment' if s.specaugment else ''}, best epoch {trained['best_epoch']}",
         "device": str(dev),

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from audioconv.training.config import TrainConfig
+
 __all__ = ["add_model_arguments", "load_cli_model", "clip_length_s", "snapshot_loader", "read_labels"]
 
 
@@ -43,7 +45,9 @@ def add_model_arguments(p, checkpoint: bool = True) -> None:
                                     "one name per line (their number is n_classes)")
     g.add_argument("--n-classes", type=int, help="outputs of --model when there is no --labels file")
     g.add_argument("--sample-rate", type=int, default=16000, help="Hz of --model's front end (default 16000)")
-    g.add_argument("--n-mels", type=int, default=None, help="log-mel bins of --model's front end (default 64)")
+    g.add_argument("--n-mels", type=int, default=None,
+                   help="log-mel bins of --model's front end (default: cnn and bcresnet as `audioconv train` "
+                        f"builds them, {TrainConfig.n_mels}; a factory's backbone 64; a factory's full model its own)")
     g.add_argument("--width", type=float, default=None, help="--model size multiplier (built-ins, or passed to "
                                                               "the factory as width=)")
 
@@ -164,7 +168,7 @@ def snapshot_loader(args):
 
 
 def _brought_model(args, device, weights: bool = True):
-    from audioconv.models.registry import build_model, is_factory
+    from audioconv.models.registry import BUILTIN, build_model, is_factory
 
     spec = str(args.model)
     if Path(spec).is_file() and not is_factory(spec):
@@ -181,7 +185,8 @@ def _brought_model(args, device, weights: bool = True):
         labels = [str(i) for i in range(args.n_classes)]
     else:
         raise ValueError("--model needs --labels (a file of class names) or --n-classes")
-    frontend = {} if args.n_mels is None else {"n_mels": int(args.n_mels)}
+    n_mels = TrainConfig.n_mels if args.n_mels is None and spec in BUILTIN else args.n_mels
+    frontend = {} if n_mels is None else {"n_mels": int(n_mels)}
     model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend, n_frames=16)
     if not weights:
         pass

@@ -32,13 +32,15 @@ def run(args) -> int:
     from audioconv.io.audio import load, save
     from audioconv.io.files import ensure_folder, write_json
     from audioconv.plots.augment_preview import plot_logmels
+    from audioconv.training.config import TrainConfig
     from audioconv.utils import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     device = resolve_device(args.device)
     wav, sr = load(args.input, sample_rate=args.sample_rate)
-    LogMel(LogMelConfig(sample_rate=sr)).check_length(wav.shape[-1], args.input)  # the preview's front end
+    front_end = LogMel(LogMelConfig(sample_rate=sr, n_mels=TrainConfig.n_mels))  # as `audioconv train` builds it
+    front_end.check_length(wav.shape[-1], args.input)
     chain = load_chain(args.chain, sr) if args.chain else default_chain(sr)
     out = ensure_folder(args.out)  # a file in the way: "OUT is a file, not a folder"
 
@@ -58,7 +60,7 @@ def run(args) -> int:
               "params": params_to_json(params)}
     write_json(out / "params.json", record, indent=1)
     png = out / "logmels.png"
-    plot_logmels([wav, *augmented], sr, titles, path=png)
+    plot_logmels([wav, *augmented], sr, titles, path=png, front_end=front_end)
 
     print(f"augmented {args.input} ({wav.shape[0]} ch, {wav.shape[1] / sr:.2f} s at {sr} Hz) "
           f"{args.n} times on {device}")

@@ -104,7 +104,7 @@ class TrainConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     activation: str = "relu"
     dropout: float = 0.2
-    n_mels: int = 64
+    n_mels: int = 40
     normalize: str = "none"
     # augmentation
     augment: str = "default"
