@@ -583,6 +583,13 @@ def test_a_chain_checks_each_steps_params_once_per_apply(monkeypatch):
     for run in (lambda: chain.apply(torch.randn(2, 1, SR // 2), bad), lambda: chain.output_lengths(bad, None, SR // 2)):
         with pytest.raises(ValueError, match=r"params for TimeStretch lack \['rate'\]"):
             run()
+    for value in ([1.0, 2.0], None):  # not a tensor, one level down: one line naming the entry, in apply too
+        bad = {**params, "1.Compose": {**params["1.Compose"], "1.Gain": {**params["1.Compose"]["1.Gain"],
+                                                                           "gain_db": value}}}
+        with pytest.raises(ValueError, match=r"params\['1.Compose'\]\['1.Gain'\]\['gain_db'\] must be a tensor"):
+            chain.apply(torch.randn(2, 1, SR // 2), bad)
+        with pytest.raises(ValueError, match=r"gain_db"):
+            chain.output_lengths(bad, None, SR // 2)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -142,20 +142,22 @@ def test_weights_from_a_checkpoint_with_ema_load_its_ema_copy_as_checkpoint_does
 
 
 @pytest.mark.parametrize("spec", ["cnn", "bcresnet"])
-def test_a_built_in_model_without_n_mels_gets_the_front_end_audioconv_train_builds(tmp_path, spec):
-    """``--model cnn|bcresnet --weights W`` without ``--n-mels`` builds the front end of a run trained with
-    ``audioconv train``'s defaults; another number of bins would refuse that run's weights (the mel
-    filters are in the state dict). A factory keeps its own default."""
+@pytest.mark.parametrize("bands", ["default", 64])
+def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_path, spec, bands):
+    """``--model cnn|bcresnet --weights W`` without ``--n-mels`` builds the front end the weights were
+    trained with: ``audioconv train``'s default bands, or the 64 of runs from before that default (read
+    from the mel filters in the state dict; other bands would refuse the weights)."""
     from argparse import Namespace
 
     from audioconv.commands._model import load_cli_model
     from audioconv.training.config import TrainConfig
 
-    trained = build_model(spec, 2, SR, frontend={"n_mels": TrainConfig.n_mels})
+    bands = TrainConfig.n_mels if bands == "default" else bands
+    trained = build_model(spec, 2, SR, frontend={"n_mels": bands})
     torch.save(trained.state_dict(), tmp_path / "weights.pt")
     model, _, _ = load_cli_model(Namespace(checkpoint=None, model=spec, weights=str(tmp_path / "weights.pt"),
                                            labels=None, n_classes=2, sample_rate=SR, n_mels=None, width=None), "cpu")
-    assert model.frontend.config.n_mels == TrainConfig.n_mels
+    assert model.frontend.config.n_mels == bands
     x = torch.randn(2, 1, SR // 2)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval()(x))

@@ -290,8 +290,7 @@ def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, met
             "model": f"{type(model).__name__} ({spec}){', ' + shape if shape else ''}, "
                      f"{count_parameters(model):,} parameters",
             "input": f"{run_clip_s(ckpt):g} s clips at {mc.get('sample_rate')} Hz, "
-                     f"{(mc.get('frontend') or {}).get('n_mels', config.get('train_config', {}).get('n_mels', 64))}"
-                     f"-bin log-mel",
+                     f"{model.frontend.config.n_mels}-bin log-mel",
             "test set": found}
     if metrics:
         best = max(metrics, key=lambda r: r.get("val_macro_f1", -1) if isinstance(r.get("val_macro_f1"), (int, float))

@@ -342,7 +342,8 @@ class _Composite(Augmentation):
         A step that moves the examples' ends (``output_lengths``) hands the new lengths on."""
         time = x.shape[-1]
         for key, t in zip(self._keys, self.transforms):  # each step checks its own params first
-            if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): call that, and
+            if type(t).apply is not Augmentation.apply:  # a subclass's own apply(): check, call it, and
+                t._check_all_params(params[key], x.shape[0])
                 x, inplace = t.apply(x, params[key], lengths), False  # never write into what it returns
             else:
                 y = t._apply(x, params[key], lengths, inplace)

@@ -10,12 +10,21 @@ __all__ = ["Params", "params_to", "params_select", "params_to_json", "params_fro
 Params = dict  # nested ``dict[str, Tensor | Params]``; every tensor's first dimension is the batch
 
 
-def params_to(params: Params, device: torch.device | str | None) -> Params:
-    """Copy of ``params`` with every tensor moved to ``device`` (``None`` leaves them)."""
+def params_to(params: Params, device: torch.device | str | None, _where: str = "params") -> Params:
+    """Copy of ``params`` with every tensor moved to ``device`` (``None`` leaves them); ``ValueError``
+    naming the entry (``params['1.Compose']['0.Gain']['gain_db']``) for a value that is neither."""
     if device is None:
         return params
-    return {k: params_to(v, device) if isinstance(v, dict) else v.to(device)
-            for k, v in params.items()}
+    out = {}
+    for k, v in params.items():
+        where = f"{_where}[{k!r}]"
+        if isinstance(v, dict):
+            out[k] = params_to(v, device, where)
+        elif isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        else:
+            raise ValueError(f"{where} must be a tensor from sample(), got {type(v).__name__}")
+    return out
 
 
 def params_select(params: Params, index: torch.Tensor | slice | int) -> Params:

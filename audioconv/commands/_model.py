@@ -46,8 +46,9 @@ def add_model_arguments(p, checkpoint: bool = True) -> None:
     g.add_argument("--n-classes", type=int, help="outputs of --model when there is no --labels file")
     g.add_argument("--sample-rate", type=int, default=16000, help="Hz of --model's front end (default 16000)")
     g.add_argument("--n-mels", type=int, default=None,
-                   help="log-mel bins of --model's front end (default: cnn and bcresnet as `audioconv train` "
-                        f"builds them, {TrainConfig.n_mels}; a factory's backbone 64; a factory's full model its own)")
+                   help="log-mel bins of --model's front end (default: cnn and bcresnet those of --weights, else "
+                        f"{TrainConfig.n_mels} as `audioconv train`; a factory's backbone 64; a factory's full model "
+                        "its own)")
     g.add_argument("--width", type=float, default=None, help="--model size multiplier (built-ins, or passed to "
                                                               "the factory as width=)")
 
@@ -160,15 +161,34 @@ def snapshot_loader(args):
     template, _ = _brought_model(args, "cpu", weights=False)
 
     def load(path, device):
-        model = copy.deepcopy(template)
-        _load_weights(model, _state_dict(path), f"snapshot {path}")
+        state = _state_dict(path)
+        bands = _bands(args, state)
+        model = (copy.deepcopy(template) if bands in (None, template.frontend.config.n_mels)
+                 else _brought_model(args, "cpu", weights=False, state=state)[0])
+        _load_weights(model, state, f"snapshot {path}")
         return model.to(device).eval()
 
     return load
 
 
-def _brought_model(args, device, weights: bool = True):
-    from audioconv.models.registry import BUILTIN, build_model, is_factory
+def _bands(args, state: dict | None) -> int | None:
+    """The front end's mel bands for ``--model``: ``--n-mels``; else, for ``cnn``/``bcresnet``, those of
+    the weights' mel filters (``state``, a run of any version) or ``audioconv train``'s default; else
+    ``None`` (a factory's own default)."""
+    from audioconv.models.registry import BUILTIN
+
+    if args.n_mels is not None:
+        return int(args.n_mels)
+    if str(args.model) not in BUILTIN:
+        return None
+    filters = (state or {}).get("frontend.mel.mel_scale.fb")  # (frequencies, bands)
+    return int(filters.shape[1]) if isinstance(filters, torch.Tensor) and filters.dim() == 2 else TrainConfig.n_mels
+
+
+def _brought_model(args, device, weights: bool = True, state: dict | None = None):
+    """``(model, labels)`` for ``--model``; with ``weights``, ``--weights`` loaded (``state``: weights already
+    read, whose mel bands the front end takes when ``--n-mels`` is not given)."""
+    from audioconv.models.registry import build_model, is_factory
 
     spec = str(args.model)
     if Path(spec).is_file() and not is_factory(spec):
@@ -185,13 +205,15 @@ def _brought_model(args, device, weights: bool = True):
         labels = [str(i) for i in range(args.n_classes)]
     else:
         raise ValueError("--model needs --labels (a file of class names) or --n-classes")
-    n_mels = TrainConfig.n_mels if args.n_mels is None and spec in BUILTIN else args.n_mels
-    frontend = {} if n_mels is None else {"n_mels": int(n_mels)}
+    if weights and getattr(args, "weights", None):
+        state = _state_dict(args.weights)
+    n_mels = _bands(args, state)
+    frontend = {} if n_mels is None else {"n_mels": n_mels}
     model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend, n_frames=16)
     if not weights:
         pass
     elif getattr(args, "weights", None):
-        _load_weights(model, _state_dict(args.weights), f"--weights {args.weights}")
+        _load_weights(model, state, f"--weights {args.weights}")
     elif spec in ("cnn", "bcresnet"):
         raise ValueError(f"--model {spec} needs --weights (its random initial weights would explain nothing)")
     return model.to(device).eval(), labels
