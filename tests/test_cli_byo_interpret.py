@@ -149,7 +149,7 @@ def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_p
     from the mel filters in the state dict; other bands would refuse the weights)."""
     from argparse import Namespace
 
-    from audioconv.commands._model import load_cli_model
+    from audioconv.commands._model import load_cli_model, snapshot_loader
     from audioconv.training.config import TrainConfig
 
     bands = TrainConfig.n_mels if bands == "default" else bands
@@ -161,6 +161,12 @@ def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_p
     x = torch.randn(2, 1, SR // 2)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval()(x))
+    load = snapshot_loader(Namespace(model=spec, labels=None, n_classes=2, sample_rate=SR, n_mels=None, width=None))
+    for _ in range(2):  # evolve's snapshots of such a run, one after another
+        snapshot = load(tmp_path / "weights.pt", "cpu")
+        assert snapshot.frontend.config.n_mels == bands
+        with torch.no_grad():
+            assert torch.allclose(snapshot(x), model(x))
 
 
 @pytest.mark.parametrize("text, message", [

@@ -158,13 +158,14 @@ def snapshot_loader(args):
         return None
     import copy
 
-    template, _ = _brought_model(args, "cpu", weights=False)
+    templates = {_bands(args, None): _brought_model(args, "cpu", weights=False)[0]}  # one per band count
 
     def load(path, device):
         state = _state_dict(path)
         bands = _bands(args, state)
-        model = (copy.deepcopy(template) if bands in (None, template.frontend.config.n_mels)
-                 else _brought_model(args, "cpu", weights=False, state=state)[0])
+        if bands not in templates:
+            templates[bands] = _brought_model(args, "cpu", weights=False, state=state)[0]
+        model = copy.deepcopy(templates[bands])
         _load_weights(model, state, f"snapshot {path}")
         return model.to(device).eval()
 
