@@ -37,6 +37,39 @@ def test_interference_is_another_row_shifted_at_the_drawn_snr(lengths):
         assert torch.equal(y[b, :, n:], x[b, :, n:])  # padding untouched
 
 
+@pytest.mark.parametrize("lengths", [None, [1000, 700, 1000, 300, 999, 1000]])
+def test_babble_is_the_sum_of_reversed_shifted_rows_at_the_drawn_snr(lengths):
+    x = batch()
+    aug = BatchMix(snr_db=(-5, 25), talkers=3, reverse=True, p=1.0)
+    params = aug.sample(6, generator=torch.Generator().manual_seed(3))
+    assert params["partner_pos"].shape == params["shift"].shape == (6, 3)
+    lens = None if lengths is None else torch.tensor(lengths)
+    y = aug.apply(x, params, lens)
+    partners = BatchMix.partners(params)
+    assert partners.shape == (6, 3) and not (partners == torch.arange(6)[:, None]).any()
+    for b in range(6):
+        n = 1000 if lengths is None else lengths[b]
+        added = (y[b] - x[b]).numpy()[:, :n]
+        assert abs(power_db(x[b].numpy()[:, :n]) - power_db(added) - params["snr_db"][b].item()) < 1e-6
+        source = 0
+        for k in range(3):
+            shift = int(params["shift"][b, k].double().item() * 1000)
+            backwards = x[int(partners[b, k])].numpy()[:, ::-1]  # the partner played backwards
+            source = source + np.roll(backwards, -shift, axis=-1)  # then out[t] = backwards[(t + shift) % T]
+        source = source[:, :n]
+        gain = np.sum(added * source) / np.sum(source ** 2)
+        np.testing.assert_allclose(added, gain * source, atol=1e-12)
+        assert torch.equal(y[b, :, n:], x[b, :, n:])
+
+
+def test_one_talker_draws_as_before_and_three_draw_per_talker():
+    g1, g3 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    one = BatchMix(p=1.0).sample(8, generator=g1)
+    three = BatchMix(talkers=3, p=1.0).sample(8, generator=g3)
+    assert one["partner_pos"].shape == (8,) and three["partner_pos"].shape == (8, 3)
+    assert torch.equal(one["snr_db"], three["snr_db"])
+
+
 def test_partners_cover_every_other_row():
     params = BatchMix(p=1.0).sample(4000, generator=torch.Generator().manual_seed(0))
     step = (BatchMix.partners(params) - torch.arange(4000)) % 4000
@@ -72,3 +105,8 @@ def test_bad_arguments_name_the_parameter():
         BatchMix(snr_db=(20, 5))
     with pytest.raises(ValueError, match="p"):
         BatchMix(p=1.5)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="talkers"):
+            BatchMix(talkers=bad)
+    with pytest.raises(ValueError, match="reverse"):
+        BatchMix(reverse="yes")

@@ -11,58 +11,86 @@ __all__ = ["BatchMix"]
 
 
 class BatchMix(Augmentation):
-    """Add another example of the batch, at a drawn signal-to-interference ratio, as interference.
+    """Add other examples of the batch, at a drawn signal-to-interference ratio, as interference.
 
     The example keeps its own label: the model learns to follow the louder source, as with
-    babble or a second talker in the room. Per example the partner is another row of the batch
-    (never itself, never one holding NaN or inf: such a partner adds nothing), circularly shifted in time by a drawn fraction of the clip, and scaled so
-    that the ratio of the example's mean power to the added partner's is ``snr_db`` (over the
-    example's real samples when ``lengths`` is given; padding gets nothing). A silent partner
-    adds nothing. The partner is read from the batch as it is when this step runs (after the
-    steps before it in a chain), and a batch of one is left unchanged.
+    babble or a second talker in the room. Per example each of ``talkers`` partners is another
+    row of the batch (never itself, never one holding NaN or inf: such a partner adds nothing),
+    circularly shifted in time by its own drawn fraction of the clip and, with ``reverse``,
+    played backwards (speech-like, but no word of it is heard: babble that does not hold
+    another class). The partners are summed and the sum is scaled so that the ratio of the
+    example's mean power to the added sum's is ``snr_db`` (over the example's real samples when
+    ``lengths`` is given; padding gets nothing). A silent sum adds nothing. The partners are
+    read from the batch as it is when this step runs (after the steps before it in a chain),
+    and a batch of one is left unchanged.
 
     Args:
         snr_db (float or (min, max)): signal-to-interference ratios in dB. Default (5, 20).
+        talkers (int): partners summed per example, >= 1. Default 1 (a second talker); 3 or
+            more make babble.
+        reverse (bool): play the partners backwards. Default False.
         p (float): per-example probability. Default 0.5.
 
-    Params: ``snr_db``, ``partner_pos`` (which other row, in [0, 1)), ``shift`` (time shift as a
-    fraction of the clip, in [0, 1)), each ``(B,)``.
+    Params: ``snr_db`` ``(B,)``; ``partner_pos`` (which other row, in [0, 1)) and ``shift`` (time
+    shift as a fraction of the clip, in [0, 1)), ``(B,)`` with one talker, ``(B, talkers)``
+    with more.
     """
 
     param_keys = ("snr_db", "partner_pos", "shift")
 
-    def __init__(self, snr_db=(5.0, 20.0), p: float = 0.5):
+    def __init__(self, snr_db=(5.0, 20.0), talkers: int = 1, reverse: bool = False, p: float = 0.5):
         super().__init__(p)
         self.snr_db = check_range("snr_db", snr_db, unit="dB")
+        if isinstance(talkers, bool) or not isinstance(talkers, int) or talkers < 1:
+            raise ValueError(f"talkers must be a whole number >= 1, got {talkers!r}")
+        if not isinstance(reverse, bool):
+            raise ValueError(f"reverse must be True or False, got {reverse!r}")
+        self.talkers, self.reverse = talkers, reverse
 
     def _draw(self, batch, generator, device):
+        shape = (batch,) if self.talkers == 1 else (batch, self.talkers)
         return {"snr_db": uniform(*self.snr_db, (batch,), generator, device),
-                "partner_pos": torch.rand(batch, generator=generator, device=device),
-                "shift": torch.rand(batch, generator=generator, device=device)}
+                "partner_pos": torch.rand(shape, generator=generator, device=device),
+                "shift": torch.rand(shape, generator=generator, device=device)}
 
     @staticmethod
     def partners(params) -> torch.Tensor:
-        """``(B,)`` int64: the row each example takes its interference from (never its own)."""
-        batch = params["partner_pos"].shape[0]
-        step = 1 + (params["partner_pos"].double() * (batch - 1)).long().clamp(max=max(batch - 2, 0))
-        return (torch.arange(batch, device=step.device) + step) % max(batch, 1)
+        """int64, the shape of ``params["partner_pos"]`` (``(B,)`` or ``(B, talkers)``): the row
+        each example takes each of its partners from (never its own)."""
+        position = params["partner_pos"]
+        batch = position.shape[0]
+        step = 1 + (position.double() * (batch - 1)).long().clamp(max=max(batch - 2, 0))
+        rows = torch.arange(batch, device=step.device).reshape((batch,) + (1,) * (position.dim() - 1))
+        return (rows + step) % max(batch, 1)
 
     def _apply_batch(self, x, params, lengths, inplace):
         """Not per-example (it reads other rows), so it works on the whole batch, out of place: every
-        row gets its partner at a gain that is 0 where ``params["apply"]`` is false."""
+        row gets its partners at a gain that is 0 where ``params["apply"]`` is false."""
         batch, channels, time = x.shape
         if batch < 2:
             return x
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        shift = (params["shift"].double() * time).long()  # (B,)
-        t = (torch.arange(time, device=x.device) + shift[:, None]) % time  # (B, T)
-        partner = self.partners(params)
-        other = work[partner[:, None, None], torch.arange(channels, device=x.device)[None, :, None],
-                     t[:, None, :]]  # (B, C, T): the partners, shifted
-        finite = torch.isfinite(other).flatten(1).all(1)  # a non-finite partner would spread to its example
-        other = torch.where(finite[:, None, None], other, torch.zeros((), dtype=other.dtype, device=other.device))
+        partners = self.partners(params).reshape(batch, -1)  # (B, K)
+        shifts = params["shift"].reshape(batch, -1)
+        other = None
+        for partner, shift in zip(partners.unbind(1), shifts.unbind(1)):
+            one = self._partner(work, partner, shift)
+            other = one if other is None else other.add_(one)
         y = add_at_snr(work, other, params["snr_db"], lengths, apply=params["apply"], into_other=True)
         return keep_padding(y, work, lengths).to(x.dtype)
 
+    def _partner(self, x: torch.Tensor, partner: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)``: row ``partner[b]`` of ``x`` for each ``b``, at ``out[t] = row[(t + s) % T]``
+        with ``s = floor(shift[b] * T)`` (with ``reverse``: ``row[T - 1 - (t + s) % T]``); a row
+        holding NaN or inf gives zeros (it would spread to its example)."""
+        batch, channels, time = x.shape
+        t = (torch.arange(time, device=x.device) + (shift.double() * time).long()[:, None]) % time  # (B, T)
+        if self.reverse:
+            t = time - 1 - t
+        other = x[partner[:, None, None], torch.arange(channels, device=x.device)[None, :, None], t[:, None, :]]
+        finite = torch.isfinite(other).flatten(1).all(1)
+        return torch.where(finite[:, None, None], other, torch.zeros((), dtype=other.dtype, device=other.device))
+
     def describe(self, params, index):
-        return f"SIR {float(params['snr_db'][index]):.1f} dB"
+        talkers = "" if self.talkers == 1 else f", {self.talkers} talkers"
+        return f"SIR {float(params['snr_db'][index]):.1f} dB{talkers}{', reversed' if self.reverse else ''}"
