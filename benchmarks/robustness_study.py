@@ -683,6 +683,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         **round4_chains(rirs),
         **round5_chains(),
         **round6_chains(),
+        **round7_chains(),
     }
 
 
@@ -740,6 +741,20 @@ def round6_chains() -> dict[str, list]:
     return {"r6_voice": g711[:1] + voice + g711[1:]}
 
 
+def round7_chains() -> dict[str, list]:
+    """Round 7's chains, aimed at the noise condition (mostly speech-like noise at 0-10 dB): the
+    default with its coloured noise at 0-20 dB SNR instead of 5-30 (``r7_snr0``; on 70 % of the
+    examples instead of half: ``r7_snr0_p7``; at -5 to 15 dB: ``r7_snrm5``), and with
+    babble made from the batch: three other examples, each reversed in time (so no keyword
+    of theirs is heard) and shifted, summed and added at 0-15 dB (p .3; ``r7_babble``)."""
+    def noise(snr_db, p):
+        return [_noise_any_colour(snr_db, p) if step["type"] == "OneOf" else step for step in _default_steps()]
+
+    babble = {"type": "BatchMix", "snr_db": [0, 15], "talkers": 3, "reverse": True, "p": 0.3}
+    return {"r7_snr0": noise((0, 20), 0.5), "r7_snr0_p7": noise((0, 20), 0.7), "r7_snrm5": noise((-5, 15), 0.5),
+            "r7_babble": _default_with(1, babble)}
+
+
 def _stronger(chain: list, name: str) -> dict[str, list]:
     """``chain`` with noise down to 0 dB on 70 % of the examples (``_noise``), then also a second
     talker from the batch (``_mix``) or a pitch shift (``_pitch``)."""
@@ -750,13 +765,18 @@ def _stronger(chain: list, name: str) -> dict[str, list]:
             f"{name}_noise_pitch": noisy[:1] + [pitch] + noisy[1:]}
 
 
-def _default_with(position: int, transform: dict) -> list:
-    """``default_chain``'s config with ``transform`` inserted at ``position``."""
+def _default_steps() -> list:
+    """``default_chain``'s steps, as chain configs."""
     sys.path.insert(0, str(REPO))
     from audioconv.augment import chain_to_config, default_chain
 
     config = chain_to_config(default_chain(SAMPLE_RATE_HZ))
-    steps = config["transforms"] if isinstance(config, dict) else config
+    return config["transforms"] if isinstance(config, dict) else config
+
+
+def _default_with(position: int, transform: dict) -> list:
+    """``default_chain``'s config with ``transform`` inserted at ``position``."""
+    steps = _default_steps()
     return steps[:position] + [transform] + steps[position:]
 
 
