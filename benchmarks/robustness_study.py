@@ -746,13 +746,15 @@ def round7_chains() -> dict[str, list]:
     default with its coloured noise at 0-20 dB SNR instead of 5-30 (``r7_snr0``; on 70 % of the
     examples instead of half: ``r7_snr0_p7``; at -5 to 15 dB: ``r7_snrm5``), and with
     babble made from the batch: three other examples, each reversed in time (so no keyword
-    of theirs is heard) and shifted, summed and added at 0-15 dB (p .3; ``r7_babble``)."""
+    of theirs is heard) and shifted, summed and added at 0-15 dB (p .3; ``r7_babble``).
+    ``r7_snrm5`` is the default since; ``r6_default`` is the default before it (noise at 5-30 dB).
+    ``r7_babble`` inserts into whatever the default is now."""
     def noise(snr_db, p):
         return [_noise_any_colour(snr_db, p) if step["type"] == "OneOf" else step for step in _default_steps()]
 
     babble = {"type": "BatchMix", "snr_db": [0, 15], "talkers": 3, "reverse": True, "p": 0.3}
     return {"r7_snr0": noise((0, 20), 0.5), "r7_snr0_p7": noise((0, 20), 0.7), "r7_snrm5": noise((-5, 15), 0.5),
-            "r7_babble": _default_with(1, babble)}
+            "r7_babble": _default_with(1, babble), "r6_default": noise((5, 30), 0.5)}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
