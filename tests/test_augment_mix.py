@@ -110,3 +110,7 @@ def test_bad_arguments_name_the_parameter():
             BatchMix(talkers=bad)
     with pytest.raises(ValueError, match="reverse"):
         BatchMix(reverse="yes")
+    params = BatchMix(talkers=3, p=1.0).sample(4, generator=torch.Generator().manual_seed(0))
+    params["shift"] = params["shift"][:, 0]  # talkers' positions and shifts that do not pair up
+    with pytest.raises(ValueError, match=r"partner_pos \(4, 3\) and shift \(4,\)"):
+        BatchMix(talkers=3, p=1.0).apply(torch.randn(4, 1, 100), params)

@@ -69,6 +69,9 @@ class BatchMix(Augmentation):
         batch, channels, time = x.shape
         if batch < 2:
             return x
+        if params["partner_pos"].shape != params["shift"].shape:
+            raise ValueError(f"BatchMix params: partner_pos {tuple(params['partner_pos'].shape)} and shift "
+                             f"{tuple(params['shift'].shape)} must have one shape, (B,) or (B, talkers)")
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         partners = self.partners(params).reshape(batch, -1)  # (B, K)
         shifts = params["shift"].reshape(batch, -1)
