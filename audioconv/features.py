@@ -18,14 +18,17 @@ import torch
 import torchaudio
 import torchaudio.functional as AF
 
-__all__ = ["LogMelConfig", "LogMel", "NORMALIZATIONS", "normalize_logmel"]
+__all__ = ["LogMelConfig", "LogMel", "NORMALIZATIONS", "normalize_logmel", "pcen"]
 
 #: Per-example normalisations of the log-mel (``LogMelConfig.normalize``); see :func:`normalize_logmel`.
-NORMALIZATIONS = ("none", "clip", "bin_mean", "bin_mean_var")
+NORMALIZATIONS = ("none", "clip", "bin_mean", "bin_mean_var", "pcen")
 STD_FLOOR_DB = 1e-3  # a constant row or clip has no spread to divide by: it comes out as zeros
+# PCEN (Wang et al. 2017) with librosa.pcen's defaults, on the mel power re full scale (dB / 10 -> power)
+PCEN_TIME_CONSTANT_S, PCEN_GAIN, PCEN_BIAS, PCEN_POWER = 0.4, 0.98, 2.0, 0.5
+PCEN_EPS = 1e-12  # -120 dB re full scale: below any floored cell of a clip louder than -40 dB
 
 
-def normalize_logmel(db: torch.Tensor, mode: str) -> torch.Tensor:
+def normalize_logmel(db: torch.Tensor, mode: str, frame_rate_hz: float | None = None) -> torch.Tensor:
     """Per-example normalisation of a log-mel ``(B, ..., n_mels, frames)`` in dB; same shape.
 
     ``"none"``: unchanged. ``"clip"``: minus the example's mean over all its cells, divided by their
@@ -34,9 +37,15 @@ def normalize_logmel(db: torch.Tensor, mode: str) -> torch.Tensor:
     colouring, a phone line — is an offset per row in dB and disappears; so does the level).
     ``"bin_mean_var"``: ``"bin_mean"``, then divided by each bin's standard deviation over the frames.
     Standard deviations are the population ones (divide by N), floored at ``STD_FLOOR_DB``.
+    ``"pcen"``: per-channel energy normalisation (:func:`pcen`) of the power ``10 ** (db / 10)``;
+    needs ``frame_rate_hz`` (frames per second, ``sample_rate / hop_length``). Unitless output.
     """
     if mode == "none":
         return db
+    if mode == "pcen":
+        if frame_rate_hz is None:
+            raise ValueError("normalize='pcen' needs frame_rate_hz (sample_rate / hop_length)")
+        return pcen(torch.pow(10.0, db / 10), frame_rate_hz)
     if mode == "clip":
         dims = tuple(range(1, db.dim()))
     elif mode in ("bin_mean", "bin_mean_var"):
@@ -48,6 +57,38 @@ def normalize_logmel(db: torch.Tensor, mode: str) -> torch.Tensor:
         return centred
     std = centred.square().mean(dim=dims, keepdim=True).sqrt().clamp_min(STD_FLOOR_DB)
     return centred / std
+
+
+def pcen_smoothing(frame_rate_hz: float, time_constant_s: float = PCEN_TIME_CONSTANT_S) -> float:
+    """The one-pole smoother's coefficient ``s`` for a time constant (as ``librosa.pcen``):
+    ``s = (sqrt(1 + 4 T^2) - 1) / (2 T^2)`` with ``T = time_constant_s * frame_rate_hz`` frames."""
+    t_frames = time_constant_s * frame_rate_hz
+    return (math.sqrt(1 + 4 * t_frames ** 2) - 1) / (2 * t_frames ** 2)
+
+
+def pcen(power: torch.Tensor, frame_rate_hz: float) -> torch.Tensor:
+    """Per-channel energy normalisation of a power spectrogram ``(..., n_mels, frames)``; same shape.
+
+    ``M[t] = s E[t] + (1 - s) M[t - 1]`` smooths each band's power ``E`` over the frames, starting
+    from its steady state at the first frame (``M[-1] = E[0]``; ``s`` from ``pcen_smoothing``,
+    time constant ``PCEN_TIME_CONSTANT_S``), and
+    ``PCEN = (E / (PCEN_EPS + M) ** PCEN_GAIN + PCEN_BIAS) ** PCEN_POWER - PCEN_BIAS ** PCEN_POWER``:
+    an automatic gain control per band (a level or a fixed colouring divides out) followed by a
+    root compression — what ``librosa.pcen`` computes with the same constants and
+    ``zi = scipy.signal.lfilter_zi(...) * E[..., :1]``. The recursion is written out as one matrix
+    product with the filter's impulse response over the frames (``frames ** 2`` weights: a few MB
+    for 10 s at 100 frames/s), so that it runs batched on any device and exports to ONNX.
+    """
+    frames = power.shape[-1]
+    log_keep = math.log1p(-pcen_smoothing(frame_rate_hz))  # log(1 - s)
+    t = torch.arange(frames, device=power.device, dtype=torch.float64)
+    lag = t[None, :] - t[:, None]  # (k, t): frames from input k to output t
+    response = torch.where(lag >= 0, torch.exp(lag.clamp(min=0) * log_keep), torch.zeros((), dtype=torch.float64))
+    weights = (response * -math.expm1(log_keep)).to(power.dtype)  # s (1 - s) ** (t - k) for k <= t
+    start = torch.exp((t + 1) * log_keep).to(power.dtype)  # what is left of M[-1] = E[0] at frame t
+    smooth = torch.matmul(power, weights) + power[..., :1] * start
+    agc = power * torch.pow(smooth + PCEN_EPS, -PCEN_GAIN)
+    return torch.pow(agc + PCEN_BIAS, PCEN_POWER) - PCEN_BIAS ** PCEN_POWER
 
 
 @dataclass(frozen=True)
@@ -202,7 +243,7 @@ class LogMel(torch.nn.Module):
                                 top_db=self.config.top_db).reshape(power.shape)
         if self.config.relative_to_peak:
             db = db - db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
-        return normalize_logmel(db, self.config.normalize)
+        return normalize_logmel(db, self.config.normalize, self.config.sample_rate / self.config.hop_length)
 
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:

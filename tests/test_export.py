@@ -24,9 +24,12 @@ SHAPES = [(2, 1, 16000), (7, 1, 16000), (3, 1, 12345), (1, 1, 257), (1, 1, 40000
 
 
 def calibrated(spec: str, seed: int = 0) -> torch.nn.Module:
-    """A model whose BatchNorms hold statistics of random waveforms and random scales and shifts."""
+    """A model whose BatchNorms hold statistics of random waveforms and random scales and shifts
+    (``"cnn+pcen"``: the cnn with the PCEN front end)."""
     torch.manual_seed(seed)
-    model = build_model(spec, 5, 16000, **({"channels": (8, 16, 16)} if spec == "cnn" else {}))
+    spec, _, normalize = spec.partition("+")
+    model = build_model(spec, 5, 16000, frontend={"normalize": normalize} if normalize else None,
+                        **({"channels": (8, 16, 16)} if spec == "cnn" else {}))
     g = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
@@ -62,7 +65,7 @@ def check_against_float64(model, run):
             assert float(ref.std(dim=0).max()) > 100 * tol
 
 
-@pytest.mark.parametrize("spec", ["cnn", "bcresnet"])
+@pytest.mark.parametrize("spec", ["cnn", "bcresnet", "cnn+pcen"])
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_with_front_end_matches_float64_at_any_batch_and_length(spec, tmp_path):
     model = calibrated(spec)
@@ -74,7 +77,7 @@ def test_torchscript_with_front_end_matches_float64_at_any_batch_and_length(spec
     assert json.loads(extra["audioconv.json"]) == {"labels": list("abcde")}
 
 
-@pytest.mark.parametrize("spec", ["cnn", "bcresnet"])
+@pytest.mark.parametrize("spec", ["cnn", "bcresnet", "cnn+pcen"])
 def test_onnx_with_front_end_matches_float64_at_any_batch_and_length(spec, tmp_path):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")

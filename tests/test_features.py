@@ -232,11 +232,53 @@ def test_bin_normalisation_removes_a_fixed_gain_per_band(mode):
     torch.testing.assert_close(a, b, atol=0.05 if mode == "bin_mean" else 0.02, rtol=0)
 
 
+def _librosa_pcen(db: np.ndarray, frame_rate_hz: float) -> np.ndarray:
+    """``librosa.pcen`` of the power ``10 ** (db / 10)`` (``(n_mels, frames)``) with the filter
+    started in its steady state at the first frame, in float64."""
+    from scipy.signal import lfilter_zi
+
+    power = 10.0 ** (db.astype(np.float64) / 10)
+    t_frames = 0.4 * frame_rate_hz
+    b = (np.sqrt(1 + 4 * t_frames ** 2) - 1) / (2 * t_frames ** 2)
+    zi = lfilter_zi([b], [1, b - 1])[None, :] * power[:, :1]
+    return librosa.pcen(power, sr=frame_rate_hz, hop_length=1, gain=0.98, bias=2.0, power=0.5, time_constant=0.4,
+                        eps=1e-12, zi=zi)
+
+
+def test_pcen_matches_librosa():
+    """``normalize="pcen"``: librosa's PCEN (same constants, steady-state start) of the floored dB
+    log-mel, for a tone burst and a noise clip with 3 s of zero padding after it."""
+    noise = 0.05 * np.random.default_rng(1).standard_normal(16000)
+    x = np.stack([np.pad(_tone_burst(), (0, 48000)), np.pad(noise, (0, 48000))]).astype(np.float32)
+    cfg = LogMelConfig()
+    plain = LogMel(cfg)(torch.from_numpy(x))[:, 0].double().numpy()
+    ours = LogMel(LogMelConfig(normalize="pcen"))(torch.from_numpy(x))[:, 0].double().numpy()
+    for i in range(2):
+        reference = _librosa_pcen(plain[i], cfg.sample_rate / cfg.hop_length)
+        assert reference.max() > 0.5  # the onsets stand out
+        np.testing.assert_allclose(ours[i], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_pcen_gain_control_leaves_a_level_change_to_the_power_1_minus_gain():
+    """PCEN's gain control: scaling the power by ``g`` scales ``E / M ** 0.98`` by ``g ** 0.02`` in
+    every cell (the smoother is linear), so 30 dB less level (the dB log-mel 30 lower) changes
+    ``E / M ** 0.98`` = ``(PCEN + sqrt 2) ** 2 - 2`` by the factor ``10 ** (-3 * 0.02)`` = 0.871."""
+    x = 0.1 * np.random.default_rng(2).standard_normal(24000)
+    batch = torch.tensor(np.stack([x, x * 10 ** (-30 / 20)]), dtype=torch.float64)
+    loud, quiet = LogMel(LogMelConfig(normalize="pcen", n_mels=40))(batch)[:, 0].double()
+    agc = [(v + np.sqrt(2.0)) ** 2 - 2 for v in (loud, quiet)]
+    assert agc[0].mean() > 0.5
+    torch.testing.assert_close(agc[1] / agc[0], torch.full_like(agc[0], 10 ** (-3 * 0.02)), rtol=1e-3, atol=0)
+
+
 def test_normalisation_of_a_constant_row_is_zero_not_nan():
     db = torch.full((2, 1, 4, 10), -80.0)
     for mode in ("clip", "bin_mean", "bin_mean_var"):
         out = normalize_logmel(db, mode)
         assert torch.equal(out, torch.zeros_like(out))
+    assert torch.isfinite(normalize_logmel(db, "pcen", 100.0)).all()
+    with pytest.raises(ValueError, match="pcen' needs frame_rate_hz"):
+        normalize_logmel(db, "pcen")
     with pytest.raises(ValueError, match="normalize must be one of"):
         normalize_logmel(db, "per_bin")
     with pytest.raises(ValueError, match="normalize must be one of"):

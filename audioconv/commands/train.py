@@ -75,9 +75,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--channels", type=_channels,
                        help=f"cnn: conv channels per block (default {','.join(map(str, d.channels))})")
     model.add_argument("--n-mels", type=int, help=f"log-mel bins (default {d.n_mels})")
-    model.add_argument("--normalize", choices=["none", "clip", "bin_mean", "bin_mean_var"],
+    model.add_argument("--normalize", choices=["none", "clip", "bin_mean", "bin_mean_var", "pcen"],
                        help=f"per-example log-mel normalisation: per clip, per mel bin (mean, or mean and "
-                            f"variance over time) or none (default {d.normalize})")
+                            f"variance over time), pcen (per-channel energy normalisation, librosa.pcen's "
+                            f"constants) or none (default {d.normalize})")
     model.add_argument("--dropout", type=float,
                        help=f"cnn: before the head; bcresnet: on each block's temporal feature (default {d.dropout})")
     model.add_argument("--activation", choices=["relu", "leaky_relu", "tanh"], help=f"cnn (default {d.activation})")
