@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from audioconv.augment import BitCrush, Clip, Distortion
+from audioconv.augment import BitCrush, Clip, Distortion, dsp
 
 
 def batch(b=8, c=2, t=3000, seed=0, dtype=torch.float64):
@@ -28,12 +28,14 @@ def test_clip_at_threshold_db_below_the_peak(lengths):
         np.testing.assert_array_equal(y[i, :, n:], x[i, :, n:].numpy())
 
 
+@pytest.mark.parametrize("grad", [False, True])  # numpy's selection on the CPU; torch.kthvalue under autograd
 @pytest.mark.parametrize("lengths", [None, [3000, 2000, 3000, 17, 2999, 1, 3000, 2500]])
-def test_clip_at_a_percentile_clips_that_share_of_samples(lengths):
+def test_clip_at_a_percentile_clips_that_share_of_samples(lengths, grad):
     x = batch(seed=2)
     aug = Clip(percentile=(0, 40), p=1.0)
     params = aug.sample(8, generator=torch.Generator().manual_seed(3))
-    y = aug.apply(x, params, None if lengths is None else torch.tensor(lengths)).numpy()
+    y = aug.apply(x.clone().requires_grad_(grad), params, None if lengths is None else torch.tensor(lengths))
+    y = y.detach().numpy()
     for i in range(8):
         n = 3000 if lengths is None else lengths[i]
         real = x[i, :, :n].numpy()
@@ -66,7 +68,10 @@ def test_distortion_of_silence_is_silence():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_bit_crush_rounds_to_2_to_the_bits_levels_of_full_scale(dtype):
+@pytest.mark.parametrize("chunk", [None, 7000])  # 7000: the CPU's cache-sized slices hold 1 row each here
+def test_bit_crush_rounds_to_2_to_the_bits_levels_of_full_scale(dtype, chunk, monkeypatch):
+    if chunk:
+        monkeypatch.setattr(dsp, "CHUNK_SAMPLES", chunk)
     x = batch(seed=6, dtype=dtype) * 10  # some samples beyond ±1: quantised, not clipped
     aug = BitCrush(bits=(1, 16), p=1.0)
     params = aug.sample(8, generator=torch.Generator().manual_seed(7))

@@ -117,3 +117,21 @@ def test_fast_length_prefers_factors_of_two_over_the_smallest_length():
     assert scipy.fft.next_fast_len(19644, real=True) == 19683  # 3**9, slow
     assert fast_length(19644) in (20000, 20480)
     assert fast_length(31999) == 32768
+
+
+def test_finite_rows_flags_nan_and_both_infinities_per_row():
+    x = torch.randn(6, 2, 50, dtype=torch.float64)
+    x[1, 1, 7], x[2, 0, 0], x[3, 1, 49] = float("nan"), float("inf"), float("-inf")
+    x[4] = 1e308  # large but finite
+    expected = torch.isfinite(x).flatten(1).all(1)
+    assert dsp.finite_rows(x).tolist() == expected.tolist() == [True, False, False, False, True, True]
+    assert dsp.finite_rows(x.float()).tolist() == [True, False, False, False, False, True]  # 1e308 is inf in float32
+    assert dsp.finite_rows(torch.zeros(3, 0)).tolist() == [True, True, True]
+
+
+@pytest.mark.parametrize("rows, row_samples", [(256, 16000), (5, 2 ** 20), (1, 1), (0, 100), (1000, 1)])
+def test_cache_slices_cover_every_row_once_within_the_budget(rows, row_samples):
+    slices = dsp.cache_slices(rows, row_samples, torch.device("cpu"))
+    assert [i for s in slices for i in range(rows)[s]] == list(range(rows))
+    assert all(s.stop - s.start == 1 or (s.stop - s.start) * row_samples <= dsp.CHUNK_SAMPLES for s in slices)
+    assert dsp.cache_slices(rows, row_samples, torch.device("meta")) == ([slice(0, rows)] if rows else [])

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audioconv.augment import AddEvents, GainTransition, TimeMask, load_chain
+from audioconv.augment import AddEvents, GainTransition, TimeMask, dsp, load_chain
 
 SR = 8000
 
@@ -107,12 +107,15 @@ def test_events_from_a_manifest_in_a_chain_file(tmp_path):
     assert torch.isfinite(y).all() and ((y - x).abs().amax((1, 2)) > 0).all()
 
 
-def test_gain_transition_follows_the_formula():
+@pytest.mark.parametrize("how", ["one slice", "slices", "autograd"])  # slices: 1 row each; autograd: one product
+def test_gain_transition_follows_the_formula(how, monkeypatch):
+    if how == "slices":
+        monkeypatch.setattr(dsp, "CHUNK_SAMPLES", 24000)
     x = clean(b=6, c=2, t=12000, seed=5)
     lengths = torch.tensor([12000, 8000, 12000, 3000, 12000, 100])
     aug = GainTransition(SR, gain_db=(-30, 10), duration_s=(0.05, 3.0), p=1.0)
     params = aug.sample(6, generator=torch.Generator().manual_seed(6))
-    y = aug.apply(x, params, lengths).numpy()
+    y = aug.apply(x.clone().requires_grad_(how == "autograd"), params, lengths).detach().numpy()
     t = np.arange(12000)
     for b, real in enumerate(lengths.tolist()):
         d = params["duration_s"][b].item() * SR

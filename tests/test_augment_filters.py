@@ -6,8 +6,8 @@ import pytest
 import scipy.signal
 import torch
 
-from audioconv.augment import BandPass, BandStop, HighPass, LowPass
-from audioconv.augment.filters import filter_edges_hz
+from audioconv.augment import BandPass, BandStop, HighPass, LowPass, butterworth_response
+from audioconv.augment.filters import _ring_classes, _ring_samples, filter_edges_hz
 
 
 def scipy_sos(aug, params, i: int) -> np.ndarray:
@@ -45,6 +45,27 @@ def test_magnitude_within_0_1_db_of_scipy_butter_from_50_hz_to_0_45_sr(cls, samp
         assert resolved.sum() > 100  # the comparison is not vacuous
         err = np.abs(measured_db[i] - reference_db)[resolved].max()
         assert err < 0.1, f"example {i} (order {int(params['order'][i])}): {err:.3f} dB off"
+
+
+@pytest.mark.parametrize("kind", ["lowpass", "highpass", "bandpass", "bandstop"])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-11), (torch.float32, 2e-6)])
+def test_response_is_scipy_freqz_in_magnitude_and_phase_for_every_order(kind, dtype, tolerance):
+    """The closed form at the real-FFT bins, complex, against ``butter`` + ``sosfreqz`` (orders 1-12,
+    narrow and wide bands, corners near 0 Hz and near Nyquist), float64 and float32."""
+    sr, n_fft = 16000, 4096
+    order = torch.arange(1, 13).repeat(3)
+    if kind in ("lowpass", "highpass"):
+        edges = torch.tensor([30.0, 1000.0, 7600.0]).repeat_interleave(12)[:, None]
+    else:
+        edges = torch.tensor([[40.0, 80.0], [500.0, 3000.0], [6000.0, 7800.0]]).repeat_interleave(12, 0)
+    response = butterworth_response(kind, order, edges, sr, n_fft, dtype)
+    assert response.dtype == (torch.complex128 if dtype == torch.float64 else torch.complex64)
+    freqs = np.arange(1, n_fft // 2) * sr / n_fft  # 0 Hz and Nyquist: on a pole of the transform
+    for i in range(len(order)):
+        wn = edges[i].numpy() if kind.startswith("band") else float(edges[i, 0])
+        sos = scipy.signal.butter(int(order[i]), wn, kind, fs=sr, output="sos")
+        reference = scipy.signal.sosfreqz(sos, worN=freqs, fs=sr)[1]
+        np.testing.assert_allclose(response[i, 1:-1].numpy(), reference, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize("cls", [LowPass, HighPass, BandPass, BandStop])
@@ -119,3 +140,21 @@ def test_a_band_centre_where_the_edges_are_held_is_refused():
     """The upper edge is held below 0.49 sr: a centre above it made the band's edges cross."""
     with pytest.raises(ValueError, match=r"centre_hz must be < 3920.0 Hz"):
         BandPass(8000, centre_hz=(3950, 3990), bandwidth_octaves=(0.01, 0.02))
+
+
+def test_rows_that_ring_briefly_are_filtered_at_a_shorter_length_to_the_same_result():
+    """A batch with 20 Hz and 4 kHz high-passes goes through in groups of FIR lengths (a 20 Hz
+    filter rings for thousands of samples, a 4 kHz one for tens); every row still equals sosfilt."""
+    sr = 16000
+    aug = HighPass(sr, cutoff_hz=(20, 4000), order=(1, 6), p=1.0)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(16, 1, 4000, generator=g, dtype=torch.float64)
+    params = aug.sample(16, generator=g)
+    edges = filter_edges_hz("highpass", params, sr)
+    classes = _ring_classes(_ring_samples("highpass", params["order"], edges, sr), 4000)
+    assert len(classes) > 1
+    assert sorted(torch.cat([rows for _, rows in classes]).tolist()) == list(range(16))
+    y = aug.apply(x, params)
+    for i in range(16):
+        ref = scipy.signal.sosfilt(scipy_sos(aug, params, i), x[i].numpy(), axis=-1)
+        np.testing.assert_allclose(y[i].numpy(), ref, atol=1e-5 * np.abs(ref).max())

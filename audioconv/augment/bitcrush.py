@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation
+from .dsp import cache_slices
 from .validation import check_int_range
 
 __all__ = ["BitCrush"]
@@ -38,7 +39,13 @@ class BitCrush(Augmentation):
 
     def _transform(self, x, params, lengths):
         levels = torch.pow(2.0, params["bits"].to(x.dtype) - 1)[:, None, None]  # 1 / step
-        return (x * levels).round_().div_(levels)
+        if x.requires_grad:
+            return (x * levels).round_().div_(levels)
+        step = 1 / levels  # a power of two: multiplying by it divides exactly
+        y = torch.empty_like(x)
+        for rows in cache_slices(x.shape[0], x[0].numel(), x.device):  # the three passes over a slice in cache
+            torch.mul(x[rows], levels[rows], out=y[rows]).round_().mul_(step[rows])
+        return y
 
     def describe(self, params, index):
         return f"{int(params['bits'][index])} bits"

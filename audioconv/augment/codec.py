@@ -8,6 +8,7 @@ import torch
 import torchaudio.functional as AF
 
 from .base import Augmentation, uniform
+from .dsp import finite_rows
 from .g711 import alaw_round_trip, mulaw_round_trip
 from .params import params_select
 from .validation import check_range, check_sample_rate
@@ -150,7 +151,7 @@ class Codec(Augmentation):
         real = [time] * x.shape[0] if lengths is None else lengths.tolist()
         which, levels = params["format_index"].tolist(), params["compression_level"].tolist()
         y = torch.zeros_like(x)
-        finite = torch.isfinite(x).flatten(1).all(1).tolist()
+        finite = finite_rows(x).tolist()
         for i, (n, f, level) in enumerate(zip(real, which, levels)):
             if not finite[i]:  # an encoder would turn NaN into noise: the example passes as it was
                 y[i] = x[i]

@@ -112,7 +112,25 @@ def fast_length(n: int) -> int:
     return best
 
 
-CHUNK_SAMPLES = 2 ** 19  # on the CPU, convolve this many transform samples at a time (cache-sized)
+CHUNK_SAMPLES = 2 ** 19  # on the CPU, work on this many samples at a time (cache-sized)
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: whether row ``b`` of ``x`` ``(B, ...)`` holds only finite values, from its
+    maximum and minimum (they propagate NaN, and an infinity is one of them): on the CPU
+    ``torch.isfinite(x).all()`` and ``torch.aminmax`` took 15x as long."""
+    if x.dim() < 2 or x[0].numel() == 0:
+        return torch.isfinite(x).reshape(x.shape[0], -1).all(1)
+    rows = x.reshape(x.shape[0], -1)
+    return torch.isfinite(rows.amax(1)) & torch.isfinite(rows.amin(1))
+
+
+def cache_slices(rows: int, row_samples: int, device: torch.device) -> list[slice]:
+    """Slices of ``rows`` rows of ``row_samples`` samples each that hold about ``CHUNK_SAMPLES``
+    samples (at least one row) on the CPU, so that several passes over one slice run in cache and
+    a large batch streams through memory once; one slice on other devices (none for 0 rows)."""
+    step = max(1, CHUNK_SAMPLES // max(1, row_samples)) if device.type == "cpu" else max(1, rows)
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_fft: int, keep: int | None = None,
@@ -140,17 +158,15 @@ def fft_filter(x: torch.Tensor, response: Callable[[int, int], torch.Tensor], n_
         ``(B, ..., keep)`` (after ``finish``), new memory.
     """
     keep = x.shape[-1] if keep is None else min(keep, n_fft)
-    count = step = x.shape[0]
-    if x.device.type == "cpu":
-        step = max(1, CHUNK_SAMPLES // (n_fft * max(1, x[0].numel() // x.shape[-1])))
+    count = x.shape[0]
     if count == 0:
         return x.new_empty((0,) + x.shape[1:-1] + (keep,))
+    slices = cache_slices(count, n_fft * max(1, x[0].numel() // x.shape[-1]), x.device)
     out = None
     time = x.shape[-1]
-    reuse = time < n_fft and step < count and not x.requires_grad
-    padded = x.new_zeros((min(step, count),) + x.shape[1:-1] + (n_fft,)) if reuse else None
-    for start in range(0, count, step):
-        stop = min(start + step, count)
+    reuse = time < n_fft and len(slices) > 1 and not x.requires_grad
+    padded = x.new_zeros((slices[0].stop,) + x.shape[1:-1] + (n_fft,)) if reuse else None
+    for start, stop in ((s.start, s.stop) for s in slices):
         xs = x[start:stop]
         if padded is not None:  # the zeros after sample T are written once, not for every slice
             padded[: stop - start, ..., :time] = xs

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .base import Augmentation, log_uniform, uniform
+from .params import params_select
 from .dsp import fast_length, fft_convolve
 from .validation import check_int_range, check_range, check_sample_rate
 
@@ -39,40 +40,17 @@ def filter_edges_hz(kind: str, params: dict, sample_rate: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _prototype(order: int) -> tuple[float, ...]:
-    """Coefficients, highest power first, of ``B(s) = prod_k (s - p_k)`` over the poles
-    ``p_k = exp(j pi (2k + order + 1) / (2 order))`` of the analog Butterworth low-pass (cut-off 1 rad/s)."""
-    k = np.arange(order)
-    return tuple(np.real(np.poly(np.exp(1j * np.pi * (2 * k + order + 1) / (2 * order)))))
+def _pair_damping(order: int) -> tuple[float, ...]:
+    """``2 |Re p|`` for each conjugate pair of poles ``p_k = exp(j pi (2k + order + 1) / (2 order))``
+    of the analog Butterworth low-pass (cut-off 1 rad/s): ``(s - p)(s - conj p) = s^2 + c s + 1``
+    (an odd order has the real pole ``-1`` besides)."""
+    k = np.arange(order // 2)
+    return tuple(-2 * np.cos(np.pi * (2 * k + order + 1) / (2 * order)))
 
 
-def butterworth_response(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample_rate: int,
-                         n_fft: int) -> torch.Tensor:
-    """Frequency response of digital Butterworth filters on the ``n_fft``-point real-FFT grid.
-
-    What ``scipy.signal.butter(order, edges_hz, kind, fs=sample_rate)`` + ``freqz`` give, from a
-    closed form: the bilinear transform maps bin frequency ``f`` to the pre-warped
-    ``w = tan(pi f / sample_rate)``, the band transform maps ``w`` to a real ``u`` — ``w / w_c``
-    (low-pass), ``-w_c / w`` (high-pass), ``(w^2 - w_1 w_2) / ((w_2 - w_1) w)`` (band-pass),
-    ``(w_2 - w_1) w / (w_1 w_2 - w^2)`` (band-stop) — and ``H = 1 / B(j u)`` with ``B`` the
-    Butterworth polynomial of the order (``|H|^2 = 1 / (1 + u^(2 order))``), evaluated in float64.
-
-    Args:
-        kind (str): ``"lowpass"``, ``"highpass"``, ``"bandpass"`` or ``"bandstop"``.
-        order (Tensor): ``(N,)`` integer orders in [1, 12] (band filters have twice as many poles).
-        edges_hz (Tensor): ``(N, 1)`` cutoffs or ``(N, 2)`` band edges in Hz (``filter_edges_hz``).
-        sample_rate (int): Hz.
-        n_fft (int): frequencies ``k * sample_rate / n_fft``, ``k = 0 .. n_fft // 2``.
-
-    Returns:
-        complex128 ``(N, n_fft // 2 + 1)``.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    device = edges_hz.device
-    k = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.float64)
-    w = torch.tan(torch.pi * k / n_fft)[None, :]  # pre-warped bin frequencies (Nyquist: ~1.6e16)
-    edges = torch.tan(torch.pi * edges_hz.double() / sample_rate)  # (N, 1) or (N, 2)
+def _band_u(kind: str, w: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """The prototype's frequency ``u`` (real) at pre-warped frequencies ``w`` ``(K,)`` for edges
+    ``tan(pi f / sr)`` ``(N, 1)`` or ``(N, 2)``: ``(N, K)``, held within ``±MAX_U``."""
     if kind == "lowpass":
         u = w / edges[:, :1]
     elif kind == "highpass":
@@ -82,21 +60,78 @@ def butterworth_response(kind: str, order: torch.Tensor, edges_hz: torch.Tensor,
         u = (w * w - w1 * w2) / ((w2 - w1) * w)
         if kind == "bandstop":
             u = -1 / u
-    u = torch.nan_to_num(u, nan=MAX_U).clamp(-MAX_U, MAX_U)
-    orders = [int(n) for n in order.tolist()]
-    degree = max(orders)
-    coefficients = torch.tensor([[0.0] * (degree - n) + list(_prototype(n)) for n in orders],
-                                dtype=torch.float64, device=device)  # (N, degree + 1), highest power first
-    real = coefficients[:, :1].expand_as(u).clone()  # Horner at s = j u: (r + j i) (j u) + a = (a - i u) + j r u
-    imag = torch.zeros_like(real)
-    for a in coefficients[:, 1:].unbind(1):
-        real, imag = torch.addcmul(a[:, None], imag, u, value=-1), real * u
-    norm = real * real + imag * imag
-    return torch.complex(real / norm, -imag / norm)
+    return torch.nan_to_num(u, nan=MAX_U).clamp_(-MAX_U, MAX_U)
 
 
-def _ring_samples(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample_rate: int) -> int:
-    """Samples until the slowest-decaying pole of the batch's filters has rung down to
+def _inverse_prototype(u: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of ``1 / B(j u)``, ``B`` the Butterworth polynomial of ``order``,
+    at real ``u`` (any shape): ``B(j u)`` as the product over its pole pairs ``(1 - u^2) + j c u``
+    (``_pair_damping``), times ``1 + j u`` for an odd order, then inverted once."""
+    damping = _pair_damping(order)
+    if order % 2:
+        real, imag = torch.ones_like(u), u
+        pairs = damping
+    else:
+        real, imag = None, None
+        pairs = damping[1:]
+    shared = torch.addcmul(torch.ones((), dtype=u.dtype, device=u.device), u, u, value=-1)  # 1 - u^2
+    if real is None:
+        real, imag = shared, damping[0] * u
+    for c in pairs:  # (real + j imag) (shared + j c u)
+        cu = c * u
+        real, imag = torch.addcmul(real * shared, imag, cu, value=-1), torch.addcmul(imag * shared, real, cu)
+    norm = torch.addcmul(real * real, imag, imag)
+    return real / norm, imag.neg_().div_(norm)
+
+
+def butterworth_response(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample_rate: int,
+                         n_fft: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Frequency response of digital Butterworth filters on the ``n_fft``-point real-FFT grid.
+
+    What ``scipy.signal.butter(order, edges_hz, kind, fs=sample_rate)`` + ``freqz`` give, from a
+    closed form: the bilinear transform maps bin frequency ``f`` to the pre-warped
+    ``w = tan(pi f / sample_rate)``, the band transform maps ``w`` to a real ``u`` — ``w / w_c``
+    (low-pass), ``-w_c / w`` (high-pass), ``(w^2 - w_1 w_2) / ((w_2 - w_1) w)`` (band-pass),
+    ``(w_2 - w_1) w / (w_1 w_2 - w^2)`` (band-stop) — and ``H = 1 / B(j u)`` with ``B`` the
+    Butterworth polynomial of the order (``|H|^2 = 1 / (1 + u^(2 order))``), as a product over its
+    pole pairs (``_inverse_prototype``), the examples of each order together.
+
+    Args:
+        kind (str): ``"lowpass"``, ``"highpass"``, ``"bandpass"`` or ``"bandstop"``.
+        order (Tensor): ``(N,)`` integer orders in [1, 12] (band filters have twice as many poles).
+        edges_hz (Tensor): ``(N, 1)`` cutoffs or ``(N, 2)`` band edges in Hz (``filter_edges_hz``).
+        sample_rate (int): Hz.
+        n_fft (int): frequencies ``k * sample_rate / n_fft``, ``k = 0 .. n_fft // 2``.
+        dtype: ``torch.float64`` (default) or ``torch.float32``, the precision of the product
+            (``u`` is found in float64). In float32 ``|u|`` is held below ``10 ** (18 / order)``
+            so that ``|B|^2`` stays finite: ``|H|`` is then at most 1e-18 instead of smaller.
+
+    Returns:
+        ``(N, n_fft // 2 + 1)`` complex128 (complex64 for ``dtype=torch.float32``).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    device = edges_hz.device
+    k = torch.arange(n_fft // 2 + 1, device=device, dtype=torch.float64)
+    w = torch.tan(torch.pi * k / n_fft)  # pre-warped bin frequencies (Nyquist: ~1.6e16)
+    u = _band_u(kind, w, torch.tan(torch.pi * edges_hz.double() / sample_rate))
+    out = torch.empty(u.shape, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64, device=device)
+    parts = torch.view_as_real(out)
+    orders = order.tolist()
+    for n in sorted(set(orders)):
+        limit = MAX_U if dtype == torch.float64 else min(MAX_U, 10.0 ** (18 / n))
+        if len(orders) == orders.count(n):  # one order for all: no gathering
+            real, imag = _inverse_prototype(u.clamp(-limit, limit).to(dtype), n)
+            parts[..., 0], parts[..., 1] = real, imag
+            continue
+        rows = (order == n).nonzero().squeeze(1)
+        real, imag = _inverse_prototype(u.index_select(0, rows).clamp_(-limit, limit).to(dtype), n)
+        parts.index_copy_(0, rows, torch.stack([real, imag], -1))
+    return out
+
+
+def _ring_samples(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """``(N,)`` int64: samples until the slowest-decaying pole of each filter has rung down to
     ``RING_TOLERANCE`` (at most ``MAX_RING_SAMPLES``): from the poles of the analog prototype,
     mapped through the band transform and the bilinear transform (``fs = 2``, as scipy does)."""
     n_max = int(order.max())
@@ -113,23 +148,38 @@ def _ring_samples(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample
         half = proto * bw / 2 if kind == "bandpass" else bw / (2 * proto)
         root = torch.sqrt(half * half - w0 * w0)
         poles = torch.cat([half + root, half - root], 1)
-    radius = float(((4 + poles) / (4 - poles)).abs().max())
-    if radius >= 1:
-        return MAX_RING_SAMPLES
-    return int(min(math.ceil(math.log(RING_TOLERANCE) / math.log(max(radius, 1e-3))), MAX_RING_SAMPLES))
+    radius = ((4 + poles) / (4 - poles)).abs().amax(1).clamp(min=1e-3)
+    samples = torch.ceil(math.log(RING_TOLERANCE) / torch.log(radius)).nan_to_num(MAX_RING_SAMPLES)
+    return torch.where(radius < 1, samples.clamp(max=MAX_RING_SAMPLES), MAX_RING_SAMPLES).long()
+
+
+def _ring_classes(ring: torch.Tensor, time: int) -> list[tuple[int, torch.Tensor]]:
+    """The rows grouped by FIR length, ``(taps, rows)``: the taps are the power of two (at least
+    64) that a row's ringing ``ring`` ``(N,)`` rounds up to, except that the rows whose convolution
+    of ``time`` samples would be at least 80 % as long as the longest one go with it. So a filter
+    that rings briefly is not transformed at the length the slowest one of the batch needs
+    (HighPass: 20 Hz cutoffs ring for ~6000 samples, 2 kHz ones for ~60), and a batch whose
+    filters all ring briefly stays one group."""
+    taps = torch.pow(2, torch.ceil(torch.log2(ring.double().clamp(min=64)))).long()
+    values = taps.unique().tolist()
+    limit = 0.8 * fast_length(time + values[-1])
+    groups: dict[int, list[int]] = {}
+    for t in values:
+        groups.setdefault(t if fast_length(time + t) < limit else values[-1], []).append(t)
+    return [(t, torch.isin(taps, torch.tensor(members)).nonzero().squeeze(1)) for t, members in groups.items()]
 
 
 class ButterworthFilter(Augmentation):
     """A Butterworth filter of ``kind`` with per-example frequencies and orders (see the module doc).
 
-    Each example is convolved, by FFT, with the impulse response of the digital Butterworth filter
-    of its drawn order and corner frequencies: the inverse FFT of its exact frequency response
-    (that of ``scipy.signal.butter(order, edges, kind, fs=sample_rate)``, ``butterworth_response``,
-    in float64) on a grid as long as the batch's slowest-decaying filter needs to ring down to
-    -160 dB — the approach of ``RandomEQ``. The output is what ``scipy.signal.sosfilt`` gives
-    (causal, the filter's own phase; the filter starts at rest) to that precision, batched over
-    examples on any device without a sequential loop over time. The roll-off is ``6 * order`` dB
-    per octave (band filters: on each side).
+    Each example is filtered by FFT: its spectrum, at a length that holds the clip and the ringing
+    of the batch's slowest-decaying filter down to -160 dB (``_ring_samples``), is multiplied by the
+    exact frequency response of the digital Butterworth filter of its drawn order and corner
+    frequencies at those bins (that of ``scipy.signal.butter(order, edges, kind, fs=sample_rate)``,
+    ``butterworth_response``, in the batch's precision; float32 for float32 input). The output is
+    what ``scipy.signal.sosfilt`` gives (causal, the filter's own phase; the filter starts at rest)
+    to that precision, batched over examples on any device without a sequential loop over time. The
+    roll-off is ``6 * order`` dB per octave (band filters: on each side).
 
     Use the subclasses ``LowPass``, ``HighPass``, ``BandPass``, ``BandStop``.
     """
@@ -158,22 +208,32 @@ class ButterworthFilter(Augmentation):
             cfg["cutoff_hz" if self.kind in ("lowpass", "highpass") else "centre_hz"] = None
         return cfg
 
-    def response(self, params: dict, n_fft: int) -> torch.Tensor:
-        """``H`` ``(B, n_fft // 2 + 1)`` complex128 of the filters ``params`` describe (applied or not)."""
+    def response(self, params: dict, n_fft: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``H`` ``(B, n_fft // 2 + 1)`` of the filters ``params`` describe (applied or not): complex128,
+        or complex64 for ``dtype=torch.float32`` (see ``butterworth_response``)."""
         return butterworth_response(self.kind, params["order"], filter_edges_hz(self.kind, params, self.sample_rate),
-                                    self.sample_rate, n_fft)
+                                    self.sample_rate, n_fft, dtype)
 
-    def impulse_response(self, params: dict, taps: int) -> torch.Tensor:
-        """The filters' impulse responses folded onto ``taps`` samples, ``(B, taps)`` float64: the
-        inverse real FFT of ``response`` on a ``taps``-point grid (once they have rung down within
-        ``taps`` samples, their impulse responses to that precision)."""
-        return torch.fft.irfft(self.response(params, taps), n=taps)
+    def impulse_response(self, params: dict, taps: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The filters' impulse responses folded onto ``taps`` samples, ``(B, taps)`` of ``dtype``
+        (float64 or float32): the inverse real FFT of ``response`` on a ``taps``-point grid (once
+        they have rung down within ``taps`` samples, their impulse responses to that precision)."""
+        return torch.fft.irfft(self.response(params, taps, dtype), n=taps)
 
     def _transform(self, x, params, lengths):
         edges = filter_edges_hz(self.kind, params, self.sample_rate)
-        taps = fast_length(_ring_samples(self.kind, params["order"].cpu(), edges.cpu(), self.sample_rate))
-        fir = self.impulse_response(params, taps).to(x.dtype)
-        return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
+        real = x.dtype if x.dtype == torch.float64 else torch.float32
+        classes = _ring_classes(_ring_samples(self.kind, params["order"].cpu(), edges.cpu(), self.sample_rate),
+                                x.shape[-1])
+        if len(classes) == 1:
+            fir = self.impulse_response(params, classes[0][0], real)
+            return fft_convolve(x, fir[:, None, :], keep=x.shape[-1])
+        y = torch.empty_like(x)  # each group of rows at its own FFT length
+        for taps, rows in classes:
+            rows = rows.to(x.device)
+            fir = self.impulse_response(params_select(params, rows), taps, real)
+            y.index_copy_(0, rows, fft_convolve(x.index_select(0, rows), fir[:, None, :], keep=x.shape[-1]))
+        return y
 
     def describe(self, params, index):
         order = int(params["order"][index])

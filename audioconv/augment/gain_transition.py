@@ -6,6 +6,7 @@ import math
 import torch
 
 from .base import Augmentation, uniform
+from .dsp import cache_slices
 from .validation import check_range, check_sample_rate
 
 __all__ = ["GainTransition", "transition_gain_db"]
@@ -63,16 +64,27 @@ class GainTransition(Augmentation):
     def _transform(self, x, params, lengths):
         batch, _, time = x.shape
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
-        d = params["duration_s"].to(x.dtype) * self.sample_rate
-        t0 = params["start_pos"].to(x.dtype) * (real.to(x.dtype) - d)
-        ln = math.log(10) / 20  # dB to natural-log amplitude
-        g0, g1 = params["start_gain_db"].to(x.dtype) * ln, params["end_gain_db"].to(x.dtype) * ln
-        # one (N, T) buffer: ramp = clamp(t / d - t0 / d, 0, 1), then gain = exp(g0 + (g1 - g0) ramp) in place
-        inverse = 1 / d.clamp(min=1e-9)
+        # the gain as a power of two: exponent e(t) = clamp(offset + slope t, low, high), per row (float64)
+        to_log2 = math.log2(10) / 20
+        d = (params["duration_s"].double() * self.sample_rate).clamp(min=1e-9)
+        t0 = params["start_pos"].double() * (real.double() - d)
+        g0, g1 = params["start_gain_db"].double() * to_log2, params["end_gain_db"].double() * to_log2
+        slope = (g1 - g0) / d
+        offset, low, high = (v.to(x.dtype)[:, None] for v in (g0 - slope * t0, torch.minimum(g0, g1),
+                                                                  torch.maximum(g0, g1)))
+        slope = slope.to(x.dtype)
         t = torch.arange(time, device=x.device, dtype=x.dtype)
-        gain = torch.addcmul((-t0 * inverse)[:, None], t[None, :], inverse[:, None]).clamp_(0, 1)
-        gain = torch.addcmul(g0[:, None], gain, (g1 - g0)[:, None], out=gain).exp_()
-        return x * gain[:, None, :]
+
+        def gain(rows: slice) -> torch.Tensor:  # (n, T): built, clamped and raised in place
+            e = torch.outer(slope[rows], t).add_(offset[rows])  # (outer + add: 3x faster than a broadcast addcmul)
+            return torch.minimum(torch.maximum(e, low[rows], out=e), high[rows], out=e).exp2_()
+
+        if x.requires_grad:
+            return x * gain(slice(None))[:, None, :]
+        y = torch.empty_like(x)
+        for rows in cache_slices(batch, x[0].numel(), x.device):  # each slice's gain made and used in cache
+            torch.mul(x[rows], gain(rows)[:, None, :], out=y[rows])
+        return y
 
     def describe(self, params, index):
         g0, g1 = float(params["start_gain_db"][index]), float(params["end_gain_db"][index])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, keep_padding, uniform
-from .dsp import add_at_snr
+from .dsp import add_at_snr, finite_rows
 from .validation import check_range
 
 __all__ = ["BatchMix"]
@@ -91,7 +91,7 @@ class BatchMix(Augmentation):
         if self.reverse:
             t = time - 1 - t
         other = x[partner[:, None, None], torch.arange(channels, device=x.device)[None, :, None], t[:, None, :]]
-        finite = torch.isfinite(other).flatten(1).all(1)
+        finite = finite_rows(other)
         return torch.where(finite[:, None, None], other, torch.zeros((), dtype=other.dtype, device=other.device))
 
     def describe(self, params, index):

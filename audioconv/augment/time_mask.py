@@ -63,10 +63,11 @@ class TimeMask(Augmentation):
         start, stop = time_mask_spans(params, real, self.sample_rate)
         if x.device.type == "cpu" and not x.requires_grad:  # a few spans: zero them in a copy, no mask
             y = x.clone()
-            for row, first, last in zip(y, start.tolist(), stop.tolist()):  # views: no indexing per span
+            rows = y.numpy()  # the same memory; numpy's slicing costs a fifth of torch's per span
+            for row, first, last in zip(rows, start.tolist(), stop.tolist()):
                 for a, b in zip(first, last):
                     if b > a:
-                        row[:, a:b].zero_()
+                        row[:, a:b] = 0
             return y
         edges = torch.zeros(batch, time + 1, device=x.device, dtype=torch.int32)
         edges.scatter_add_(1, start, torch.ones_like(start, dtype=torch.int32))

@@ -140,10 +140,14 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     row = torch.arange(rows, device=re.device)[:, None]
     magnitude, angle = torch.hypot(re, im), torch.atan2(im, re)
     mag = torch.lerp(magnitude[row, first], magnitude[row, second], alpha).mul_((position <= frames - 1)[..., None])
-    # phase advance from frame `first` to `second` (less the bin's own advance, wrapped, added back)
-    centre = torch.arange(bins, device=re.device, dtype=re.dtype) * (2 * math.pi * hop / n_fft)
-    advance = _wrap((angle[row, second] - angle[row, first]).sub_(centre)).add_(centre)
-    phase = torch.cat([angle[:, :1], advance[:, :-1]], 1).cumsum_(1)
+    # phase advance from frame `first` to `second`: the bin's own advance per hop plus the wrapped
+    # deviation from it; summed over the output frames, the bins' own advances are added modulo 2 pi
+    # (as a table), so that cos and sin see small angles (their slow path starts near 1e4 radians)
+    centre = torch.arange(bins, device=re.device, dtype=torch.float64) * (2 * math.pi * hop / n_fft)
+    deviation = _wrap((angle[row, second] - angle[row, first]).sub_(centre.to(re.dtype)))
+    phase = torch.cat([angle[:, :1], deviation[:, :-1]], 1).cumsum_(1)
+    own = torch.remainder(torch.arange(frames, device=re.device, dtype=torch.float64)[:, None] * centre, 2 * math.pi)
+    phase += own.to(re.dtype)
     return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
 
@@ -192,13 +196,12 @@ def shift_frames(spectrum: torch.Tensor, ratio: torch.Tensor, hop: int, n_fft: i
     rotation = ((ratio - 1) * hop * frequency).cumsum_(1)  # the phase turn of a partial staying in bin k
     peak = _local_peak(torch.addcmul(re * re, im, im).detach())
     move = torch.gather(frequency, 2, peak).mul_((ratio - 1) * (n_fft / (2 * math.pi))).round_().long()  # bins
-    destination = move.add_(torch.arange(bins, device=re.device))
-    outside = (destination < 0) | (destination >= bins)
-    destination.masked_fill_(outside, bins)  # bin F collects what is dropped
+    # destination bin plus one, held within [0, F + 1]: slots 0 and F + 1 collect what is dropped
+    destination = move.add_(torch.arange(1, bins + 1, device=re.device)).clamp_(0, bins + 1)
     turn = torch.gather(rotation, 2, peak)
     cos, sin = torch.cos(turn), torch.sin(turn)
-    out_re = torch.zeros(rows, frames, bins + 1, dtype=re.dtype, device=re.device)
+    out_re = torch.zeros(rows, frames, bins + 2, dtype=re.dtype, device=re.device)
     out_im = torch.zeros_like(out_re)
     out_re = out_re.scatter_add(2, destination, re * cos - im * sin)
     out_im = out_im.scatter_add(2, destination, torch.addcmul(re * sin, im, cos))
-    return torch.complex(out_re[..., :bins], out_im[..., :bins])
+    return torch.complex(out_re[..., 1:bins + 1], out_im[..., 1:bins + 1])
