@@ -128,19 +128,22 @@ def torch_audiomentations_chain(x: torch.Tensor, sample_rate: int, rir_dir: Path
     return lambda: chain(x, sample_rate=sample_rate)
 
 
-def time_interleaved(runs: dict, repeats: int, device: str) -> dict:
+def time_interleaved(runs: dict, repeats: int, device: str, separate: bool = False) -> dict:
     """Median wall-clock and CPU seconds (all threads of this process) per call of each runner;
-    the runners take turns, so a change of machine load hits them alike."""
+    the runners take turns, so a change of machine load hits them alike. With ``separate`` each
+    runner makes all its calls in one block instead (its buffers are then not interleaved with
+    the other runners' allocations; for an idle machine)."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = {name: ([], []) for name in runs}
-    for _ in range(repeats + 1):  # the first round warms up
-        for name, run in runs.items():
-            sync()
-            wall, cpu = time.perf_counter(), time.process_time()
-            run()
-            sync()
-            times[name][0].append(time.perf_counter() - wall)
-            times[name][1].append(time.process_time() - cpu)
+    order = [(name, run) for name, run in runs.items() for _ in range(repeats + 1)] if separate else \
+        [(name, run) for _ in range(repeats + 1) for name, run in runs.items()]
+    for name, run in order:  # each runner's first call warms up
+        sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        sync()
+        times[name][0].append(time.perf_counter() - wall)
+        times[name][1].append(time.process_time() - cpu)
     return {name: (statistics.median(w[1:]), statistics.median(c[1:])) for name, (w, c) in times.items()}
 
 
@@ -183,6 +186,8 @@ def main(argv=None) -> int:
                              "in DataLoader workers")
     parser.add_argument("--only", default=None, help="with --transforms: comma-separated names of the rows to run")
     parser.add_argument("--codec-workers", type=int, default=2, help="with --transforms: DataLoader workers (default 2)")
+    parser.add_argument("--separate", action="store_true",
+                        help="with --transforms: each runner's calls in one block, not in turns (idle machine)")
     parser.add_argument("--against", nargs="+", metavar="REV",
                         help="time this version's chains against these git revisions of audioconv/augment, in one "
                              "process, the same draws in turns (e.g. --against 43d5258 b76b12f)")
@@ -198,7 +203,7 @@ def main(argv=None) -> int:
         from augment_transforms import run_transform_table
 
         return run_transform_table(args.batch, args.seconds, args.sample_rate, args.repeats, args.codec_workers,
-                                   None if args.only is None else args.only.split(","))
+                                   None if args.only is None else args.only.split(","), args.separate)
     if args.ablation:
         print(f"batch {args.batch} x {args.seconds} s at {args.sample_rate} Hz; {torch.get_num_threads()} CPU "
               f"threads; median CPU time per call of {args.repeats} interleaved runs")

@@ -3,13 +3,17 @@
 Run through ``python benchmarks/augment_bench.py --transforms --threads 1``. Every runner gets the
 same batch (``augment_bench.make_batch``: speech-like noise bursts, 1 s at 16 kHz, mono) with p = 1;
 audiomentations runs one clip at a time (its only mode), torch-audiomentations batched in its
-per-example mode. Runners take turns within each repeat; medians of the repeats. Codecs cannot be
+per-example mode. Runners take turns within each repeat (``--separate``: each runner's calls in one
+block); medians of the repeats. The last column counts the page faults of audioconv's calls: taking
+turns with a peer that leaves many small numpy arrays on the heap, each fresh 16 MB output of ours
+comes from memory the system maps anew, 4096 faults a call. Codecs cannot be
 batched (libsndfile encodes one clip at a time): they are timed as they are meant to be used, as the
 ``transform`` of a dataset in DataLoader worker processes (one torch thread each), against
 audiomentations' ``Mp3Compression`` (lameenc backend) in the same loader.
 """
 from __future__ import annotations
 
+import resource
 import statistics
 import tempfile
 import time
@@ -63,6 +67,8 @@ def rows(sr: int, events_dir: Path) -> list[tuple[str, object, object, object]]:
         ("AddEvents", A.AddEvents(sr, background=events, n=(1, 4), p=1.0),
          lambda: _am("AddShortNoises", sounds_path=events_dir, min_time_between_sounds=0.1,
                      max_time_between_sounds=0.5, min_snr_db=0, max_snr_db=20), None),
+        # the floor of any transform that returns new memory: one copy of the batch
+        ("(reference) a copy of the batch", lambda x, generator: x.clone(), None, None),
     ]
 
 
@@ -89,28 +95,41 @@ def _runner(kind: str, make, x: torch.Tensor, sr: int):
     return lambda: transform(x, sample_rate=sr)
 
 
-def batched_table(batch: int, seconds: float, sr: int, repeats: int, only: list[str] | None) -> None:
+def _counting_faults(run, counts: list):
+    """``run``, appending the minor page faults of each call (fresh memory touched) to ``counts``."""
+    def counted():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        run()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return counted
+
+
+def batched_table(batch: int, seconds: float, sr: int, repeats: int, only: list[str] | None,
+                  separate: bool = False) -> None:
     x = make_batch(batch, int(seconds * sr), sr)
-    print("| transform | audioconv clips/s | audiomentations clips/s | torch-audiomentations clips/s |")
-    print("|---|---:|---:|---:|")
+    print("| transform | audioconv clips/s | audiomentations clips/s | torch-audiomentations clips/s "
+          "| audioconv page faults per call |")
+    print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         write_events(Path(tmp), sr)
         for label, ours, am, ta in rows(sr, Path(tmp)):
             if only and not any(o.lower() in label.lower() for o in only):
                 continue
-            runs = {"audioconv": _runner("audioconv", ours, x, sr)}
+            faults: list[int] = []
+            runs = {"audioconv": _counting_faults(_runner("audioconv", ours, x, sr), faults)}
             for kind, make in (("audiomentations", am), ("torch-audiomentations", ta)):
                 run = None if make is None else _runner(kind, make, x, sr)
                 if run is not None:
                     runs[kind] = run
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                timings = time_interleaved(runs, repeats, "cpu")
+                timings = time_interleaved(runs, repeats, "cpu", separate)
             rate = {k: batch / w for k, (w, _) in timings.items()}
             cells = [f"{rate['audioconv']:.0f}"]
             for kind in ("audiomentations", "torch-audiomentations"):
                 cells.append(f"{rate[kind]:.0f} (audioconv {rate['audioconv'] / rate[kind]:.1f}x)" if kind in rate
                              else "-")
+            cells.append(f"{statistics.median(faults[1:]):.0f}")
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -174,9 +193,9 @@ def codec_table(clips: int, seconds: float, sr: int, repeats: int, workers: int,
 
 
 def run_transform_table(batch: int, seconds: float, sr: int, repeats: int, workers: int,
-                        only: list[str] | None = None) -> int:
+                        only: list[str] | None = None, separate: bool = False) -> int:
     print(f"batch {batch} x {seconds} s at {sr} Hz; torch {torch.__version__}, {torch.get_num_threads()} CPU "
-          f"thread(s); median of {repeats} interleaved runs\n")
-    batched_table(batch, seconds, sr, repeats, only)
+          f"thread(s); median of {repeats} {'runs, each runner in one block' if separate else 'interleaved runs'}\n")
+    batched_table(batch, seconds, sr, repeats, only, separate)
     codec_table(min(batch, 64), seconds, sr, repeats, workers, only)
     return 0

@@ -135,3 +135,18 @@ def test_cache_slices_cover_every_row_once_within_the_budget(rows, row_samples):
     assert [i for s in slices for i in range(rows)[s]] == list(range(rows))
     assert all(s.stop - s.start == 1 or (s.stop - s.start) * row_samples <= dsp.CHUNK_SAMPLES for s in slices)
     assert dsp.cache_slices(rows, row_samples, torch.device("meta")) == ([slice(0, rows)] if rows else [])
+
+
+def test_ufunc_is_the_torch_function_through_numpy_on_the_cpu_and_torch_under_autograd():
+    x = torch.randn(3, 40, dtype=torch.float64) * 3
+    y = torch.randn(3, 40, dtype=torch.float64)
+    for torch_fn, numpy_fn, args in ((torch.tanh, np.tanh, (x,)), (torch.atan2, np.arctan2, (y, x)),
+                                     (torch.cos, np.cos, (x.float(),))):
+        out = dsp.ufunc(torch_fn, numpy_fn, *args)
+        assert out.dtype == args[0].dtype and out.shape == args[0].shape
+        torch.testing.assert_close(out, torch_fn(*args), rtol=1e-6, atol=1e-6)
+    strided = x.t()  # not contiguous: numpy reads the strides
+    torch.testing.assert_close(dsp.ufunc(torch.tanh, np.tanh, strided), torch.tanh(strided))
+    leaf = x.clone().requires_grad_()
+    dsp.ufunc(torch.tanh, np.tanh, leaf).sum().backward()  # torch's own function: the gradient flows
+    torch.testing.assert_close(leaf.grad, 1 - torch.tanh(x) ** 2)

@@ -11,7 +11,10 @@ import math
 from functools import lru_cache
 from typing import Callable
 
+import numpy as np
 import torch
+
+from .dsp import ufunc
 
 __all__ = ["stft_size", "stft", "istft", "vocode", "instantaneous_frequency", "stretch_frames", "shift_frames"]
 
@@ -138,7 +141,7 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     second = (first + 1).clamp(max=frames - 1)
     alpha = (position - first).clamp(max=1)[..., None]
     row = torch.arange(rows, device=re.device)[:, None]
-    magnitude, angle = torch.hypot(re, im), torch.atan2(im, re)
+    magnitude, angle = torch.hypot(re, im), ufunc(torch.atan2, np.arctan2, im, re)
     mag = torch.lerp(magnitude[row, first], magnitude[row, second], alpha).mul_((position <= frames - 1)[..., None])
     # phase advance from frame `first` to `second`: the bin's own advance per hop plus the wrapped
     # deviation from it; summed over the output frames, the bins' own advances are added modulo 2 pi
@@ -148,7 +151,7 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     phase = torch.cat([angle[:, :1], deviation[:, :-1]], 1).cumsum_(1)
     own = torch.remainder(torch.arange(frames, device=re.device, dtype=torch.float64)[:, None] * centre, 2 * math.pi)
     phase += own.to(re.dtype)
-    return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+    return torch.complex(mag * ufunc(torch.cos, np.cos, phase), mag * ufunc(torch.sin, np.sin, phase))
 
 
 LOBE_BINS = 2  # half-width of a Hann window's main lobe, in bins
@@ -192,14 +195,14 @@ def shift_frames(spectrum: torch.Tensor, ratio: torch.Tensor, hop: int, n_fft: i
     re, im = _planes(spectrum)  # (R, M, F)
     rows, frames, bins = re.shape
     ratio = ratio.to(re.dtype)[:, None, None]
-    frequency = instantaneous_frequency(torch.atan2(im, re), hop, n_fft)  # (R, M, F) radians per sample
+    frequency = instantaneous_frequency(ufunc(torch.atan2, np.arctan2, im, re), hop, n_fft)  # (R, M, F) radians per sample
     rotation = ((ratio - 1) * hop * frequency).cumsum_(1)  # the phase turn of a partial staying in bin k
     peak = _local_peak(torch.addcmul(re * re, im, im).detach())
     move = torch.gather(frequency, 2, peak).mul_((ratio - 1) * (n_fft / (2 * math.pi))).round_().long()  # bins
     # destination bin plus one, held within [0, F + 1]: slots 0 and F + 1 collect what is dropped
     destination = move.add_(torch.arange(1, bins + 1, device=re.device)).clamp_(0, bins + 1)
     turn = torch.gather(rotation, 2, peak)
-    cos, sin = torch.cos(turn), torch.sin(turn)
+    cos, sin = ufunc(torch.cos, np.cos, turn), ufunc(torch.sin, np.sin, turn)
     out_re = torch.zeros(rows, frames, bins + 2, dtype=re.dtype, device=re.device)
     out_im = torch.zeros_like(out_re)
     out_re = out_re.scatter_add(2, destination, re * cos - im * sin)
