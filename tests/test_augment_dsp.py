@@ -150,3 +150,16 @@ def test_ufunc_is_the_torch_function_through_numpy_on_the_cpu_and_torch_under_au
     leaf = x.clone().requires_grad_()
     dsp.ufunc(torch.tanh, np.tanh, leaf).sum().backward()  # torch's own function: the gradient flows
     torch.testing.assert_close(leaf.grad, 1 - torch.tanh(x) ** 2)
+
+
+def test_ufunc_leaves_it_to_torch_when_torch_has_more_threads_than_numpy_is_faster(monkeypatch):
+    calls = []
+    def numpy_fn(a):
+        calls.append(1)
+        return np.tanh(a)
+    x = torch.randn(4, 10)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    torch.testing.assert_close(dsp.ufunc(torch.tanh, numpy_fn, x, speedup=2), torch.tanh(x))
+    assert calls == []
+    dsp.ufunc(torch.tanh, numpy_fn, x, speedup=12)
+    assert calls == [1]

@@ -259,6 +259,18 @@ def test_pcen_matches_librosa():
         np.testing.assert_allclose(ours[i], reference, rtol=1e-4, atol=1e-5)
 
 
+def test_pcen_under_float16_autocast_is_the_float32_pcen():
+    """``evaluate`` runs the model under autocast: PCEN must not compute in float16, where the
+    smoothed power of bands below about -72 dB rounds to 0 and ``E / M ** 0.98`` explodes."""
+    x = torch.from_numpy((10 ** (-70 / 20) * np.random.default_rng(3).standard_normal((2, 16000))).astype(np.float32))
+    front = LogMel(LogMelConfig(normalize="pcen"))
+    reference = front(x)
+    with torch.autocast(device_type="cpu", dtype=torch.float16):
+        under = front(x)
+    assert reference.abs().max() < 4
+    torch.testing.assert_close(under.float(), reference, rtol=0, atol=1e-5)
+
+
 def test_pcen_gain_control_leaves_a_level_change_to_the_power_1_minus_gain():
     """PCEN's gain control: scaling the power by ``g`` scales ``E / M ** 0.98`` by ``g ** 0.02`` in
     every cell (the smoother is linear), so 30 dB less level (the dB log-mel 30 lower) changes

@@ -42,7 +42,7 @@ class Distortion(Augmentation):
         drive = 10.0 ** (params["drive_db"].to(x.dtype) / 20)
         scale = torch.where(peak > 0, drive / peak.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(peak))
         out = peak / torch.tanh(drive)  # (N,): tanh(g x / peak) times this
-        y = ufunc(torch.tanh, np.tanh, torch.mul(x, scale[:, None, None]))  # numpy's tanh on the CPU: 12x faster
+        y = ufunc(torch.tanh, np.tanh, torch.mul(x, scale[:, None, None]), speedup=12)  # numpy's: 12x on one thread
         return y * out[:, None, None] if y.requires_grad else y.mul_(out[:, None, None])
 
     def describe(self, params, index):

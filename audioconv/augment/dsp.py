@@ -116,14 +116,16 @@ def fast_length(n: int) -> int:
 CHUNK_SAMPLES = 2 ** 19  # on the CPU, work on this many samples at a time (cache-sized)
 
 
-def ufunc(torch_fn: Callable[..., torch.Tensor], numpy_fn: Callable[..., np.ndarray],
-          *tensors: torch.Tensor) -> torch.Tensor:
+def ufunc(torch_fn: Callable[..., torch.Tensor], numpy_fn: Callable[..., np.ndarray], *tensors: torch.Tensor,
+          speedup: float = 2.0) -> torch.Tensor:
     """``torch_fn(*tensors)`` for an element-wise function, computed by ``numpy_fn`` (its numpy ufunc)
-    when every tensor is a float32/float64 CPU tensor that needs no gradient: on the CPU numpy's
-    vectorised ``tanh``, ``arctan2``, ``cos`` and ``sin`` took 1/12, 1/2, 1/2 and 1/2 of torch's time
-    (one thread, 2^18 float32 values). New memory either way, same dtype."""
-    if all(t.device.type == "cpu" and not t.requires_grad and t.dtype in (torch.float32, torch.float64)
-           for t in tensors):
+    when every tensor is a float32/float64 CPU tensor that needs no gradient and torch would use
+    fewer threads than ``speedup``, numpy's measured advantage on one thread (numpy's ufuncs run
+    on one thread, torch's on all of its). One thread, 2^18 float32 values: numpy's ``tanh`` took
+    1/12 of torch's time, ``arctan2``, ``cos`` and ``sin`` 1/2. New memory either way, same dtype."""
+    if torch.get_num_threads() < speedup and all(
+            t.device.type == "cpu" and not t.requires_grad and t.dtype in (torch.float32, torch.float64)
+            for t in tensors):
         return torch.from_numpy(numpy_fn(*(t.numpy() for t in tensors)))
     return torch_fn(*tensors)
 
