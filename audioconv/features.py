@@ -235,8 +235,12 @@ class LogMel(torch.nn.Module):
                              f"its frames being centred with reflection padding)")
 
     def to_db(self, power: torch.Tensor) -> torch.Tensor:
+        """Power → what the model sees: :meth:`db`, then ``normalize``; ``(B, ...)`` → same shape."""
+        return normalize_logmel(self.db(power), self.config.normalize, self.config.sample_rate / self.config.hop_length)
+
+    def db(self, power: torch.Tensor) -> torch.Tensor:
         """Power → dB re full scale with the per-example ``top_db`` floor (and, with
-        ``relative_to_peak``, minus the example's peak; then ``normalize``); ``(B, ...)`` → same shape.
+        ``relative_to_peak``, minus the example's peak), before ``normalize``; ``(B, ...)`` → same shape.
 
         ``torchaudio.functional.amplitude_to_DB`` (``10 log10(max(power, 1e-10) / reference_power)``,
         floored at the peak minus ``top_db``) on each example seen as one ``(1, 1, N)`` spectrogram,
@@ -248,7 +252,7 @@ class LogMel(torch.nn.Module):
                                 top_db=self.config.top_db).reshape(power.shape)
         if self.config.relative_to_peak:
             db = db - db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
-        return normalize_logmel(db, self.config.normalize, self.config.sample_rate / self.config.hop_length)
+        return db
 
     # ---- axes ---------------------------------------------------------------------------
     def mel_hz(self) -> np.ndarray:

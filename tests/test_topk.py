@@ -323,3 +323,26 @@ def test_plain_sequential_cnn_on_logmel_items_matches_brute_force():
         top_k(model, items[:2] + [torch.zeros(1, 12, 9)], "5", batch_size=3, device="cpu", progress=False)
     with pytest.raises(ValueError, match="valid layers: 0, 1, 2"):
         top_k(model, items, "conv2", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("normalize", ["pcen", "bin_mean_var", "clip"])
+def test_a_normalising_front_end_judges_silence_on_its_db_not_on_the_normalised_values(tmp_path, normalize):
+    """PCEN's values span 0..3 and z-scores a few units: judged as dB, every frame of every clip was
+    "silent" and top-k found nothing. Silence is judged on the front end's dB before normalising, so
+    the hits are those of the plain model's rules: on the sound, one per clip."""
+    manifest, spans = _padded_corpus(tmp_path, n=6)
+    ds = ManifestDataset(manifest, sample_rate=SR, clip_s=2.0, crop="start")
+    model = tiny_model()
+    model.frontend = type(model.frontend)(model.frontend.config, normalize=normalize)
+    with torch.no_grad():  # inputs of order 1 now, not dB
+        model.features.input_norm.running_mean.fill_(0.0)
+        model.features.input_norm.running_var.fill_(1.0)
+    res = top_k(model, ds, "conv1", k=4, batch_size=3, device="cpu", progress=False)
+    hop_s = FRONTEND["hop_length"] / SR
+    win_s = FRONTEND["n_fft"] / SR / 2
+    assert res.n_silent == 0 and res.n_hits.sum() >= 8
+    for u in range(len(res.channels)):
+        for r, e in enumerate(res.example_indices[u, :int(res.n_hits[u])].tolist()):
+            f0, f1, t0, t1 = res.receptive_fields[u, r]
+            centre_s = (t0 + t1 - 1) // 2 * hop_s
+            assert spans[e][0] - win_s <= centre_s <= spans[e][1] + win_s

@@ -119,7 +119,7 @@ def _max_frames(projector, mono, args):
     without any is an error naming the file."""
     from audioconv.interpret.frames import SILENCE_DB, active_frames
 
-    frames = active_frames(projector.to_logmel(mono[None], "waveform"), None,
+    frames = active_frames(projector.traced.loudness_logmel(mono[None], "waveform"), None,
                            None if args.keep_silence else SILENCE_DB).cpu()
     if not bool(frames.any()):
         raise ValueError(f"{args.audio}: every frame is silent (no mel bin more than {SILENCE_DB:g} dB above the "

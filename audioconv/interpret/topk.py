@@ -302,7 +302,7 @@ def scan_top_k(model, dataset, layer: str, channels=None, k: int = 9, batch_size
         acts = traced.feature_maps(logmel, [layer])[layer].index_select(1, ch_index)  # (B, K, Fl, Tl)
         n_frames = lengths if kind == "logmel" else torch.as_tensor(
             [traced.frontend.n_frames(int(n)) for n in lengths.tolist()])
-        frames = active_frames(logmel, n_frames, silence_db)  # (B, T)
+        frames = active_frames(traced.loudness_logmel(x, kind, logmel), n_frames, silence_db)  # (B, T)
         allowed = allowed_positions(traced.path(layer, logmel), frames, acts.shape[-2:], logmel.shape[-2:])
         best_s, best_k = _merge(best_s, best_k, acts, allowed, idx, int(k), max_per_clip)
         n_ok = allowed.flatten(1).sum(1)

@@ -146,6 +146,17 @@ class TracedModel:
             raise ValueError("inputs hold no examples (batch size 0)")
         return x.to(self.dtype)
 
+    def loudness_logmel(self, inputs, input_kind: str = "auto", logmel: torch.Tensor | None = None) -> torch.Tensor:
+        """The log-mel in dB ``(B, 1, F, T)`` that silence is judged on (``frames.active_frames``): the
+        model's input (``logmel`` when given, else :meth:`to_logmel`), except that for waveforms
+        through a front end that normalises (``normalize`` other than ``"none"``: PCEN's unitless
+        values, per-bin or per-clip z-scores) it is the front end's dB before that."""
+        x, kind = self.input_kind(inputs, input_kind)
+        if kind == "waveform" and self.frontend.config.normalize != "none":
+            with torch.no_grad():
+                return self.frontend.db(self.frontend.power(x.to(self.device)))
+        return logmel if logmel is not None else self.to_logmel(x, kind)
+
     def axes(self, n_mels: int, n_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(Hz ``(F,)`` of each mel bin, s ``(T,)`` of each frame), or ``(None, None)`` without a front end."""
         if self.frontend is None:
