@@ -211,3 +211,13 @@ def test_plot_occlusion(tmp_path):
     assert fig.axes[1].get_yscale() == "symlog" and "Time" in fig.axes[1].get_xlabel()
     with pytest.raises(ValueError, match="placements"):
         plot_occlusion(spec, prob[:3], lm.mel_hz(), lm.frame_s(51), (8, 10), (4, 4))
+
+
+def test_a_normalised_input_is_not_labelled_db():
+    """A front end that normalises (PCEN, z-scores) hands the model unitless values: the input's
+    colour bar names the normalisation instead of calling them dB."""
+    proj, lm = _fake_projection()
+    pcen_front = type(lm)(lm.config, normalize="pcen")
+    fig = plot_projection(proj, (1, 1), logmel=pcen_front)
+    assert fig.axes[3].get_ylabel() == "pcen (unitless)"
+    assert plot_projection(proj, (1, 1), logmel=lm).axes[3].get_ylabel() == "dB"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from audioconv.plots.explanations import show_map
-from audioconv.plots.figure import DB_LABEL, INPUT_CMAP, as_numpy, new_figure
+from audioconv.plots.figure import INPUT_CMAP, as_numpy, input_colorbar, new_figure
 from audioconv.plots.spectrogram import label_time_hz
 
 __all__ = ["plot_actmax"]
@@ -26,7 +26,7 @@ def plot_actmax(results, logmel=None, title: str = "") -> Figure:
     for j, r in enumerate(results):
         ax = axes[0, j]
         m = show_map(ax, as_numpy(r.logmel), r.hz, r.seconds, logmel, cmap=INPUT_CMAP)
-        fig.colorbar(m, ax=ax, label=DB_LABEL, format="%+.0f")
+        input_colorbar(fig, m, ax, logmel)
         ax.set_title(f"{r.target}\nscore {r.score_start:.3g} → {r.score:.3g}", fontsize=9)
         if r.hz is not None and r.seconds is not None:
             label_time_hz([ax])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from audioconv.plots.figure import DB_LABEL, INPUT_CMAP, PROJECTION_CMAP, as_numpy, new_figure, symmetric_limit
+from audioconv.plots.figure import INPUT_CMAP, PROJECTION_CMAP, as_numpy, input_colorbar, new_figure, symmetric_limit
 from audioconv.plots.spectrogram import label_time_hz, show_spectrogram
 
 __all__ = ["CAM_CMAP", "METHOD_TITLES", "show_map", "nearest_resize", "plot_grad_cam", "plot_explanations", "draw_method_map"]
@@ -62,7 +62,7 @@ def plot_grad_cam(spectrogram, cam, guided=None, hz=None, seconds=None, title: s
     fig = new_figure(5.2 * panels, 4.0)
     axes = fig.subplots(1, panels, sharex=True, sharey=True)
     m = show_map(axes[0], spec, hz, seconds, logmel, cmap=INPUT_CMAP)
-    fig.colorbar(m, ax=axes[0], label=DB_LABEL, format="%+.0f")
+    input_colorbar(fig, m, axes[0], logmel)
     axes[0].set_title("input (log-mel)")
     show_map(axes[1], spec, hz, seconds, logmel, cmap="gray")
     top = float(np.nanmax(cam)) if cam.size and np.nanmax(cam) > 0 else 1.0
@@ -92,7 +92,7 @@ def plot_explanations(explanation, index: int = 0, title: str = "", logmel=None)
     fig = new_figure(3.6 * (len(methods) + 1), 3.4)
     axes = fig.subplots(1, len(methods) + 1, sharex=True, sharey=True)
     m = show_map(axes[0], spec[index], hz, seconds, logmel, cmap=INPUT_CMAP)
-    fig.colorbar(m, ax=axes[0], label=DB_LABEL, format="%+.0f")
+    input_colorbar(fig, m, axes[0], logmel)
     axes[0].set_title("input (log-mel)")
     for ax, name in zip(axes[1:], methods):
         draw_method_map(fig, ax, name, as_numpy(explanation.maps[name])[index], hz, seconds, logmel)

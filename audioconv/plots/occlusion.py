@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from audioconv.interpret.occlusion import patch_starts
-from audioconv.plots.figure import DB_LABEL, INPUT_CMAP, as_numpy, new_figure
+from audioconv.plots.figure import INPUT_CMAP, as_numpy, input_colorbar, new_figure
 from audioconv.plots.spectrogram import label_time_hz, show_spectrogram
 
 __all__ = ["plot_occlusion"]
@@ -36,7 +36,7 @@ def plot_occlusion(spectrogram, probabilities, hz, seconds, patch, stride, targe
     fig = new_figure(11, 4.0)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     m = show_spectrogram(axes[0], spec, hz, seconds, logmel=logmel, cmap=INPUT_CMAP)
-    fig.colorbar(m, ax=axes[0], label=DB_LABEL, format="%+.0f")
+    input_colorbar(fig, m, axes[0], logmel)
     m2 = librosa.display.specshow(prob, x_coords=s_c, y_coords=hz_c, x_axis="s", y_axis="mel",
                                   ax=axes[1], cmap="viridis", vmin=0.0, vmax=1.0)
     fig.colorbar(m2, ax=axes[1], label=f"p({target_name or 'target'})")

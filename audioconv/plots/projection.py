@@ -5,8 +5,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from audioconv.plots.figure import (DB_LABEL, INPUT_CMAP, PROJECTION_CMAP, PROJECTION_LABEL, as_numpy, field_of,
-                                    new_figure, symmetric_limit)
+from audioconv.plots.figure import (INPUT_CMAP, PROJECTION_CMAP, PROJECTION_LABEL, as_numpy, field_of,
+                                    input_colorbar, new_figure, symmetric_limit)
 from audioconv.plots.spectrogram import hz_edges, label_time_hz, seconds_edges, show_spectrogram
 
 __all__ = ["plot_projection"]
@@ -26,7 +26,7 @@ def plot_projection(projection, index=0, unit: int | None = None, logmel=None, t
         title: figure title; default names layer, channel, mode, activation and position.
 
     Returns:
-        The Figure: three axes with colour bars labelled "dB" and "projection (a.u.)"; the
+        The Figure: three axes with colour bars labelled "dB" (``input_colorbar``) and "projection (a.u.)"; the
         projection and overlay use ``RdBu_r`` with ``vmin = -vmax``.
     """
     if isinstance(index, (tuple, list)):
@@ -73,7 +73,7 @@ def _draw_panels(fig, axes, x, p, hz, seconds, mode: str, logmel) -> None:
     """Input ``x`` (dB), projection ``p`` (centred at zero) and ``p`` over a grey ``x``, with colour bars."""
     lim = symmetric_limit(p)
     m_in = show_spectrogram(axes[0], x, hz, seconds, logmel=logmel, cmap=INPUT_CMAP)
-    fig.colorbar(m_in, ax=axes[0], label=DB_LABEL, format="%+.0f")
+    input_colorbar(fig, m_in, axes[0], logmel)
     axes[0].set_title("input (log-mel)")
     m_p = show_spectrogram(axes[1], p, hz, seconds, logmel=logmel, cmap=PROJECTION_CMAP, vmin=-lim, vmax=lim)
     fig.colorbar(m_p, ax=axes[1], label=PROJECTION_LABEL)
