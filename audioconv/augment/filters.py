@@ -172,14 +172,15 @@ def _ring_classes(ring: torch.Tensor, time: int) -> list[tuple[int, torch.Tensor
 class ButterworthFilter(Augmentation):
     """A Butterworth filter of ``kind`` with per-example frequencies and orders (see the module doc).
 
-    Each example is filtered by FFT: its spectrum, at a length that holds the clip and the ringing
-    of the batch's slowest-decaying filter down to -160 dB (``_ring_samples``), is multiplied by the
-    exact frequency response of the digital Butterworth filter of its drawn order and corner
-    frequencies at those bins (that of ``scipy.signal.butter(order, edges, kind, fs=sample_rate)``,
-    ``butterworth_response``, in the batch's precision; float32 for float32 input). The output is
-    what ``scipy.signal.sosfilt`` gives (causal, the filter's own phase; the filter starts at rest)
-    to that precision, batched over examples on any device without a sequential loop over time. The
-    roll-off is ``6 * order`` dB per octave (band filters: on each side).
+    Each example is convolved, by FFT, with the impulse response of the digital Butterworth filter
+    of its drawn order and corner frequencies: the inverse FFT of its exact frequency response
+    (that of ``scipy.signal.butter(order, edges, kind, fs=sample_rate)``, ``butterworth_response``,
+    in the batch's precision: float32 for float32 input) on a grid long enough for the filter to
+    ring down to -160 dB (``_ring_samples``) — the approach of ``RandomEQ``. Rows whose filters
+    ring briefly form groups of their own, transformed at shorter lengths (``_ring_classes``). The
+    output is what ``scipy.signal.sosfilt`` gives (causal, the filter's own phase; the filter
+    starts at rest) to that precision, batched over examples on any device without a sequential
+    loop over time. The roll-off is ``6 * order`` dB per octave (band filters: on each side).
 
     Use the subclasses ``LowPass``, ``HighPass``, ``BandPass``, ``BandStop``.
     """
