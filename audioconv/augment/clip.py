@@ -64,7 +64,8 @@ class Clip(Augmentation):
       quiet and a loud recording alike.
     * ``percentile``: ``t`` is the magnitude exceeded by that percentage of the example's real
       samples (both signs together), as in audiomentations' ``ClippingDistortion``.
-      One exact selection per example (``torch.kthvalue``): slower than ``threshold_db``.
+      One exact selection per example (numpy's ``partition`` on the CPU, ``torch.kthvalue`` on other
+      devices and under autograd): slower than ``threshold_db``.
 
     Nothing is rescaled afterwards: the clipped example is quieter than before.
 
