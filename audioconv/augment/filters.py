@@ -68,15 +68,11 @@ def _inverse_prototype(u: torch.Tensor, order: int) -> tuple[torch.Tensor, torch
     at real ``u`` (any shape): ``B(j u)`` as the product over its pole pairs ``(1 - u^2) + j c u``
     (``_pair_damping``), times ``1 + j u`` for an odd order, then inverted once."""
     damping = _pair_damping(order)
-    if order % 2:
-        real, imag = torch.ones_like(u), u
-        pairs = damping
-    else:
-        real, imag = None, None
-        pairs = damping[1:]
     shared = torch.addcmul(torch.ones((), dtype=u.dtype, device=u.device), u, u, value=-1)  # 1 - u^2
-    if real is None:
-        real, imag = shared, damping[0] * u
+    if order % 2:  # start from the real pole's factor, or from the first pair's
+        real, imag, pairs = torch.ones_like(u), u, damping
+    else:
+        real, imag, pairs = shared, damping[0] * u, damping[1:]
     for c in pairs:  # (real + j imag) (shared + j c u)
         cu = c * u
         real, imag = torch.addcmul(real * shared, imag, cu, value=-1), torch.addcmul(imag * shared, real, cu)
