@@ -119,6 +119,15 @@ def instantaneous_frequency(angle: torch.Tensor, hop: int, n_fft: int) -> torch.
     return torch.cat([centre.expand(angle.shape[0], 1, -1), advance], 1)
 
 
+@lru_cache(maxsize=16)
+def _own_advance(frames: int, bins: int, hop: int, n_fft: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(M, F)``: the phase bin ``k``'s own frequency ``2 pi k / n_fft`` gains in ``m`` hops,
+    modulo 2 pi (found in float64; the same for every slice of a batch, so it is kept)."""
+    centre = torch.arange(bins, device=device, dtype=torch.float64) * (2 * math.pi * hop / n_fft)
+    steps = torch.arange(frames, device=device, dtype=torch.float64)[:, None]
+    return torch.remainder(steps * centre, 2 * math.pi).to(dtype)
+
+
 def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: int) -> torch.Tensor:
     """Time-stretch each row's frames by its ``rate`` (> 1 faster), keeping the number of frames.
 
@@ -149,8 +158,7 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     centre = torch.arange(bins, device=re.device, dtype=torch.float64) * (2 * math.pi * hop / n_fft)
     deviation = _wrap((angle[row, second] - angle[row, first]).sub_(centre.to(re.dtype)))
     phase = torch.cat([angle[:, :1], deviation[:, :-1]], 1).cumsum_(1)
-    own = torch.remainder(torch.arange(frames, device=re.device, dtype=torch.float64)[:, None] * centre, 2 * math.pi)
-    phase += own.to(re.dtype)
+    phase += _own_advance(frames, bins, hop, n_fft, re.device, re.dtype)
     return torch.complex(mag * ufunc(torch.cos, np.cos, phase), mag * ufunc(torch.sin, np.sin, phase))
 
 
