@@ -492,6 +492,22 @@ def test_freq_warp_option_and_the_resume_of_a_run_saved_before_it(tmp_path):
     assert resumed.freq_warp == 0.0 and resumed.resume
 
 
+def test_normalize_option_offers_every_normalisation_of_the_front_end(capsys):
+    """The CLI lists the modes itself (it does not import the front end to parse arguments): the
+    list must be ``features.NORMALIZATIONS``, and each mode reaches the config."""
+    from audioconv.cli import build_parser
+    from audioconv.commands.train import config_from_args
+    from audioconv.features import NORMALIZATIONS
+
+    parser = build_parser()
+    for mode in NORMALIZATIONS:
+        args = parser.parse_args(["train", "--train", "t.jsonl", "--normalize", mode])
+        assert config_from_args(args).normalize == mode
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--train", "t.jsonl", "--normalize", "pcn"])
+    assert "invalid choice: 'pcn'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ other models
 def model_run(corpus, out, model, **kw) -> TrainConfig:
     """tiny() for a model other than the CNN (the CNN-only settings back at their defaults)."""
