@@ -9,6 +9,7 @@ import torch
 from audioconv.app.figures import save_figure
 from audioconv.features import LogMel
 from audioconv.plots.curves import plot_convergence
+from audioconv.plots.figure import input_label
 from audioconv.plots.grids import plot_evolution_grid, plot_topk_grid
 from audioconv.plots.occlusion import plot_occlusion
 from audioconv.plots.projection import plot_projection
@@ -221,3 +222,6 @@ def test_a_normalised_input_is_not_labelled_db():
     fig = plot_projection(proj, (1, 1), logmel=pcen_front)
     assert fig.axes[3].get_ylabel() == "pcen (unitless)"
     assert plot_projection(proj, (1, 1), logmel=lm).axes[3].get_ylabel() == "dB"
+    assert input_label(pcen_front) == "pcen (unitless)" and input_label(lm) == input_label(None) == "dB"
+    _, bars = _grid_cells(plot_topk_grid(_fake_topk(), logmel=pcen_front))  # the top-k grid's patches too
+    assert [b.get_ylabel() for b in bars] == ["projection (a.u.)", "pcen (unitless)"] * 2

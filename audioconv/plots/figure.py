@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["PROJECTION_CMAP", "INPUT_CMAP", "DB_LABEL", "PROJECTION_LABEL", "new_figure", "as_numpy",
-           "symmetric_limit", "field_of", "input_colorbar"]
+           "symmetric_limit", "field_of", "input_colorbar", "input_label"]
 
 PROJECTION_CMAP = "RdBu_r"
 INPUT_CMAP = "magma"
@@ -23,14 +23,19 @@ DB_LABEL = "dB"
 PROJECTION_LABEL = "projection (a.u.)"
 
 
-def input_colorbar(fig: Figure, mappable, ax, logmel=None):
-    """The colour bar of a model-input panel: "dB" with signed whole numbers, or, when the front end
-    ``logmel`` normalises (``config.normalize`` other than ``"none"``), its unitless values named
-    after the normalisation ("pcen", "bin_mean_var"...)."""
+def input_label(logmel=None) -> str:
+    """What a model-input panel shows: "dB", or, when the front end ``logmel`` normalises
+    (``config.normalize`` other than ``"none"``), its unitless values named after the normalisation
+    ("pcen (unitless)", "bin_mean_var (unitless)"...)."""
     normalize = getattr(getattr(logmel, "config", None), "normalize", "none")
-    if normalize == "none":
-        return fig.colorbar(mappable, ax=ax, label=DB_LABEL, format="%+.0f")
-    return fig.colorbar(mappable, ax=ax, label=f"{normalize} (unitless)", format="%.2g")
+    return DB_LABEL if normalize == "none" else f"{normalize} (unitless)"
+
+
+def input_colorbar(fig: Figure, mappable, ax, logmel=None):
+    """The colour bar of a model-input panel, labelled by ``input_label``: dB with signed whole
+    numbers, normalised values with two significant digits."""
+    label = input_label(logmel)
+    return fig.colorbar(mappable, ax=ax, label=label, format="%+.0f" if label == DB_LABEL else "%.2g")
 
 
 def new_figure(width_in: float, height_in: float, **kwargs) -> Figure:

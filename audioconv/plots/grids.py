@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from audioconv.plots.figure import (DB_LABEL, INPUT_CMAP, PROJECTION_CMAP, PROJECTION_LABEL, as_numpy, new_figure,
+from audioconv.plots.figure import (INPUT_CMAP, PROJECTION_CMAP, PROJECTION_LABEL, as_numpy, input_label, new_figure,
                                     symmetric_limit)
 from audioconv.plots.spectrogram import show_spectrogram
 
@@ -115,9 +115,9 @@ def plot_topk_grid(topk, units=None, logmel=None, title: str | None = None) -> F
         The Figure. Column ``r`` is the rank-``r`` hit; its projection cell is titled
         ``"#r+1  activation  label"`` and the clip's name. The projections of a unit share one scale
         centred at zero (colour bar "projection (a.u.)" at the row's end); the patches share one dB
-        scale (colour bar "dB"). The first cell of every row carries Hz ticks and the row's name
-        ("unit C" / "input"); every crop has its own time ticks (s). A unit without hits (``n_hits``
-        0) shows "no activation above zero".
+        scale (colour bar "dB", or the front end's normalisation: ``input_label``). The first cell of
+        every row carries Hz ticks and the row's name ("unit C" / "input"); every crop has its own
+        time ticks (s). A unit without hits (``n_hits`` 0) shows "no activation above zero".
     """
     if topk.hz is None or topk.seconds is None:
         raise ValueError("the top-k result has no Hz/seconds axes (its model has no LogMel front end); "
@@ -166,7 +166,7 @@ def _topk_unit_rows(fig, proj_axes, patch_axes, proj_bar, patch_bar, topk, u: in
     proj_axes[0].set_ylabel(f"unit {channel}\nHz", fontsize=_LABEL_PT, labelpad=1)
     patch_axes[0].set_ylabel("input\nHz", fontsize=_LABEL_PT, labelpad=1)
     patch_axes[0].set_xlabel("time (s)", fontsize=_TICK_PT, labelpad=1)
-    for mesh, cax, label in ((mesh_p, proj_bar, PROJECTION_LABEL), (mesh_x, patch_bar, DB_LABEL)):
+    for mesh, cax, label in ((mesh_p, proj_bar, PROJECTION_LABEL), (mesh_x, patch_bar, input_label(logmel))):
         if mesh is None:
             cax.set_axis_off()
         else:
