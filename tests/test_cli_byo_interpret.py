@@ -91,6 +91,20 @@ def test_topk_and_evolve_take_the_networks_own_layer_names(run, capsys):
     assert summary["layers"]["layer2:add"]["cka"][-1] == pytest.approx(1.0)
 
 
+def test_topk_draws_its_grid_with_the_models_front_end(run, capsys, monkeypatch):
+    """The grid's axes and its input colour bar come from the model's own front end (dB, or the
+    name of its normalisation); without it a PCEN model's patches were labelled dB."""
+    from audioconv.app import figures
+
+    seen, draw = [], figures.plot_topk_grid
+    monkeypatch.setattr(figures, "plot_topk_grid", lambda topk, logmel=None: seen.append(logmel) or draw(topk, logmel=logmel))
+    rc = main(["topk", "--checkpoint", str(run / "run" / "best.pt"), "--manifest", str(run / "m.jsonl"), "--layers",
+               "layer2", "--k", "1", "--units", "1", "--keep-silence", "--device", "cpu", "--no-progress",
+               "-o", str(run / "t1")])
+    assert rc == 0, _err(capsys)
+    assert len(seen) == 1 and seen[0].config.n_mels == 16 and seen[0].config.sample_rate == SR
+
+
 @pytest.mark.parametrize("command", ["topk", "evolve"])
 def test_an_unknown_layer_names_the_flag(run, command, capsys):
     if command == "topk":

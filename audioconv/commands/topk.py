@@ -108,7 +108,7 @@ def run(args) -> int:
         result = top_k(projector, dataset, layer, units, k=args.k, batch_size=args.batch_size,
                        progress=not args.no_progress, num_workers=args.num_workers,
                        max_per_clip=args.max_per_clip or None, silence_db=None if args.keep_silence else SILENCE_DB)
-        png = write_topk(result, out, index=False)["png"]
+        png = write_topk(result, out, logmel=model.frontend, index=False)["png"]
         index["layers"][layer] = {**result.to_dict(), "png": png.name}
         print(f"{layer}: {len(result.channels)} units × top {result.k} over {result.n_examples} clips → {png}")
         _print_gaps(layer, result)
