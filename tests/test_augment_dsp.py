@@ -41,6 +41,36 @@ def test_fft_convolve_finish_post_processes_every_slice_and_leaves_x_alone(chunk
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("keep", [None, 4000, 1000, 37])
+@pytest.mark.parametrize("shared_h", [False, True], ids=["h-per-row", "one-h"])
+def test_short_filters_go_by_overlap_save_and_are_still_linear_convolution(chunk, keep, shared_h):
+    g = torch.Generator().manual_seed(3)
+    x, h = torch.randn(5, 2, 4000, generator=g), torch.randn(1 if shared_h else 5, 1, 33, generator=g)
+    assert dsp.overlap_save_block(4000, 33, 4032 if keep is None else keep) is not None
+    reference = direct(x, h.expand(5, 1, 33))[..., : 4032 if keep is None else keep]
+    out = fft_convolve(x, h, keep=keep, finish=lambda y, xr, a, b: y * torch.arange(a + 1, b + 1.0)[:, None, None])
+    np.testing.assert_allclose(out.numpy(), reference * np.arange(1, 6.0)[:, None, None], atol=1e-4)
+
+
+def test_overlap_save_block_is_chosen_only_where_it_is_cheaper():
+    assert dsp.overlap_save_block(16000, 64, 16000) == 512  # 36 blocks of 449 outputs
+    assert dsp.overlap_save_block(16000, 4096, 16000) is None  # one transform of 20480 points
+    assert dsp.overlap_save_block(300, 20, 300) is None  # shorter than one block
+
+
+def test_overlap_save_passes_gradients_like_the_whole_row_method():
+    g = torch.Generator().manual_seed(4)
+    x, h = torch.randn(3, 1, 3000, generator=g, dtype=torch.float64), torch.randn(3, 1, 17, generator=g, dtype=torch.float64)
+    x.requires_grad_(True)
+    h.requires_grad_(True)
+    weight = torch.randn(3, 1, 3000, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((dsp.overlap_save(x, h, 3000, 512) * weight).sum(), (x, h))
+    expected = torch.autograd.grad((dsp.fft_filter(x, lambda a, b: torch.fft.rfft(h[a:b], n=4096), 4096, keep=3000)
+                                    * weight).sum(), (x, h))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
 def test_finish_sees_the_input_rows_of_its_slice(chunk):
     g = torch.Generator().manual_seed(2)
     x, h = torch.randn(6, 1, 300, generator=g), torch.zeros(6, 1, 1)

@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from audioconv.augment import AddEvents, GainTransition, TimeMask, dsp, load_chain
+from audioconv.augment.gain_transition import ramp_gain
 
 SR = 8000
 
@@ -124,6 +125,21 @@ def test_gain_transition_follows_the_formula(how, monkeypatch):
         gain_db = g0 + (g1 - g0) * np.clip((t - t0) / d, 0, 1)
         np.testing.assert_allclose(y[b, :, :real], (x[b].numpy() * 10 ** (gain_db / 20))[:, :real], rtol=1e-9)
         np.testing.assert_array_equal(y[b, :, real:], x[b, :, real:].numpy())
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_ramp_gain_is_the_clamped_power_of_two_for_gentle_steep_and_vertical_lines(dtype, rtol):
+    # samples per unit of exponent from 10^4 down to 1/1000: blocks of 128, of fewer samples, and none
+    slope = torch.tensor([1e-4, -3e-3, 0.5, -2.0, 7.0, 1e3], dtype=torch.float64)
+    t0 = torch.tensor([100.0, 2000.0, 1500.0, 10.0, 2999.0, 1234.4], dtype=torch.float64)
+    low = torch.tensor([-4.0, -5.0, -1.0, -9.0, 0.0, -3.0], dtype=torch.float64)[:, None]
+    high = low + torch.tensor([1.0, 4.0, 2.0, 8.0, 3.0, 0.5], dtype=torch.float64)[:, None]
+    offset = torch.where(slope[:, None] > 0, low, high) - slope[:, None] * t0[:, None]
+    for rows in ([0, 1], [0, 1, 2], list(range(6))):  # the steepest row sets the block
+        got = ramp_gain(*(v[rows].to(dtype) for v in (slope, offset, low, high)), 3001)
+        exponent = np.clip(offset[rows].numpy() + slope[rows].numpy()[:, None] * np.arange(3001),
+                           low[rows].numpy(), high[rows].numpy())
+        np.testing.assert_allclose(got.double().numpy(), 2.0 ** exponent, rtol=rtol)
 
 
 def test_time_mask_silences_the_drawn_chunks_and_nothing_else():

@@ -14,7 +14,7 @@ import torch
 
 from .base import Augmentation, log_uniform, uniform
 from .params import params_select
-from .dsp import fast_length, fft_convolve
+from .dsp import convolution_plan, fft_convolve
 from .validation import check_int_range, check_range, check_sample_rate
 
 __all__ = ["LowPass", "HighPass", "BandPass", "BandStop", "ButterworthFilter", "butterworth_response",
@@ -24,6 +24,7 @@ KINDS = ("lowpass", "highpass", "bandpass", "bandstop")
 MAX_ORDER = 12
 RING_TOLERANCE = 1e-8  # the FIR is long enough for the impulse response to fall to -160 dB
 MAX_RING_SAMPLES = 2 ** 17
+GROUP_COST_SHARE = 0.85  # a length of FIR joins a longer one's group when it would cost this share of it
 EDGE_LIMIT = 0.49  # band edges are kept below this fraction of the sample rate
 MAX_U = 1e10  # |u| beyond this (bins at 0 Hz, Nyquist or a notch) is this: |H| <= 1e-10 ** order
 
@@ -151,17 +152,20 @@ def _ring_samples(kind: str, order: torch.Tensor, edges_hz: torch.Tensor, sample
 
 def _ring_classes(ring: torch.Tensor, time: int) -> list[tuple[int, torch.Tensor]]:
     """The rows grouped by FIR length, ``(taps, rows)``: the taps are the power of two (at least
-    64) that a row's ringing ``ring`` ``(N,)`` rounds up to, except that the rows whose convolution
-    of ``time`` samples would be at least 80 % as long as the longest one go with it. So a filter
-    that rings briefly is not transformed at the length the slowest one of the batch needs
-    (HighPass: 20 Hz cutoffs ring for ~6000 samples, 2 kHz ones for ~60), and a batch whose
-    filters all ring briefly stays one group."""
+    64) that a row's ringing ``ring`` ``(N,)`` rounds up to, and, from the longest down, the rows
+    of a length join the group above theirs when their convolution of ``time`` samples would
+    cost at least ``GROUP_COST_SHARE`` of that group's (``convolution_plan``). So a filter that
+    rings briefly is not convolved at the length the slowest one of the batch needs (HighPass:
+    20 Hz cutoffs ring for ~6000 samples, 2 kHz ones for ~60), while lengths that cost about the
+    same stay one group (each group costs a gather and a scatter of its rows)."""
     taps = torch.pow(2, torch.ceil(torch.log2(ring.double().clamp(min=64)))).long()
     values = taps.unique().tolist()
-    limit = 0.8 * fast_length(time + values[-1])
-    groups: dict[int, list[int]] = {}
-    for t in values:
-        groups.setdefault(t if fast_length(time + t) < limit else values[-1], []).append(t)
+    groups: dict[int, list[int]] = {values[-1]: []}
+    leader = values[-1]
+    for t in reversed(values):
+        if convolution_plan(time, t, time)[1] < GROUP_COST_SHARE * convolution_plan(time, leader, time)[1]:
+            leader = t
+        groups.setdefault(leader, []).append(t)
     return [(t, torch.isin(taps, torch.tensor(members)).nonzero().squeeze(1)) for t, members in groups.items()]
 
 

