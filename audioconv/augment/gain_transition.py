@@ -9,7 +9,7 @@ from .base import Augmentation, uniform
 from .dsp import cache_slices
 from .validation import check_range, check_sample_rate
 
-__all__ = ["GainTransition", "transition_gain_db", "ramp_gain"]
+__all__ = ["GainTransition", "transition_gain_db", "fade_span", "ramp_gain"]
 
 FACTOR_SAMPLES = 128  # the ramp is raised per block of this many samples (see ramp_gain)
 FACTOR_MAX_EXPONENT = 60.0  # ... while no factor's power of two exceeds this in magnitude
@@ -44,16 +44,21 @@ def ramp_gain(slope: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high
     return torch.minimum(torch.maximum(gain, low.exp2(), out=gain), high.exp2(), out=gain)
 
 
-def transition_gain_db(params: dict, lengths: torch.Tensor, time: int, sample_rate: int) -> torch.Tensor:
-    """The gain curve in dB ``(N, time)`` a ``GainTransition`` draw describes.
+def fade_span(params: dict, lengths: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each drawn fade lies, ``(t0, d)``, each ``(N,)`` float64 in samples: it starts at
+    ``t0 = start_pos * (L - d)`` and lasts ``d = duration_s * sample_rate`` (at least 1e-9), with
+    ``L`` the example's real length (``lengths``): a fade shorter than the example lies inside it; a
+    longer one covers it and goes on past its ends."""
+    d = (params["duration_s"].double() * sample_rate).clamp(min=1e-9)
+    return params["start_pos"].double() * (lengths.double() - d), d
 
+
+def transition_gain_db(params: dict, lengths: torch.Tensor, time: int, sample_rate: int) -> torch.Tensor:
+    """The gain curve in dB ``(N, time)`` a ``GainTransition`` draw describes:
     ``g(t) = g0 + (g1 - g0) * clamp((t - t0) / d, 0, 1)`` at sample ``t``, with ``g0``/``g1`` the
-    drawn start/end gains in dB, ``d = duration_s * sample_rate`` samples and
-    ``t0 = start_pos * (L - d)`` where ``L`` is the example's real length (``lengths``): a fade
-    shorter than the example lies inside it; a longer one covers it and goes on past its ends.
+    drawn start/end gains in dB and the fade's start ``t0`` and length ``d`` from ``fade_span``.
     """
-    d = (params["duration_s"].double() * sample_rate).clamp(min=1e-9)  # (N,) samples
-    t0 = params["start_pos"].double() * (lengths.double() - d)
+    t0, d = fade_span(params, lengths, sample_rate)
     t = torch.arange(time, device=d.device, dtype=torch.float64)
     ramp = ((t - t0[:, None]) / d[:, None]).clamp_(0, 1)
     g0, g1 = params["start_gain_db"].double(), params["end_gain_db"].double()
@@ -98,8 +103,7 @@ class GainTransition(Augmentation):
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
         # the gain as a power of two: exponent e(t) = clamp(offset + slope t, low, high), per row (float64)
         to_log2 = math.log2(10) / 20
-        d = (params["duration_s"].double() * self.sample_rate).clamp(min=1e-9)
-        t0 = params["start_pos"].double() * (real.double() - d)
+        t0, d = fade_span(params, real, self.sample_rate)
         g0, g1 = params["start_gain_db"].double() * to_log2, params["end_gain_db"].double() * to_log2
         slope = (g1 - g0) / d
         offset, low, high = (v.to(x.dtype)[:, None] for v in (g0 - slope * t0, torch.minimum(g0, g1),
