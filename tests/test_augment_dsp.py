@@ -52,6 +52,12 @@ def test_short_filters_go_by_overlap_save_and_are_still_linear_convolution(chunk
     np.testing.assert_allclose(out.numpy(), reference * np.arange(1, 6.0)[:, None, None], atol=1e-4)
 
 
+def test_an_empty_batch_convolves_to_an_empty_batch_both_ways():
+    for time in (300, 4000):  # whole row, overlap-save
+        out = fft_convolve(torch.zeros(0, 2, time), torch.zeros(0, 1, 33), keep=time)
+        assert out.shape == (0, 2, time)
+
+
 def test_overlap_save_block_is_chosen_only_where_it_is_cheaper():
     assert dsp.overlap_save_block(16000, 64, 16000) == 512  # 36 blocks of 449 outputs
     assert dsp.overlap_save_block(16000, 4096, 16000) is None  # one transform of 20480 points

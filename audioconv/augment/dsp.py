@@ -293,6 +293,8 @@ def overlap_save(x: torch.Tensor, h: torch.Tensor, keep: int, block: int,
     blocks = -(-keep // hop)
     span = (blocks - 1) * hop + block  # padded samples the blocks read
     count = x.shape[0]
+    if count == 0:
+        return x.new_empty((0,) + x.shape[1:-1] + (keep,))
     slices = cache_slices(count, blocks * block * max(1, x[0].numel() // max(1, time)), x.device)
     padded = x.new_zeros((slices[0].stop,) + x.shape[1:-1] + (span,))
     used = min(time, span - taps + 1)
