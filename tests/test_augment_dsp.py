@@ -56,6 +56,9 @@ def test_an_empty_batch_convolves_to_an_empty_batch_both_ways():
     for time in (300, 4000):  # whole row, overlap-save
         out = fft_convolve(torch.zeros(0, 2, time), torch.zeros(0, 1, 33), keep=time)
         assert out.shape == (0, 2, time)
+    x, h = torch.randn(2, 1, 16000), torch.randn(2, 1, 64)
+    assert fft_convolve(x, h, keep=0).shape == (2, 1, 0)  # nothing kept: no blocks
+    assert fft_convolve(x, h[..., :0], keep=100).abs().max() == 0  # an empty filter passes nothing
 
 
 def test_overlap_save_block_is_chosen_only_where_it_is_cheaper():

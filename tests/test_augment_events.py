@@ -140,6 +140,7 @@ def test_ramp_gain_is_the_clamped_power_of_two_for_gentle_steep_and_vertical_lin
         exponent = np.clip(offset[rows].numpy() + slope[rows].numpy()[:, None] * np.arange(3001),
                            low[rows].numpy(), high[rows].numpy())
         np.testing.assert_allclose(got.double().numpy(), 2.0 ** exponent, rtol=rtol)
+    assert ramp_gain(*(v[:0].to(dtype) for v in (slope, offset, low, high)), 3001).shape == (0, 3001)
 
 
 def test_time_mask_silences_the_drawn_chunks_and_nothing_else():

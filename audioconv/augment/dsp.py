@@ -204,14 +204,14 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
                  finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
     """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
 
-    Both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
+    In the whole-row method both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
     wraps around. (``torchaudio.functional.fftconvolve`` transforms
     at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
     first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
     ``x`` ``(B, C, T)``. The rows go through ``fft_filter`` (in cache-sized slices on the CPU),
-    each slice of ``h`` transformed with its rows. A short ``h`` (``L`` well below ``T``) is
-    applied by overlap-save in blocks instead (``overlap_save_block``, ``overlap_save``): the same
-    result to the precision of the transforms, in about half the time for ``L`` of a few hundred.
+    each slice of ``h`` transformed with its rows. That is the whole-row method; a short ``h``
+    (``L`` well below ``T``) is applied by overlap-save in blocks instead (``convolution_plan``,
+    ``overlap_save``): the same result to the precision of the transforms, 1.2-2x as fast.
 
     Args:
         keep (int or None): keep only the first ``keep`` output samples (default all ``T + L - 1``).
@@ -260,10 +260,10 @@ def convolution_plan(time: int, taps: int, keep: int) -> tuple[int | None, float
     overlap-save makes two per block of ``block - taps + 1`` outputs and one of the filter.
     Measured on one CPU thread for 256 rows of 16,000 samples: 64 taps 2.1x, 256 taps 1.4x, 1,024
     taps 1.2x faster than the whole-row method; at 4,096 taps the model picks the whole row."""
-    whole = 3 * _fft_cost(fast_length(time + taps - 1))
+    whole = 3 * _fft_cost(fast_length(max(1, time + taps - 1)))
     best, best_cost = None, BLOCK_ADVANTAGE * whole
     block = max(MIN_BLOCK, 1 << (4 * taps - 1).bit_length())
-    while block < time + taps - 1:
+    while keep > 0 and taps > 0 and block < time + taps - 1:
         cost = (2 * math.ceil(keep / (block - taps + 1)) + 1) * _fft_cost(block)
         if cost < best_cost:
             best, best_cost = block, cost
@@ -282,7 +282,8 @@ def overlap_save(x: torch.Tensor, h: torch.Tensor, keep: int, block: int,
     with ``h`` ``(B or 1, ..., L)``, by overlap-save: ``x`` after ``L - 1`` zeros is cut into
     blocks of ``block`` samples that overlap by ``L - 1``; each is transformed, multiplied by
     ``h``'s transform at ``block`` points and transformed back, and its last ``block - L + 1``
-    samples (those without wrap-around) are laid end to end. ``block`` > ``L``. The rows go
+    samples (those without wrap-around) are laid end to end. Needs ``block > L >= 1`` and
+    ``keep >= 1`` (``convolution_plan`` chooses it only then). The rows go
     through in cache-sized slices as in ``fft_filter``, with ``finish`` as there.
 
     Returns:

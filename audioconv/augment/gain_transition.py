@@ -25,7 +25,9 @@ def ramp_gain(slope: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high
     slope): two short tables raised and one product per sample instead of a power per sample,
     1.7x as fast on the CPU. The first factor's exponent is held within ``slope * K`` of
     ``[low, high]`` (exact where the result is not clamped, on the right side of the bound where it
-    is) so nothing overflows; a line too steep for a block of 8 samples is raised sample by sample.
+    is) so nothing overflows; a line too steep for a block of 8 samples, or bounds beyond about
+    ±700 dB, is raised sample by sample. Float32 or float64 (``Augmentation.apply`` raises half
+    precision to float32 first).
     """
     steep = float(slope.abs().max()) if slope.numel() else 0.0
     bound = float(torch.maximum(low.abs(), high.abs()).max()) if slope.numel() else 0.0
@@ -40,7 +42,7 @@ def ramp_gain(slope: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high
     coarse = torch.outer(slope, torch.arange(0, blocks * block, block, device=slope.device, dtype=slope.dtype))
     coarse = torch.minimum(torch.maximum(coarse.add_(offset), low - margin), high + margin).exp2_()  # (N, blocks)
     fine = torch.outer(slope, torch.arange(block, device=slope.device, dtype=slope.dtype)).exp2_()  # (N, block)
-    gain = (coarse[:, :, None] * fine[:, None, :]).view(len(slope), -1)[:, :time]
+    gain = (coarse[:, :, None] * fine[:, None, :]).reshape(len(slope), blocks * block)[:, :time]
     return torch.minimum(torch.maximum(gain, low.exp2(), out=gain), high.exp2(), out=gain)
 
 
