@@ -29,8 +29,8 @@ def ramp_gain(slope: torch.Tensor, offset: torch.Tensor, low: torch.Tensor, high
     ±700 dB, is raised sample by sample. Float32 or float64 (``Augmentation.apply`` raises half
     precision to float32 first).
     """
-    steep = float(slope.abs().max()) if slope.numel() else 0.0
-    bound = float(torch.maximum(low.abs(), high.abs()).max()) if slope.numel() else 0.0
+    steep, bound = (torch.stack([slope.abs().max(), torch.maximum(low.abs(), high.abs()).max()]).tolist()
+                    if slope.numel() else (0.0, 0.0))  # one read back from the device
     block = FACTOR_SAMPLES
     while block >= 8 and (steep * block > FACTOR_MAX_EXPONENT or bound + steep * block > 2 * FACTOR_MAX_EXPONENT):
         block //= 2
