@@ -118,7 +118,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
-    weight_decay: float = 0.05
+    weight_decay: float = 0.15  # 0.05 until round 9 of docs/augmentation_study.md
     schedule: str = "onecycle"
     warmup_frac: float = 0.1
     min_lr_frac: float = 0.01
