@@ -684,6 +684,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         **round5_chains(),
         **round6_chains(),
         **round7_chains(),
+        **round9_chains(),
     }
 
 
@@ -755,6 +756,23 @@ def round7_chains() -> dict[str, list]:
     babble = {"type": "BatchMix", "snr_db": [0, 15], "talkers": 3, "reverse": True, "p": 0.3}
     return {"r7_snr0": noise((0, 20), 0.5), "r7_snr0_p7": noise((0, 20), 0.7), "r7_snrm5": noise((-5, 15), 0.5),
             "r7_babble": _default_with(1, babble), "r6_default": noise((5, 30), 0.5)}
+
+
+def round9_chains() -> dict[str, list]:
+    """Round 9's chains, each today's default with one change: a tempo change of 0.85-1.2 without
+    the pitch shift of ``r6_voice`` (p .3, after the time shift; ``r9_tempo``), and the reverb on
+    half of the examples over the test's RT60 range, 0.3-1.0 s (``r9_rev5``; p .3 and 0.2-0.8 s
+    in the default). ``r9_lowpass``: a steep low-pass at 3-7 kHz (p .3, after the time shift), for
+    voices recorded or synthesised at a low sample rate (one of the other engines' voices, flite's
+    ``kal``, is 8 kHz speech with nothing above 4 kHz). ``r9_pitch``: a pitch shift of up to 2
+    semitones alone (p .3, after the time shift)."""
+    pitch = {"type": "PitchShift", "semitones": [-2, 2], "p": 0.3}
+    lowpass = {"type": "LowPass", "cutoff_hz": [3000, 7000], "order": [4, 8], "p": 0.3}
+    tempo = {"type": "TimeStretch", "rate": [0.85, 1.2], "p": 0.3}
+    rev5 = [{**step, "rt60_s": [0.3, 1.0], "p": 0.5} if step["type"] == "Reverb" else step
+            for step in _default_steps()]
+    return {"r9_tempo": _default_with(1, tempo), "r9_rev5": rev5, "r9_lowpass": _default_with(1, lowpass),
+            "r9_pitch": _default_with(1, pitch)}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
