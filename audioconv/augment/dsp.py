@@ -1,6 +1,6 @@
 """DSP helpers shared by the augmentations: power over real samples, FFT convolution padded to a
-fast length (by overlap-save in blocks for short filters), coloured noise (the package's one implementation), noise banks and a per-device
-tensor cache."""
+fast length (by overlap-save in blocks for short filters), coloured noise (the package's one
+implementation), noise banks and a per-device tensor cache."""
 from __future__ import annotations
 
 import math
@@ -204,9 +204,9 @@ def fft_convolve(x: torch.Tensor, h: torch.Tensor, keep: int | None = None,
                  finish: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor] | None = None) -> torch.Tensor:
     """Linear convolution of the rows of ``x`` ``(B, ..., T)`` with ``h`` ``(B or 1, ..., L)`` along time, by FFT.
 
-    In the whole-row method both are transformed at a fast length (``fast_length``) at or above ``T + L - 1``, so nothing
-    wraps around. (``torchaudio.functional.fftconvolve`` transforms
-    at exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
+    In the whole-row method both are transformed at a fast length (``fast_length``) at or above
+    ``T + L - 1``, so nothing wraps around. (``torchaudio.functional.fftconvolve`` transforms at
+    exactly ``T + L - 1``, which can be a slow, prime-rich length.) Dimensions after the
     first broadcast, so ``h`` ``(B, 1, L)`` is transformed once for all channels of
     ``x`` ``(B, C, T)``. The rows go through ``fft_filter`` (in cache-sized slices on the CPU),
     each slice of ``h`` transformed with its rows. That is the whole-row method; a short ``h``
