@@ -12,8 +12,10 @@ import numpy as np
 import scipy.fft
 import torch
 
-__all__ = ["mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter", "fft_convolve", "overlap_save", "convolution_plan", "colored_noise", "noise_bank",
-           "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache", "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
+__all__ = ["mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter",
+           "fft_convolve", "overlap_save", "convolution_plan", "colored_noise", "noise_bank",
+           "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache",
+           "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
 
 # Power spectral density slope of each named noise colour, in dB per octave (1/f^beta noise has
 # slope -10*log10(2)*beta ≈ -3.01*beta).
