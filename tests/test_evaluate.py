@@ -65,7 +65,8 @@ def reference(checkpoint, manifest):
         if tp + fp + fn:
             f1.append(2 * tp / (2 * tp + fp + fn))
     recall = {lab: confusion[i][i] / sum(confusion[i]) for i, lab in enumerate(labels) if sum(confusion[i])}
-    return {"accuracy": sum(t == p for t, p in zip(truth, pred)) / len(truth), "macro_f1": sum(f1) / len(f1),
+    return {"truth": truth, "pred": pred,
+            "accuracy": sum(t == p for t, p in zip(truth, pred)) / len(truth), "macro_f1": sum(f1) / len(f1),
             "n": len(truth), "confusion": confusion, "per_class_recall": recall, "loss": float(np.mean(losses))}
 
 
@@ -100,6 +101,44 @@ def test_unknown_labels(trained, tmp_path):
     result = evaluate(ckpt, manifest, device="cpu", progress=False, allow_unknown=True)
     assert result["unknown"] == 3 and result["unknown_labels"] == {"whistle": 3}
     assert result["n"] == 24 and result["confusion"] == reference(ckpt, corpus["test"])["confusion"]
+
+
+def test_accuracy_by_a_manifest_key_matches_the_clip_by_clip_reference(trained, tmp_path, capsys):
+    corpus, ckpt = trained
+    records = [json.loads(s) for s in corpus["test"].read_text().splitlines()]
+    for i, r in enumerate(records):
+        if i % 7:  # every seventh clip has no speaker
+            r["speaker"] = f"spk{i % 4}"
+        r["audio_filepath"] = str(corpus["test"].parent / r["audio_filepath"])
+    manifest = write_manifest(tmp_path / "speakers.jsonl", records)
+    ref = reference(ckpt, corpus["test"])
+    expected = {}
+    for i, (t, p) in enumerate(zip(ref["truth"], ref["pred"])):
+        expected.setdefault(f"spk{i % 4}" if i % 7 else "(none)", []).append(t == p)
+    result = evaluate(ckpt, manifest, device="cpu", progress=False, by="speaker")
+    got = {g["value"]: (g["n"], g["accuracy"]) for g in result["by"]["groups"]}
+    assert got == {v: (len(h), pytest.approx(sum(h) / len(h))) for v, h in expected.items()}
+    accuracies = [g["accuracy"] for g in result["by"]["groups"]]
+    assert result["by"]["key"] == "speaker" and accuracies == sorted(accuracies)
+    # a clip that cannot be read, left out by skip_bad: the groups count only the clips scored
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    broken = write_manifest(tmp_path / "broken.jsonl",
+                            records + [{**records[1], "audio_filepath": str(tmp_path / "broken.wav")}])
+    with pytest.warns(Warning):
+        skipping = evaluate(ckpt, broken, device="cpu", progress=False, by="speaker", skip_bad=True)
+    assert len(skipping["skipped"]) == 1 and skipping["by"] == result["by"]
+    with pytest.raises(ValueError, match=r"by 'fold': no clip of .*speakers.jsonl has that key; its keys: "
+                                         r"audio_filepath, .*speaker"):
+        evaluate(ckpt, manifest, device="cpu", progress=False, by="fold")
+    from audioconv.cli import main
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--by", "speaker", "--no-png",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy by speaker (worst first)" in out and "(none)" in out
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--by", "fold", "--no-png",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no clip of" in err[0] and "'fold'" in err[0]
 
 
 def test_confusion_png(tmp_path):

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                    help="auto (default): the weights the run validated (the EMA of a run trained with --ema); "
                         "ema or raw: those (last.pt of an --ema run holds both)")
+    p.add_argument("--by", metavar="KEY", help="also the accuracy per value of this manifest key (group, speaker, "
+                                               "fold ...), worst first")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--png", help="confusion-matrix picture (default: next to the checkpoint); written after the "
                                  "result is printed")
@@ -37,7 +39,8 @@ def default_png_path(checkpoint: str, manifest: str, split: str | None) -> Path:
 
 
 def format_table(result: dict) -> str:
-    """Readable report: scores, per-class recall, confusion matrix with labels."""
+    """Readable report: scores, per-class recall, confusion matrix with labels (and the accuracy per
+    value of a manifest key with ``--by``)."""
     labels = result["labels"]
     lines = [f"checkpoint {result['checkpoint']}", f"manifest   {result['manifest']}",
              f"accuracy   {result['accuracy']:.4f}", f"macro-F1   {result['macro_f1']:.4f}",
@@ -58,6 +61,11 @@ def format_table(result: dict) -> str:
               " " * (width + 2) + "".join(f"{s:>{cell}}" for s in short)]
     for lab, row in zip(labels, result["confusion"]):
         lines.append(f"{lab:<{width}}  " + "".join(f"{v:>{cell}}" for v in row))
+    if result.get("by"):
+        groups = result["by"]["groups"]
+        width = max(8, *(len(g["value"]) for g in groups)) if groups else 8
+        lines += ["", f"accuracy by {result['by']['key']} (worst first)", f"{'value':<{width}}  accuracy   clips"]
+        lines += [f"{g['value']:<{width}}  {g['accuracy']:8.4f}  {g['n']:6d}" for g in groups]
     return "\n".join(lines)
 
 
@@ -68,7 +76,7 @@ def run(args) -> int:
 
     result = evaluate(args.checkpoint, args.manifest, device=args.device, batch_size=args.batch_size,
                       allow_unknown=args.allow_unknown, progress=not args.no_progress, split=args.split,
-                      workers=args.workers, skip_bad=args.skip_bad, weights=args.weights)
+                      workers=args.workers, skip_bad=args.skip_bad, weights=args.weights, by=args.by)
     png = None if args.no_png else Path(args.png) if args.png else default_png_path(args.checkpoint, args.manifest,
                                                                                      args.split)
     result["png"] = None if png is None else str(png)

@@ -22,7 +22,7 @@ from audioconv.training.checkpoint import checkpoint_weights, load_checkpoint, m
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
 
-__all__ = ["evaluate", "score_checkpoint", "Scored", "run_validation"]
+__all__ = ["evaluate", "score_checkpoint", "Scored", "run_validation", "accuracy_by"]
 
 
 @torch.no_grad()
@@ -62,7 +62,7 @@ def run_validation(model: nn.Module, loader, device: torch.device, n_classes: in
 
 def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device: str = "auto", batch_size: int = 64,
              allow_unknown: bool = False, progress: bool = True, split: str | None = None, workers: int = 0,
-             skip_bad: bool = False, weights: str = "auto") -> dict:
+             skip_bad: bool = False, weights: str = "auto", by: str | None = None) -> dict:
     """Classify every clip of ``manifest`` with the model in ``checkpoint`` and score it.
 
     Args:
@@ -78,6 +78,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         skip_bad: leave out clips that cannot be read (listed in ``skipped``) instead of raising.
         weights: ``"auto"`` (the weights the run validated: EMA with ``--ema``), ``"ema"`` or ``"raw"``
             (:func:`~audioconv.training.checkpoint.checkpoint_weights`).
+        by: a manifest key (``"group"``, ``"speaker"``, ``"fold"`` ...): also the accuracy per value
+            of it, in ``by`` (:func:`accuracy_by`).
 
     Returns:
         JSON-ready dict: ``accuracy``, ``macro_f1``, ``n`` (clips scored), ``labels`` (row/column order),
@@ -91,8 +93,38 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    return score_checkpoint(ckpt, checkpoint, manifest, dev, batch_size, allow_unknown, progress, split, workers,
-                            skip_bad, weights).result
+    scored = score_checkpoint(ckpt, checkpoint, manifest, dev, batch_size, allow_unknown, progress, split, workers,
+                              skip_bad, weights)
+    if by is not None:
+        scored.result["by"] = accuracy_by(scored.dataset, scored.probs, by, manifest)
+    return scored.result
+
+
+def accuracy_by(dataset, probs: np.ndarray, key: str, manifest: str | os.PathLike = "the manifest") -> dict:
+    """Accuracy per value of the manifest key ``key`` over the clips scored: ``dataset`` (a
+    ``ManifestDataset``) and its class probabilities ``probs`` ``(N, K)`` in order (clips left out
+    by ``skip_bad`` have none). A clip without the key counts under ``"(none)"``.
+
+    Returns:
+        ``{"key": key, "groups": [{"value": str, "n": int, "accuracy": float}, ...]}``, the worst
+        group first (then by value).
+
+    Raises:
+        ValueError: no clip of the manifest has the key (the message lists the keys there are).
+    """
+    bad = {b["source"] for b in dataset.bad}
+    kept = [i for i in range(len(dataset)) if dataset.sources[i] not in bad]
+    if len(kept) != len(probs):
+        raise RuntimeError(f"{len(probs)} scored clips for {len(kept)} readable ones")
+    records = [dataset.records[i] for i in kept]
+    if records and not any(key in r for r in records):
+        keys = sorted({k for r in records for k in r})
+        raise ValueError(f"by {key!r}: no clip of {manifest} has that key; its keys: {', '.join(keys)}")
+    right: dict[str, list[bool]] = {}
+    for r, i, p in zip(records, kept, probs):
+        right.setdefault(str(r.get(key, "(none)")), []).append(int(np.argmax(p)) == dataset.targets[i])
+    groups = [{"value": v, "n": len(hits), "accuracy": sum(hits) / len(hits)} for v, hits in right.items()]
+    return {"key": key, "groups": sorted(groups, key=lambda g: (g["accuracy"], g["value"]))}
 
 
 class Scored(NamedTuple):
