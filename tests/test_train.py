@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -490,6 +491,27 @@ def test_freq_warp_option_and_the_resume_of_a_run_saved_before_it(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"")  # the run's checkpoint (only its presence matters here)
     resumed = config_from_args(parser.parse_args(["train", "--out", str(tmp_path), "--resume"]))
     assert resumed.freq_warp == 0.0 and resumed.resume
+
+
+def test_mask_options_reach_the_config_and_the_specaugment_of_the_run():
+    """--freq-masks/--freq-mask-bins/--time-masks/--time-mask-frames set SpecAugment's masks; a bad
+    value is refused by the config, naming the setting."""
+    from audioconv.cli import build_parser
+    from audioconv.commands.train import config_from_args
+    from audioconv.training.loop import _specaugment
+
+    parser = build_parser()
+    args = ["train", "--train", "t.jsonl", "--freq-masks", "3", "--freq-mask-bins", "12",
+            "--time-masks", "4", "--time-mask-frames", "15"]
+    config = config_from_args(parser.parse_args(args))
+    model = SimpleNamespace(frontend=SimpleNamespace(mel_hz=lambda: torch.linspace(100.0, 7000.0, config.n_mels)))
+    aug = _specaugment(config, model)
+    assert (aug.n_freq_masks, aug.freq_mask_bins, aug.n_time_masks, aug.time_mask_frames) == (3, 12, 4, 15)
+    default = config_from_args(parser.parse_args(["train", "--train", "t.jsonl"]))
+    assert (default.n_freq_masks, default.freq_mask_bins, default.n_time_masks, default.time_mask_frames) == (2, 8, 2, 10)
+    for option, name in (("--freq-masks", "n_freq_masks"), ("--time-mask-frames", "time_mask_frames")):
+        with pytest.raises(ValueError, match=f"^{name} must be an integer >= 0, got -1$"):
+            config_from_args(parser.parse_args(["train", "--train", "t.jsonl", option, "-1"])).validate()
 
 
 def test_normalize_option_offers_every_normalisation_of_the_front_end(capsys):

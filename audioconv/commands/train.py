@@ -23,7 +23,8 @@ multi-node: run on every node
 # argparse dest -> TrainConfig field, for options given on the command line (None = not given)
 _FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
            "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
-           "activation", "specaugment", "freq_warp", "label_smoothing", "checkpoint_every_steps", "best_metric",
+           "activation", "specaugment", "freq_warp", "n_freq_masks", "freq_mask_bins", "n_time_masks",
+           "time_mask_frames", "label_smoothing", "checkpoint_every_steps", "best_metric",
            "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer", "normalize")
 _EXTRA_FIELDS = ("ema", "mixup", "early_stopping", "tensorboard")
 
@@ -88,6 +89,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
                      help="time/frequency masks on the log-mel (default on)")
     aug.add_argument("--freq-warp", type=float, help="with SpecAugment, scale each example's frequency axis by "
                      f"U[1-w, 1+w] (VTLP; default {d.freq_warp}, 0 = off)")
+    aug.add_argument("--freq-masks", type=int, dest="n_freq_masks", metavar="N",
+                     help=f"SpecAugment frequency masks per example (default {d.n_freq_masks})")
+    aug.add_argument("--freq-mask-bins", type=int, metavar="BINS",
+                     help=f"widest frequency mask, in mel bins (default {d.freq_mask_bins})")
+    aug.add_argument("--time-masks", type=int, dest="n_time_masks", metavar="N",
+                     help=f"SpecAugment time masks per example (default {d.n_time_masks})")
+    aug.add_argument("--time-mask-frames", type=int, metavar="FRAMES",
+                     help=f"widest time mask, in frames (default {d.time_mask_frames})")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
     opt.add_argument("--batch-size", type=int, help=f"clips per step and process (default {d.batch_size})")

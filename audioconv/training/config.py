@@ -208,6 +208,10 @@ class TrainConfig:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if not 0.0 <= self.freq_warp < 0.5:
             raise ValueError(f"freq_warp must be in [0, 0.5), got {self.freq_warp}")
+        for name in ("n_freq_masks", "freq_mask_bins", "n_time_masks", "time_mask_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("weight_decay", "grad_clip_norm"):
