@@ -141,6 +141,20 @@ def test_accuracy_by_a_manifest_key_matches_the_clip_by_clip_reference(trained, 
     assert len(err) == 1 and "no clip of" in err[0] and "'fold'" in err[0]
 
 
+def test_a_key_no_clip_has_is_refused_before_any_clip_is_scored(trained, monkeypatch):
+    """``by`` is checked against the manifest first: a misspelt key costs no pass over the data."""
+    from audioconv.training import evaluate as evaluate_module
+
+    corpus, ckpt = trained
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("clips were scored before the key was checked")
+
+    monkeypatch.setattr(evaluate_module, "run_validation", no_scoring)
+    with pytest.raises(ValueError, match=r"^by 'speakr': no clip of .* has that key; its keys: audio_filepath"):
+        evaluate(ckpt, corpus["test"], device="cpu", progress=False, by="speakr")
+
+
 def test_confusion_png(tmp_path):
     result = {"confusion": [[5, 1, 0], [0, 6, 0], [2, 0, 4]], "labels": ["a", "b", "c"], "accuracy": 15 / 18,
               "macro_f1": 0.83, "n": 18}

@@ -94,7 +94,7 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     scored = score_checkpoint(ckpt, checkpoint, manifest, dev, batch_size, allow_unknown, progress, split, workers,
-                              skip_bad, weights)
+                              skip_bad, weights, by)
     if by is not None:
         scored.result["by"] = accuracy_by(scored.dataset, scored.probs, by, manifest)
     return scored.result
@@ -117,14 +117,20 @@ def accuracy_by(dataset, probs: np.ndarray, key: str, manifest: str | os.PathLik
     if len(kept) != len(probs):
         raise RuntimeError(f"{len(probs)} scored clips for {len(kept)} readable ones")
     records = [dataset.records[i] for i in kept]
-    if records and not any(key in r for r in records):
-        keys = sorted({k for r in records for k in r})
-        raise ValueError(f"by {key!r}: no clip of {manifest} has that key; its keys: {', '.join(keys)}")
+    check_key(records, key, manifest)
     right: dict[str, list[bool]] = {}
     for r, i, p in zip(records, kept, probs):
         right.setdefault(str(r.get(key, "(none)")), []).append(int(np.argmax(p)) == dataset.targets[i])
     groups = [{"value": v, "n": len(hits), "accuracy": sum(hits) / len(hits)} for v, hits in right.items()]
     return {"key": key, "groups": sorted(groups, key=lambda g: (g["accuracy"], g["value"]))}
+
+
+def check_key(records: list[dict], key: str, manifest: str | os.PathLike = "the manifest") -> None:
+    """Refuse (``ValueError``, one line listing the keys there are) a key that none of the manifest
+    ``records`` has; no records, nothing to refuse."""
+    if records and not any(key in r for r in records):
+        keys = sorted({k for r in records for k in r})
+        raise ValueError(f"by {key!r}: no clip of {manifest} has that key; its keys: {', '.join(keys)}")
 
 
 class Scored(NamedTuple):
@@ -137,11 +143,12 @@ class Scored(NamedTuple):
 
 def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | os.PathLike, device="auto",
                      batch_size: int = 64, allow_unknown: bool = False, progress: bool = True, split: str | None = None,
-                     workers: int = 0, skip_bad: bool = False, weights: str = "auto") -> Scored:
+                     workers: int = 0, skip_bad: bool = False, weights: str = "auto", by: str | None = None) -> Scored:
     """:func:`evaluate` of a checkpoint dict already read (``ckpt``, read by
     :func:`~audioconv.training.checkpoint.load_checkpoint` from ``checkpoint``, which messages and the
     result name), with the dataset, the probabilities and the model it scored (:class:`Scored`).
-    Arguments as :func:`evaluate`'s (``batch_size >= 1``)."""
+    Arguments as :func:`evaluate`'s (``batch_size >= 1``); a ``by`` key no clip has is refused
+    before any clip is scored (:func:`check_key`)."""
     from audioconv.data.dataset import ManifestDataset, collate
 
     dev = resolve_device(device)
@@ -150,6 +157,8 @@ def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | 
     model.to(dev).eval()
     ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
                          labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
+    if by is not None:
+        check_key(ds.records, by, manifest)
     loader = torch.utils.data.DataLoader(ds, batch_size=int(batch_size), shuffle=False, num_workers=int(workers),
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
     chunks: list[torch.Tensor] = []
