@@ -463,6 +463,31 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     assert synced == [True] and load_checkpoint(path)["labels"] == ["a", "c"]
 
 
+def test_best_epoch_is_the_lowest_loss_or_the_highest_accuracy_ties_to_the_lower_loss():
+    """_update_best over a made-up run whose accuracy peaks early (epoch 2, 1.0) while its loss goes on
+    falling to epoch 4: val_loss picks 4, val_accuracy 2, and a tie in accuracy goes to the lower loss."""
+    from audioconv.training.loop import _update_best
+
+    history = [(0.90, 0.50), (1.00, 0.40), (0.98, 0.30), (0.98, 0.20), (1.00, 0.35)]  # (accuracy, loss)
+    picked = {}
+    for metric in ("val_loss", "val_accuracy", "val_macro_f1"):
+        state = SimpleNamespace(data=SimpleNamespace(val_loader=[]), config=SimpleNamespace(best_metric=metric),
+                                best_value=-math.inf, best_loss=math.inf, best_epoch=0, epoch=0)
+        for state.epoch, (acc, loss) in enumerate(history, 1):
+            _update_best(state, {"val_loss": loss, "val_accuracy": acc, "val_macro_f1": acc})
+        picked[metric] = (state.best_epoch, state.best_value)
+    assert picked == {"val_loss": (4, 0.20), "val_accuracy": (5, 1.00), "val_macro_f1": (5, 1.00)}
+
+
+def test_best_checkpoint_of_a_run_is_its_lowest_val_loss_epoch(corpus, tmp_path):
+    """best.pt (its epoch, the summary) is the epoch of the lowest val loss in metrics.jsonl."""
+    summary = fit(tiny(corpus, tmp_path, best_metric="val_loss", epochs=3), progress=False)
+    expected = min(read_metrics(tmp_path), key=lambda r: (r["val_loss"], r["epoch"]))
+    assert (summary["best_epoch"], summary["best_metric"]) == (expected["epoch"], "val_loss")
+    assert summary["best_value"] == pytest.approx(expected["val_loss"])
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == expected["epoch"]
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="unknown TrainConfig keys \\['epoch'\\]"):
         TrainConfig.from_dict({"epoch": 3})
@@ -470,6 +495,8 @@ def test_bad_settings():
         TrainConfig(train="x", batch_size=0).validate()
     with pytest.raises(ValueError, match="freq_warp must be in"):
         TrainConfig(train="x", freq_warp=0.7).validate()
+    with pytest.raises(ValueError, match="best_metric must be one of val_loss, val_macro_f1, val_accuracy, got 'loss'"):
+        TrainConfig(train="x", best_metric="loss").validate()
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
         from audioconv.training.loop import resolve_amp
         resolve_amp("fp16", torch.device("cpu"))

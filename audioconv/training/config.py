@@ -7,8 +7,10 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
-__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "augment_off", "is_chain_file", "LEGACY_DEFAULTS"]
+__all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "augment_off", "is_chain_file", "LEGACY_DEFAULTS",
+           "BEST_METRICS"]
 
+BEST_METRICS = ("val_loss", "val_macro_f1", "val_accuracy")  # what picks best.pt: the lowest loss, the highest others
 #: Fields added to :class:`TrainConfig` after runs were written without them, with the value such a run
 #: used (a resumed run's saved settings are read on top of these, not on top of today's defaults).
 LEGACY_DEFAULTS = {"normalize": "none", "freq_warp": 0.0}  # (no frequency warp before it existed)
@@ -78,7 +80,9 @@ class TrainConfig:
     processes (-1 = auto); ``threads`` torch CPU threads (0 = cores / local processes);
     ``checkpoint_every_steps`` also writes ``last.pt`` every that many steps (0 = at epoch ends only);
     ``resume`` continues from ``out/last.pt``; ``overwrite`` lets a fresh run replace the checkpoints
-    and metrics of an earlier run in ``out`` (otherwise that is an error); ``best_metric`` ``"val_macro_f1"`` or ``"val_accuracy"``.
+    and metrics of an earlier run in ``out`` (otherwise that is an error); ``best_metric`` one of :data:`BEST_METRICS`
+    (``"val_loss"``: the lowest validation cross-entropy; ``"val_macro_f1"``, ``"val_accuracy"``: the
+    highest, ties to the lower loss).
     Extras (all off by default): ``ema`` the decay of an exponential moving average of the weights
     (:mod:`audioconv.training.ema`; 0 = off; when on, validation, ``best.pt`` and the snapshots use
     the EMA weights); ``mixup`` the α of mixup with label mixing (:mod:`audioconv.training.mixup`;
@@ -219,8 +223,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.best_metric not in ("val_macro_f1", "val_accuracy"):
-            raise ValueError(f"best_metric must be 'val_macro_f1' or 'val_accuracy', got {self.best_metric!r}")
+        if self.best_metric not in BEST_METRICS:
+            raise ValueError(f"best_metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0 clips, got {self.shuffle_buffer}")
         if self.checkpoint_every_steps < 0 or self.threads < 0 or self.workers < -1:

@@ -35,7 +35,8 @@ Files written to ``config.out`` (by rank 0 only, each one atomically)::
                       val_accuracy, val_macro_f1, lr, clips_per_s, time_s
     metrics.csv       the same rows and columns as CSV (:mod:`audioconv.training.logs`)
     last.pt           everything needed to resume (also every ``checkpoint_every_steps`` steps)
-    best.pt           weights of the epoch with the best ``best_metric`` (ties: the lower val loss)
+    best.pt           weights of the epoch with the best ``best_metric`` (the lowest val loss by
+                      default; for accuracy or macro-F1, ties go to the lower val loss)
     snapshots/epoch_001.pt ...   weights at epochs 1, 2, 5, 10, 20, 30, 40, 64, 128, ... and the last
                       (the epoch an early stop ends on included)
     tensorboard/      event files, with ``tensorboard`` on
@@ -809,12 +810,16 @@ def validate(state: TrainState) -> dict:
 
 
 def _update_best(state: TrainState, metrics: dict) -> bool:
-    """Whether this epoch is the best so far: highest ``best_metric`` (the epoch number without a
-    validation set); ties (common on small validation sets) go to the lower val loss."""
+    """Whether this epoch is the best so far: lowest ``val_loss`` or highest ``val_macro_f1`` /
+    ``val_accuracy`` (``best_metric``; the epoch number without a validation set); ties (common
+    for accuracy on small validation sets) go to the lower val loss."""
     has_val = state.data.val_loader is not None
     value = metrics[state.config.best_metric] if has_val else float(state.epoch)
     loss_now = metrics["val_loss"] if has_val else 0.0
-    is_best = value > state.best_value or (value == state.best_value and loss_now < state.best_loss)
+    if has_val and state.config.best_metric == "val_loss":
+        is_best = state.best_epoch == 0 or loss_now < state.best_loss
+    else:
+        is_best = value > state.best_value or (value == state.best_value and loss_now < state.best_loss)
     if is_best:
         state.best_value, state.best_loss, state.best_epoch = value, loss_now, state.epoch
     return is_best
