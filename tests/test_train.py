@@ -477,6 +477,13 @@ def test_best_epoch_is_the_lowest_loss_or_the_highest_accuracy_ties_to_the_lower
             _update_best(state, {"val_loss": loss, "val_accuracy": acc, "val_macro_f1": acc})
         picked[metric] = (state.best_epoch, state.best_value)
     assert picked == {"val_loss": (4, 0.20), "val_accuracy": (5, 1.00), "val_macro_f1": (5, 1.00)}
+    # the run report names the same epochs from metrics.jsonl
+    from audioconv.app.run_report import best_epoch_line
+
+    lines = [{"epoch": e, "val_loss": loss, "val_accuracy": acc, "val_macro_f1": acc}
+             for e, (acc, loss) in enumerate(history, 1)]
+    assert {m: best_epoch_line(lines, m)["epoch"] for m in picked} == {m: e for m, (e, _) in picked.items()}
+    assert best_epoch_line([{"epoch": 1, "val_loss": None}], "val_loss") is None
 
 
 def test_best_checkpoint_of_a_run_is_its_lowest_val_loss_epoch(corpus, tmp_path):
@@ -513,11 +520,12 @@ def test_freq_warp_option_and_the_resume_of_a_run_saved_before_it(tmp_path):
         config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--freq-warp", "-0.1"])).validate()
     # a run folder written before the warp existed has no freq_warp: it resumes without a warp
     old = TrainConfig(train="t.jsonl", out=str(tmp_path)).to_dict()
-    del old["freq_warp"]
+    del old["freq_warp"], old["best_metric"]  # nor a best_metric: it keeps macro-F1, the default of its time
     (tmp_path / "config.json").write_text(json.dumps({"train_config": old}))
     (tmp_path / "last.pt").write_bytes(b"")  # the run's checkpoint (only its presence matters here)
     resumed = config_from_args(parser.parse_args(["train", "--out", str(tmp_path), "--resume"]))
-    assert resumed.freq_warp == 0.0 and resumed.resume
+    assert resumed.freq_warp == 0.0 and resumed.best_metric == "val_macro_f1" and resumed.resume
+    assert config_from_args(parser.parse_args(["train", "--train", "t.jsonl"])).best_metric == "val_loss"
 
 
 def test_mask_options_reach_the_config_and_the_specaugment_of_the_run():

@@ -213,7 +213,7 @@ def test_early_stopping_stops_at_the_predicted_epoch(corpus, tmp_path, monkeypat
     monkeypatch.setattr(loop, "validate", scripted())
     run = tmp_path / "run"
     assert main(["train", "--train", str(corpus["train"]), "--val", str(corpus["val"]), "--out", str(run), *FLAGS,
-                 "--epochs", "12", "--early-stopping", "3"]) == 0
+                 "--epochs", "12", "--early-stopping", "3", "--best-metric", "val_macro_f1"]) == 0
     out = capsys.readouterr().out
     assert "stopped early after epoch 8 of 12: val_macro_f1 has not improved for 3 epochs since epoch 5" in out
     assert "trained 8 epochs" in out
@@ -278,8 +278,9 @@ def test_metrics_csv_equals_metrics_jsonl(corpus, tmp_path):
 
 def test_resume_is_bit_identical_with_ema_mixup_and_early_stopping(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "validate", scripted(real=True))  # the EMA model scored; the stop scripted
-    settings = dict(epochs=12, ema=0.9, mixup=0.4, early_stopping=3, dropout=0.3, checkpoint_every_steps=1,
-                    deterministic=True, augment="default", specaugment=True, freq_mask_bins=3, time_mask_frames=3)
+    settings = dict(epochs=12, ema=0.9, mixup=0.4, early_stopping=3, best_metric="val_macro_f1", dropout=0.3,
+                    checkpoint_every_steps=1, deterministic=True, augment="default", specaugment=True,
+                    freq_mask_bins=3, time_mask_frames=3)
     ref = fit(tiny(corpus, tmp_path / "ref", **settings), progress=False)
     assert ref["stopped_early"]["epoch"] == 8 and ref["steps"] == 8 * 18
 

@@ -28,6 +28,7 @@ training time (relative to the folder training was started from).
 """
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import statistics
@@ -276,6 +277,25 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
     return Path(checkpoint), config or {}
 
 
+def best_epoch_line(metrics: list[dict], metric: str) -> dict | None:
+    """The ``metrics.jsonl`` line of the epoch a run's ``best_metric`` picks, as the trainer picks it:
+    the lowest ``val_loss``, or the highest ``val_macro_f1``/``val_accuracy`` with ties to the lower
+    loss (the first such epoch); ``None`` when no line has the metric."""
+    def number(r, key, missing):
+        return r[key] if isinstance(r.get(key), (int, float)) else missing
+
+    lines = [r for r in metrics if isinstance(r.get(metric), (int, float))]
+    if not lines:
+        return None
+    if metric == "val_loss":
+        return min(lines, key=lambda r: r[metric])
+    return min(lines, key=lambda r: (-r[metric], number(r, "val_loss", math.inf)))
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
 def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, metrics: list[dict], found: str) -> dict:
     """The summary table of the run (``ckpt``: the checkpoint dict read from ``checkpoint``)."""
     from audioconv.models.registry import count_parameters, rebuild
@@ -293,11 +313,12 @@ def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, met
                      f"{model.frontend.config.n_mels}-bin log-mel",
             "test set": found}
     if metrics:
-        best = max(metrics, key=lambda r: r.get("val_macro_f1", -1) if isinstance(r.get("val_macro_f1"), (int, float))
-                   else -1)
-        if isinstance(best.get("val_macro_f1"), (int, float)):
-            rows["best validation"] = (f"epoch {best.get('epoch')}: macro-F1 {best['val_macro_f1']:.4f}, "
-                                       f"accuracy {best.get('val_accuracy', float('nan')):.4f}")
+        metric = (config.get("train_config") or {}).get("best_metric", "val_macro_f1")
+        best = best_epoch_line(metrics, metric)
+        if best is not None:
+            rows["best validation"] = (f"epoch {best.get('epoch')} (by {metric}): val loss "
+                                       f"{_number(best.get('val_loss'))}, macro-F1 {_number(best.get('val_macro_f1'))}, "
+                                       f"accuracy {_number(best.get('val_accuracy'))}")
         times = [r["time_s"] for r in metrics if isinstance(r.get("time_s"), (int, float))]
         if times:
             rows["training time"] = f"{max(times):.1f} s"

@@ -13,7 +13,8 @@ __all__ = ["TrainConfig", "lr_at", "snapshot_epochs", "parse_splits", "augment_o
 BEST_METRICS = ("val_loss", "val_macro_f1", "val_accuracy")  # what picks best.pt: the lowest loss, the highest others
 #: Fields added to :class:`TrainConfig` after runs were written without them, with the value such a run
 #: used (a resumed run's saved settings are read on top of these, not on top of today's defaults).
-LEGACY_DEFAULTS = {"normalize": "none", "freq_warp": 0.0}  # (no frequency warp before it existed)
+LEGACY_DEFAULTS = {"normalize": "none", "freq_warp": 0.0,  # (no frequency warp before it existed)
+                   "best_metric": "val_macro_f1"}
 
 
 def parse_splits(value) -> tuple[str, ...]:
@@ -138,7 +139,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     checkpoint_every_steps: int = 0
-    best_metric: str = "val_macro_f1"
+    best_metric: str = "val_loss"  # "val_macro_f1" until round 10 of docs/augmentation_study.md
     # extras: weight averaging, mixup, early stopping, logs
     ema: float = 0.0
     mixup: float = 0.0

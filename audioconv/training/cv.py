@@ -10,7 +10,7 @@ Which checkpoint is scored (``validation``):
   unbiased estimate. Picking the best epoch *on the held-out fold* (what many ESC-50 and
   UrbanSound8K papers do) makes the reported number the maximum of noisy per-epoch scores: it is
   optimistic, and the more so the smaller the folds and the more epochs there are.
-* ``"next"``: the fold after the held-out one (cyclically) validates and picks ``best.pt`` (highest
+* ``"next"``: the fold after the held-out one (cyclically) validates and picks ``best.pt`` (the best
   ``best_metric``); the model trains on the remaining K - 2 folds. Also unbiased, with early
   stopping, at the cost of one fold of training data.
 
