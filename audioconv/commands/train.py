@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """The training options (shared with ``audioconv cv``); unset options are ``None``."""
-    from audioconv.training.config import TrainConfig
+    from audioconv.training.config import BEST_METRICS, TrainConfig
 
     d = TrainConfig()
     data = p.add_argument_group("data")
@@ -119,7 +119,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     system.add_argument("--overwrite", action="store_true", default=None,
                         help="replace the checkpoints and metrics of an earlier run in OUT")
     system.add_argument("--checkpoint-every-steps", type=int, help="also write last.pt every N steps (default 0 = epoch ends)")
-    system.add_argument("--best-metric", choices=["val_loss", "val_macro_f1", "val_accuracy"],
+    system.add_argument("--best-metric", choices=BEST_METRICS,
                         help=f"what picks best.pt and early stopping (default {d.best_metric})")
     system.add_argument("--no-progress", action="store_true", help="no progress bars")
     system.add_argument("--json", action="store_true", help="print the summary as JSON")
