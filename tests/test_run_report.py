@@ -18,6 +18,7 @@ import soundfile as sf
 from audioconv.app.run_report import data_tables, find_test_manifest, train_command
 from audioconv.cli import build_parser, main
 from audioconv.io.manifest import read_manifest
+from audioconv.training.checkpoint import load_checkpoint
 from audioconv.training.evaluate import evaluate
 
 from _corpus import CLASSES, FORMATS, write_clip
@@ -82,6 +83,9 @@ def test_report_evaluation_equals_evaluate_and_lists_every_mistake(trained):
         assert (info.samplerate, info.frames) == (8000, 8000)
     page = _page(index)
     assert f"{n_wrong} of 6 test clips misclassified" in page
+    epoch = load_checkpoint(run / "best.pt")["epoch"]  # the summary gives the validation of the epoch scored
+    line = next(json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines() if json.loads(s)["epoch"] == epoch)
+    assert f"val loss {line['val_loss']:.4f}, macro-F1 {line['val_macro_f1']:.4f}" in page
     recorded = json.loads((run / "config.json").read_text())["train_config"]["manifest"]  # absolute: see below
     assert f"the run&#x27;s manifest {recorded}, split &#x27;test&#x27;" in page
 

@@ -4,7 +4,7 @@
 (``config.json``, ``labels.json``, ``metrics.jsonl``, ``best.pt`` / ``last.pt``) and writes
 ``RUN/report/index.html`` with :func:`audioconv.app.report.write_report`:
 
-* **summary** — checkpoint, epochs, model, classes, training time;
+* **summary** — checkpoint (and the validation scores of its epoch), epochs, model, classes, training time;
 * **reproduce** — the ``audioconv train`` command that reproduces the run (every setting that
   differs from the defaults, from ``config.json``), and the whole configuration;
 * **data** — clips per split and label, clip durations, sample rates, channels and formats of the
@@ -28,7 +28,6 @@ training time (relative to the folder training was started from).
 """
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import statistics
@@ -277,21 +276,6 @@ def _run_files(run_dir: Path, checkpoint) -> tuple[Path, dict]:
     return Path(checkpoint), config or {}
 
 
-def best_epoch_line(metrics: list[dict], metric: str) -> dict | None:
-    """The ``metrics.jsonl`` line of the epoch a run's ``best_metric`` picks, as the trainer picks it:
-    the lowest ``val_loss``, or the highest ``val_macro_f1``/``val_accuracy`` with ties to the lower
-    loss (the first such epoch); ``None`` when no line has the metric."""
-    def number(r, key, missing):
-        return r[key] if isinstance(r.get(key), (int, float)) else missing
-
-    lines = [r for r in metrics if isinstance(r.get(metric), (int, float))]
-    if not lines:
-        return None
-    if metric == "val_loss":
-        return min(lines, key=lambda r: r[metric])
-    return min(lines, key=lambda r: (-r[metric], number(r, "val_loss", math.inf)))
-
-
 def _number(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
@@ -313,12 +297,11 @@ def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, met
                      f"{model.frontend.config.n_mels}-bin log-mel",
             "test set": found}
     if metrics:
-        metric = (config.get("train_config") or {}).get("best_metric", "val_macro_f1")
-        best = best_epoch_line(metrics, metric)
-        if best is not None:
-            rows["best validation"] = (f"epoch {best.get('epoch')} (by {metric}): val loss "
-                                       f"{_number(best.get('val_loss'))}, macro-F1 {_number(best.get('val_macro_f1'))}, "
-                                       f"accuracy {_number(best.get('val_accuracy'))}")
+        line = next((r for r in metrics if r.get("epoch") == ckpt.get("epoch")), None)  # the scored epoch's
+        if line is not None and isinstance(line.get("val_loss"), (int, float)):
+            rows["validation at that epoch"] = (f"val loss {_number(line.get('val_loss'))}, macro-F1 "
+                                                f"{_number(line.get('val_macro_f1'))}, accuracy "
+                                                f"{_number(line.get('val_accuracy'))}")
         times = [r["time_s"] for r in metrics if isinstance(r.get("time_s"), (int, float))]
         if times:
             rows["training time"] = f"{max(times):.1f} s"
