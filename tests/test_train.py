@@ -464,8 +464,9 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 
 
 def test_best_epoch_is_the_lowest_loss_or_the_highest_accuracy_ties_to_the_lower_loss():
-    """_update_best over a made-up run whose accuracy peaks early (epoch 2, 1.0) while its loss goes on
-    falling to epoch 4: val_loss picks 4, val_accuracy 2, and a tie in accuracy goes to the lower loss."""
+    """_update_best over a made-up run whose loss is lowest at epoch 4 while its accuracy is 1.0 at
+    epochs 2 and 5: val_loss picks 4; val_accuracy and val_macro_f1 pick 5, the tie going to the
+    lower loss (0.35 against 0.40)."""
     from audioconv.training.loop import _update_best
 
     history = [(0.90, 0.50), (1.00, 0.40), (0.98, 0.30), (0.98, 0.20), (1.00, 0.35)]  # (accuracy, loss)
