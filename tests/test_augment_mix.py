@@ -38,24 +38,27 @@ def test_interference_is_another_row_shifted_at_the_drawn_snr(lengths):
 
 
 @pytest.mark.parametrize("lengths", [None, [1000, 700, 1000, 300, 999, 1000]])
-def test_babble_is_the_sum_of_reversed_shifted_rows_at_the_drawn_snr(lengths):
+@pytest.mark.parametrize("talkers, reverse", [(3, True), (5, False)])
+def test_babble_is_the_sum_of_shifted_rows_at_the_drawn_snr(lengths, talkers, reverse):
+    """Three talkers played backwards, and five forwards as in the default chain."""
     x = batch()
-    aug = BatchMix(snr_db=(-5, 25), talkers=3, reverse=True, p=1.0)
+    aug = BatchMix(snr_db=(-5, 25), talkers=talkers, reverse=reverse, p=1.0)
     params = aug.sample(6, generator=torch.Generator().manual_seed(3))
-    assert params["partner_pos"].shape == params["shift"].shape == (6, 3)
+    assert params["partner_pos"].shape == params["shift"].shape == (6, talkers)
     lens = None if lengths is None else torch.tensor(lengths)
     y = aug.apply(x, params, lens)
     partners = BatchMix.partners(params)
-    assert partners.shape == (6, 3) and not (partners == torch.arange(6)[:, None]).any()
+    assert partners.shape == (6, talkers) and not (partners == torch.arange(6)[:, None]).any()
     for b in range(6):
         n = 1000 if lengths is None else lengths[b]
         added = (y[b] - x[b]).numpy()[:, :n]
         assert abs(power_db(x[b].numpy()[:, :n]) - power_db(added) - params["snr_db"][b].item()) < 1e-6
         source = 0
-        for k in range(3):
+        for k in range(talkers):
             shift = int(params["shift"][b, k].double().item() * 1000)
-            backwards = x[int(partners[b, k])].numpy()[:, ::-1]  # the partner played backwards
-            source = source + np.roll(backwards, -shift, axis=-1)  # then out[t] = backwards[(t + shift) % T]
+            row = x[int(partners[b, k])].numpy()
+            row = row[:, ::-1] if reverse else row  # the partner played backwards
+            source = source + np.roll(row, -shift, axis=-1)  # then out[t] = row[(t + shift) % T]
         source = source[:, :n]
         gain = np.sum(added * source) / np.sum(source ** 2)
         np.testing.assert_allclose(added, gain * source, atol=1e-12)
@@ -85,6 +88,20 @@ def test_edge_cases_stay_finite_and_unchanged():
     y = aug(silent, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(y).all() and torch.equal(y[1:], silent[1:])
     assert torch.equal(BatchMix(p=0.0)(silent), silent)
+
+
+def test_rows_not_drawn_come_back_as_they_were_a_non_finite_one_included():
+    """Only the drawn rows change; the others come back bit for bit, also one holding NaN (its
+    NaN spread over the whole row before: the row got ``0 * NaN`` of interference)."""
+    x = batch(b=8, t=600)
+    x[2, 0, 10] = float("nan")
+    aug = BatchMix(snr_db=(0, 15), talkers=5, p=0.5)
+    params = aug.sample(8, generator=torch.Generator().manual_seed(4))
+    params["apply"] = torch.tensor([True, False, False, True, False, True, True, False])
+    y = aug.apply(x, params)
+    for b in (1, 2, 4, 7):
+        assert torch.equal(y[b].isnan(), x[b].isnan()) and torch.equal(y[b].nan_to_num(), x[b].nan_to_num())
+    assert all(not torch.equal(y[b], x[b]) and torch.isfinite(y[b]).all() for b in (0, 3, 5, 6))
 
 
 def test_in_a_chain_it_reads_the_batch_as_the_steps_before_left_it():
