@@ -66,7 +66,7 @@ _COST_MANY_TWOS = 1.3
 
 def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengths: torch.Tensor | None = None,
                apply: torch.Tensor | None = None, other_power: torch.Tensor | None = None,
-               into_other: bool = False) -> torch.Tensor:
+               into_other: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
     """``x + g * other`` with ``g`` per example such that the ratio of ``x``'s mean power to the
     added signal's is ``snr_db`` dB (over the real samples, see ``mean_power``); ``g`` is 0 where
     either signal is silent (never NaN), and where ``apply`` is false.
@@ -77,11 +77,18 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
         other_power: ``(B,)`` ``mean_power(other, lengths)`` when the caller knows it already.
         into_other (bool): write the sum into ``other`` (memory the caller owns and no longer needs)
             instead of allocating; not under autograd.
+        rows: ``(N,)`` int64 or None: mix only these examples of ``x``; ``other`` (and
+            ``other_power``) then hold theirs, ``(N, C, T)``. The power ratio is computed for
+            the whole batch and then selected, so each row gets the very gain it gets when all
+            are mixed (powers of 10 of a shorter vector can round differently in the last bit).
 
     Returns:
-        ``(B, C, T)``: new memory, or ``other`` itself with ``into_other``.
+        ``(B, C, T)`` (``(N, C, T)`` with ``rows``): new memory, or ``other`` itself with ``into_other``.
     """
     target = mean_power(x, lengths) * 10.0 ** (-snr_db.to(x.dtype) / 10)
+    if rows is not None:
+        target, x = target.index_select(0, rows), x.index_select(0, rows)
+        lengths = None if lengths is None else lengths.index_select(0, rows)
     gain = gain_to_power(target, mean_power(other, lengths) if other_power is None else other_power.to(x.dtype))
     if apply is not None:
         gain = gain * apply

@@ -79,10 +79,10 @@ class BatchMix(Augmentation):
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         partners = self.partners(params).reshape(batch, -1).index_select(0, index)  # (N, K)
         shifts = params["shift"].reshape(batch, -1).index_select(0, index)
-        rows, part = work.index_select(0, index), None if lengths is None else lengths.index_select(0, index)
-        y = add_at_snr(rows, self._interference(work, partners, shifts), params["snr_db"].index_select(0, index),
-                       part, into_other=True)
-        y = keep_padding(y, rows, part)
+        y = add_at_snr(work, self._interference(work, partners, shifts), params["snr_db"], lengths, into_other=True,
+                       rows=index)
+        if lengths is not None:
+            y = keep_padding(y, work.index_select(0, index), lengths.index_select(0, index))
         return (work.index_copy_(0, index, y) if inplace else work.index_copy(0, index, y)).to(x.dtype)
 
     def _interference(self, x: torch.Tensor, partners: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
