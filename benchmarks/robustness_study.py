@@ -685,6 +685,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         **round6_chains(),
         **round7_chains(),
         **round9_chains(),
+        **round11_chains(),
     }
 
 
@@ -773,6 +774,22 @@ def round9_chains() -> dict[str, list]:
             for step in _default_steps()]
     return {"r9_tempo": _default_with(1, tempo), "r9_rev5": rev5, "r9_lowpass": _default_with(1, lowpass),
             "r9_pitch": _default_with(1, pitch)}
+
+
+def round11_chains() -> dict[str, list]:
+    """Round 11's chains: ``r10_default``, the default of rounds 7-10 (today's without its babble),
+    and it with babble from the batch after the reverb: five other examples, forwards, each
+    circularly shifted, summed at 0-15 dB SIR on 30 % of the examples (``r11_bm5``, today's
+    default), on 15 % (``r11_bm5_p15``) or at 5-20 dB (``r11_bm5_snr5``)."""
+    r10 = [step for step in _default_steps() if step["type"] != "BatchMix"]
+    at = next(i for i, step in enumerate(r10) if step["type"] == "Reverb") + 1
+
+    def babble(**change):
+        return r10[:at] + [{"type": "BatchMix", "snr_db": [0.0, 15.0], "talkers": 5, "reverse": False, "p": 0.3,
+                            **change}] + r10[at:]
+
+    return {"r10_default": r10, "r11_bm5": babble(), "r11_bm5_p15": babble(p=0.15),
+            "r11_bm5_snr5": babble(snr_db=[5.0, 20.0])}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
