@@ -214,7 +214,9 @@ def test_add_at_snr_on_some_rows_gives_each_the_gain_of_the_whole_batch_bit_for_
     other = torch.randn(700, 1, 50, generator=g)
     snr_db = torch.rand(700, generator=g) * 15
     lengths = torch.randint(10, 51, (700,), generator=g) if with_lengths else None
-    whole = dsp.add_at_snr(x, other, snr_db, lengths)
+    apply = torch.rand(700, generator=g) < 0.8
+    whole = dsp.add_at_snr(x, other, snr_db, lengths, apply=apply)
     for rows in torch.arange(700).reshape(100, 7):
-        some = dsp.add_at_snr(x, other.index_select(0, rows), snr_db, lengths, rows=rows)
+        some = dsp.add_at_snr(x, other.index_select(0, rows), snr_db, lengths, apply=apply, rows=rows)
         assert torch.equal(some, whole.index_select(0, rows))
+    assert torch.equal(whole[~apply], x[~apply])  # rows not applied: x itself

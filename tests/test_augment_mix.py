@@ -104,6 +104,30 @@ def test_rows_not_drawn_come_back_as_they_were_a_non_finite_one_included():
     assert all(not torch.equal(y[b], x[b]) and torch.isfinite(y[b]).all() for b in (0, 3, 5, 6))
 
 
+def test_a_batch_of_one_draws_no_mix_so_no_description_names_one():
+    """Nothing to mix with: ``apply`` is false, and the preview's title does not say "mix"."""
+    from audioconv.augment import describe_example
+
+    params = BatchMix(talkers=5, p=1.0).sample(1, generator=torch.Generator().manual_seed(0))
+    assert not bool(params["apply"][0])
+    assert describe_example(Compose([Gain(gain_db=6.0, p=1.0), BatchMix(talkers=5, p=1.0)]),
+                            Compose([Gain(gain_db=6.0, p=1.0), BatchMix(talkers=5, p=1.0)]).sample(
+                                1, generator=torch.Generator().manual_seed(0)), 0) == "gain"
+    assert bool(BatchMix(p=1.0).sample(2, generator=torch.Generator().manual_seed(0))["apply"].all())
+
+
+def test_a_shift_edited_outside_0_1_wraps_around():
+    """``shift`` is a fraction of the clip in [0, 1); an edited 1.25 or -0.75 gives the 0.25 shift
+    (it raised IndexError, or moved one sample off, before)."""
+    x = batch(t=100)
+    aug = BatchMix(p=1.0)
+    params = aug.sample(6, generator=torch.Generator().manual_seed(0))
+    params["shift"] = torch.full((6,), 0.25)
+    y = aug.apply(x, params)
+    for edited in (1.25, -0.75):
+        assert torch.equal(aug.apply(x, {**params, "shift": torch.full((6,), edited)}), y)
+
+
 def test_in_a_chain_it_reads_the_batch_as_the_steps_before_left_it():
     x = batch(t=400)
     chain = Compose([Gain(gain_db=6.0, p=1.0), AddNoise(snr_db=(10, 20), p=0.5), BatchMix(p=0.7)])

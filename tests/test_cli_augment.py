@@ -46,6 +46,7 @@ def test_augment_command_writes_wavs_params_and_png(tmp_path, tone, capsys):
         assert sr == SR and data.shape == stereo.shape
         np.testing.assert_allclose(data.T, replayed[i].numpy(), atol=1e-6)
         assert w.name in printed
+    assert "note: the chain's BatchMix (mix) takes its partners from the batch" in printed  # the default's babble
     png = out / "logmels.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 600 and im.size[1] > 300

@@ -65,8 +65,8 @@ def default_chain(sample_rate: int) -> Compose:
 
     Time shift (p .5, ±0.1 s) → polarity inversion (p .5; a no-op for log-mel models, kept for
     waveform models) → random EQ (p .5, 3 peaks ±12 dB and two shelves) → synthetic reverb
-    (p .3, RT60 0.2–0.8 s) → babble from the batch (p .3; five other examples of the batch, each
-    circularly shifted, summed at a signal-to-interference ratio of 0–15 dB; the example keeps its
+    (p .3, RT60 0.2–0.8 s) → babble from the batch (p .3; five talkers, each another example of the batch
+    drawn with replacement and circularly shifted, summed at a signal-to-interference ratio of 0–15 dB; the example keeps its
     label) → noise (p .5; white, pink or brown, one per example; SNR −5 to 15 dB) → gain (p .5,
     -20 to +6 dB) → a telephone channel: a band-pass (p .3; Butterworth, centre 800–1200 Hz,
     2.8–3.8 octaves wide: lower edge 210–460 Hz, upper 2.1–4.5 kHz; 12–24 dB/oct), then G.711

@@ -77,8 +77,8 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
         other_power: ``(B,)`` ``mean_power(other, lengths)`` when the caller knows it already.
         into_other (bool): write the sum into ``other`` (memory the caller owns and no longer needs)
             instead of allocating; not under autograd.
-        rows: ``(N,)`` int64 or None: mix only these examples of ``x``; ``other`` (and
-            ``other_power``) then hold theirs, ``(N, C, T)``. The power ratio is computed for
+        rows: ``(N,)`` int64 or None: mix only these examples of ``x`` (``snr_db``, ``lengths``,
+            ``apply`` stay ``(B,)``); ``other`` (and ``other_power``) then hold theirs, ``(N, C, T)``. The power ratio is computed for
             the whole batch and then selected, so each row gets the very gain it gets when all
             are mixed (powers of 10 of a shorter vector can round differently in the last bit).
 
@@ -89,6 +89,7 @@ def add_at_snr(x: torch.Tensor, other: torch.Tensor, snr_db: torch.Tensor, lengt
     if rows is not None:
         target, x = target.index_select(0, rows), x.index_select(0, rows)
         lengths = None if lengths is None else lengths.index_select(0, rows)
+        apply = None if apply is None else apply.index_select(0, rows)
     gain = gain_to_power(target, mean_power(other, lengths) if other_power is None else other_power.to(x.dtype))
     if apply is not None:
         gain = gain * apply

@@ -68,4 +68,13 @@ def run(args) -> int:
         print(f"  {out / name}  {values}")
     print(f"  {out / 'params.json'}  drawn parameters (replay: chain.apply(x, params_from_json(record['params'])))")
     print(f"  {png}  log-mel spectrograms")
+    if _mixes_the_batch(chain):
+        print("  note: the chain's BatchMix (mix) takes its partners from the batch, here the other versions of this "
+              "one file; in training they are other clips")
     return 0
+
+
+def _mixes_the_batch(aug) -> bool:
+    from audioconv.augment import BatchMix
+
+    return isinstance(aug, BatchMix) or any(_mixes_the_batch(t) for t in getattr(aug, "transforms", ()))
