@@ -780,7 +780,8 @@ def round11_chains() -> dict[str, list]:
     """Round 11's chains: ``r10_default``, the default of rounds 7-10 (today's without its babble),
     and it with babble from the batch after the reverb: five other examples, forwards, each
     circularly shifted, summed at 0-15 dB SIR on 30 % of the examples (``r11_bm5``, today's
-    default), on 15 % (``r11_bm5_p15``) or at 5-20 dB (``r11_bm5_snr5``)."""
+    default), on 15 % (``r11_bm5_p15``), at 5-20 dB (``r11_bm5_snr5``) or with eight talkers
+    (``r11_bm8``)."""
     r10 = [step for step in _default_steps() if step["type"] != "BatchMix"]
     at = next(i for i, step in enumerate(r10) if step["type"] == "Reverb") + 1
 
@@ -789,7 +790,7 @@ def round11_chains() -> dict[str, list]:
                             **change}] + r10[at:]
 
     return {"r10_default": r10, "r11_bm5": babble(), "r11_bm5_p15": babble(p=0.15),
-            "r11_bm5_snr5": babble(snr_db=[5.0, 20.0])}
+            "r11_bm5_snr5": babble(snr_db=[5.0, 20.0]), "r11_bm8": babble(talkers=8)}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
