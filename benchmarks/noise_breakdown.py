@@ -28,13 +28,6 @@ import robustness_study as study  # noqa: E402
 SNRS_DB = (0, 5, 10)
 
 
-def one_noise(kind: str, n: int, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
-    """``n`` samples of the study's noise ``kind`` (one of ``study.NOISE_TYPES``)."""
-    return {"white": lambda: rng.standard_normal(n), "pink": lambda: study.powerlaw_noise(n, 1.0, rng),
-            "babble": lambda: study.babble_noise(n, rng, streams), "street": lambda: study.street_noise(n, rng),
-            "cafe": lambda: study.cafe_noise(n, rng, streams), "fan": lambda: study.fan_noise(n, rng)}[kind]()
-
-
 def write_sets(out: Path, seed: int) -> dict[tuple[str, int], Path]:
     """The test sets ``{(type, snr_db): manifest}`` under ``out/data/noise_types`` (made once)."""
     clean = [json.loads(line) for line in (out / "data" / "engines_clean.jsonl").read_text().splitlines()]
@@ -48,7 +41,7 @@ def write_sets(out: Path, seed: int) -> dict[tuple[str, int], Path]:
         records = []
         for i, rec in enumerate(clean):
             x, sr = sf.read(rec["audio_filepath"], dtype="float64")
-            y = study.mix_at_snr(x, one_noise(kind, len(x), rng, streams), snr_db)
+            y = study.mix_at_snr(x, study.noise_of_kind(kind, len(x), rng, streams), snr_db)
             y = y * min(1.0, 0.999 / max(np.abs(y).max(), 1e-12))  # scale the mix down, SNR kept
             path = folder / f"{kind}_{snr_db}db" / f"{i:04d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)

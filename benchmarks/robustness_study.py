@@ -536,14 +536,17 @@ def babble_noise(n: int, rng: np.random.Generator, streams: list[np.ndarray]) ->
 NOISE_TYPES = ("white", "pink", "babble", "street", "cafe", "fan")
 
 
+def noise_of_kind(kind: str, n: int, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
+    """``n`` samples of the noise ``kind``, one of ``NOISE_TYPES`` (``streams``: for babble and cafe)."""
+    return {"white": lambda: rng.standard_normal(n), "pink": lambda: powerlaw_noise(n, 1.0, rng),
+            "babble": lambda: babble_noise(n, rng, streams), "street": lambda: street_noise(n, rng),
+            "cafe": lambda: cafe_noise(n, rng, streams), "fan": lambda: fan_noise(n, rng)}[kind]()
+
+
 def mixed_noise(x: np.ndarray, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
     """One noise type of ``NOISE_TYPES`` per clip at an SNR drawn evenly in 0-10 dB (whole clip)."""
     kind = NOISE_TYPES[rng.integers(len(NOISE_TYPES))]
-    n = len(x)
-    noise = {"white": lambda: rng.standard_normal(n), "pink": lambda: powerlaw_noise(n, 1.0, rng),
-             "babble": lambda: babble_noise(n, rng, streams), "street": lambda: street_noise(n, rng),
-             "cafe": lambda: cafe_noise(n, rng, streams), "fan": lambda: fan_noise(n, rng)}[kind]()
-    return mix_at_snr(x, noise, rng.uniform(0.0, 10.0))
+    return mix_at_snr(x, noise_of_kind(kind, len(x), rng, streams), rng.uniform(0.0, 10.0))
 
 
 def phone_channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
