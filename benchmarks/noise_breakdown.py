@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="seed of the noise draws (default 7)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = ap.parse_args(argv)
+    if not (args.out / "data" / "engines_clean.jsonl").is_file():
+        ap.error(f"--out {args.out}: no data/engines_clean.jsonl; make it with robustness_study.py --protocol engines "
+                 f"--out {args.out} --prepare-only")
+    missing = [str(c) for c in args.checkpoints if not c.is_file()]
+    if missing:
+        ap.error(f"no such checkpoint: {', '.join(missing)}")
     import torch
 
     from audioconv.training.evaluate import evaluate
