@@ -138,6 +138,31 @@ class LogMelConfig:
         return float(self.f_max_hz if self.f_max_hz is not None else self.sample_rate / 2)
 
 
+def mel_top_hz(filters: torch.Tensor, sample_rate: int, f_min_hz: float = 20.0) -> float | None:
+    """The top corner in Hz (``f_max_hz``) of an HTK mel filter bank ``(n_fft // 2 + 1, n_mels)`` from
+    ``f_min_hz`` up, as :class:`LogMel` builds it: the corner, between the last frequency bin any filter
+    weighs and the next, whose filters match ``filters`` best (to 0.01 Hz). ``None`` when it is the
+    Nyquist frequency (the default).
+    """
+    from scipy.optimize import minimize_scalar
+
+    n_freqs, n_mels = filters.shape
+    target = filters.detach().double().cpu()
+    step_hz = sample_rate / 2 / (n_freqs - 1)
+    last = int(torch.nonzero(target.sum(dim=1) > 0).max())
+    low, high = last * step_hz, min((last + 1) * step_hz, sample_rate / 2)
+
+    def misfit(top_hz: float) -> float:
+        bank = torchaudio.functional.melscale_fbanks(n_freqs, f_min_hz, top_hz, n_mels, sample_rate,
+                                                     norm=None, mel_scale="htk").double()
+        return float((bank - target).square().sum())
+
+    top_hz = minimize_scalar(misfit, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x
+    if misfit(sample_rate / 2) <= misfit(top_hz):
+        return None
+    return round(float(top_hz), 2)
+
+
 class LogMel(torch.nn.Module):
     """Waveform → log-mel power spectrogram in dB re full scale, ``(B, 1, n_mels, frames)``.
 

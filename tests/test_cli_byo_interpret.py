@@ -156,29 +156,30 @@ def test_weights_from_a_checkpoint_with_ema_load_its_ema_copy_as_checkpoint_does
 
 
 @pytest.mark.parametrize("spec", ["cnn", "bcresnet"])
-@pytest.mark.parametrize("bands", ["default", 64])
-def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_path, spec, bands):
+@pytest.mark.parametrize("bands, top_hz", [("default", None), (64, None), ("default", 3000.0)])
+def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_path, spec, bands, top_hz):
     """``--model cnn|bcresnet --weights W`` without ``--n-mels`` builds the front end the weights were
-    trained with: ``audioconv train``'s default bands, or the 64 of runs from before that default (read
-    from the mel filters in the state dict; other bands would refuse the weights)."""
+    trained with: ``audioconv train``'s default bands, or the 64 of runs from before that default, and the
+    top frequency of a run trained with ``--f-max-hz`` (read from the mel filters in the state dict; other
+    bands would refuse the weights, another top would mislabel the Hz axis and resynthesise wrong audio)."""
     from argparse import Namespace
 
     from audioconv.commands._model import load_cli_model, snapshot_loader
     from audioconv.training.config import TrainConfig
 
     bands = TrainConfig.n_mels if bands == "default" else bands
-    trained = build_model(spec, 2, SR, frontend={"n_mels": bands})
+    trained = build_model(spec, 2, SR, frontend={"n_mels": bands, "f_max_hz": top_hz})
     torch.save(trained.state_dict(), tmp_path / "weights.pt")
     model, _, _ = load_cli_model(Namespace(checkpoint=None, model=spec, weights=str(tmp_path / "weights.pt"),
                                            labels=None, n_classes=2, sample_rate=SR, n_mels=None, width=None), "cpu")
-    assert model.frontend.config.n_mels == bands
+    assert model.frontend.config.n_mels == bands and model.frontend.config.f_max_hz == top_hz
     x = torch.randn(2, 1, SR // 2)
     with torch.no_grad():
         assert torch.allclose(model(x), trained.eval()(x))
     load = snapshot_loader(Namespace(model=spec, labels=None, n_classes=2, sample_rate=SR, n_mels=None, width=None))
     for _ in range(2):  # evolve's snapshots of such a run, one after another
         snapshot = load(tmp_path / "weights.pt", "cpu")
-        assert snapshot.frontend.config.n_mels == bands
+        assert snapshot.frontend.config.n_mels == bands and snapshot.frontend.config.f_max_hz == top_hz
         with torch.no_grad():
             assert torch.allclose(snapshot(x), model(x))
 

@@ -31,6 +31,27 @@ def test_mel_power_matches_librosa():
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-7 * ref.max())
 
 
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 44100])
+@pytest.mark.parametrize("n_mels", [30, 40, 128])
+@pytest.mark.parametrize("f_max_hz", [None, 3000.0, 6000.5, "nyquist - 3"])
+def test_the_top_of_a_mel_filter_bank_is_read_back_from_its_filters(sample_rate, n_mels, f_max_hz):
+    """``mel_top_hz`` recovers the ``f_max_hz`` a filter bank was built with (``None`` for the Nyquist
+    frequency), also where the top band is narrower than two frequency bins (128 bands at 3 kHz); and the
+    bank itself is librosa's HTK bank for that range."""
+    import librosa
+
+    from audioconv.features import mel_top_hz
+
+    f_max_hz = sample_rate / 2 - 3 if f_max_hz == "nyquist - 3" else f_max_hz
+    f_max_hz = None if f_max_hz is not None and f_max_hz >= sample_rate / 2 else f_max_hz
+    front = LogMel(LogMelConfig(sample_rate=sample_rate, n_mels=n_mels, f_max_hz=f_max_hz))
+    filters = front.mel.mel_scale.fb
+    ref = librosa.filters.mel(sr=sample_rate, n_fft=front.config.n_fft, n_mels=n_mels, fmin=front.config.f_min_hz,
+                              fmax=front.config.f_max, htk=True, norm=None)
+    np.testing.assert_allclose(filters.T.numpy(), ref, atol=1e-4)
+    assert mel_top_hz(filters, sample_rate) == f_max_hz
+
+
 def _tone_burst() -> np.ndarray:
     x = np.zeros(16000, np.float32)
     x[4000:12000] = np.sin(2 * np.pi * 1000 * np.arange(8000) / 16000) * 0.3

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -541,6 +542,31 @@ def test_mask_options_reach_the_config_and_the_specaugment_of_the_run():
     for option, name in (("--freq-masks", "n_freq_masks"), ("--time-mask-frames", "time_mask_frames")):
         with pytest.raises(ValueError, match=f"^{name} must be an integer >= 0, got -1$"):
             config_from_args(parser.parse_args(["train", "--train", "t.jsonl", option, "-1"])).validate()
+
+
+def test_f_max_option_sets_the_top_of_the_mel_filters_of_the_model(sample_rate=16000):
+    """--f-max-hz reaches the config and the model's front end (its highest mel filter ends there, as
+    librosa's HTK bank for that range); a value above the Nyquist frequency, at or below the lowest band
+    or not finite is refused naming the setting and the limits."""
+    import librosa
+
+    from audioconv.cli import build_parser
+    from audioconv.commands.train import config_from_args
+    from audioconv.training.loop import build_model
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--f-max-hz", "5000"]))
+    config.validate()
+    front = build_model(config, 3).frontend
+    assert config.f_max_hz == 5000.0 and front.config.f_max == 5000.0
+    ref = librosa.filters.mel(sr=sample_rate, n_fft=front.config.n_fft, n_mels=config.n_mels, fmin=20.0,
+                              fmax=5000.0, htk=True, norm=None)
+    np.testing.assert_allclose(front.mel.mel_scale.fb.T.numpy(), ref, atol=1e-4)
+    assert build_model(config_from_args(parser.parse_args(["train", "--train", "t.jsonl"])), 3).frontend.config.f_max == 8000
+    for value in ("8001", "20", "nan"):
+        with pytest.raises(ValueError, match=r"^f_max_hz must be a frequency in Hz above 20 and at most the Nyquist "
+                                             r"frequency \(8000 Hz at sample_rate 16000\), got"):
+            config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--f-max-hz", value])).validate()
 
 
 def test_normalize_option_offers_every_normalisation_of_the_front_end(capsys):

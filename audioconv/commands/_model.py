@@ -158,37 +158,49 @@ def snapshot_loader(args):
         return None
     import copy
 
-    templates = {_bands(args, None): _brought_model(args, "cpu", weights=False)[0]}  # one per band count
+    def key(frontend):
+        return tuple(sorted((frontend or {}).items()))
+
+    templates = {key(_frontend(args, None)): _brought_model(args, "cpu", weights=False)[0]}  # one per front end
 
     def load(path, device):
         state = _state_dict(path)
-        bands = _bands(args, state)
-        if bands not in templates:
-            templates[bands] = _brought_model(args, "cpu", weights=False, state=state)[0]
-        model = copy.deepcopy(templates[bands])
+        front = key(_frontend(args, state))
+        if front not in templates:
+            templates[front] = _brought_model(args, "cpu", weights=False, state=state)[0]
+        model = copy.deepcopy(templates[front])
         _load_weights(model, state, f"snapshot {path}")
         return model.to(device).eval()
 
     return load
 
 
-def _bands(args, state: dict | None) -> int | None:
-    """The front end's mel bands for ``--model``: ``--n-mels``; else, for ``cnn``/``bcresnet``, those of
-    the weights' mel filters (``state``, a run of any version) or ``audioconv train``'s default; else
-    ``None`` (a factory's own default)."""
+def _frontend(args, state: dict | None) -> dict | None:
+    """The front end's overrides for ``--model`` (``{"n_mels": 40}``, with ``"f_max_hz"`` when the weights'
+    mel filters stop below the Nyquist frequency): the bands are ``--n-mels``, else, for ``cnn``/``bcresnet``,
+    those of the weights' mel filters (``state``, a run of any version) or ``audioconv train``'s default;
+    ``None`` for a factory without ``--n-mels`` (its own default)."""
+    from audioconv.features import mel_top_hz
     from audioconv.models.registry import BUILTIN
 
-    if args.n_mels is not None:
-        return int(args.n_mels)
-    if str(args.model) not in BUILTIN:
-        return None
     filters = (state or {}).get("frontend.mel.mel_scale.fb")  # (frequencies, bands)
-    return int(filters.shape[1]) if isinstance(filters, torch.Tensor) and filters.dim() == 2 else TrainConfig.n_mels
+    filters = filters if isinstance(filters, torch.Tensor) and filters.dim() == 2 else None
+    if args.n_mels is not None:
+        frontend = {"n_mels": int(args.n_mels)}
+    elif str(args.model) not in BUILTIN:
+        return None
+    else:
+        frontend = {"n_mels": int(filters.shape[1]) if filters is not None else TrainConfig.n_mels}
+    if filters is not None and filters.shape[1] == frontend["n_mels"]:
+        top_hz = mel_top_hz(filters, int(args.sample_rate))
+        if top_hz is not None:
+            frontend["f_max_hz"] = top_hz
+    return frontend
 
 
 def _brought_model(args, device, weights: bool = True, state: dict | None = None):
     """``(model, labels)`` for ``--model``; with ``weights``, ``--weights`` loaded (``state``: weights already
-    read, whose mel bands the front end takes when ``--n-mels`` is not given)."""
+    read, whose mel bands and top frequency the front end takes; ``--n-mels`` overrides the bands)."""
     from audioconv.models.registry import build_model, is_factory
 
     spec = str(args.model)
@@ -208,8 +220,7 @@ def _brought_model(args, device, weights: bool = True, state: dict | None = None
         raise ValueError("--model needs --labels (a file of class names) or --n-classes")
     if weights and getattr(args, "weights", None):
         state = _state_dict(args.weights)
-    n_mels = _bands(args, state)
-    frontend = {} if n_mels is None else {"n_mels": n_mels}
+    frontend = _frontend(args, state) or {}
     model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend, n_frames=16)
     if not weights:
         pass

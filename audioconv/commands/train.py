@@ -22,7 +22,7 @@ multi-node: run on every node
 
 # argparse dest -> TrainConfig field, for options given on the command line (None = not given)
 _FIELDS = ("train", "val", "manifest", "train_split", "val_split", "out", "epochs", "batch_size", "lr", "weight_decay", "schedule", "augment",
-           "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "dropout",
+           "device", "amp", "workers", "threads", "seed", "clip_s", "sample_rate", "channels", "n_mels", "f_max_hz", "dropout",
            "activation", "specaugment", "freq_warp", "n_freq_masks", "freq_mask_bins", "n_time_masks",
            "time_mask_frames", "label_smoothing", "checkpoint_every_steps", "best_metric",
            "skip_bad", "deterministic", "overwrite", "model", "width", "shuffle_buffer", "normalize")
@@ -76,6 +76,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     model.add_argument("--channels", type=_channels,
                        help=f"cnn: conv channels per block (default {','.join(map(str, d.channels))})")
     model.add_argument("--n-mels", type=int, help=f"log-mel bins (default {d.n_mels})")
+    model.add_argument("--f-max-hz", type=float, metavar="HZ",
+                       help="top of the highest log-mel band in Hz (default: the Nyquist frequency, sample_rate / 2)")
     model.add_argument("--normalize", choices=["none", "clip", "bin_mean", "bin_mean_var", "pcen"],
                        help=f"per-example log-mel normalisation: per clip, per mel bin (mean, or mean and "
                             f"variance over time), pcen (per-channel energy normalisation, librosa.pcen's "

@@ -67,7 +67,7 @@ class TrainConfig:
     (:class:`~audioconv.models.bcresnet.BCResNet`; ``dropout`` on each block's temporal feature) or
     ``"package.module:factory"`` (:mod:`audioconv.models.registry`); ``width`` scales it (cnn:
     channels × width; bcresnet: BC-ResNet-width, default 1; a factory gets ``width=``; ``None`` = the
-    model's own size); ``n_mels`` log-mel bins; ``normalize`` the front end's per-example
+    model's own size); ``n_mels`` log-mel bins up to ``f_max_hz`` (``None``: the Nyquist frequency); ``normalize`` the front end's per-example
     normalisation (:data:`audioconv.features.NORMALIZATIONS`). Augmentation: ``augment`` is
     ``"default"`` (:func:`audioconv.augment.chain.default_chain`), ``"none"`` or the path of a
     chain JSON (:func:`~audioconv.augment.chain.chain_from_config`); SpecAugment masks up to
@@ -110,6 +110,7 @@ class TrainConfig:
     activation: str = "relu"
     dropout: float = 0.2
     n_mels: int = 40
+    f_max_hz: float | None = None
     normalize: str = "none"
     # augmentation
     augment: str = "default"
@@ -197,6 +198,7 @@ class TrainConfig:
             if int(getattr(self, name)) != getattr(self, name):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         self._check_sample_rate()
+        self._check_f_max()
         if not self.channels or min(self.channels) <= 0:
             raise ValueError(f"channels must be positive integers, got {self.channels}")
         self._validate_model()
@@ -265,6 +267,19 @@ class TrainConfig:
         if es and not self.has_validation():
             raise ValueError(f"early_stopping={es} needs a validation set to watch (--val, or --val-split with "
                              f"--manifest; audioconv cv: --validation next)")
+
+    def _check_f_max(self) -> None:
+        """``f_max_hz`` (the top of the highest mel band) lies above the lowest band's start and at or
+        below the Nyquist frequency."""
+        from audioconv.features import LogMelConfig
+
+        if self.f_max_hz is None:
+            return
+        low, nyquist = LogMelConfig.f_min_hz, self.sample_rate / 2
+        v = self.f_max_hz
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low < v <= nyquist:
+            raise ValueError(f"f_max_hz must be a frequency in Hz above {low:g} and at most the Nyquist "
+                             f"frequency ({nyquist:g} Hz at sample_rate {self.sample_rate}), got {v!r}")
 
     def _check_sample_rate(self) -> None:
         """The log-mel front end needs its lowest band (``f_min_hz``) below the Nyquist frequency and

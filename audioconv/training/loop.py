@@ -231,7 +231,7 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
 def build_model(config: TrainConfig, n_classes: int):
     """The model ``config.model`` names (:func:`audioconv.models.registry.build_model`), on CPU:
     ``cnn`` with ``channels``/``activation``/``dropout``, ``bcresnet`` with ``dropout``, or a
-    factory's model (checked with one forward of a clip-sized log-mel); ``width`` and ``n_mels`` for all."""
+    factory's model (checked with one forward of a clip-sized log-mel); ``width``, ``n_mels`` and ``f_max_hz`` for all."""
     from audioconv.features import LogMelConfig
     from audioconv.models.registry import BUILTIN, build_model as build
 
@@ -241,7 +241,8 @@ def build_model(config: TrainConfig, n_classes: int):
     if config.model in BUILTIN:
         options["dropout"] = config.dropout
     n_frames = int(round(config.clip_s * config.sample_rate)) // LogMelConfig.hop_length + 1
-    frontend = {"n_mels": int(config.n_mels), **({"normalize": config.normalize} if config.normalize != "none" else {})}
+    frontend = {"n_mels": int(config.n_mels), **({"normalize": config.normalize} if config.normalize != "none" else {}),
+                **({"f_max_hz": float(config.f_max_hz)} if config.f_max_hz is not None else {})}
     return build(config.model, n_classes, int(config.sample_rate), width=config.width,
                  frontend=frontend, n_frames=n_frames, **options)
 
