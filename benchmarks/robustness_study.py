@@ -689,6 +689,7 @@ def chain_configs(rirs: str = "rirs_train/rirs.jsonl") -> dict[str, str | list]:
         **round7_chains(),
         **round9_chains(),
         **round11_chains(),
+        **round12_chains(),
     }
 
 
@@ -794,6 +795,20 @@ def round11_chains() -> dict[str, list]:
 
     return {"r10_default": r10, "r11_bm5": babble(), "r11_bm5_p15": babble(p=0.15),
             "r11_bm5_snr5": babble(snr_db=[5.0, 20.0]), "r11_bm8": babble(talkers=8)}
+
+
+def round12_chains() -> dict[str, list]:
+    """Round 12's chains, each today's default with one change: a first-order low-pass at 800-4000 Hz
+    after the EQ, a darker spectral balance (``r12_tilt``, p .5); a speed change of 0.85-1.15 after the
+    time shift (``r12_speed``, p .5); the babble at -5 to 10 dB SIR (``r12_bm_snrm5``)."""
+    steps = _default_steps()
+    after_eq = next(i for i, step in enumerate(steps) if step["type"] == "RandomEQ") + 1
+    after_shift = next(i for i, step in enumerate(steps) if step["type"] == "TimeShift") + 1
+    tilt = {"type": "LowPass", "cutoff_hz": [800.0, 4000.0], "order": 1, "p": 0.5}
+    speed = {"type": "SpeedPerturb", "factors": [0.85, 0.9, 0.95, 1.05, 1.1, 1.15], "p": 0.5}
+    louder_babble = [{**step, "snr_db": [-5.0, 10.0]} if step["type"] == "BatchMix" else step for step in steps]
+    return {"r12_tilt": _default_with(after_eq, tilt), "r12_speed": _default_with(after_shift, speed),
+            "r12_bm_snrm5": louder_babble}
 
 
 def _stronger(chain: list, name: str) -> dict[str, list]:
