@@ -10,6 +10,7 @@ The mel scale is HTK's (as ``librosa`` with ``htk=True``), without area normalis
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import librosa
@@ -138,29 +139,53 @@ class LogMelConfig:
         return float(self.f_max_hz if self.f_max_hz is not None else self.sample_rate / 2)
 
 
-def mel_top_hz(filters: torch.Tensor, sample_rate: int, f_min_hz: float = 20.0) -> float | None:
-    """The top corner in Hz (``f_max_hz``) of an HTK mel filter bank ``(n_fft // 2 + 1, n_mels)`` from
-    ``f_min_hz`` up, as :class:`LogMel` builds it: the corner, between the last frequency bin any filter
-    weighs and the next, whose filters match ``filters`` best (to 0.01 Hz). ``None`` when it is the
-    Nyquist frequency (the default).
+MEL_FIT_TOLERANCE = 1e-3  # squared misfit relative to the bank's own: bfloat16 weights fit within ~1e-5
+
+
+def htk_mel_bank(n_freqs: int, f_min_hz: float, f_max_hz: float, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """The mel filters :class:`LogMel` weighs an STFT with, ``(n_freqs, n_mels)`` float32: HTK-scale
+    triangles from ``f_min_hz`` to ``f_max_hz`` with peak 1 (``torchaudio.functional.melscale_fbanks``,
+    without its warning about empty bands)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
+        return torchaudio.functional.melscale_fbanks(n_freqs, f_min_hz, f_max_hz, n_mels, sample_rate,
+                                                     norm=None, mel_scale="htk")
+
+
+def mel_top_hz(filters: torch.Tensor, sample_rate: int, f_min_hz: float = LogMelConfig.f_min_hz) -> float | None:
+    """The top corner in Hz (``f_max_hz``) of a mel filter bank ``(n_fft // 2 + 1, n_mels)`` that
+    :class:`LogMel` built at ``sample_rate`` from ``f_min_hz`` up (``htk_mel_bank``): the corner, between
+    the last frequency bin any filter weighs and the next, whose bank matches ``filters`` best (to
+    0.01 Hz; the roundest value that fits as well, for weights stored in low precision). ``None`` when
+    it is the Nyquist frequency (the default).
+
+    Raises:
+        ValueError: the filters weigh nothing, or no such bank fits them (``MEL_FIT_TOLERANCE``): they
+            were made at another sample rate or with other settings.
     """
     from scipy.optimize import minimize_scalar
 
     n_freqs, n_mels = filters.shape
     target = filters.detach().double().cpu()
+    weighed = torch.nonzero(target.sum(dim=1) > 0)
+    if len(weighed) == 0:
+        raise ValueError("the mel filters weigh no frequency (all zero)")
+    scale = float(target.square().sum())
     step_hz = sample_rate / 2 / (n_freqs - 1)
-    last = int(torch.nonzero(target.sum(dim=1) > 0).max())
-    low, high = last * step_hz, min((last + 1) * step_hz, sample_rate / 2)
+    low, high = int(weighed.max()) * step_hz, min((int(weighed.max()) + 1) * step_hz, sample_rate / 2)
 
     def misfit(top_hz: float) -> float:
-        bank = torchaudio.functional.melscale_fbanks(n_freqs, f_min_hz, top_hz, n_mels, sample_rate,
-                                                     norm=None, mel_scale="htk").double()
-        return float((bank - target).square().sum())
+        return float((htk_mel_bank(n_freqs, f_min_hz, top_hz, n_mels, sample_rate).double() - target).square().sum()) / scale
 
-    top_hz = minimize_scalar(misfit, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x
-    if misfit(sample_rate / 2) <= misfit(top_hz):
-        return None
-    return round(float(top_hz), 2)
+    top_hz = float(minimize_scalar(misfit, bounds=(low, high), method="bounded", options={"xatol": 1e-4}).x)
+    best = misfit(top_hz)
+    if best > MEL_FIT_TOLERANCE:
+        raise ValueError(f"the mel filters are not the {n_mels} HTK bands from {f_min_hz:g} Hz of a log-mel front end "
+                         f"at {sample_rate} Hz (relative misfit {best:.1g})")
+    for candidate in (sample_rate / 2, round(top_hz), round(top_hz, 1), round(top_hz, 2)):
+        if misfit(candidate) <= 2 * best + 1e-12:
+            return None if candidate == sample_rate / 2 else float(candidate)
+    return round(top_hz, 2)
 
 
 class LogMel(torch.nn.Module):

@@ -184,6 +184,21 @@ def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_p
             assert torch.allclose(snapshot(x), model(x))
 
 
+def test_weights_of_another_sample_rate_are_refused_naming_it(tmp_path):
+    """The mel filters in ``--weights`` tell the sample rate they were made for: weights of a 16 kHz
+    model given with ``--sample-rate 8000`` are refused (their bands would be read at the wrong
+    frequencies), not loaded with a top frequency fitted to the wrong rate."""
+    from argparse import Namespace
+
+    from audioconv.commands._model import load_cli_model
+
+    torch.save(build_model("cnn", 2, 16000).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"^the weights' front end does not fit --sample-rate 8000: the mel filters are "
+                                         r"not the 64 HTK bands from 20 Hz of a log-mel front end at 8000 Hz"):
+        load_cli_model(Namespace(checkpoint=None, model="cnn", weights=str(tmp_path / "weights.pt"), labels=None,
+                                 n_classes=2, sample_rate=8000, n_mels=None, width=None), "cpu")
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"classes": ["a", "b"]}', 'bad.json: expected {"labels": [...]} or a JSON list of label strings'),
     ('["a", 3]', "bad.json: label 1 must be a non-empty string, got 3"),

@@ -31,6 +31,7 @@ def test_mel_power_matches_librosa():
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=1e-7 * ref.max())
 
 
+@pytest.mark.filterwarnings("ignore:At least one mel filterbank has all zero values")  # 128 bands up to 3 kHz
 @pytest.mark.parametrize("sample_rate", [8000, 16000, 44100])
 @pytest.mark.parametrize("n_mels", [30, 40, 128])
 @pytest.mark.parametrize("f_max_hz", [None, 3000.0, 6000.5, "nyquist - 3"])
@@ -50,6 +51,22 @@ def test_the_top_of_a_mel_filter_bank_is_read_back_from_its_filters(sample_rate,
                               fmax=front.config.f_max, htk=True, norm=None)
     np.testing.assert_allclose(filters.T.numpy(), ref, atol=1e-4)
     assert mel_top_hz(filters, sample_rate) == f_max_hz
+
+
+def test_the_top_read_back_from_low_precision_weights_and_a_bank_that_is_no_front_end():
+    """Weights stored in bfloat16 still read back the round top they were built with (``None`` for the
+    Nyquist frequency); a bank made at another sample rate, or an all-zero one, is refused, not fitted."""
+    from audioconv.features import mel_top_hz
+
+    for top_hz in (None, 7000.0, 4000.0):
+        filters = LogMel(LogMelConfig(sample_rate=16000, n_mels=40, f_max_hz=top_hz)).mel.mel_scale.fb
+        assert mel_top_hz(filters.bfloat16(), 16000) == top_hz
+        assert mel_top_hz(filters.half(), 16000) == top_hz
+        with pytest.raises(ValueError, match=r"^the mel filters are not the 40 HTK bands from 20 Hz of a log-mel "
+                                             r"front end at 8000 Hz \(relative misfit"):
+            mel_top_hz(filters, 8000)
+    with pytest.raises(ValueError, match="weigh no frequency"):
+        mel_top_hz(torch.zeros(257, 40), 16000)
 
 
 def _tone_burst() -> np.ndarray:

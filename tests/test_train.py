@@ -567,6 +567,10 @@ def test_f_max_option_sets_the_top_of_the_mel_filters_of_the_model(sample_rate=1
         with pytest.raises(ValueError, match=r"^f_max_hz must be a frequency in Hz above 20 and at most the Nyquist "
                                              r"frequency \(8000 Hz at sample_rate 16000\), got"):
             config_from_args(parser.parse_args(["train", "--train", "t.jsonl", "--f-max-hz", value])).validate()
+    with pytest.raises(ValueError, match=r"^f_max_hz=60 leaves 38 of the 40 mel bands without a frequency bin \(the "
+                                         r"bins are 31.25 Hz apart\): raise f_max_hz or lower n_mels$"):
+        TrainConfig(train="t.jsonl", f_max_hz=60.0).validate()  # one bin, 31.25 Hz, lies in 20-60 Hz: two bands hold it
+    TrainConfig(train="t.jsonl", f_max_hz=np.float32(4000.0)).validate()  # a numpy number is a number
 
 
 def test_normalize_option_offers_every_normalisation_of_the_front_end(capsys):

@@ -192,7 +192,11 @@ def _frontend(args, state: dict | None) -> dict | None:
     else:
         frontend = {"n_mels": int(filters.shape[1]) if filters is not None else TrainConfig.n_mels}
     if filters is not None and filters.shape[1] == frontend["n_mels"]:
-        top_hz = mel_top_hz(filters, int(args.sample_rate))
+        try:
+            top_hz = mel_top_hz(filters, int(args.sample_rate))
+        except ValueError as e:
+            raise ValueError(f"the weights' front end does not fit --sample-rate {args.sample_rate}: {e}; give the "
+                             f"sample rate the model was trained at") from None
         if top_hz is not None:
             frontend["f_max_hz"] = top_hz
     return frontend

@@ -4,6 +4,7 @@ snapshot (:func:`snapshot_epochs`)."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -269,17 +270,23 @@ class TrainConfig:
                              f"--manifest; audioconv cv: --validation next)")
 
     def _check_f_max(self) -> None:
-        """``f_max_hz`` (the top of the highest mel band) lies above the lowest band's start and at or
-        below the Nyquist frequency."""
-        from audioconv.features import LogMelConfig
+        """``f_max_hz`` (the top of the highest mel band) lies above the lowest band's start, at or
+        below the Nyquist frequency, and high enough that every mel band holds a frequency bin."""
+        from audioconv.features import LogMelConfig, htk_mel_bank
 
         if self.f_max_hz is None:
             return
         low, nyquist = LogMelConfig.f_min_hz, self.sample_rate / 2
         v = self.f_max_hz
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low < v <= nyquist:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not low < v <= nyquist:
             raise ValueError(f"f_max_hz must be a frequency in Hz above {low:g} and at most the Nyquist "
                              f"frequency ({nyquist:g} Hz at sample_rate {self.sample_rate}), got {v!r}")
+        n_fft = LogMelConfig.n_fft
+        bank = htk_mel_bank(n_fft // 2 + 1, low, float(v), int(self.n_mels), int(self.sample_rate))
+        empty = int((bank.sum(dim=0) == 0).sum())
+        if empty:
+            raise ValueError(f"f_max_hz={v:g} leaves {empty} of the {self.n_mels} mel bands without a frequency bin "
+                             f"(the bins are {self.sample_rate / n_fft:g} Hz apart): raise f_max_hz or lower n_mels")
 
     def _check_sample_rate(self) -> None:
         """The log-mel front end needs its lowest band (``f_min_hz``) below the Nyquist frequency and
