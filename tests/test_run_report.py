@@ -42,7 +42,8 @@ def _corpus(root: Path) -> Path:
     return root / "m.jsonl"
 
 
-TRAIN_ARGS = ["--channels", "4,8", "--epochs", "2", "--batch-size", "8", "--sample-rate", "8000", "--augment", "none",
+TRAIN_ARGS = ["--channels", "4,8", "--epochs", "2", "--batch-size", "8", "--sample-rate", "8000", "--f-max-hz", "3000",
+              "--augment", "none",
               "--no-specaugment", "--workers", "0", "--lr", "0.01", "--seed", "3", "--no-progress"]
 
 
@@ -101,6 +102,7 @@ def test_report_command_reproduces_the_run_settings(trained):
     saved = json.loads((run / "config.json").read_text())["train_config"]
     assert rebuilt == saved
     assert f"--manifest {saved['manifest']}" in command and "--no-specaugment" in command
+    assert "--f-max-hz 3000" in command and "40-bin log-mel, 20–3000 Hz" in _page(run / "report" / "index.html")
     # the run records the relative --manifest it was given absolute: the command works from any folder
     assert Path(saved["manifest"]).is_absolute() and Path(saved["manifest"]).samefile(trained / "corpus" / "m.jsonl")
 

@@ -294,7 +294,8 @@ def _summary_rows(run_dir: Path, checkpoint: Path, ckpt: dict, config: dict, met
             "model": f"{type(model).__name__} ({spec}){', ' + shape if shape else ''}, "
                      f"{count_parameters(model):,} parameters",
             "input": f"{run_clip_s(ckpt):g} s clips at {mc.get('sample_rate')} Hz, "
-                     f"{model.frontend.config.n_mels}-bin log-mel",
+                     f"{model.frontend.config.n_mels}-bin log-mel, {model.frontend.config.f_min_hz:g}–"
+                     f"{model.frontend.config.f_max:g} Hz",
             "test set": found}
     if metrics:
         line = next((r for r in metrics if r.get("epoch") == ckpt.get("epoch")), None)  # the scored epoch's
