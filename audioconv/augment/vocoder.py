@@ -149,17 +149,38 @@ def stretch_frames(spectrum: torch.Tensor, rate: torch.Tensor, hop: int, n_fft: 
     first = position.floor().long().clamp(max=frames - 1)
     second = (first + 1).clamp(max=frames - 1)
     alpha = (position - first).clamp(max=1)[..., None]
-    row = torch.arange(rows, device=re.device)[:, None]
-    magnitude, angle = torch.hypot(re, im), ufunc(torch.atan2, np.arctan2, im, re)
-    mag = torch.lerp(magnitude[row, first], magnitude[row, second], alpha).mul_((position <= frames - 1)[..., None])
+    # the frames read, as rows of the (R * M, F) planes: index_select copies whole frames
+    base = torch.arange(rows, device=re.device)[:, None] * frames
+    first, second = (first + base).reshape(-1), (second + base).reshape(-1)
+    magnitude = torch.hypot(re, im).reshape(rows * frames, bins)
+    angle = ufunc(torch.atan2, np.arctan2, im, re).reshape(rows * frames, bins)
+
+    def read(planes: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        return planes.index_select(0, frame).reshape(rows, frames, bins)
+
+    mag = torch.lerp(read(magnitude, first), read(magnitude, second), alpha).mul_((position <= frames - 1)[..., None])
     # phase advance from frame `first` to `second`: the bin's own advance per hop plus the wrapped
     # deviation from it; summed over the output frames, the bins' own advances are added modulo 2 pi
     # (as a table), so that cos and sin see small angles (their slow path starts near 1e4 radians)
     centre = torch.arange(bins, device=re.device, dtype=torch.float64) * (2 * math.pi * hop / n_fft)
-    deviation = _wrap((angle[row, second] - angle[row, first]).sub_(centre.to(re.dtype)))
-    phase = torch.cat([angle[:, :1], deviation[:, :-1]], 1).cumsum_(1)
+    deviation = _wrap((read(angle, second) - read(angle, first)).sub_(centre.to(re.dtype)))
+    phase = torch.cat([angle.reshape(rows, frames, bins)[:, :1], deviation[:, :-1]], 1).cumsum_(1)
     phase += _own_advance(frames, bins, hop, n_fft, re.device, re.dtype)
-    return torch.complex(mag * ufunc(torch.cos, np.cos, phase), mag * ufunc(torch.sin, np.sin, phase))
+    return _from_polar(mag, phase)
+
+
+def _from_polar(magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """``magnitude * exp(i phase)`` as a complex tensor, each product written straight into its
+    real or imaginary plane (no interleaving copy afterwards; under autograd, built from the two)."""
+    cos, sin = ufunc(torch.cos, np.cos, phase), ufunc(torch.sin, np.sin, phase)
+    if magnitude.requires_grad or phase.requires_grad:
+        return torch.complex(magnitude * cos, magnitude * sin)
+    out = torch.empty(magnitude.shape, dtype=torch.complex128 if magnitude.dtype == torch.float64 else torch.complex64,
+                      device=magnitude.device)
+    planes = torch.view_as_real(out)
+    torch.mul(magnitude, cos, out=planes[..., 0])
+    torch.mul(magnitude, sin, out=planes[..., 1])
+    return out
 
 
 LOBE_BINS = 2  # half-width of a Hann window's main lobe, in bins
