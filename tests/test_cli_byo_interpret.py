@@ -199,6 +199,26 @@ def test_weights_of_another_sample_rate_are_refused_naming_it(tmp_path):
                                  n_classes=2, sample_rate=8000, n_mels=None, width=None), "cpu")
 
 
+def test_a_factory_model_with_a_front_end_of_its_own_loads_its_filters_as_they_are(tmp_path):
+    """A factory's full model may build its log-mel its own way (here from 0 Hz): its mel filters fit no
+    front end the package would build, and that is no error: they load with the weights, as before."""
+    from argparse import Namespace
+
+    from audioconv.commands._model import load_cli_model
+    from audioconv.features import LogMel, LogMelConfig
+    from _byo_models import full
+
+    own = full(2, SR)
+    own.frontend = LogMel(LogMelConfig(sample_rate=SR, n_mels=32, f_min_hz=0.0))
+    torch.save(own.state_dict(), tmp_path / "weights.pt")
+    model, _, _ = load_cli_model(Namespace(checkpoint=None, model="_byo_models:full", weights=str(tmp_path / "weights.pt"),
+                                           labels=None, n_classes=2, sample_rate=SR, n_mels=32, width=None), "cpu")
+    x = torch.randn(2, 1, SR // 2)
+    with torch.no_grad():
+        assert torch.equal(model.frontend.mel.mel_scale.fb, own.frontend.mel.mel_scale.fb)
+        assert torch.allclose(model(x), own.eval()(x))
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"classes": ["a", "b"]}', 'bad.json: expected {"labels": [...]} or a JSON list of label strings'),
     ('["a", 3]', "bad.json: label 1 must be a non-empty string, got 3"),

@@ -179,7 +179,8 @@ def _frontend(args, state: dict | None) -> dict | None:
     """The front end's overrides for ``--model`` (``{"n_mels": 40}``, with ``"f_max_hz"`` when the weights'
     mel filters stop below the Nyquist frequency): the bands are ``--n-mels``, else, for ``cnn``/``bcresnet``,
     those of the weights' mel filters (``state``, a run of any version) or ``audioconv train``'s default;
-    ``None`` for a factory without ``--n-mels`` (its own default)."""
+    ``None`` for a factory without ``--n-mels`` (its own default). Filters that fit no front end at
+    ``--sample-rate`` are an error for a built-in model, and a factory's own business."""
     from audioconv.features import mel_top_hz
     from audioconv.models.registry import BUILTIN
 
@@ -195,6 +196,8 @@ def _frontend(args, state: dict | None) -> dict | None:
         try:
             top_hz = mel_top_hz(filters, int(args.sample_rate))
         except ValueError as e:
+            if str(args.model) not in BUILTIN:  # a factory's own front end, made its own way: its filters load as they are
+                return frontend
             raise ValueError(f"the weights' front end does not fit --sample-rate {args.sample_rate}: {e}; give the "
                              f"sample rate the model was trained at") from None
         if top_hz is not None:
