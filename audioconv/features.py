@@ -171,8 +171,8 @@ def mel_top_hz(filters: torch.Tensor, sample_rate: int, f_min_hz: float = LogMel
     if len(weighed) == 0:
         raise ValueError("the mel filters weigh no frequency (all zero)")
     scale = float(target.square().sum())
-    step_hz = sample_rate / 2 / (n_freqs - 1)
-    low, high = int(weighed.max()) * step_hz, min((int(weighed.max()) + 1) * step_hz, sample_rate / 2)
+    step_hz, last = sample_rate / 2 / (n_freqs - 1), int(weighed.max())
+    low, high = last * step_hz, min((last + 1) * step_hz, sample_rate / 2)
 
     def misfit(top_hz: float) -> float:
         return float((htk_mel_bank(n_freqs, f_min_hz, top_hz, n_mels, sample_rate).double() - target).square().sum()) / scale
@@ -182,7 +182,7 @@ def mel_top_hz(filters: torch.Tensor, sample_rate: int, f_min_hz: float = LogMel
     if best > MEL_FIT_TOLERANCE:
         raise ValueError(f"the mel filters are not the {n_mels} HTK bands from {f_min_hz:g} Hz of a log-mel front end "
                          f"at {sample_rate} Hz (relative misfit {best:.1g})")
-    for candidate in (sample_rate / 2, round(top_hz), round(top_hz, 1), round(top_hz, 2)):
+    for candidate in (sample_rate / 2, round(top_hz), round(top_hz, 1)):
         if misfit(candidate) <= 2 * best + 1e-12:
             return None if candidate == sample_rate / 2 else float(candidate)
     return round(top_hz, 2)
