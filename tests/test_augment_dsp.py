@@ -220,3 +220,19 @@ def test_add_at_snr_on_some_rows_gives_each_the_gain_of_the_whole_batch_bit_for_
         some = dsp.add_at_snr(x, other.index_select(0, rows), snr_db, lengths, apply=apply, rows=rows)
         assert torch.equal(some, whole.index_select(0, rows))
     assert torch.equal(whole[~apply], x[~apply])  # rows not applied: x itself
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_zero_from_zeroes_each_row_from_its_start_on_in_place(device):
+    """Row by row on the CPU, one masked fill elsewhere (``meta`` takes that branch: shapes only;
+    ``cuda`` when there is one): the same as the mask ``t < starts[b]``, in place; NaN in the
+    zeroed part goes too (a product with the mask would keep it)."""
+    x = torch.randn(4, 2, 50, generator=torch.Generator().manual_seed(0))
+    x[1, :, 40:] = float("nan")
+    starts = torch.tensor([0, 40, 17, 60])
+    want = torch.where(torch.arange(50) < starts[:, None, None], x, torch.zeros(()))
+    y = x.to(device)
+    out = dsp.zero_from(y, starts.to(device))
+    assert out is y
+    if device != "meta":
+        assert torch.equal(out.cpu(), want)

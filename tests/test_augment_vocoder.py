@@ -138,3 +138,29 @@ def test_stft_and_istft_match_torch_frames_first(time):
     spectrum = spectrum * torch.rand(spectrum.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected = torch.istft(spectrum.transpose(1, 2), n_fft, hop, window=window, center=True, length=time)
     torch.testing.assert_close(istft(spectrum, n_fft, hop, time), expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("aug", [TimeStretch(16000, rate=(0.8, 1.25), p=1.0), PitchShift(16000, p=1.0)],
+                         ids=["stretch", "shift"])
+def test_gradients_through_a_clip_with_silence_are_finite_and_match_finite_differences(aug):
+    """Clips with digital silence (noise from 0.25 s on, one clip padded from 0.4 s on): the silent
+    frames' bins sit at the origin, where hypot and atan2 have no derivative; they pass a zero
+    gradient instead of NaN, and the gradient of the sound matches central differences. (Noise,
+    not a tone: a tone's near-empty bins have phases too touchy for finite differences.)"""
+    x = 0.1 * torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[..., :4000] = 0
+    lengths = torch.tensor([8000, 6400])
+    params = aug.sample(2, generator=torch.Generator().manual_seed(3))
+    weights = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def loss(signal):
+        return (aug.apply(signal, params, lengths) * weights).sum()
+
+    leaf = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(loss(leaf), leaf)
+    assert torch.isfinite(grad).all()
+    for row, sample in [(0, 5000), (0, 7000), (1, 5500)]:  # well inside the sound
+        step = torch.zeros_like(x)
+        step[row, 0, sample] = 1e-6
+        numeric = (loss(x + step) - loss(x - step)) / 2e-6
+        assert float(grad[row, 0, sample]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-6)

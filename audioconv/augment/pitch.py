@@ -1,10 +1,9 @@
 """Pitch shift by a drawn number of semitones, keeping the duration."""
 from __future__ import annotations
 
-import torch
 
 from .base import Augmentation, uniform
-from .dsp import gain_to_power, mean_power
+from .dsp import gain_to_power, mean_power, zero_from
 from .validation import check_range, check_sample_rate
 from .vocoder import shift_frames, vocode
 
@@ -48,7 +47,7 @@ class PitchShift(Augmentation):
     def _transform(self, x, params, lengths):
         batch, channels, time = x.shape
         if lengths is not None:  # the padding takes no part
-            x = x * (torch.arange(time, device=x.device) < lengths[:, None])[:, None, :]
+            x = zero_from(x.clone(), lengths)
         ratio = (2.0 ** (params["semitones"].double() / 12)).repeat_interleave(channels)
         y = vocode(x.reshape(batch * channels, time), self.sample_rate, shift_frames, ratio).reshape(x.shape)
         return y * gain_to_power(mean_power(x, lengths), mean_power(y, lengths))[:, None, None]

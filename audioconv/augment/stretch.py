@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, real_lengths, uniform
+from .dsp import zero_from
 from .validation import check_range, check_sample_rate
 from .vocoder import stretch_frames, vocode
 
@@ -58,12 +59,11 @@ class TimeStretch(Augmentation):
 
     def _transform(self, x, params, lengths):
         batch, channels, time = x.shape
-        t = torch.arange(time, device=x.device)
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
-        x = x * (t < real[:, None])[:, None, :] if lengths is not None else x
+        x = zero_from(x.clone(), lengths) if lengths is not None else x
         rate = params["rate"].double().repeat_interleave(channels)
         y = vocode(x.reshape(batch * channels, time), self.sample_rate, stretch_frames, rate).reshape(x.shape)
-        return y * (t < self._stretched(params["rate"], real)[:, None])[:, None, :]
+        return zero_from(y, self._stretched(params["rate"], real))
 
     def describe(self, params, index):
         return f"rate {float(params['rate'][index]):.2f}"
