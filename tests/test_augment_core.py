@@ -471,10 +471,18 @@ def test_describe_example_with_the_drawn_values():
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in ("codec", "bitcrush")])  # no gradient / zero
-def test_gradients_flow_through_every_transform(name):
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_gradients_flow_through_every_transform(name, with_lengths):
+    """Finite gradients, also for what real batches hold: a silent example, digital silence before
+    the sound, zero padding (power-matching gains and vocoder phases have no derivative at 0)."""
     aug = builders(1.0)[name]()
-    x = signal((3, 1, 800), torch.float64, "cpu").requires_grad_()
-    y = aug(x, generator=torch.Generator().manual_seed(0))
+    x = signal((4, 1, 800), torch.float64, "cpu")
+    x[1] = 0
+    x[2, :, :400] = 0
+    x[3, :, 600:] = 0
+    x.requires_grad_()
+    lengths = torch.tensor([800, 800, 800, 600]) if with_lengths else None
+    y = aug(x, generator=torch.Generator().manual_seed(0), lengths=lengths)
     (y * x.detach()).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 

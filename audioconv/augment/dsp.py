@@ -65,9 +65,12 @@ def real_peak(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Ten
 
 def gain_to_power(target_power: torch.Tensor, power: torch.Tensor) -> torch.Tensor:
     """Amplitude gain ``sqrt(target_power / power)`` that brings a signal of mean power ``power``
-    to ``target_power``; 0 where ``power`` is 0 (a silent signal stays silent, never NaN/inf)."""
-    safe = torch.where(power > 0, power, torch.ones_like(power))
-    return torch.where(power > 0, (target_power / safe).sqrt(), torch.zeros_like(power))
+    to ``target_power``; 0 where either power is 0 (a silent signal stays silent, never NaN/inf; under
+    autograd a zero gradient there, where the square root's is infinite)."""
+    both = (power > 0) & (target_power > 0)
+    one = torch.ones_like(power)
+    ratio = torch.where(both, target_power, one) / torch.where(both, power, one)
+    return torch.where(both, ratio.sqrt(), torch.zeros_like(power))
 
 
 # Time per transformed sample of a real FFT by the power of two in its length, relative to a
