@@ -223,16 +223,25 @@ def test_add_at_snr_on_some_rows_gives_each_the_gain_of_the_whole_batch_bit_for_
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"] + (["cuda"] if torch.cuda.is_available() else []))
-def test_zero_from_zeroes_each_row_from_its_start_on_in_place(device):
-    """Row by row on the CPU, one masked fill elsewhere (``meta`` takes that branch: shapes only;
-    ``cuda`` when there is one): the same as the mask ``t < starts[b]``, in place; NaN in the
-    zeroed part goes too (a product with the mask would keep it)."""
+@pytest.mark.parametrize("with_source", [False, True])
+def test_replace_tails_replaces_each_row_from_its_start_on(device, with_source):
+    """Row by row in place on the CPU, one ``torch.where`` elsewhere (``meta`` takes that branch:
+    shapes only; ``cuda`` when there is one) and under autograd: the same as the mask
+    ``t >= starts[b]``; NaN in the replaced part goes too (a product with a mask would keep it)."""
     x = torch.randn(4, 2, 50, generator=torch.Generator().manual_seed(0))
     x[1, :, 40:] = float("nan")
+    source = torch.randn(4, 2, 50, generator=torch.Generator().manual_seed(1))
     starts = torch.tensor([0, 40, 17, 60])
-    want = torch.where(torch.arange(50) < starts[:, None, None], x, torch.zeros(()))
+    tail = torch.arange(50) >= starts[:, None, None]
+    want = torch.where(tail, source if with_source else torch.zeros(()), x)
     y = x.to(device)
-    out = dsp.zero_from(y, starts.to(device))
-    assert out is y
+    out = dsp.replace_tails(y, starts.to(device), source.to(device) if with_source else None)
+    if device == "cpu":
+        assert out is y
     if device != "meta":
         assert torch.equal(out.cpu(), want)
+    leaf = x.clone().requires_grad_()
+    graded = dsp.replace_tails(leaf, starts, source if with_source else None)
+    assert graded is not leaf and torch.equal(graded.detach(), want)
+    grad, = torch.autograd.grad(graded.sum(), leaf)
+    assert torch.equal(grad, (~tail).expand_as(x).float())

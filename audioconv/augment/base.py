@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .dsp import replace_tails
 from .params import Params, check_params, params_select, params_to, restrict
 from .validation import as_batch, check_generator, check_lengths, check_probability
 
@@ -67,12 +68,10 @@ def real_lengths(params: Params, lengths: torch.Tensor | None, time: int) -> tor
 
 
 def keep_padding(y: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """``y`` ``(B, C, T)`` with each example's padding (samples ``lengths[b]`` on) taken from ``x``;
-    ``y`` itself when ``lengths`` is None."""
-    if lengths is None:
-        return y
-    real = torch.arange(x.shape[-1], device=x.device) < lengths[:, None]  # (B, T)
-    return torch.where(real[:, None, :], y, x)
+    """``y`` ``(B, C, T)`` (new memory of the caller's) with each example's padding (samples
+    ``lengths[b]`` on) taken from ``x`` (``dsp.replace_tails``: in place on the CPU); ``y`` itself
+    when ``lengths`` is None."""
+    return y if lengths is None else replace_tails(y, lengths, x)
 
 
 # ----------------------------------------------------------------------------------- base class

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.fft
 import torch
 
-__all__ = ["zero_from", "mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter",
+__all__ = ["replace_tails", "mean_power", "real_peak", "gain_to_power", "add_at_snr", "fast_length", "fft_filter",
            "fft_convolve", "overlap_save", "convolution_plan", "colored_noise", "noise_bank",
            "shared_noise_bank", "shared_bank_energy", "circular_windows", "DeviceCache",
            "COLOR_SLOPES_DB_PER_OCTAVE", "NOISE_BANK_SAMPLES"]
@@ -24,17 +24,21 @@ NOISE_BANK_SAMPLES = 2 ** 21  # ~131 s at 16 kHz; examples read random windows o
 BANK_EXTENSION = 2 ** 18  # the cached banks repeat their first samples so windows this long read contiguously
 
 
-def zero_from(x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    """Set the samples of each example from ``starts[b]`` on to zero, in place; returns ``x``.
+def replace_tails(y: torch.Tensor, starts: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+    """``y`` with each example's samples from ``starts[b]`` on replaced by ``source``'s (by zeros
+    when ``source`` is None).
 
-    ``x`` ``(B, C, T)``; ``starts`` ``(B,)`` int sample indices (``>= T``: nothing). On the CPU row
-    by row (a slice each: 5x as fast as one mask over the batch, measured); elsewhere one masked fill
-    (no read-back from the device)."""
-    if x.device.type == "cpu":
+    ``y``, ``source``: ``(B, C, T)``; ``starts``: ``(B,)`` int sample indices (``>= T``: nothing
+    replaced). On the CPU, outside autograd, ``y`` is written in place, a slice per row (5x as
+    fast as a mask over the batch, measured) and returned; elsewhere one ``torch.where`` (new
+    memory, no read-back from the device)."""
+    if y.device.type == "cpu" and not y.requires_grad and (source is None or not source.requires_grad):
         for row, start in enumerate(starts.tolist()):
-            x[row, :, start:] = 0
-        return x
-    return x.masked_fill_(torch.arange(x.shape[-1], device=x.device) >= starts[:, None, None], 0)
+            if start < y.shape[-1]:
+                y[row, :, start:] = 0 if source is None else source[row, :, start:]
+        return y
+    tail = torch.arange(y.shape[-1], device=y.device) >= starts[:, None, None]
+    return torch.where(tail, y.new_zeros(()) if source is None else source, y)
 
 
 def mean_power(x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

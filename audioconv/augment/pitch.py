@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from .base import Augmentation, uniform
-from .dsp import gain_to_power, mean_power, zero_from
+from .dsp import gain_to_power, mean_power, replace_tails
 from .validation import check_range, check_sample_rate
 from .vocoder import shift_frames, vocode
 
@@ -47,7 +47,7 @@ class PitchShift(Augmentation):
     def _transform(self, x, params, lengths):
         batch, channels, time = x.shape
         if lengths is not None:  # the padding takes no part
-            x = zero_from(x.clone(), lengths)
+            x = replace_tails(x.clone(), lengths)
         ratio = (2.0 ** (params["semitones"].double() / 12)).repeat_interleave(channels)
         y = vocode(x.reshape(batch * channels, time), self.sample_rate, shift_frames, ratio).reshape(x.shape)
         return y * gain_to_power(mean_power(x, lengths), mean_power(y, lengths))[:, None, None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, real_lengths, uniform
-from .dsp import zero_from
+from .dsp import replace_tails
 from .validation import check_range, check_sample_rate
 from .vocoder import stretch_frames, vocode
 
@@ -60,10 +60,10 @@ class TimeStretch(Augmentation):
     def _transform(self, x, params, lengths):
         batch, channels, time = x.shape
         real = lengths if lengths is not None else torch.full((batch,), time, device=x.device)
-        x = zero_from(x.clone(), lengths) if lengths is not None else x
+        x = replace_tails(x.clone(), lengths) if lengths is not None else x
         rate = params["rate"].double().repeat_interleave(channels)
         y = vocode(x.reshape(batch * channels, time), self.sample_rate, stretch_frames, rate).reshape(x.shape)
-        return zero_from(y, self._stretched(params["rate"], real))
+        return replace_tails(y, self._stretched(params["rate"], real))
 
     def describe(self, params, index):
         return f"rate {float(params['rate'][index]):.2f}"
