@@ -722,3 +722,19 @@ def test_a_run_of_a_brought_model_resumes_bit_identically(corpus, tmp_path, monk
     fit_interrupted(tiny(corpus, tmp_path / "run", **settings), monkeypatch, 18 + 5)  # in epoch 2
     resumed = fit(tiny(corpus, tmp_path / "run", **settings, resume=True), progress=False)
     assert resumed["steps"] == ref["steps"] == 36 and resumed["state_sha1"] == ref["state_sha1"]
+
+
+def test_resume_takes_no_f_max_as_the_nyquist_frequency(tmp_path):
+    """--f-max-hz at the Nyquist frequency is the run's own bands when the run gave none (not a
+    change to refuse); another top is refused naming both tops in Hz, not ``None``."""
+    from audioconv.commands.train import _refuse_changed_settings
+    from audioconv.training.config import TrainConfig
+
+    saved = TrainConfig(train="t.jsonl", sample_rate=16000).to_dict()
+    where = tmp_path / "config.json"
+    _refuse_changed_settings(saved, {"f_max_hz": 8000.0}, where)
+    _refuse_changed_settings({**saved, "f_max_hz": 8000.0}, {"f_max_hz": 8000}, where)
+    with pytest.raises(ValueError, match=r"--f-max-hz 4000.0 \(was 8000.0\)"):
+        _refuse_changed_settings(saved, {"f_max_hz": 4000.0}, where)
+    with pytest.raises(ValueError, match=r"--f-max-hz 8000.0 \(was 4000.0\)"):
+        _refuse_changed_settings({**saved, "f_max_hz": 4000.0}, {"f_max_hz": 8000.0}, where)

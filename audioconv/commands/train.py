@@ -175,6 +175,9 @@ def _refuse_changed_settings(saved: dict, given: dict, where: Path) -> None:
 
     before = TrainConfig.from_dict(saved).to_dict()
     after = TrainConfig.from_dict({**saved, **given}).to_dict()
+    for settings in (before, after):  # no top given is the Nyquist frequency: the same bands
+        if settings.get("f_max_hz") is None:
+            settings["f_max_hz"] = settings["sample_rate"] / 2
     changed = [f"--{name.replace('_', '-')} {_shown(after[name])} (was {_shown(before[name])})"
                for name in given if name not in (*RESUME_MAY_CHANGE, "out") and not _same(name, after[name], before[name])]
     if changed:
