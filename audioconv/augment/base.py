@@ -68,9 +68,9 @@ def real_lengths(params: Params, lengths: torch.Tensor | None, time: int) -> tor
 
 
 def keep_padding(y: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """``y`` ``(B, C, T)`` (new memory of the caller's) with each example's padding (samples
-    ``lengths[b]`` on) taken from ``x`` (``dsp.replace_tails``: in place on the CPU); ``y`` itself
-    when ``lengths`` is None."""
+    """``y`` ``(B, C, T)`` — new memory that may be overwritten — with each example's padding
+    (samples ``lengths[b]`` on) taken from ``x`` (``dsp.replace_tails``: in place on the CPU);
+    ``y`` itself when ``lengths`` is None."""
     return y if lengths is None else replace_tails(y, lengths, x)
 
 

@@ -1,7 +1,6 @@
 """Pitch shift by a drawn number of semitones, keeping the duration."""
 from __future__ import annotations
 
-
 from .base import Augmentation, uniform
 from .dsp import gain_to_power, mean_power, replace_tails
 from .validation import check_range, check_sample_rate
