@@ -193,3 +193,28 @@ def test_without_skip_bad_a_bad_clip_stops_training_with_one_line_from_a_worker(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"audioconv train: error: {broken['train']}:1")
     assert any(f"{broken['train']}:{n}: " in err for n in (10, 11, 12)), err  # the manifest line, then the reason
+
+
+def test_skip_bad_with_no_readable_clip_left_is_an_error_not_an_empty_run(broken, capsys):
+    """Every clip of the training set, or of the validation set, unreadable (found only when
+    decoded): one line and exit 2, not 0 steps, a loss of 0 and NaN metrics; evaluate the same."""
+    root = broken["root"]
+    nan = [r for r in read_manifest(broken["val"]) if "nan" in r["audio_filepath"]]
+    (root / "c" / "nan2.wav").write_bytes(Path(nan[0]["audio_filepath"]).read_bytes())
+    nan_only = write_manifest(root / "nan.jsonl", nan + [{"audio_filepath": str(root / "c" / "nan2.wav"),
+                                                          "label": "mid"}])  # two classes
+    for data, which in ((["--train", nan_only], "training"), (["--train", broken["train"], "--val", nan_only], "validation")):
+        code = cli_main([str(a) for a in ("train", *data, "--out", root / which, "--skip-bad", *tiny(epochs=1))])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err[-1].startswith(f"audioconv train: error: no clip of the {which} set could be read")
+        assert not (root / which / "best.pt").exists()
+    ok = cli_main([str(a) for a in ("train", "--train", broken["train"], "--out", root / "run", "--skip-bad",
+                                    *tiny(epochs=1))])
+    assert ok == 0
+    capsys.readouterr()
+    code = cli_main([str(a) for a in ("evaluate", "--checkpoint", root / "run" / "best.pt", "--manifest", nan_only,
+                                      "--skip-bad", "--json", "--no-png", "--device", "cpu", "--no-progress")])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.strip().splitlines()[-1] == (f"audioconv evaluate: error: no clip of {nan_only} could be scored: "
+                                                    "all 2 selected were unreadable and skipped (see the warnings above)")

@@ -163,6 +163,9 @@ def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | 
                                          collate_fn=collate, pin_memory=dev.type == "cuda")
     chunks: list[torch.Tensor] = []
     confusion, loss_sum, n = run_validation(model, loader, dev, len(labels), None, progress, "evaluate", chunks)
+    if n == 0:
+        raise ValueError(f"no clip of {manifest} could be scored: all {len(ds.skipped)} selected were unreadable "
+                         f"and skipped (see the warnings above)")
     result = summarize(confusion.cpu(), labels)
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,

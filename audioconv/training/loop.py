@@ -762,7 +762,9 @@ def run_epoch(state: TrainState) -> dict:
                leave=False, disable=not state.progress)
     batches = d.epoch_batches(state.epoch)  # the clips of each batch, for messages
     state.tally.start()
+    read = 0  # batches the loader gave in this call
     for x, y, lengths in loader:
+        read += 1
         if y.shape[0] == 0:  # every clip of the batch was unreadable and skipped (skip_bad)
             if info.is_distributed:
                 raise ValueError(f"a whole batch of unreadable clips at epoch {state.epoch + 1}, batch "
@@ -787,6 +789,9 @@ def run_epoch(state: TrainState) -> dict:
     if state.device.type == "cuda":
         torch.cuda.synchronize(state.device)
     sums = state.tally.running(info)
+    if read and not sums["seen"]:
+        raise ValueError(f"no clip of the training set could be read in epoch {state.epoch + 1}: every batch was "
+                         f"unreadable clips, skipped (see the warnings above); fix or remove them")
     state.epoch += 1
     state.batches_done = 0
     state.tally = EpochSums(state.device)
@@ -806,6 +811,9 @@ def validate(state: TrainState) -> dict:
     distributed.all_reduce_sum(confusion, state.info)
     distributed.all_reduce_sum(loss_sum, state.info)
     n_val = int(confusion.sum())
+    if n_val == 0:
+        raise ValueError("no clip of the validation set could be read: every one was unreadable and skipped (see "
+                         "the warnings above); fix or remove them, or train without a validation set")
     return {"val_loss": float(loss_sum) / max(1, n_val), "val_accuracy": accuracy(confusion.cpu()),
             "val_macro_f1": macro_f1(confusion.cpu()), "val_clips": n_val}
 
