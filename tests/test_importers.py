@@ -432,3 +432,20 @@ def test_importers_refuse_a_truncated_wav_unless_skip_bad(tmp_path):
         import_folder(tmp_path, progress=False)
     result = import_folder(tmp_path, skip_bad=True, progress=False)
     assert [Path(s["audio_filepath"]).name for s in result.skipped] == ["cut.wav"] and len(result.records) == 2
+
+
+def test_a_metadata_csv_that_is_not_utf8_is_named_by_line(tmp_path):
+    """An ESC-50 / UrbanSound8K CSV saved in a Windows code page: one line naming ``file:line``
+    and the fix (the CSV's own line numbers, as for its other errors); UTF-8 with a BOM reads."""
+    from audioconv.io.importers._csv import csv_rows
+
+    text = "filename,category\r\na.wav,dog\r\nb.wav,café\r\n"
+    bad = tmp_path / "cp1252.csv"
+    bad.write_bytes(text.encode("cp1252"))
+    with pytest.raises(ValueError, match=r"cp1252\.csv:3: not UTF-8 text \(byte 0xe9 at column 10\); save the "
+                                         r"metadata CSV as UTF-8$"):
+        list(csv_rows(bad, ("filename", "category")))
+    good = tmp_path / "bom.csv"
+    good.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert [(where.rsplit(":", 1)[1], row["category"]) for where, row in csv_rows(good, ("filename", "category"))] == \
+        [("2", "dog"), ("3", "café")]

@@ -336,3 +336,30 @@ def test_label_is_optional_only_when_asked(tmp_path):
         validate_record({"audio_filepath": "a.wav", "label": 3}, require_label=False)
     with pytest.raises(ManifestError, match="missing required key 'audio_filepath'"):
         validate_record({"label": "x"}, require_label=False)
+
+
+def test_a_manifest_that_is_not_utf8_is_named_by_line_byte_and_fix(tmp_path):
+    """A Windows code page (cp1252) or UTF-16 (PowerShell's ``>``): one line naming ``file:line``,
+    the byte and the fix, from the reader and from ``check`` (which goes on with the other lines);
+    a UTF-8 byte-order mark and CRLF line ends read as before; an audio file given as the manifest
+    is named as such."""
+    wav = tmp_path / "café.wav"
+    sf.write(wav, np.zeros(800, np.float32), 8000)
+    good = json.dumps({"audio_filepath": "café.wav", "label": "yes"}, ensure_ascii=False)
+    plain = json.dumps({"audio_filepath": "café.wav", "label": "no", "offset": 0.05})
+    cp1252 = tmp_path / "cp1252.jsonl"
+    cp1252.write_bytes((plain + "\r\n" + good + "\r\n").encode("cp1252"))
+    with pytest.raises(ValueError, match=r"^.*cp1252\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 24\); save the "
+                                         r"manifest as UTF-8$"):
+        read_manifest(cp1252)
+    report = check_manifest(cp1252, progress=False)
+    assert report.n_ok == 1 and [b["line"] for b in report.bad] == [2] and "not UTF-8 text" in report.bad[0]["error"]
+    utf16 = tmp_path / "utf16.jsonl"
+    utf16.write_text(good + "\n", encoding="utf-16")
+    with pytest.raises(ValueError, match=r"utf16\.jsonl:1: the manifest is UTF-16 text .*save it as UTF-8$"):
+        read_manifest(utf16)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (good + "\r\n\r\n" + plain + "\r\n").encode("utf-8"))
+    assert [r["label"] for r in read_manifest(bom)] == ["yes", "no"]
+    with pytest.raises(ValueError, match=r"café\.wav is an audio file, not a manifest"):
+        read_manifest(wav)

@@ -30,6 +30,7 @@ Every problem raises :class:`ManifestError` (a ``ValueError``) whose message sta
 """
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from typing import Any, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from audioconv.io import audio
+from audioconv.io.text import decode_line, utf8_lines
 from audioconv.io.files import atomic_write
 
 __all__ = [
@@ -190,7 +192,10 @@ def _open_manifest(path: Path):
         raise FileNotFoundError(f"manifest not found: {path}")
     if path.is_dir():
         raise ValueError(f"manifest path is a folder, not a file: {path}")
-    return open(path, encoding="utf-8-sig")  # tolerate a byte-order mark
+    if audio.is_audio(path):
+        raise ValueError(f"{path} is an audio file, not a manifest (a JSON-lines file, one clip a line: "
+                         f"`audioconv manifest` writes one)")
+    return open(path, "rb")  # read as UTF-8 line by line (text.utf8_lines), a byte-order mark tolerated
 
 
 def iter_manifest(
@@ -223,7 +228,7 @@ def _iter_lines(f, path: Path, resolve: bool, allow_duplicates: bool, line_numbe
     folder = Path(os.path.abspath(path)).parent
     seen: dict[tuple[str, float], int] = {}
     with f:
-        for n, text in enumerate(f, start=1):
+        for n, text in enumerate(utf8_lines(f, path, "manifest"), start=1):
             if not text.strip():
                 continue
             where = f"{path}:{n}"
@@ -424,14 +429,14 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     seen: dict[tuple[str, float], int] = {}
     durations: list[float] = []
     with _open_manifest(path) as f:
-        for n, text in enumerate(tqdm(f, total=n_total, disable=not progress, desc="check", unit="line"), start=1):
-            if not text.strip():
+        for n, raw in enumerate(tqdm(f, total=n_total, disable=not progress, desc="check", unit="line"), start=1):
+            if not raw.removeprefix(codecs.BOM_UTF8).strip():
                 continue
             report.n_lines += 1
             where = f"{path}:{n}"
             audio_path = None
-            try:
-                rec = _parse_line(text, where, base_dir)
+            try:  # a line that is not UTF-8 is a bad line of its own: the lines after it are checked
+                rec = _parse_line(decode_line(raw, where, "manifest", first=n == 1), where, base_dir)
                 audio_path = rec["audio_filepath"]
                 key = _duplicate_key(rec)
                 if key in seen:

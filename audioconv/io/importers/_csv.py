@@ -5,14 +5,15 @@ import csv
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..text import utf8_lines
 from ._common import require_file
 
 
 def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
     """Yield ``("file:line", row)`` for each data row; raise if a required column is missing."""
     require_file(path, "metadata CSV")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    with open(path, "rb") as f:
+        reader = csv.DictReader(utf8_lines(f, path, "metadata CSV"))
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}:1: missing column(s) {missing} (header: {reader.fieldnames})")
