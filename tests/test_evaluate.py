@@ -183,3 +183,11 @@ def test_command_line(trained, tmp_path, capsys):
     assert "macro-F1" in out and "chirp" in out and png.is_file()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--manifest", str(corpus["test"])]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_a_negative_worker_count_is_refused_naming_the_option(trained):
+    """Not torch's DataLoader text (``num_workers option should be non-negative``)."""
+    corpus, ckpt = trained
+    with pytest.raises(ValueError, match=r"^workers must be >= 0 DataLoader processes \(0: decode in this one\), "
+                                         r"got -5$"):
+        evaluate(ckpt, corpus["test"], device="cpu", progress=False, workers=-5)

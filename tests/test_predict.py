@@ -115,6 +115,8 @@ def test_predict_command_on_every_format(tmp_path, checkpoint, capsys):
     (["ok.wav", "--top-k", "0"], "--top-k must be >= 1"),
     (["ok.wav", "--hop-s", "0"], "hop_s must be > 0 seconds"),
     (["ok.wav", "--window-s", "0.00001"], "less than one sample"),
+    (["ok.wav", "--window-s", "0.01"], "a window of window_s=0.01 s is too short for the log-mel front end: 80 "
+                                       "samples (10.0 ms at 8000 Hz)"),
 ])
 def test_predict_errors(tmp_path, checkpoint, capsys, monkeypatch, args, message):
     ckpt, _ = checkpoint
@@ -142,3 +144,17 @@ def test_a_text_file_given_as_checkpoint_is_said_to_be_no_checkpoint(tmp_path, c
     notes.write_text("trained on fold1–fold4, lr 3e-3\n")  # UTF-8 text with a non-ASCII dash
     with pytest.raises(ValueError, match=r"notes\.txt is not a checkpoint: it is a text file \(plain text\)"):
         load_checkpoint(notes)
+
+
+def test_a_file_with_every_window_silent_says_each_one_counted(tmp_path, checkpoint, capsys):
+    """Digital silence: no window is louder than another, so the file score is the mean over all
+    of them; the text says so instead of marking the only windows "not counted"."""
+    ckpt, model = checkpoint
+    sf.write(tmp_path / "zeros.wav", np.zeros(int(0.75 * SR), dtype=np.float32), SR)  # windows at 0 and 0.25 s
+    assert main(["predict", "--checkpoint", str(ckpt), str(tmp_path / "zeros.wav"), "--windows", "--device", "cpu",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 window(s) of 0.5 s every 0.25 s, 2 silent (all: each one counted)" in text
+    assert text.count("  (silent)\n") == 2 and "not counted" not in text
+    (pred,) = predict_files(ckpt, [tmp_path / "zeros.wav"], device="cpu", progress=False)
+    np.testing.assert_allclose(pred.probs, pred.window_probs.mean(axis=0))

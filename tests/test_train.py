@@ -571,6 +571,20 @@ def test_f_max_option_sets_the_top_of_the_mel_filters_of_the_model(sample_rate=1
                                          r"bins are 31.25 Hz apart\): raise f_max_hz or lower n_mels$"):
         TrainConfig(train="t.jsonl", f_max_hz=60.0).validate()  # one bin, 31.25 Hz, lies in 20-60 Hz: two bands hold it
     TrainConfig(train="t.jsonl", f_max_hz=np.float32(4000.0)).validate()  # a numpy number is a number
+    # without a top of one's own: more bands than the FFT's 257 frequency bins are refused the same way
+    with pytest.raises(ValueError, match=r"^n_mels=500 leaves 140 of the 500 mel bands without a frequency bin \(the "
+                                         r"bins are 31.25 Hz apart\): use at most 257 bands, one per frequency bin of "
+                                         r"the 512-point FFT$"):
+        TrainConfig(train="t.jsonl", n_mels=500).validate()
+    TrainConfig(train="t.jsonl", n_mels=128).validate()  # a few narrow empty low bands: torchaudio warns, it trains
+
+
+@pytest.mark.parametrize("name", ["weight_decay", "grad_clip_norm"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, True])
+def test_weight_decay_and_grad_clip_norm_must_be_finite_numbers(name, value):
+    """NaN passed the ``< 0`` check before and surfaced as a NaN loss blamed on the learning rate."""
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number >= 0, got {value!r}$"):
+        TrainConfig(train="t.jsonl", **{name: value}).validate()
 
 
 def test_normalize_option_offers_every_normalisation_of_the_front_end(capsys):

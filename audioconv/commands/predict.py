@@ -42,10 +42,11 @@ def _print_text(pred, top_k: int, windows: bool) -> None:
     n, quiet = len(pred.starts_s), int(pred.silent.sum())
     print(f"{pred.path}: {_line(pred.top(top_k))}")
     print(f"  {pred.duration_s:.2f} s at {pred.sample_rate} Hz, {pred.channels} channel(s); {n} window(s) of "
-          f"{pred.window_s:g} s every {pred.hop_s:g} s" + (f", {quiet} silent" if quiet else ""))
+          f"{pred.window_s:g} s every {pred.hop_s:g} s" + (f", {quiet} silent" if quiet else "")
+          + (" (all: each one counted)" if quiet == n else ""))
     if windows:
         for w, (start, end, silent) in enumerate(zip(pred.starts_s, pred.ends_s, pred.silent)):
-            mark = "  (silent: not counted)" if silent else ""
+            mark = ("  (silent)" if quiet == n else "  (silent: not counted)") if silent else ""
             print(f"  {start:7.2f}-{end:.2f} s: {_line(pred.top(top_k, w))}{mark}")
 
 

@@ -223,8 +223,9 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("weight_decay", "grad_clip_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.amp not in ("auto", "none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'auto', 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if self.best_metric not in BEST_METRICS:
@@ -270,23 +271,28 @@ class TrainConfig:
                              f"--manifest; audioconv cv: --validation next)")
 
     def _check_f_max(self) -> None:
-        """``f_max_hz`` (the top of the highest mel band) lies above the lowest band's start, at or
-        below the Nyquist frequency, and high enough that every mel band holds a frequency bin."""
+        """``f_max_hz`` (the top of the highest mel band; ``None``: the Nyquist frequency) lies above
+        the lowest band's start and at or below the Nyquist frequency, and the ``n_mels`` bands up
+        to it each hold a frequency bin."""
         from audioconv.features import LogMelConfig, htk_mel_bank
 
-        if self.f_max_hz is None:
-            return
         low, nyquist = LogMelConfig.f_min_hz, self.sample_rate / 2
         v = self.f_max_hz
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not low < v <= nyquist:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+                              or not low < v <= nyquist):
             raise ValueError(f"f_max_hz must be a frequency in Hz above {low:g} and at most the Nyquist "
                              f"frequency ({nyquist:g} Hz at sample_rate {self.sample_rate}), got {v!r}")
         n_fft = LogMelConfig.n_fft
-        bank = htk_mel_bank(n_fft // 2 + 1, low, float(v), int(self.n_mels), int(self.sample_rate))
+        bins = n_fft // 2 + 1
+        bank = htk_mel_bank(bins, low, nyquist if v is None else float(v), int(self.n_mels), int(self.sample_rate))
         empty = int((bank.sum(dim=0) == 0).sum())
-        if empty:
-            raise ValueError(f"f_max_hz={v:g} leaves {empty} of the {self.n_mels} mel bands without a frequency bin "
-                             f"(the bins are {self.sample_rate / n_fft:g} Hz apart): raise f_max_hz or lower n_mels")
+        # a top of one's own must leave no band empty; up to the Nyquist frequency a few narrow low bands
+        # may be (torchaudio warns), but not more bands than the FFT has frequency bins
+        if empty and (v is not None or self.n_mels > bins):
+            what, fix = (f"f_max_hz={v:g}", "raise f_max_hz or lower n_mels") if v is not None else \
+                (f"n_mels={self.n_mels}", f"use at most {bins} bands, one per frequency bin of the {n_fft}-point FFT")
+            raise ValueError(f"{what} leaves {empty} of the {self.n_mels} mel bands without a frequency bin "
+                             f"(the bins are {self.sample_rate / n_fft:g} Hz apart): {fix}")
 
     def _check_sample_rate(self) -> None:
         """The log-mel front end needs its lowest band (``f_min_hz``) below the Nyquist frequency and

@@ -91,6 +91,8 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if int(workers) < 0:
+        raise ValueError(f"workers must be >= 0 DataLoader processes (0: decode in this one), got {workers}")
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     scored = score_checkpoint(ckpt, checkpoint, manifest, dev, batch_size, allow_unknown, progress, split, workers,

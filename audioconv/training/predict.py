@@ -31,7 +31,7 @@ from audioconv.utils import eval_mode, model_device, resolve_device
 __all__ = ["FilePrediction", "AGGREGATION", "window_starts", "predict_waveform", "predict_file", "predict_files",
            "predict_dataset"]
 
-AGGREGATION = "mean of the window probabilities over the non-silent windows"
+AGGREGATION = "mean of the window probabilities over the non-silent windows (over every window when all are silent)"
 
 
 @dataclass
@@ -131,6 +131,9 @@ def predict_waveform(model: nn.Module, waveform: torch.Tensor, sample_rate: int,
         ``(starts (W,) samples, probs (W, K) float64, silent (W,) bool)``.
     """
     window, hop = _check_times(window_s, window_s / 2 if hop_s is None else hop_s, sample_rate)
+    frontend = getattr(model, "frontend", None)
+    if hasattr(frontend, "check_length"):
+        frontend.check_length(window, f"a window of window_s={window_s:g} s")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     mono = waveform.reshape(-1, waveform.shape[-1]).float().mean(dim=0)  # (T,)
