@@ -346,3 +346,33 @@ def test_a_normalising_front_end_judges_silence_on_its_db_not_on_the_normalised_
             f0, f1, t0, t1 = res.receptive_fields[u, r]
             centre_s = (t0 + t1 - 1) // 2 * hop_s
             assert spans[e][0] - win_s <= centre_s <= spans[e][1] + win_s
+
+
+def test_top_k_and_activations_of_a_linear_head_treat_its_output_as_one_position():
+    """A ``(B, C)`` layer (the classifier's linear layer, here the logits themselves) is a 1 x 1 map:
+    top-k are the largest positive logits of each class over the clips, as the model's own forward
+    gives them; ``activations`` and the receptive field read it as ``(N, C, 1, 1)``. (It crashed:
+    ``not enough values to unpack``.)"""
+    from audioconv.interpret.traced import TracedModel
+
+    model = tiny_model(seed=4).double()  # classes 0 and 2 score above zero on these clips
+    g = torch.Generator().manual_seed(5)
+    clips = [0.3 * torch.randn(1, int(0.4 * SR), generator=g, dtype=torch.float64) for _ in range(8)]
+    res = top_k(model, clips, "head.fc", channels=[0, 2], k=3, batch_size=3, device="cpu", progress=False,
+                max_per_clip=None, silence_db=None)
+    with torch.no_grad():
+        logits = torch.cat([model(c[None]) for c in clips]).numpy()  # (8, 3)
+    for u, ch in enumerate([0, 2]):
+        v = logits[:, ch]
+        order = [e for e in np.argsort(-v, kind="stable") if v[e] > 0][:3]
+        assert order  # some clips score the class above zero
+        assert res.n_hits[u] == len(order)
+        np.testing.assert_allclose(res.scores[u][:len(order)], v[order], rtol=1e-12)
+        np.testing.assert_array_equal(res.example_indices[u][:len(order)], order)
+        assert (res.positions[u][:len(order)] == 0).all()
+    traced = TracedModel(model, torch.device("cpu"))
+    logmel = torch.cat([model.frontend(c[None]) for c in clips])
+    acts = traced.activations(logmel, ["head.fc"], batch_size=3)["head.fc"]
+    assert acts.shape == (8, 3, 1, 1)
+    np.testing.assert_allclose(acts[:, :, 0, 0].numpy(), logits, rtol=1e-6)
+    assert receptive_field(model, "head.fc", 0, 0, input_size=tuple(logmel.shape[-2:]))[1] == logmel.shape[-2]

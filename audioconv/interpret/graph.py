@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from audioconv.interpret.rules import NO_SIGNAL, OPS, SUPPORTED, Call, Mode, Opaque, Rule, Unsupported, op_name
 from audioconv.interpret.signal import FULL, POINTWISE, Signal, merge
 
-__all__ = ["Node", "Graph", "Census", "OUTPUT", "trace", "census", "capture", "backward", "input_boxes",
+__all__ = ["Node", "Graph", "Census", "OUTPUT", "as_4d", "trace", "census", "capture", "backward", "input_boxes",
            "whole_input_axes", "unit_cells"]
 
 #: The key :func:`trace` takes for the model's own output (a classifier's logits ``(B, n_classes)``).
@@ -364,6 +364,12 @@ def trace(model: nn.Module, entry, x: torch.Tensor, layer: str, key: str, mode: 
         raise ValueError(f"layer {layer!r} has output shape {tuple(fm.shape)}; the projector needs a feature map "
                          "(B, C, H, W), (B, C, L) or (B, C)")
     return graph
+
+
+def as_4d(a: torch.Tensor) -> torch.Tensor:
+    """A feature map as ``(B, C, H, W)``: ``(B, C)`` → ``(B, C, 1, 1)``, ``(B, C, L)`` → ``(B, C, 1, L)``
+    (a view; the sizes :meth:`Graph.feature_size` gives)."""
+    return a[:, :, None, None] if a.dim() == 2 else a[:, :, None, :] if a.dim() == 3 else a
 
 
 def feature_maps(model: nn.Module, entry, x: torch.Tensor, keys: dict) -> dict:

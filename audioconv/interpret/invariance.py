@@ -64,7 +64,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from audioconv.augment import AddNoise, Gain, PitchShift, Reverb, TimeShift
-from audioconv.interpret.graph import capture as graph_capture
+from audioconv.interpret.graph import as_4d, capture as graph_capture
 from audioconv.interpret.traced import TracedModel
 from audioconv.utils import eval_mode
 
@@ -394,11 +394,6 @@ def _layer_plan(traced, name, shape, pt, amounts, inp, example, device) -> _Laye
     return _Layer(name, rule, geo.stride, int(geo.size[0]), plans)
 
 
-def _as_4d(a: torch.Tensor) -> torch.Tensor:
-    """A feature map as ``(B, C, H, W)``: ``(B, C)`` → ``(B, C, 1, 1)``, ``(B, C, L)`` → ``(B, C, 1, L)``."""
-    return a[:, :, None, None] if a.dim() == 2 else a[:, :, None, :] if a.dim() == 3 else a
-
-
 def _moved(a: torch.Tensor, c: _Compare) -> torch.Tensor:
     """``a`` ``(..., H, W)`` read, for each cell of the equivariance box, at the original position it is
     compared with: ``a[..., src_f, src_t]`` on the box."""
@@ -624,7 +619,7 @@ def _forward(traced: TracedModel, logmel: torch.Tensor, keys: dict) -> list[torc
     ``(B, C, H, W)``: one whole forward pass of log-mel ``(B, 1, F, T)`` (eval mode, no grad)."""
     with eval_mode(traced.model), torch.no_grad():
         logits, maps = graph_capture(traced.model, traced.entry, logmel.to(traced.device, traced.dtype), keys)
-    return [_as_4d(maps[name]) for name in keys] + [_as_4d(logits)]
+    return [as_4d(maps[name]) for name in keys] + [as_4d(logits)]
 
 
 def _transformed(pt: ProbeTransform, xb: torch.Tensor, amount: float, noise_pos, kind: str, inp: _Input,

@@ -299,12 +299,14 @@ class TracedModel:
     @torch.no_grad()
     def feature_maps(self, logmel: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         """Feature maps ``{layer: (B, C_l, H_l, W_l)}`` of log-mel ``(B, 1, F, T)`` (eval mode, no grad):
-        one run of the model's own forward pass, stopped once every layer has been seen."""
+        one run of the model's own forward pass, stopped once every layer has been seen. A ``(B, C)``
+        output (a linear head) is ``(B, C, 1, 1)``, a ``(B, C, L)`` one ``(B, C, 1, L)``."""
         layers = [layers] if isinstance(layers, str) else list(layers)
         logmel = logmel.to(self.device, self.dtype)
         keys = {name: self.key(name, logmel) for name in layers}
         with eval_mode(self.model):
-            return graphs.feature_maps(self.model, self.entry, logmel, keys)
+            maps = graphs.feature_maps(self.model, self.entry, logmel, keys)
+        return {name: graphs.as_4d(a) for name, a in maps.items()}
 
     def activations(self, logmel: torch.Tensor, layers, batch_size: int = 32,
                     reduce: str | None = None) -> dict[str, torch.Tensor]:
