@@ -145,3 +145,9 @@ class FlatBackbone(nn.Module):
 
 def flat(n_classes, sample_rate):
     return FlatBackbone(n_classes)
+
+
+def flathead(n_classes, sample_rate):
+    """A head over the flattened feature map: it takes only the 40 bands and 1-s clips (at 8 kHz,
+    51 frames) it was built for, as a network trained by `audioconv train` with its defaults."""
+    return nn.Sequential(nn.Conv2d(1, 2, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 10 * 12, n_classes))

@@ -184,6 +184,40 @@ def test_a_built_in_model_without_n_mels_gets_the_front_end_of_its_weights(tmp_p
             assert torch.allclose(snapshot(x), model(x))
 
 
+def test_a_factory_without_n_mels_gets_the_bands_of_its_weights_or_those_audioconv_train_gives(tmp_path):
+    """A backbone's own weights hold no mel filters: it gets ``audioconv train``'s default bands (it had
+    64, so a network that takes any height ran on other bands than it was trained on, silently); a
+    whole model's weights (a run's checkpoint as ``--weights``) give their own bands. A head over
+    flattened features, which takes only the bands and frames it was trained on, is checked on a clip
+    of ``audioconv train``'s length (it was refused: a fixed 16-frame probe)."""
+    from argparse import Namespace
+
+    from audioconv.commands._model import load_cli_model
+    from audioconv.training.config import TrainConfig
+
+    def brought(spec, weights):
+        model, _, _ = load_cli_model(Namespace(checkpoint=None, model=spec, weights=str(weights), labels=None,
+                                               n_classes=2, sample_rate=SR, n_mels=None, width=None), "cpu")
+        return model
+
+    x = torch.randn(2, 1, SR)
+    for spec in ("_byo_models:backbone", "_byo_models:flathead"):
+        torch.manual_seed(0)
+        trained = build_model(spec, 2, SR, frontend={"n_mels": TrainConfig.n_mels}).eval()
+        torch.save(trained.backbone.state_dict(), tmp_path / "backbone.pt")
+        model = brought(spec, tmp_path / "backbone.pt")
+        assert model.frontend.config.n_mels == TrainConfig.n_mels
+        with torch.no_grad():
+            assert torch.allclose(model(x), trained(x))
+    torch.manual_seed(0)
+    trained = build_model("_byo_models:backbone", 2, SR, frontend={"n_mels": 24}).eval()
+    torch.save(trained.state_dict(), tmp_path / "whole.pt")
+    model = brought("_byo_models:backbone", tmp_path / "whole.pt")
+    assert model.frontend.config.n_mels == 24
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained(x))
+
+
 def test_weights_of_another_sample_rate_are_refused_naming_it(tmp_path):
     """The mel filters in ``--weights`` tell the sample rate they were made for: weights of a 16 kHz
     model given with ``--sample-rate 8000`` are refused (their bands would be read at the wrong

@@ -46,8 +46,8 @@ def add_model_arguments(p, checkpoint: bool = True) -> None:
     g.add_argument("--n-classes", type=int, help="outputs of --model when there is no --labels file")
     g.add_argument("--sample-rate", type=int, default=16000, help="Hz of --model's front end (default 16000)")
     g.add_argument("--n-mels", type=int, default=None,
-                   help="log-mel bins of --model's front end (default: cnn and bcresnet those of --weights, else "
-                        f"{TrainConfig.n_mels} as `audioconv train`; a factory's backbone 64; a factory's full model "
+                   help="log-mel bins of --model's front end (default: those of the mel filters in --weights "
+                        f"when it holds them, else {TrainConfig.n_mels} as `audioconv train`; a factory's full model "
                         "its own)")
     g.add_argument("--width", type=float, default=None, help="--model size multiplier (built-ins, or passed to "
                                                               "the factory as width=)")
@@ -177,9 +177,10 @@ def snapshot_loader(args):
 
 def _frontend(args, state: dict | None) -> dict | None:
     """The front end's overrides for ``--model`` (``{"n_mels": 40}``, with ``"f_max_hz"`` when the weights'
-    mel filters stop below the Nyquist frequency): the bands are ``--n-mels``, else, for ``cnn``/``bcresnet``,
-    those of the weights' mel filters (``state``, a run of any version) or ``audioconv train``'s default;
-    ``None`` for a factory without ``--n-mels`` (its own default). Filters that fit no front end at
+    mel filters stop below the Nyquist frequency): the bands are ``--n-mels``, else those of the weights'
+    mel filters (``state``: a whole model's weights, a run of any version), else for ``cnn``/``bcresnet``
+    ``audioconv train``'s default; ``None`` for a factory with neither (``_brought_model`` then gives a
+    backbone ``audioconv train``'s bands, a full model its own). Filters that fit no front end at
     ``--sample-rate`` are an error for a built-in model, and a factory's own business."""
     from audioconv.features import mel_top_hz
     from audioconv.models.registry import BUILTIN
@@ -188,10 +189,12 @@ def _frontend(args, state: dict | None) -> dict | None:
     filters = filters if isinstance(filters, torch.Tensor) and filters.dim() == 2 else None
     if args.n_mels is not None:
         frontend = {"n_mels": int(args.n_mels)}
+    elif filters is not None:  # a whole model's weights (a run's checkpoint): its own bands
+        frontend = {"n_mels": int(filters.shape[1])}
     elif str(args.model) not in BUILTIN:
         return None
     else:
-        frontend = {"n_mels": int(filters.shape[1]) if filters is not None else TrainConfig.n_mels}
+        frontend = {"n_mels": TrainConfig.n_mels}
     if filters is not None and filters.shape[1] == frontend["n_mels"]:
         try:
             top_hz = mel_top_hz(filters, int(args.sample_rate))
@@ -208,6 +211,8 @@ def _frontend(args, state: dict | None) -> dict | None:
 def _brought_model(args, device, weights: bool = True, state: dict | None = None):
     """``(model, labels)`` for ``--model``; with ``weights``, ``--weights`` loaded (``state``: weights already
     read, whose mel bands and top frequency the front end takes; ``--n-mels`` overrides the bands)."""
+    from audioconv.features import LogMelConfig
+    from audioconv.models.classifier import LogMelClassifier
     from audioconv.models.registry import build_model, is_factory
 
     spec = str(args.model)
@@ -227,8 +232,16 @@ def _brought_model(args, device, weights: bool = True, state: dict | None = None
         raise ValueError("--model needs --labels (a file of class names) or --n-classes")
     if weights and getattr(args, "weights", None):
         state = _state_dict(args.weights)
-    frontend = _frontend(args, state) or {}
-    model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend, n_frames=16)
+    frontend = _frontend(args, state)
+    # the output check runs on the log-mel of a clip of `audioconv train`'s default length (a head over
+    # flattened features needs the frames it was trained on)
+    n_frames = int(args.sample_rate * TrainConfig.clip_s) // LogMelConfig.hop_length + 1
+    model = build_model(spec, len(labels), int(args.sample_rate), width=args.width, frontend=frontend or {},
+                        n_frames=None if frontend is None else n_frames)
+    if frontend is None:  # a factory: a backbone gets `audioconv train`'s bands, a full model keeps its own
+        backbone = isinstance(model, LogMelClassifier)
+        model = build_model(spec, len(labels), int(args.sample_rate), width=args.width,
+                            frontend={"n_mels": TrainConfig.n_mels} if backbone else {}, n_frames=n_frames)
     if not weights:
         pass
     elif getattr(args, "weights", None):
