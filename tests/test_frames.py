@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audioconv.features import LogMel
-from audioconv.interpret.frames import active_frames, centre_frames
+from audioconv.interpret.frames import active_frames, allowed_positions, centre_frames
 from audioconv.interpret.projector import Projector
 from audioconv.interpret.receptive_field import receptive_field
 
@@ -97,3 +97,24 @@ def test_projector_max_over_allowed_frames_matches_brute_force(layer):
         proj.project(wavs, layer, [0], frames=torch.zeros_like(frames), progress=False)
     with pytest.raises(ValueError, match="frames must be"):
         proj.project(wavs, layer, [0], frames=frames[:1], progress=False)
+
+
+@pytest.mark.parametrize("layer", ["head.gap", "head.fc"])
+def test_a_unit_that_sees_the_whole_clip_is_allowed_when_any_frame_of_it_is(layer):
+    """After a global pool (and at the linear head) every position's receptive field is the whole
+    clip, whose centre frame says nothing about the unit: a burst away from the middle of the clip
+    leaves the centre silent, and such clips were left out ("no non-silent frames") or refused by
+    ``project``. Now they count when any frame does; a clip of digital silence still does not."""
+    model = tiny_cnn(0)
+    proj = Projector(model, device="cpu")
+    wavs = torch.cat([_burst(start_s=0.05)[0][None], torch.zeros(1, 1, SR)])  # a burst at 0.05-0.3 s; zeros
+    logmel = proj.to_logmel(wavs)
+    frames = active_frames(logmel)
+    T = logmel.shape[-1]
+    assert frames[0].any() and not frames[0, (T - 1) // 2] and not frames[1].any()
+    allowed = allowed_positions(proj.path(layer, logmel), frames, (1, 1), logmel.shape[-2:])
+    assert allowed[:, 0, 0].tolist() == [True, False]
+    res = proj.project(wavs[:1], layer, [0, 1], frames=frames[:1], progress=False)
+    fmap = proj.feature_maps(wavs[:1], layer)  # (1, C, 1, 1)
+    assert res.positions[0].tolist() == [[0, 0], [0, 0]]
+    torch.testing.assert_close(res.activations[0], fmap[0, :2, 0, 0])

@@ -15,7 +15,8 @@ the projector's ``position="max"`` therefore only consider *allowed* positions:
   so they are silent; a frame of stationary noise has bins well above the floor and is not;
 * a feature-map position ``(f, t)`` is **allowed** when the centre frame of its receptive field
   (the middle of the half-open box :func:`~audioconv.interpret.receptive_field.receptive_field_boxes`
-  gives, clipped to the input) is a real, non-silent frame.
+  gives, clipped to the input) is a real, non-silent frame; a position whose receptive field spans
+  the whole clip (after a global pool or a linear head) when any frame of the clip is.
 """
 from __future__ import annotations
 
@@ -59,6 +60,13 @@ def active_frames(logmel: torch.Tensor, n_frames=None, silence_db: float | None 
     return real & (loudest > floor + float(silence_db))
 
 
+def _boxes(path: Graph, feature_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W, 4)`` long: each feature-map position's receptive field ``f0, f1, t0, t1`` clipped to the input."""
+    H, W = (int(v) for v in feature_size)
+    grid = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), dim=-1)  # (H, W, 2)
+    return receptive_field_boxes(path, grid, input_size)
+
+
 def centre_frames(path: Graph, feature_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
     """``(H, W)`` long: the centre frame of each feature-map position's receptive field.
 
@@ -67,17 +75,20 @@ def centre_frames(path: Graph, feature_size: tuple[int, int], input_size: tuple[
         feature_size: ``(H, W)`` of the layer's feature map.
         input_size: ``(F, T)`` of the log-mel input (the boxes are clipped to it).
     """
-    H, W = (int(v) for v in feature_size)
-    grid = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), dim=-1)  # (H, W, 2)
-    boxes = receptive_field_boxes(path, grid, input_size)  # (H, W, 4) = f0, f1, t0, t1
+    boxes = _boxes(path, feature_size, input_size)
     return ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, int(input_size[1]) - 1)
 
 
 def allowed_positions(path: Graph, frames: torch.Tensor, feature_size: tuple[int, int],
                       input_size: tuple[int, int]) -> torch.Tensor:
-    """``(B, H, W)`` bool: positions whose receptive-field centre frame is allowed by ``frames`` ``(B, T)``."""
+    """``(B, H, W)`` bool: positions whose receptive-field centre frame is allowed by ``frames`` ``(B, T)``;
+    a position whose receptive field spans every frame (after a global pool, a linear head) has no
+    centre of its own and is allowed when any frame of its clip is."""
     frames = torch.as_tensor(frames, dtype=torch.bool)
-    if frames.dim() != 2 or frames.shape[1] != int(input_size[1]):
-        raise ValueError(f"frames must be (B, T={int(input_size[1])}) bool, got {tuple(frames.shape)}")
-    centre = centre_frames(path, feature_size, input_size).to(frames.device)  # (H, W)
-    return frames[:, centre]
+    T = int(input_size[1])
+    if frames.dim() != 2 or frames.shape[1] != T:
+        raise ValueError(f"frames must be (B, T={T}) bool, got {tuple(frames.shape)}")
+    boxes = _boxes(path, feature_size, input_size).to(frames.device)  # (H, W, 4)
+    centre = ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, T - 1)
+    whole = (boxes[..., 2] <= 0) & (boxes[..., 3] >= T)  # (H, W)
+    return frames[:, centre] | (whole & frames.any(dim=1)[:, None, None])
