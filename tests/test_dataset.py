@@ -213,6 +213,25 @@ def test_unknown_label_raises_naming_line_or_is_counted(tmp_path):
     assert len(ds) == 1 and ds.unknown == 2 and ds.unknown_labels == {"cat": 2}
 
 
+def test_a_label_in_another_unicode_form_is_named_not_taken_for_another_class(tmp_path):
+    """'nö' as macOS writes a folder name (NFD) and as typed (NFC) look the same: against a label map
+    it is refused naming both forms (with --allow-unknown it was silently "unknown"), and two such
+    spellings in one manifest are refused (they would have been two classes)."""
+    import unicodedata
+
+    nfd, nfc = unicodedata.normalize("NFD", "nö"), unicodedata.normalize("NFC", "nö")
+    p = ramp_file(tmp_path / "r.wav", 0.1)
+    m = write_manifest(tmp_path / "m.jsonl", [rec(p, nfc), rec(p, "yes", offset=0.01)])
+    for allow in (False, True):
+        with pytest.raises(ValueError, match=rf"m\.jsonl:1: label '{nfc}' is the label map's '{nfd}' written in another "
+                                             r"Unicode form \(NFC against NFD; macOS file names are NFD\)"):
+            ManifestDataset(m, TARGET_SR, 0.05, labels=[nfd, "yes"], allow_unknown=allow)
+    both = write_manifest(tmp_path / "both.jsonl", [rec(p, nfc), rec(p, nfd, offset=0.01)])
+    with pytest.raises(ValueError, match=rf"both\.jsonl: labels '{nfd}' and '{nfc}' are the same text in two Unicode "
+                                         r"forms \(NFD and NFC"):
+        ManifestDataset(both, TARGET_SR, 0.05)
+
+
 def test_empty_manifest_and_empty_split_are_clear_errors(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="empty.jsonl has no clips"):

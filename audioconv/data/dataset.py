@@ -30,6 +30,7 @@ import json
 import math
 import numbers
 import os
+import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -157,6 +158,22 @@ class _ShorterThanHeader(Exception):
     """A read found a compressed file's real end before the end its header promised."""
 
 
+def _unicode_form(text: str) -> str:
+    """``"NFC"``, ``"NFD"`` or ``"mixed"``: how ``text`` writes its accented letters."""
+    return next((form for form in ("NFC", "NFD") if unicodedata.is_normalized(form, text)), "mixed")
+
+
+def _check_unicode_twins(labels: list[str], name: str) -> None:
+    """Refuse two labels that are the same text in two Unicode forms (they would be two classes)."""
+    seen: dict[str, str] = {}
+    for lab in labels:
+        other = seen.setdefault(unicodedata.normalize("NFC", lab), lab)
+        if other != lab:
+            raise ValueError(f"{name}: labels {other!r} and {lab!r} are the same text in two Unicode forms "
+                             f"({_unicode_form(other)} and {_unicode_form(lab)}; macOS file names are NFD), "
+                             f"which would make two classes: write them the same way")
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Clips of a manifest as fixed-length float32 waveforms with integer labels.
 
@@ -251,6 +268,7 @@ class ManifestDataset(torch.utils.data.Dataset):
             self.labels = load_labels(labels)
         else:
             self.labels = _check_labels(list(labels), "labels")
+        _check_unicode_twins(self.labels, name)
         self.label_to_index = {lab: i for i, lab in enumerate(self.labels)}
         if split is not None:
             records, sources = _select_split(records, sources, split, name)
@@ -292,8 +310,15 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.unknown = 0
         self.unknown_labels: Counter = Counter()
         kept_records, kept_sources = [], []
+        nfc = {unicodedata.normalize("NFC", lab): lab for lab in self.labels}
         for rec, src in zip(records, sources):
             if rec["label"] not in self.label_to_index:
+                same = nfc.get(unicodedata.normalize("NFC", rec["label"]))
+                if same is not None:  # the same text in another Unicode form: never a class of its own
+                    raise ValueError(
+                        f"{src}: label {rec['label']!r} is the label map's {same!r} written in another Unicode "
+                        f"form ({_unicode_form(rec['label'])} against {_unicode_form(same)}; macOS file names are "
+                        f"NFD): write both the same way, e.g. normalise the manifest's labels to NFC")
                 if not self.allow_unknown:
                     raise ValueError(
                         f"{src}: label {rec['label']!r} is not in the label map ({len(self.labels)} labels: "
