@@ -191,3 +191,28 @@ def test_a_negative_worker_count_is_refused_naming_the_option(trained):
     with pytest.raises(ValueError, match=r"^workers must be >= 0 DataLoader processes \(0: decode in this one\), "
                                          r"got -5$"):
         evaluate(ckpt, corpus["test"], device="cpu", progress=False, workers=-5)
+
+
+def test_clips_longer_than_the_run_clip_are_counted_and_said_to_be_scored_on_their_centre(trained, tmp_path,
+                                                                                          capsys):
+    """A 3-s clip with the sound at its start scores on its central 0.5 s (the run's clip): the result
+    counts such clips by their headers (``duration`` shortens one: it counts by what it selects), and
+    the text says so instead of a silent 0 %."""
+    import soundfile as sf
+
+    from audioconv.cli import main
+
+    corpus, ckpt = trained
+    x = np.zeros(3 * SAMPLE_RATE, np.float32)
+    x[:int(CLIP_S * SAMPLE_RATE)] = tone("steady", np.random.default_rng(0))
+    sf.write(tmp_path / "long.wav", x, SAMPLE_RATE)
+    m = write_manifest(tmp_path / "m.jsonl", [{"audio_filepath": str(tmp_path / "long.wav"), "label": "steady"},
+                                              {"audio_filepath": str(tmp_path / "long.wav"), "label": "steady",
+                                               "offset": 1.0, "duration": 0.5}])
+    result = evaluate(ckpt, m, device="cpu", progress=False)
+    assert (result["n"], result["n_longer"], result["clip_s"]) == (2, 1, CLIP_S)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--manifest", str(m), "--no-png", "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert ("longer     1 clips last longer than the run's 0.5 s: each was scored on its central 0.5 s "
+            "(`audioconv predict` scores every window)") in capsys.readouterr().out
+    assert evaluate(ckpt, corpus["test"], device="cpu", progress=False)["n_longer"] == 0

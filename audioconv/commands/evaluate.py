@@ -50,6 +50,9 @@ def format_table(result: dict) -> str:
     if result["unknown"]:
         lines.append(f"unknown    {result['unknown']} clips skipped: {result['unknown_labels']}")
     lines += skipped_lines("evaluate", result.get("skipped") or {}, result.get("n_clips", result["n"]))
+    if result.get("n_longer"):
+        lines.append(f"longer     {result['n_longer']} clips last longer than the run's {result['clip_s']:g} s: each "
+                     f"was scored on its central {result['clip_s']:g} s (`audioconv predict` scores every window)")
     width = max(8, *(len(lab) for lab in labels))
     lines += ["", f"{'class':<{width}}  recall   support"]
     for lab, row in zip(labels, result["confusion"]):

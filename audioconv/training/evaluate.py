@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from audioconv.io import audio
 from audioconv.training.checkpoint import checkpoint_weights, load_checkpoint, model_from_checkpoint, run_clip_s
 from audioconv.training.metrics import confusion_matrix, summarize
 from audioconv.utils import eval_mode, resolve_device
@@ -87,7 +88,9 @@ def evaluate(checkpoint: str | os.PathLike, manifest: str | os.PathLike, device:
         columns = prediction), ``loss`` (mean cross-entropy, nats), ``unknown`` (clips skipped for an
         unknown label), ``unknown_labels`` ``{label: count}``, ``n_clips`` (clips with known labels:
         ``n`` plus the skipped ones), ``skipped`` ``{"manifest:line": reason}`` (``skip_bad``),
-        ``checkpoint``, ``manifest``, ``weights`` (``"ema"`` or ``"raw"``: the weights scored).
+        ``checkpoint``, ``manifest``, ``weights`` (``"ema"`` or ``"raw"``: the weights scored), ``clip_s`` (the
+        run's clip length, seconds) and ``n_longer`` (clips longer than it: each is scored on its
+        central ``clip_s``, as validation scores it; ``predict`` scores every window of a file).
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -143,6 +146,22 @@ class Scored(NamedTuple):
     model: nn.Module  # the model scored, in eval mode on the device
 
 
+def longer_than(records: list[dict], clip_s: float) -> int:
+    """How many of the clips (manifest records: file, ``offset``, ``duration``) last longer than
+    ``clip_s`` seconds, by their files' headers; a file that cannot be read is not counted."""
+    from audioconv.io.manifest import Clip
+
+    count = 0
+    for rec in records:
+        try:
+            meta = audio.info(rec["audio_filepath"])
+            _, frames = Clip.from_dict(rec).frames(meta.sample_rate, meta.frames)
+        except (ValueError, FileNotFoundError):
+            continue
+        count += frames > round(clip_s * meta.sample_rate)
+    return count
+
+
 def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | os.PathLike, device="auto",
                      batch_size: int = 64, allow_unknown: bool = False, progress: bool = True, split: str | None = None,
                      workers: int = 0, skip_bad: bool = False, weights: str = "auto", by: str | None = None) -> Scored:
@@ -171,6 +190,7 @@ def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | 
     result = summarize(confusion.cpu(), labels)
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
-                  checkpoint=str(checkpoint), manifest=str(manifest), weights=scored_weights)
+                  checkpoint=str(checkpoint), manifest=str(manifest), weights=scored_weights,
+                  clip_s=run_clip_s(ckpt), n_longer=longer_than(ds.records, run_clip_s(ckpt)))
     probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, len(labels)))
     return Scored(result, ds, probs, model)
