@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -752,3 +753,22 @@ def test_resume_takes_no_f_max_as_the_nyquist_frequency(tmp_path):
         _refuse_changed_settings(saved, {"f_max_hz": 4000.0}, where)
     with pytest.raises(ValueError, match=r"--f-max-hz 8000.0 \(was 4000.0\)"):
         _refuse_changed_settings({**saved, "f_max_hz": 4000.0}, {"f_max_hz": 8000.0}, where)
+
+
+def test_resume_after_the_training_clips_changed_says_so(corpus, tmp_path):
+    """The manifest edited in place between the stop and the resume (half its lines gone): the run
+    goes on, with one warning naming both counts; the same clips resume without one."""
+    from audioconv.training.batches import TrainingWarning
+
+    train = Path(corpus["train"]).with_name("train_edited.jsonl")  # beside it: its paths are relative
+    lines = Path(corpus["train"]).read_text().splitlines(keepends=True)
+    train.write_text("".join(lines))
+    run = tmp_path / "run"
+    fit(tiny(corpus, run, epochs=1, train=str(train), channels=(4, 8), n_mels=16), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        fit(tiny(corpus, run, epochs=2, train=str(train), channels=(4, 8), n_mels=16, resume=True), progress=False)
+    train.write_text("".join(lines[::2]))
+    with pytest.warns(TrainingWarning, match=rf"resume: the training clips changed since .*last\.pt was written "
+                                             rf"\({len(lines)} clips then, {len(lines[::2])} now\)"):
+        fit(tiny(corpus, run, epochs=3, train=str(train), channels=(4, 8), n_mels=16, resume=True), progress=False)

@@ -477,8 +477,32 @@ def _restore(state: TrainState, ckpt: dict) -> None:
         torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank, state.step))
     if state.ema is not None and ckpt.get("ema") is not None:  # else (EMA newly on) it starts at this step
         load_ema_state(state.ema, ckpt["ema"], source=f"checkpoint {state.out / 'last.pt'}")
+    _warn_if_data_changed(ckpt.get("train_data"), _train_data_record(state), state.out / "last.pt")
     if info.is_main:
         logs.truncate_metrics(state.out, state.epoch)
+
+
+def _train_data_record(state: TrainState) -> dict | None:
+    """``{"clips", "sha1"}`` of the training clips (file, offset, duration, label, in order) a run
+    records in ``last.pt``; ``None`` for data without a clip list (shards)."""
+    records = getattr(state.data.train_ds, "records", None)
+    if records is None:
+        return None
+    h = hashlib.sha1()
+    for r in records:
+        h.update(json.dumps([r["audio_filepath"], r.get("offset"), r.get("duration"), r["label"]]).encode())
+    return {"clips": len(records), "sha1": h.hexdigest()}
+
+
+def _warn_if_data_changed(then: dict | None, now: dict | None, where: Path) -> None:
+    """A resumed run whose training clips are not those it started with trains on, but says so."""
+    if then is None or now is None or then == now:
+        return
+    what = (f"{then['clips']} clips then, {now['clips']} now" if then["clips"] != now["clips"] else
+            f"the same number of clips, {now['clips']}, but not the same ones")
+    warnings.warn(f"resume: the training clips changed since {where} was written ({what}); the run goes on with "
+                  f"today's clips, so it is not what an uninterrupted run would have been (epochs of another "
+                  f"length, another order)", TrainingWarning, stacklevel=2)
 
 
 def _write_run_info(state: TrainState) -> None:
@@ -859,7 +883,7 @@ def _training_checkpoint(state: TrainState) -> dict:
     rng = distributed.all_gather_object(mine, info)
     return {**_weights_checkpoint(state), "kind": "train", "model": state.model.state_dict(), "weights": "raw",
             "ema": None if state.ema is None else ema_state(state.ema), "augment_chain": state.chain_config,
-            "optimizer": state.optimizer.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "train_data": _train_data_record(state),
             "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
             "rng": {"per_rank": rng, "world_size": info.world_size,
