@@ -254,3 +254,24 @@ def test_report_of_a_bcresnet_run_names_its_model_and_parameter_count(trained):
     model, _ = load_model(trained / "runs" / "bc" / "best.pt", device="cpu")
     page = _page(trained / "runs" / "bc" / "report" / "index.html")
     assert "(bcresnet)" in page and f"{count_parameters(model):,} parameters" in page
+
+
+def test_explanations_leave_out_the_methods_a_model_has_no_rule_for_and_say_why(trained, tmp_path):
+    """A network with a sigmoid gate has no guided or deconvnet rule: the report's explanations keep
+    gradient and Grad-CAM and name the left-out methods with the reason (the whole report failed)."""
+    import torch
+
+    from audioconv.app.report_explain import explain_test_clips
+    from audioconv.data.dataset import ManifestDataset
+    from audioconv.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("_byo_models:sigmoid", 3, 8000, frontend={"n_mels": 16}).eval()
+    ds = ManifestDataset(trained / "corpus" / "m.jsonl", sample_rate=8000, clip_s=0.5, crop="center",
+                         split="validation")
+    probs = np.full((len(ds), 3), 1 / 3)
+    block = explain_test_clips(model, ds, probs, ds.labels, tmp_path / "explain", 2, device="cpu")
+    assert len(block.figures) == 2 and all(Path(png).stat().st_size > 5000 for _, png in block.figures)
+    for method in ("guided", "deconv", "guided_grad_cam"):
+        assert f" {method} is left out (torch.sigmoid: sigmoid has no " in block.note
+    assert " gradient is left out" not in block.note and " grad_cam is left out" not in block.note

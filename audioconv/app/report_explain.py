@@ -49,11 +49,21 @@ def explain_test_clips(model, dataset, probs: np.ndarray, labels: list[str], fol
 
     chosen = choose_clips(dataset.targets, n)
     waves = torch.stack([dataset.load_clip(i)[0] for i in chosen])  # (n, C, T)
-    expl = explain(model, waves, METHODS, target=None, gradcam_layer=gradcam_layer, device=device)
+    methods, refused = list(METHODS), {}
+    for method in METHODS:  # a method the model has no rule for (a sigmoid gate, GroupNorm) is left out, said why
+        try:
+            explain(model, waves[:1], [method], target=None, gradcam_layer=gradcam_layer, device=device)
+        except ValueError as e:
+            methods.remove(method)
+            refused[method] = ": ".join(str(e).split(": ")[:2])  # "torch.sigmoid: sigmoid has no guided rule"
+    if not methods:
+        raise ValueError(f"no explanation method runs on this model: {next(iter(refused.values()))}")
+    expl = explain(model, waves, methods, target=None, gradcam_layer=gradcam_layer, device=device)
+    left_out = "".join(f" {method} is left out ({why})." for method, why in refused.items())
     block = ExplanationFigures(title=f"Grad-CAM and the other methods on {len(chosen)} test clips",
                                note=f"Each map explains the predicted class's logit; Grad-CAM at layer "
                                     f"{expl.gradcam_layer}. Gradient, guided backprop and deconvnet are signed "
-                                    "(red raises the logit); Grad-CAM is non-negative.")
+                                    f"(red raises the logit); Grad-CAM is non-negative.{left_out}")
     rows = []
     for k, i in enumerate(chosen):
         name = Path(str(dataset.records[i]["audio_filepath"])).stem
