@@ -449,3 +449,20 @@ def test_a_metadata_csv_that_is_not_utf8_is_named_by_line(tmp_path):
     good.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     assert [(where.rsplit(":", 1)[1], row["category"]) for where, row in csv_rows(good, ("filename", "category"))] == \
         [("2", "dog"), ("3", "café")]
+
+
+def test_a_file_name_that_is_not_utf8_is_named_and_skipped_with_skip_bad(tmp_path):
+    """A Latin-1 file name on Linux (``caf\\xe9.wav`` from an old archive): a manifest is UTF-8 JSON
+    and cannot hold it, so the importer names it with the byte escaped and says to rename it (it
+    crashed with a codec error naming nothing); ``skip_bad`` lists it and imports the rest."""
+    import os
+
+    write_audio(tmp_path / "a" / "one", 0.2, 0)
+    write_audio(tmp_path / "b" / "two", 0.2, 0)
+    os.rename(tmp_path / "b" / "two.wav", os.fsencode(tmp_path / "b") + b"/caf\xe9.wav")
+    with pytest.raises(ValueError, match=r"the file name is not UTF-8 text: .*/b/caf\\xe9\.wav; rename it"):
+        import_folder(tmp_path, progress=False)
+    result = import_folder(tmp_path, skip_bad=True, progress=False)
+    assert [s["audio_filepath"].endswith("/b/caf\\xe9.wav") for s in result.skipped] == [True]
+    assert [Path(r["audio_filepath"]).name for r in result.records] == ["one.wav"]
+    json.dumps(result.skipped)  # what the command prints

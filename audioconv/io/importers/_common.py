@@ -70,7 +70,7 @@ def speaker_group(path: Path) -> str:
 
 def hash_fraction(key: str, seed: int = 0) -> float:
     """Deterministic pseudo-uniform number in [0, 1) from ``key`` and ``seed`` (SHA-1 based)."""
-    digest = hashlib.sha1(f"{seed}\0{key}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{seed}\0{key}".encode("utf-8", "surrogateescape")).digest()  # any file name
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
@@ -88,14 +88,18 @@ def header_records(
     listed in the second return value)."""
     records, skipped = [], []
     for path, fields, where in tqdm(items, total=total, disable=not progress, desc=desc, unit="file"):
+        shown = os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")  # a name that is not UTF-8: \xe9
         try:
+            if shown != os.path.abspath(path):  # a manifest is UTF-8 JSON: it cannot hold this name
+                raise ValueError(f"the file name is not UTF-8 text: {shown}; rename it (e.g. convmv -f latin1 -t "
+                                 f"utf8 --notest FILE)")
             meta = audio.info(path)
             audio.clip_frames(0.0, None, meta.sample_rate, meta.frames, path)  # raises for a file without samples
         except (ValueError, FileNotFoundError) as e:
             error = type(e)(f"{where}: {e}") if where else e
             if not skip_bad:
                 raise error from None
-            skipped.append({"audio_filepath": os.path.abspath(path), "error": str(error)})
+            skipped.append({"audio_filepath": shown, "error": str(error)})
             continue
         rec = {"audio_filepath": os.path.abspath(path), **fields}
         rec["duration"] = round(meta.frames / meta.sample_rate, 6)
