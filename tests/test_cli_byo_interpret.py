@@ -119,6 +119,7 @@ def test_an_unknown_layer_names_the_flag(run, command, capsys):
     err = _err(capsys)
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert f"audioconv {command}: error: --layers: unknown layer 'layer1.nope'" in err and "backbone.layer1.act" in err
+    assert "frontend" not in err  # the front end's modules are not on the log-mel's way: naming one is refused
 
 
 # ---- 2. --labels: a run's labels.json, a JSON list, or one name per line --------------------------------

@@ -1046,7 +1046,7 @@ def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module | None]:
             return layer, modules[base]
         if ":" in layer or (base not in modules and "#" in layer):
             return layer, None
-    names = [n for n in modules if n]
+    names = [n for n in modules if n and n != "frontend" and not n.startswith("frontend.")]  # not on the log-mel path
     shown = ", ".join(names[:40]) + (f", ... ({len(names) - 40} more)" if len(names) > 40 else "")
     valid = (f"{', '.join(package)} (or a module name: {shown})" if package else shown)
     raise ValueError(f"unknown layer {layer!r}; valid layers: {valid}")
