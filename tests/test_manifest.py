@@ -361,5 +361,10 @@ def test_a_manifest_that_is_not_utf8_is_named_by_line_byte_and_fix(tmp_path):
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + (good + "\r\n\r\n" + plain + "\r\n").encode("utf-8"))
     assert [r["label"] for r in read_manifest(bom)] == ["yes", "no"]
+    old_mac = tmp_path / "cr.jsonl"  # classic Mac line ends, as text mode read them: lines and their numbers
+    old_mac.write_bytes((good + "\r" + plain + "\r{oops\r").encode("utf-8"))
+    with pytest.raises(ValueError, match=r"cr\.jsonl:3: bad JSON"):
+        read_manifest(old_mac)
+    assert [b["line"] for b in check_manifest(old_mac, progress=False).bad] == [3]
     with pytest.raises(ValueError, match=r"café\.wav is an audio file, not a manifest"):
         read_manifest(wav)

@@ -42,7 +42,7 @@ from typing import Any, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from audioconv.io import audio
-from audioconv.io.text import decode_line, utf8_lines
+from audioconv.io.text import decode_line, raw_lines, utf8_lines
 from audioconv.io.files import atomic_write
 
 __all__ = [
@@ -425,11 +425,12 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     base_dir = Path(os.path.abspath(path)).parent
     report = CheckReport(manifest=str(path))
     with _open_manifest(path) as f:
-        n_total = sum(1 for _ in f)
+        n_total = sum(1 for _ in raw_lines(f))
     seen: dict[tuple[str, float], int] = {}
     durations: list[float] = []
     with _open_manifest(path) as f:
-        for n, raw in enumerate(tqdm(f, total=n_total, disable=not progress, desc="check", unit="line"), start=1):
+        for n, raw in enumerate(tqdm(raw_lines(f), total=n_total, disable=not progress, desc="check", unit="line"),
+                                start=1):
             if not raw.removeprefix(codecs.BOM_UTF8).strip():
                 continue
             report.n_lines += 1

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["NotUTF8Error", "decode_line", "utf8_lines"]
+__all__ = ["NotUTF8Error", "decode_line", "raw_lines", "utf8_lines"]
 
 
 class NotUTF8Error(ValueError):
@@ -36,9 +36,16 @@ def decode_line(raw: bytes, where: str, what: str = "file", first: bool = False)
                                   f"{what} as UTF-8") from None
 
 
+def raw_lines(f) -> Iterator[bytes]:
+    """The lines of ``f`` (opened in binary mode) ending in ``\n``, ``\r\n`` or ``\r`` (as text mode
+    reads them), endings kept."""
+    for chunk in f:  # split at b"\n" only
+        yield from chunk.splitlines(keepends=True) if b"\r" in chunk.rstrip(b"\r\n") else (chunk,)
+
+
 def utf8_lines(f, path: str | os.PathLike, what: str = "file") -> Iterator[str]:
     """The lines of ``f`` (a file opened in binary mode, closed when the lines end) as text, line
-    endings kept (:func:`decode_line`; its error names ``path:line``)."""
+    endings kept (:func:`raw_lines`, :func:`decode_line`; its error names ``path:line``)."""
     with f:
-        for n, raw in enumerate(f, start=1):
+        for n, raw in enumerate(raw_lines(f), start=1):
             yield decode_line(raw, f"{Path(path)}:{n}", what, first=n == 1)
