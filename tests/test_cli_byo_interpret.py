@@ -384,3 +384,13 @@ def test_grad_cam_at_an_operation_that_an_in_place_call_overwrites_later():
     ref = (g.mean((2, 3), keepdim=True) * saved[0]).sum(1).detach()
     assert ref.abs().max() > 0 and (saved[0] < 0).any()  # the ReLU changes the sum
     torch.testing.assert_close(grad_cam(model, x, ":add#2", relu=False, device="cpu"), ref)
+
+
+def test_a_bare_operation_name_finds_the_backbones_own_operation():
+    """``max_pool`` alone names the ``F.max_pool2d`` of the user's network's own ``forward``, as
+    ``:max_pool`` does (behind the package's front end it was "unknown layer")."""
+    from audioconv.interpret.traced import TracedModel
+
+    traced = TracedModel(_brought(), torch.device("cpu"))
+    assert traced.key("max_pool") == traced.key(":max_pool") == traced.key("backbone:max_pool")
+    assert traced.key("layer1") == traced.key("backbone.layer1")  # a module name still goes first

@@ -190,14 +190,12 @@ class TracedModel:
         try:
             return self._key(layer, example, input_size)
         except ValueError as first:
-            inner = self._backbone_name(layer)
-            if inner is None:
-                raise LayerNameError(str(first)) from None
-            try:
-                return self._key(inner, example, input_size)
-            except ValueError as e:
-                if "ambiguous" in str(e) or "call number" in str(e):  # the name exists inside the backbone
-                    raise LayerNameError(str(e).replace(repr(inner), repr(layer), 1)) from None
+            for inner in self._backbone_names(layer):
+                try:
+                    return self._key(inner, example, input_size)
+                except ValueError as e:
+                    if "ambiguous" in str(e) or "call number" in str(e):  # the name exists inside the backbone
+                        raise LayerNameError(str(e).replace(repr(inner), repr(layer), 1)) from None
             raise LayerNameError(str(first)) from None
 
     def module(self, layer: str, example: torch.Tensor | None = None, input_size=None) -> tuple:
@@ -256,13 +254,15 @@ class TracedModel:
         module_name = None if module is None else self._module_names().get(module)
         return self.census(example, input_size).key(layer, module_name)
 
-    def _backbone_name(self, layer: str) -> str | None:
-        """``layer`` seen from inside ``model.backbone``, or ``None`` when the model has no backbone."""
+    def _backbone_names(self, layer: str) -> list[str]:
+        """``layer`` seen from inside ``model.backbone`` (none when the model has no backbone): a module
+        or operation path under it, and for a bare name (``relu``) also the backbone's own operation."""
         if not isinstance(getattr(self.model, "backbone", None), nn.Module) or not isinstance(layer, str) or not layer:
-            return None
+            return []
         if layer.startswith(":"):
-            return "backbone" + layer
-        return f"backbone.{layer}"
+            return ["backbone" + layer]
+        bare = ":" not in layer and "." not in layer.rsplit("#", 1)[0]
+        return [f"backbone.{layer}"] + ([f"backbone:{layer}"] if bare else [])
 
     def _module_names(self) -> dict:
         if "_names" not in self._census:
