@@ -163,6 +163,7 @@ class TrainState:
     generator: torch.Generator  # augmentation + SpecAugment draws, re-seeded every step
     data: TrainData
     tally: EpochSums
+    train_data: dict | None = None  # _train_data_record, computed once: the clips never change in a run
     progress: bool = False  # show tqdm bars (rank 0, when asked for)
     epoch: int = 0
     step: int = 0
@@ -477,15 +478,15 @@ def _restore(state: TrainState, ckpt: dict) -> None:
         torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank, state.step))
     if state.ema is not None and ckpt.get("ema") is not None:  # else (EMA newly on) it starts at this step
         load_ema_state(state.ema, ckpt["ema"], source=f"checkpoint {state.out / 'last.pt'}")
-    _warn_if_data_changed(ckpt.get("train_data"), _train_data_record(state), state.out / "last.pt")
+    _warn_if_data_changed(ckpt.get("train_data"), state.train_data, state.out / "last.pt")
     if info.is_main:
         logs.truncate_metrics(state.out, state.epoch)
 
 
-def _train_data_record(state: TrainState) -> dict | None:
+def _train_data_record(data: TrainData) -> dict | None:
     """``{"clips", "sha1"}`` of the training clips (file, offset, duration, label, in order) a run
     records in ``last.pt``; ``None`` for data without a clip list (shards)."""
-    records = getattr(state.data.train_ds, "records", None)
+    records = getattr(data.train_ds, "records", None)
     if records is None:
         return None
     h = hashlib.sha1()
@@ -543,7 +544,7 @@ def _build_state(cfg: TrainConfig, info: distributed.DistInfo, device: torch.dev
         optimizer=_optimizer(cfg, model, device), scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
         amp_dtype=amp_dtype, chain=chain, chain_takes_lengths=chain is not None and accepts_keyword(chain, "lengths"),
         chain_config=_chain_config(chain), specaug=_specaugment(cfg, model), generator=torch.Generator(device=device),
-        data=data, tally=EpochSums(device),
+        data=data, tally=EpochSums(device), train_data=_train_data_record(data),
         progress=progress and info.is_main, ema=make_ema(model, cfg.ema) if cfg.ema > 0 else None)
     torch.manual_seed(mix_seed(cfg.seed, _DROPOUT, info.rank))  # dropout: different per rank
     if ckpt is not None:
@@ -883,7 +884,7 @@ def _training_checkpoint(state: TrainState) -> dict:
     rng = distributed.all_gather_object(mine, info)
     return {**_weights_checkpoint(state), "kind": "train", "model": state.model.state_dict(), "weights": "raw",
             "ema": None if state.ema is None else ema_state(state.ema), "augment_chain": state.chain_config,
-            "optimizer": state.optimizer.state_dict(), "train_data": _train_data_record(state),
+            "optimizer": state.optimizer.state_dict(), "train_data": state.train_data,
             "scheduler": {"name": cfg.schedule, "step": state.step, "total_steps": state.total_steps},
             "scaler": state.scaler.state_dict() if state.scaler.is_enabled() else None,
             "rng": {"per_rank": rng, "world_size": info.world_size,
