@@ -67,6 +67,11 @@ def _boxes(path: Graph, feature_size: tuple[int, int], input_size: tuple[int, in
     return receptive_field_boxes(path, grid, input_size)
 
 
+def _centres(boxes: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """``(H, W)`` long: the middle frame of each half-open box ``t0, t1`` of ``boxes`` ``(H, W, 4)``."""
+    return ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, int(n_frames) - 1)
+
+
 def centre_frames(path: Graph, feature_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
     """``(H, W)`` long: the centre frame of each feature-map position's receptive field.
 
@@ -75,8 +80,7 @@ def centre_frames(path: Graph, feature_size: tuple[int, int], input_size: tuple[
         feature_size: ``(H, W)`` of the layer's feature map.
         input_size: ``(F, T)`` of the log-mel input (the boxes are clipped to it).
     """
-    boxes = _boxes(path, feature_size, input_size)
-    return ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, int(input_size[1]) - 1)
+    return _centres(_boxes(path, feature_size, input_size), input_size[1])
 
 
 def allowed_positions(path: Graph, frames: torch.Tensor, feature_size: tuple[int, int],
@@ -89,6 +93,5 @@ def allowed_positions(path: Graph, frames: torch.Tensor, feature_size: tuple[int
     if frames.dim() != 2 or frames.shape[1] != T:
         raise ValueError(f"frames must be (B, T={T}) bool, got {tuple(frames.shape)}")
     boxes = _boxes(path, feature_size, input_size).to(frames.device)  # (H, W, 4)
-    centre = ((boxes[..., 2] + boxes[..., 3] - 1) // 2).clamp(0, T - 1)
     whole = (boxes[..., 2] <= 0) & (boxes[..., 3] >= T)  # (H, W)
-    return frames[:, centre] | (whole & frames.any(dim=1)[:, None, None])
+    return frames[:, _centres(boxes, T)] | (whole & frames.any(dim=1)[:, None, None])
