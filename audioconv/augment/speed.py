@@ -7,6 +7,7 @@ import torch
 import torchaudio.functional as AF
 
 from .base import Augmentation, real_lengths
+from .dsp import replace_tails
 from .validation import check_sample_rate
 
 __all__ = ["SpeedPerturb"]
@@ -73,9 +74,8 @@ class SpeedPerturb(Augmentation):
 
     def _transform(self, x, params, lengths):
         time = x.shape[-1]
-        t = torch.arange(time, device=x.device)
         if lengths is not None:  # the padding takes no part
-            x = x * (t < lengths[:, None])[:, None, :]
+            x = replace_tails(x.clone(), lengths)
         y = torch.empty_like(x)
         factors = params["factor"]
         for value in factors.unique().tolist():
@@ -84,9 +84,7 @@ class SpeedPerturb(Augmentation):
             out = AF.resample(x[rows], ratio.numerator, ratio.denominator) if ratio != 1 else x[rows]
             out = out[..., :time] if out.shape[-1] >= time else torch.nn.functional.pad(out, (0, time - out.shape[-1]))
             y[rows] = out
-        if lengths is None:
-            return y
-        return y * (t < self._sped(factors, lengths)[:, None])[:, None, :]
+        return y if lengths is None else replace_tails(y, self._sped(factors, lengths))
 
     def describe(self, params, index):
         return f"x{float(params['factor'][index]):.2f}"
