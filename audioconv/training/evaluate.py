@@ -176,7 +176,8 @@ def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | 
     model, labels = model_from_checkpoint(ckpt, f"checkpoint {checkpoint}", weights)
     _, scored_weights = checkpoint_weights(ckpt, weights, f"checkpoint {checkpoint}")  # "ema" or "raw"
     model.to(dev).eval()
-    ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=run_clip_s(ckpt),
+    clip_s = run_clip_s(ckpt)
+    ds = ManifestDataset(manifest, sample_rate=int(model.frontend.config.sample_rate), clip_s=clip_s,
                          labels=labels, crop="center", split=split, allow_unknown=allow_unknown, skip_bad=skip_bad)
     if by is not None:
         check_key(ds.records, by, manifest)
@@ -191,6 +192,6 @@ def score_checkpoint(ckpt: dict, checkpoint: str | os.PathLike, manifest: str | 
     result.update(labels=labels, loss=float(loss_sum) / max(1, n), unknown=int(ds.unknown),
                   unknown_labels=dict(ds.unknown_labels), n_clips=ds.n_selected, skipped=ds.skipped,
                   checkpoint=str(checkpoint), manifest=str(manifest), weights=scored_weights,
-                  clip_s=run_clip_s(ckpt), n_longer=longer_than(ds.records, run_clip_s(ckpt)))
+                  clip_s=clip_s, n_longer=longer_than(ds.records, clip_s))
     probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, len(labels)))
     return Scored(result, ds, probs, model)

@@ -88,9 +88,10 @@ def header_records(
     listed in the second return value)."""
     records, skipped = [], []
     for path, fields, where in tqdm(items, total=total, disable=not progress, desc=desc, unit="file"):
-        shown = os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")  # a name that is not UTF-8: \xe9
+        full = os.path.abspath(path)
+        shown = os.fsencode(full).decode("utf-8", "backslashreplace")  # a name that is not UTF-8: \xe9
         try:
-            if shown != os.path.abspath(path):  # a manifest is UTF-8 JSON: it cannot hold this name
+            if shown != full:  # a manifest is UTF-8 JSON: it cannot hold this name
                 raise ValueError(f"the file name is not UTF-8 text: {shown}; rename it (e.g. convmv -f latin1 -t "
                                  f"utf8 --notest FILE)")
             meta = audio.info(path)
@@ -101,7 +102,7 @@ def header_records(
                 raise error from None
             skipped.append({"audio_filepath": shown, "error": str(error)})
             continue
-        rec = {"audio_filepath": os.path.abspath(path), **fields}
+        rec = {"audio_filepath": full, **fields}
         rec["duration"] = round(meta.frames / meta.sample_rate, 6)
         rec["sample_rate"] = meta.sample_rate
         records.append(rec)
